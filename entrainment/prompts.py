@@ -1,0 +1,162 @@
+"""Build the prompt table (prompts.parquet) for the four context conditions.
+
+Format (the paper's released head-search code):
+  context   = context_template.format(context_subject) + " " + context_object + "."
+  query     = query_template.format(query_subject)
+  text_ctx  = context + " " + query          text_base = query
+Random contexts are one word and a period ("window."), as in the paper's Figure 1(d).
+
+Each relation is generated from its own seeded RNG (``f"{seed}|{relation}"``) and iterates only
+over sorted lists, so a relation's rows depend on its own file, the shipped word list and fact
+pool, the seed and the parameters -- never on which other relations are selected or in what order.
+Splits are by query subject; related and counterfactual items come in matched pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from entrainment.errors import InputError
+from entrainment.relations import Relation
+from entrainment.schema import PROMPTS
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True, order=True)
+class Fact:
+    """A true fact of some relation, used as an `irrelevant` context."""
+
+    relation: str
+    subject: str
+    object: str
+    context: str
+
+
+def load_words(path: Path) -> list[str]:
+    """The random-word list: one word per line, '#' comments allowed; sorted and deduplicated."""
+    words = sorted({w.strip() for w in Path(path).read_text().splitlines() if w.strip() and not w.startswith("#")})
+    bad = [w for w in words if not w.isalpha()]
+    if bad:
+        raise InputError(path, "word", bad[0], "random words must be single alphabetic words")
+    if not words:
+        raise InputError(path, "words", "", "empty word list")
+    return words
+
+
+def load_facts(path: Path) -> list[Fact]:
+    """The pool of true facts used for irrelevant contexts (see scripts/make_irrelevant_facts.py)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        return sorted(Fact(**f) for f in raw) if raw else []
+    except (json.JSONDecodeError, TypeError) as e:
+        raise InputError(path, "facts", str(e)[:80], "expected a JSON list of {relation, subject, object, context}") from None
+
+
+def context_sentence(template: str, subject: str, obj: str) -> str:
+    return f"{template.format(subject)} {obj}."
+
+
+def prompt_id(*parts: str) -> str:
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def split_subjects(subjects: list[str], fractions: tuple[float, float, float], rng: random.Random,
+                   where: str) -> dict[str, str]:
+    """Assign each subject to train/dev/test (dev and test get at least one subject each)."""
+    order = sorted(subjects)
+    rng.shuffle(order)
+    n = len(order)
+    n_test = max(1, round(n * fractions[2])) if fractions[2] > 0 else 0
+    n_dev = max(1, round(n * fractions[1])) if fractions[1] > 0 else 0
+    if n - n_test - n_dev < 1:
+        raise InputError(where, "samples", n, "too few distinct subjects to split into train/dev/test")
+    out = {s: "test" for s in order[:n_test]}
+    out.update({s: "dev" for s in order[n_test:n_test + n_dev]})
+    out.update({s: "train" for s in order[n_test + n_dev:]})
+    return out
+
+
+def _quota(max_pairs: int, fractions: tuple[float, float, float]) -> dict[str, int]:
+    return {s: (max(1, round(max_pairs * f)) if f > 0 else 0) for s, f in zip(SPLITS, fractions)}
+
+
+def generate_relation(rel: Relation, words: list[str], facts: list[Fact], seed: int, max_pairs: int,
+                      fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> list[dict]:
+    """All prompt rows of one relation, deterministic in (relation content, pools, seed, params)."""
+    rng = random.Random(f"{seed}|{rel.name}")
+    gold = rel.gold
+    objects = rel.objects
+    lowered = {o.lower() for o in objects}
+    if len(objects) < 3:
+        raise InputError(rel.path, "samples", len(objects), "need at least 3 distinct objects for counterfactuals")
+    split_of = split_subjects(list(gold), fractions, rng, str(rel.path))
+    subjects = sorted(gold)
+    pool_words = [w for w in words if w.lower() not in lowered]
+    pool_facts = [f for f in facts if f.relation != rel.name and f.object.lower() not in lowered]
+    quota = _quota(max_pairs, fractions)
+    rows: list[dict] = []
+
+    def row(cond: str, q: str, qt: str, ctx_subject: str, distractor: str, context: str, pair: str | None) -> dict:
+        query = qt.format(q)
+        return {
+            "prompt_id": prompt_id(rel.name, cond, q, context, query),
+            "relation": rel.name, "condition": cond, "subject": q, "gold": gold[q], "distractor": distractor,
+            "context": context, "query": query, "text_ctx": f"{context} {query}", "text_base": query,
+            "split": split_of[q], "pair_id": pair, "context_subject": ctx_subject,
+        }
+
+    for split in SPLITS:
+        qs = [s for s in subjects if split_of[s] == split]
+        k = quota[split]
+        # related + counterfactual: matched pairs (same query, template and context subject)
+        cands = [(q, c) for q in qs for c in subjects if c != q and gold[c] != gold[q]]
+        for q, c in rng.sample(cands, min(k, len(cands))):
+            ct, qt = rng.choice(rel.context_templates), rng.choice(rel.query_templates)
+            false = [o for o in objects if o not in (gold[c], gold[q])]
+            wrong = rng.choice(false)
+            pair = prompt_id(rel.name, "pair", q, c, ct, qt)
+            rows.append(row("related", q, qt, c, gold[c], context_sentence(ct, c, gold[c]), pair))
+            rows.append(row("counterfactual", q, qt, c, wrong, context_sentence(ct, c, wrong), pair))
+        cands_f = [(q, f) for q in qs for f in pool_facts if f.object != gold[q]]
+        for q, f in rng.sample(cands_f, min(k, len(cands_f))):
+            rows.append(row("irrelevant", q, rng.choice(rel.query_templates), f.subject, f.object, f.context, None))
+        cands_w = [(q, w) for q in qs for w in pool_words]
+        for q, w in rng.sample(cands_w, min(k, len(cands_w))):
+            rows.append(row("random", q, rng.choice(rel.query_templates), "", w, f"{w}.", None))
+    return rows
+
+
+def generate_prompts(relations: list[Relation], words: list[str], facts: list[Fact], seed: int,
+                     max_pairs: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> pl.DataFrame:
+    """The prompts table for several relations (sorted by relation name, then generation order)."""
+    rows: list[dict] = []
+    for rel in sorted(relations, key=lambda r: r.name):
+        rows.extend(generate_relation(rel, words, facts, seed, max_pairs, fractions))
+    df = pl.DataFrame(rows, schema=PROMPTS.polars_schema())
+    assert df["prompt_id"].n_unique() == len(df), "prompt ids must be unique"
+    return df
+
+
+def input_files(data_dir: Path, relations: tuple[str, ...]) -> list[Path]:
+    """Every file the dataset stage reads (its cache key hashes their contents)."""
+    from entrainment.paths import FACTS_FILE, WORDS_FILE
+    from entrainment.relations import find_files
+
+    return find_files(data_dir, relations) + [WORDS_FILE, FACTS_FILE]
+
+
+def build(data_dir: Path, relations: tuple[str, ...], seed: int, max_pairs: int,
+          fractions: tuple[float, float, float]) -> pl.DataFrame:
+    """Load, clean and generate: the whole dataset stage as one function."""
+    from entrainment.paths import FACTS_FILE, WORDS_FILE
+    from entrainment.relations import load_relations
+
+    rels = load_relations(data_dir, relations)
+    return generate_prompts(rels, load_words(WORDS_FILE), load_facts(FACTS_FILE), seed, max_pairs, fractions)

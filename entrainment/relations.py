@@ -1,0 +1,195 @@
+"""Load LRE relation files (Hernandez et al.) into typed objects, cleaning the dirt they carry.
+
+Fixes applied, each reported as one log line naming the file and the count:
+- literal ``\\uXXXX`` escapes left in strings (``Bras\\u00edlia`` -> ``Brasília``);
+- leading/trailing whitespace in subjects, objects and templates;
+- duplicate (subject, object) pairs (the first is kept);
+- subjects listed with several different objects (dropped: no single gold answer).
+
+Malformed files raise ``InputError`` naming the file, the field and the value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from entrainment.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# The relations the paper's code keeps (16): factual and commonsense relations whose objects are
+# not people, years or mostly multi-word names. Excluded: every bias and linguistic relation,
+# object superclass, substance phase of matter, word sentiment, company CEO, person *, pokemon
+# evolution, president birth/election year, superhero archnemesis/person.
+EXCLUDED_TYPES = ("bias", "linguistic")
+EXCLUDED_NAMES = ("superclass", "substance", "word", "person", "band", "year", "pokemon", "superhero")
+
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One cleaned LRE relation: templates and an ordered subject -> object mapping."""
+
+    name: str
+    relation_type: str
+    domain: str
+    range: str
+    context_templates: tuple[str, ...]
+    query_templates: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]  # unique subjects, file order
+    path: Path
+    fixes: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def gold(self) -> dict[str, str]:
+        return dict(self.pairs)
+
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """Distinct objects, sorted (order-independent)."""
+        return tuple(sorted({o for _, o in self.pairs}))
+
+    @property
+    def eligible(self) -> bool:
+        """Whether the relation is in the paper's factual/commonsense set (see EXCLUDED_*)."""
+        words = f"{self.domain} {self.range}".lower().split()
+        return self.relation_type not in EXCLUDED_TYPES and not any(w in EXCLUDED_NAMES for w in words)
+
+
+def _clean_text(text: str, counts: dict[str, int]) -> str:
+    fixed = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    if fixed != text:
+        counts["unicode_escapes"] = counts.get("unicode_escapes", 0) + len(_ESCAPE.findall(text))
+    stripped = " ".join(fixed.split())
+    if stripped != fixed:
+        counts["whitespace"] = counts.get("whitespace", 0) + 1
+    return stripped
+
+
+def _require(raw: dict, key: str, kind: type, path: Path, where: str = "") -> object:
+    if key not in raw:
+        raise InputError(path, where + key, None, "missing field")
+    value = raw[key]
+    if not isinstance(value, kind):
+        raise InputError(path, where + key, value, f"expected {kind.__name__}")
+    return value
+
+
+def _templates(raw: dict, key: str, path: Path, counts: dict[str, int]) -> tuple[str, ...]:
+    items = _require(raw, key, list, path)
+    if not items:
+        raise InputError(path, key, items, "empty template list")
+    out = []
+    for i, t in enumerate(items):
+        if not isinstance(t, str) or t.count("{}") != 1:
+            raise InputError(path, f"{key}[{i}]", t, "template must contain exactly one {}")
+        out.append(_clean_text(t, counts))
+    return tuple(dict.fromkeys(out))
+
+
+def load_relation(path: Path) -> Relation:
+    """Parse and clean one relation file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "file", str(path), "not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, "json", f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, "encoding", str(e.reason), "not UTF-8") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "json", type(raw).__name__, "expected an object at the top level")
+    counts: dict[str, int] = {}
+    name = _clean_text(_require(raw, "name", str, path), counts)
+    if not name:
+        raise InputError(path, "name", raw["name"], "empty name")
+    props = _require(raw, "properties", dict, path)
+    rtype = _require(props, "relation_type", str, path, "properties.")
+    domain = _require(props, "domain_name", str, path, "properties.")
+    rng = _require(props, "range_name", str, path, "properties.")
+    ctx = _templates(raw, "prompt_templates", path, counts)
+    zs = _templates(raw, "prompt_templates_zs", path, counts)
+    samples = _require(raw, "samples", list, path)
+    if not samples:
+        raise InputError(path, "samples", samples, "empty sample list")
+
+    seen: dict[str, list[str]] = {}
+    for i, s in enumerate(samples):
+        if not isinstance(s, dict):
+            raise InputError(path, f"samples[{i}]", s, "expected an object with subject and object")
+        subj = _clean_text(_require(s, "subject", str, path, f"samples[{i}]."), counts)
+        obj = _clean_text(_require(s, "object", str, path, f"samples[{i}]."), counts)
+        if not subj or not obj:
+            raise InputError(path, f"samples[{i}]", s, "empty subject or object")
+        objs = seen.setdefault(subj, [])
+        if obj in objs:
+            counts["duplicate_pairs"] = counts.get("duplicate_pairs", 0) + 1
+        else:
+            objs.append(obj)
+    ambiguous = [s for s, o in seen.items() if len(o) > 1]
+    if ambiguous:
+        counts["ambiguous_subjects_dropped"] = len(ambiguous)
+    pairs = tuple((s, o[0]) for s, o in seen.items() if len(o) == 1)
+    if not pairs:
+        raise InputError(path, "samples", len(samples), "no usable (subject, object) pair after cleaning")
+    for kind, n in sorted(counts.items()):
+        log.info("cleaned %s: %s x%d", path, kind, n)
+    return Relation(name, rtype, domain, rng, ctx, zs, pairs, path, counts)
+
+
+def relation_files(data_dir: Path) -> list[Path]:
+    """All relation JSON files under data_dir, sorted."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise InputError(data_dir, "--data-dir", str(data_dir), "not a directory")
+    files = sorted(p for p in data_dir.rglob("*.json"))
+    if not files:
+        raise InputError(data_dir, "--data-dir", str(data_dir), "holds no relation .json files")
+    return files
+
+
+def _peek_name(path: Path) -> str | None:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return raw.get("name", "").strip() if isinstance(raw, dict) and isinstance(raw.get("name"), str) else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def index(data_dir: Path) -> dict[str, Path]:
+    """Relation name -> file, reading only the `name` fields (unparsable files are skipped here)."""
+    out: dict[str, Path] = {}
+    for p in relation_files(data_dir):
+        name = _peek_name(p)
+        if name:
+            out.setdefault(name, p)
+    return out
+
+
+def find_files(data_dir: Path, names: tuple[str, ...] | list[str]) -> list[Path]:
+    """The files of the named relations, in sorted-name order; unknown names raise InputError."""
+    idx = index(data_dir)
+    missing = [n for n in names if n not in idx]
+    if missing:
+        for p in relation_files(data_dir):  # a broken file may be the one asked for: report it
+            if _peek_name(p) is None:
+                load_relation(p)
+        raise InputError("--relations", "relation", missing[0],
+                         f"unknown relation in {data_dir} (known: {', '.join(sorted(idx))})")
+    return [idx[n] for n in sorted(set(names))]
+
+
+def load_relations(data_dir: Path, names: tuple[str, ...] | list[str]) -> list[Relation]:
+    """Load the named relations (sorted by name, so the order of `names` never matters)."""
+    return [load_relation(p) for p in find_files(data_dir, names)]
+
+
+def eligible_names(data_dir: Path) -> list[str]:
+    """Names of the relations in the paper's factual/commonsense set that are in data_dir."""
+    return sorted(r.name for r in (load_relation(p) for p in relation_files(data_dir)) if r.eligible)

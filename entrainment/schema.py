@@ -1,0 +1,158 @@
+"""Every Parquet table the pipeline writes, column by column (the contract of ../SPEC.md plus additions).
+
+Each stage writes its tables through ``tables.write_table``, which casts to the schema below and
+refuses a frame with missing columns. ``python -m entrainment.schema`` prints this as Markdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+S, I, F, B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    grain: str
+    columns: tuple[tuple[str, pa.DataType, str], ...]
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.parquet"
+
+    @property
+    def names(self) -> list[str]:
+        return [c[0] for c in self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(n, t) for n, t, _ in self.columns])
+
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        return dict(pl.from_arrow(self.arrow_schema().empty_table()).schema)
+
+
+PROMPTS = Table("prompts", "one row per (relation, condition, query subject, context) item", (
+    ("prompt_id", S, "stable id: sha1 of (relation, condition, subject, context, query); same data + seed -> same id"),
+    ("relation", S, "LRE relation `name`"),
+    ("condition", S, "related | irrelevant | random | counterfactual"),
+    ("subject", S, "query subject"),
+    ("gold", S, "true object of the query subject"),
+    ("distractor", S, "the word planted in the context (never equal to gold)"),
+    ("context", S, "the context text"),
+    ("query", S, "the query prompt"),
+    ("text_ctx", S, "model input with context: context + ' ' + query"),
+    ("text_base", S, "model input without context: the query"),
+    ("split", S, "train | dev | test, disjoint by query subject"),
+    ("pair_id", S, "shared by a matched related/counterfactual pair (same query, template, context subject); null otherwise"),
+    ("context_subject", S, "subject of the context fact ('' for random)"),
+))
+
+_MEAS_COLS = [
+    ("prompt_id", S, "from prompts"), ("relation", S, "from prompts"), ("condition", S, "from prompts"),
+    ("split", S, "from prompts"),
+    ("model", S, "normalised model spec"),
+    ("ablation", S, "`none` for the intact model, else the id of the removed head set"),
+    ("gold_token_id", I, "first token of ' ' + gold under this tokenizer"),
+    ("distractor_token_id", I, "first token of ' ' + distractor under this tokenizer"),
+    ("collision", B, "gold and distractor share that first token"),
+]
+for _t in ("gold", "distractor"):
+    for _arm, _what in (("ctx", "with context"), ("base", "without context")):
+        _MEAS_COLS += [
+            (f"{_t}_logit_{_arm}", F, f"next-token logit of the {_t} first token at the last real position, {_what}"),
+            (f"{_t}_logprob_{_arm}", F, f"log-softmax of that token, {_what}"),
+            (f"{_t}_rank_{_arm}", I, f"rank of that token among the vocabulary (1 = top), {_what}"),
+            (f"{_t}_seq_logprob_{_arm}", F, f"log-prob of the whole answer ' ' + {_t} (all its tokens), {_what}"),
+        ]
+MEASUREMENTS = Table("measurements", "one row per (prompt, model, ablation)", tuple(_MEAS_COLS))
+
+_GROUP = (("model", S, "model spec"), ("ablation", S, "`none` or head-set id"),
+          ("relation", S, "relation name, or `ALL` = pooled over relations"))
+STATS = Table("stats", "one row per (model, ablation, relation or ALL, condition, target, metric)", _GROUP + (
+    ("condition", S, "context condition"),
+    ("target", S, "gold | distractor"),
+    ("metric", S, "logit | logprob | prob (= exp logprob) | rank | seq_logprob"),
+    ("n", I, "pairs used"),
+    ("mean_ctx", F, "mean with context"), ("mean_base", F, "mean without context"),
+    ("mean_diff", F, "mean of diff = ctx - base"), ("sd_diff", F, "sample sd of diff"),
+    ("t", F, "paired t statistic"), ("df", F, "n - 1"), ("p_value", F, "two-sided p"),
+    ("ci_low", F, "95% CI of mean_diff, low"), ("ci_high", F, "95% CI of mean_diff, high"),
+    ("effect_size", F, "Cohen's d_z = mean_diff / sd_diff"),
+    ("p_adjusted", F, "Holm-adjusted within each (model, ablation, target, metric) family"),
+    ("note", S, "why t/p are NaN (n < 2, zero variance), else empty"),
+))
+
+CONTRASTS = Table("contrasts", "one row per (model, ablation, relation, target, metric, condition pair)", _GROUP + (
+    ("target", S, "gold | distractor"), ("metric", S, "as in stats"),
+    ("condition_a", S, "first condition"), ("condition_b", S, "second condition"),
+    ("paired", B, "true: matched related/counterfactual pairs (paired t); false: Welch t-test"),
+    ("n", I, "pairs (paired) or n_a + n_b (Welch)"),
+    ("mean_a", F, "mean context-induced shift (ctx - base) under condition_a"),
+    ("mean_b", F, "same under condition_b"),
+    ("diff", F, "mean_a - mean_b"),
+    ("t", F, "t statistic"), ("df", F, "degrees of freedom (Welch-Satterthwaite when unpaired)"),
+    ("p_value", F, "two-sided p"), ("ci_low", F, "95% CI of diff, low"), ("ci_high", F, "95% CI of diff, high"),
+    ("note", S, "why t/p are NaN, else empty"),
+))
+
+HEADS = Table("heads", "the selected mask, one row per (model, relation, seed, layer, head)", (
+    ("model", S, "model spec"), ("relation", S, "relation the mask was trained on"), ("seed", I, "search seed"),
+    ("layer", I, "layer index (0-based)"), ("head", I, "query-head index within the layer (0-based)"),
+    ("mask_logit", F, "learned keep logit l (kept iff l > 0)"),
+    ("removed", B, "true: the head is zeroed by this mask"),
+))
+
+DISCOVERY = Table("discovery", "one row per (model, relation, seed, epoch)", (
+    ("model", S, "model spec"), ("relation", S, "relation"), ("seed", I, "search seed"), ("epoch", I, "epoch, 0 = before training"),
+    ("loss", F, "mean training loss of the epoch"), ("effect_loss", F, "mean 2-way CE(gold, distractor) term"),
+    ("sparsity", F, "mean sigmoid(mask logit) = expected share of kept heads, at the end of the epoch"),
+    ("n_removed", I, "heads removed by the deterministic mask (l <= 0)"),
+    ("dev_delta", F, "mean gold - distractor logit on the dev split with that mask"),
+    ("dev_acc", F, "share of dev items where gold outscores distractor"),
+    ("selected", B, "the epoch whose mask is in heads.parquet"),
+    ("seconds", F, "wall time of the epoch"),
+))
+
+ABLATION = Table("ablation", "one row per (model, mask_relation, relation, condition, split, variant)", (
+    ("model", S, "model spec"), ("mask_relation", S, "relation the mask was learned on"),
+    ("relation", S, "evaluated relation"), ("condition", S, "evaluated condition"), ("split", S, "evaluated split"),
+    ("variant", S, "original | ablated | random_heads | no_context"),
+    ("n", I, "items"), ("n_heads_removed", I, "heads zeroed in this variant"),
+    ("ell_gold", F, "mean gold logit"), ("ell_distractor", F, "mean distractor logit"),
+    ("delta", F, "ell_gold - ell_distractor"),
+    ("delta_p95", F, "random_heads: 95th percentile of delta over the draws; else equal to delta"),
+    ("distractor_rank", F, "mean distractor rank (1 = top)"),
+    ("acc", F, "share of items where gold outscores distractor"),
+    ("kl_to_original", F, "mean KL(variant || original with context) of next-token distributions"),
+    ("kl_to_no_context", F, "mean KL(variant || intact model without context)"),
+))
+
+SIDE_EFFECTS = Table("side_effects", "capabilities with vs without the heads", (
+    ("model", S, "model spec"), ("mask_relation", S, "relation the mask was learned on"),
+    ("task", S, "another relation's name, or an ICL task name"),
+    ("metric", S, "strict_acc (gold first token is top-1, no context) | credulous_acc (gold first token in top 5) "
+                  "| icl_acc (expected answer's first token is top-1 after the few-shot prompt)"),
+    ("original", F, "intact model"), ("ablated", F, "selected heads zeroed"),
+    ("random_heads", F, "same number of random heads zeroed (mean over draws)"), ("n", I, "items"),
+))
+
+TABLES: dict[str, Table] = {t.name: t for t in (PROMPTS, MEASUREMENTS, STATS, CONTRASTS, HEADS, DISCOVERY,
+                                                 ABLATION, SIDE_EFFECTS)}
+
+
+def markdown() -> str:
+    """All tables as Markdown (the README links here)."""
+    out = []
+    for t in TABLES.values():
+        out.append(f"### {t.file} -- {t.grain}\n\n| column | type | meaning |\n|---|---|---|")
+        out += [f"| {n} | {ty} | {doc} |" for n, ty, doc in t.columns]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown())

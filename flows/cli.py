@@ -1,0 +1,89 @@
+"""The `entrainment` command line (typer). Each stage command runs that stage's Prefect flow.
+
+Bad input exits with status 2 and one line on stderr; nothing else prints a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from entrainment.config import Config, make_config, parse_ints, parse_list
+from entrainment.errors import InputError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Measure contextual entrainment and find the attention heads behind it.")
+
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: results).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="smollm2-135m | gemma3-270m | HF id | local dir | .gguf path.")]
+RelOpt = Annotated[Optional[str], typer.Option("--relations", help='Comma-separated LRE relation names, e.g. "country capital city,fruit inside color".')]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default 0).")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | mps.")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="auto | float32 | bfloat16 | float16.")]
+PairsOpt = Annotated[Optional[int], typer.Option("--max-pairs", help="Items per relation and condition.")]
+RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Ignore caches for this command.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file holding any of these options.")]
+DataOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder of LRE relation JSON files (default: shipped data/lre).")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
+AblOpt = Annotated[Optional[str], typer.Option("--ablation-heads", help="heads.parquet, or a list like 3.4,10.7 (layer.head).")]
+
+
+def _cfg(config: Optional[Path], refresh: bool = False, relations: Optional[str] = None, **kw) -> Config:
+    return make_config(config, relations=parse_list(relations) or None, refresh=refresh or None, **kw)
+
+
+@app.command()
+def generate(out: OutOpt = None, relations: RelOpt = None, seed: SeedOpt = None, max_pairs: PairsOpt = None,
+             data_dir: DataOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """Build prompts.parquet from the LRE relation files."""
+    from entrainment.prompts import input_files
+
+    cfg = _cfg(config, refresh, relations, out=out, seed=seed, max_pairs=max_pairs, data_dir=data_dir)
+    input_files(cfg.data_dir, cfg.relations)  # unknown relations fail here, before Prefect starts
+    from entrainment.relations import load_relations
+
+    load_relations(cfg.data_dir, cfg.relations)  # malformed files too
+    from flows.generate import generate_flow
+
+    m = generate_flow(cfg)
+    typer.echo(f"prompts: {next(iter(m['outputs']))} ({m['rows']} rows)")
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="SQL over the views prompts, measurements, stats, ...")],
+        out: OutOpt = None,
+        fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table") -> None:
+    """Query the tables in --out with DuckDB (one view per table)."""
+    from entrainment.sql import query as run_query
+
+    if fmt not in ("table", "csv", "json"):
+        raise InputError("command line", "--format", fmt, "expected table, csv or json")
+    df = run_query(out or Config.out, query)
+    if fmt == "csv":
+        sys.stdout.write(df.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(df.write_json() + "\n")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*df.columns)
+        for row in df.iter_rows():
+            t.add_row(*[("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+        Console(width=max(100, 20 * len(df.columns))).print(t)
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors, exit 2 on bad input."""
+    try:
+        app()
+    except InputError as e:
+        print(f"entrainment: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

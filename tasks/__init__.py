@@ -1,0 +1,20 @@
+"""Prefect tasks: thin wrappers around library stages that add caching, retries and artifacts.
+
+Importing this package sets project-local Prefect defaults *before* Prefect is imported:
+PREFECT_HOME inside the project, analytics and telemetry off, a generous ephemeral-server
+start-up timeout (the default 20 s times out on a busy 2-core machine).
+"""
+
+import os
+
+from entrainment.paths import PROJECT_ROOT
+
+for _key, _value in {
+    "PREFECT_HOME": str(PROJECT_ROOT / ".prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "entrainment",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_key, _value)

@@ -1,0 +1,81 @@
+"""Stage-level caching on Prefect: keys from inputs, parameters and code; outputs checked on every hit.
+
+A stage task returns a manifest ``{"outputs": {path: sha256}, ...}``. Its cache key hashes
+(stage name, the Config fields the stage reads, the content of its input files, the source of every
+module it runs). Prefect's TASK_SOURCE would miss helper modules, so the key hashes whole modules.
+``run_cached`` checks after each call that every output still exists with the recorded hash; a
+deleted or corrupted output makes it rerun the task with ``refresh_cache=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from prefect import Task
+
+from entrainment.config import Config
+from entrainment.tables import file_sha256
+
+
+def sha(*parts: Any) -> str:
+    """sha256 of JSON-encoded parts (paths and tuples encode as strings and lists)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_hash(*modules: ModuleType) -> str:
+    """Hash of the full source of the given modules."""
+    return sha(*[inspect.getsource(m) for m in modules])
+
+
+def files_hash(paths: list[Path]) -> str:
+    """Hash of the files' contents (names relative to nothing: moving a file keeps its hash)."""
+    return sha(*[file_sha256(p) for p in paths])
+
+
+def manifest(outputs: list[Path], **extra: Any) -> dict:
+    """What a stage task returns: its outputs with their hashes, plus small facts (row counts...)."""
+    return {"outputs": {str(p): file_sha256(p) for p in outputs}, **extra}
+
+
+def outputs_intact(m: dict) -> bool:
+    """True if every output in the manifest exists with the recorded content."""
+    for path, digest in m.get("outputs", {}).items():
+        p = Path(path)
+        if not p.is_file() or file_sha256(p) != digest:
+            return False
+    return True
+
+
+def result_storage(cfg: Config) -> Path:
+    """Cache records live next to the results they describe (delete --out and the cache goes too)."""
+    return Path(cfg.out) / ".cache" / "prefect"
+
+
+def run_cached(task: Task, cfg: Config, *args: Any, **kwargs: Any) -> dict:
+    """Call a stage task with caching; rerun it if a cached output was deleted or changed."""
+    opts: dict[str, Any] = {"result_storage": result_storage(cfg)}
+    if cfg.refresh:
+        opts["refresh_cache"] = True
+    m = task.with_options(**opts)(cfg, *args, **kwargs)
+    if not outputs_intact(m):
+        m = task.with_options(result_storage=result_storage(cfg), refresh_cache=True)(cfg, *args, **kwargs)
+    return m
+
+
+def key_fn(stage: str, modules: tuple[ModuleType, ...], inputs: Callable[..., Any]) -> Callable[[Any, dict], str]:
+    """Build a Prefect cache_key_fn for a stage.
+
+    ``inputs(**task_parameters)`` returns whatever identifies the stage's inputs (file hashes, row
+    hashes, model identity); it is hashed together with the stage's Config fields and module code.
+    """
+
+    def fn(_ctx: Any, params: dict) -> str:
+        cfg: Config = params["cfg"]
+        return sha(stage, str(cfg.out), cfg.stage_params(stage), inputs(**params), code_hash(*modules))
+
+    return fn

@@ -1,0 +1,31 @@
+"""Task: build prompts.parquet (cached on the relation files, word/fact pools, parameters and code)."""
+
+from __future__ import annotations
+
+import sys
+
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from entrainment import prompts, relations, schema, tables
+from entrainment.config import Config
+from tasks.cache import files_hash, key_fn, manifest
+
+
+def _inputs(cfg: Config) -> str:
+    return files_hash(prompts.input_files(cfg.data_dir, cfg.relations))
+
+
+@task(name="generate", cache_key_fn=key_fn("generate", (prompts, relations, schema, tables, sys.modules[__name__]), _inputs))
+def generate(cfg: Config) -> dict:
+    df = prompts.build(cfg.data_dir, cfg.relations, cfg.seed, cfg.max_pairs, cfg.split)
+    path = tables.write_table(df, cfg.out, "prompts")
+    counts = df.group_by("relation", "condition").len().sort("relation", "condition")
+    get_run_logger().info("wrote %s: %d prompts for %d relations", path, len(df), df["relation"].n_unique())
+    create_table_artifact(key="prompt-counts", table=counts.to_dicts(),
+                          description=f"Prompts per relation and condition in {path}")
+    return manifest([path], rows=len(df))
+
+
+
