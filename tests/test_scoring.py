@@ -68,4 +68,5 @@ def test_out_of_memory_halves_the_batch(monkeypatch, caplog):
     assert seen[:3] == [5, 4, 2] and max(seen[2:]) <= 2  # 8 (5 requests) -> 4 -> 2, then it fits
     assert "batch size halved to 4" in caplog.text and "batch size halved to 2" in caplog.text
     ref = score(m.model, reqs, probes, m.tokenizer.pad_token_id, batch_size=1)
-    assert [r.probe_logit for r in res] == pytest.approx([r.probe_logit for r in ref], abs=1e-5)
+    for a, b in zip(res, ref):
+        assert a.probe_logit == pytest.approx(b.probe_logit, abs=1e-5)
