@@ -55,9 +55,14 @@ def write_parquet(df: pl.DataFrame | pa.Table, path: Path, table: Table | None =
 
 
 def write_table(df: pl.DataFrame, out_dir: Path, name: str) -> Path:
-    """Write one of the named tables into out_dir."""
+    """Write one of the named tables into out_dir under its standard file name."""
     table = TABLES[name]
     return write_parquet(df, Path(out_dir) / table.file, table)
+
+
+def write_table_file(df: pl.DataFrame, path: Path, name: str) -> Path:
+    """Write a named table's rows to another path (a shard), checked against its schema."""
+    return write_parquet(df, path, TABLES[name])
 
 
 def read_parquet(path: Path, table: Table | None = None) -> pl.DataFrame:

@@ -52,6 +52,43 @@ def generate(out: OutOpt = None, relations: RelOpt = None, seed: SeedOpt = None,
     typer.echo(f"prompts: {next(iter(m['outputs']))} ({m['rows']} rows)")
 
 
+def _only(relations: Optional[str]) -> tuple[str, ...] | None:
+    return parse_list(relations) or None
+
+
+@app.command()
+def measure(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
+            dtype: DtypeOpt = None, batch_size: BatchOpt = None, ablation_heads: AblOpt = None,
+            refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """Score every prompt with and without context -> measurements.parquet."""
+    from entrainment import tables
+    from entrainment.heads import parse_ablation
+    from entrainment.models import resolve
+
+    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size,
+               ablation_heads=ablation_heads)
+    tables.read_table(cfg.out, "prompts")
+    parse_ablation(cfg.ablation_heads, resolve(cfg.model).spec)
+    from flows.measure import measure_flow
+
+    m = measure_flow(cfg, _only(relations))
+    typer.echo(f"measurements: {next(iter(m['outputs']))} ({m['rows']} rows)")
+
+
+@app.command()
+def models() -> None:
+    """The embedded models and whether each is installed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from entrainment.models import installed
+
+    t = Table("name", "installed", "about", "install with")
+    for row in installed():
+        t.add_row(row["name"], row["installed"], row["about"], row["install"])
+    Console(width=160).print(t)
+
+
 @app.command()
 def sql(query: Annotated[str, typer.Argument(help="SQL over the views prompts, measurements, stats, ...")],
         out: OutOpt = None,

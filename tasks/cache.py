@@ -79,3 +79,25 @@ def key_fn(stage: str, modules: tuple[ModuleType, ...], inputs: Callable[..., An
         return sha(stage, str(cfg.out), cfg.stage_params(stage), inputs(**params), code_hash(*modules))
 
     return fn
+
+
+def run_many(task: Task, cfg: Config, calls: list[tuple]) -> list[dict]:
+    """Run one cached task over many argument tuples (shards).
+
+    With the default runner shards run one after another in this process (one model in memory, all
+    cores for each forward pass). With ``--runner dask`` they are submitted to the flow's Dask task
+    runner and fan out over its workers. Either way, invalid cached outputs are recomputed.
+    """
+    opts: dict[str, Any] = {"result_storage": result_storage(cfg)}
+    if cfg.refresh:
+        opts["refresh_cache"] = True
+    t = task.with_options(**opts)
+    if cfg.runner == "dask":
+        futures = [t.submit(cfg, *args) for args in calls]
+        results = [f.result() for f in futures]
+    else:
+        results = [t(cfg, *args) for args in calls]
+    for i, (m, args) in enumerate(zip(results, calls)):
+        if not outputs_intact(m):
+            results[i] = task.with_options(result_storage=result_storage(cfg), refresh_cache=True)(cfg, *args)
+    return results

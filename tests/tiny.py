@@ -58,3 +58,11 @@ ARCHS = ("llama", "gemma3", "qwen2", "qwen3", "gpt2", "gpt_neox")
 
 def model(arch: str = "llama") -> Loaded:
     return from_config(config(arch), tokenizer(), spec=f"tiny-{arch}")
+
+
+def save(arch: str, folder) -> str:
+    """Save a tiny model + tokenizer as a local model directory (a model SPEC usable by every stage)."""
+    m = model(arch)
+    m.model.save_pretrained(folder)
+    m.tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -1,0 +1,106 @@
+"""Task: one measurement shard per (model, relation, ablation), cached on exactly what it depends on.
+
+Key: the relation's prompt rows (content hash), the model's identity (file hash or revision), the
+device class and dtype, the ablated heads, the batch size and the code of every module involved.
+An edit to one relation's file therefore recomputes only that relation's shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+import polars as pl
+from prefect import get_run_logger, task
+
+from entrainment import heads, measure, models, scoring, tables, tokens
+from entrainment.config import Config
+from entrainment.errors import InputError
+from tasks.cache import code_hash, key_fn, manifest, sha
+from tasks.progress import progress_bar
+
+SHARDS = Path("shards") / "measurements"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80]
+
+
+def relation_rows(out: Path, relation: str) -> pl.DataFrame:
+    df = tables.read_table(out, "prompts")
+    return df.filter(pl.col("relation") == relation)
+
+
+def rows_hash(df: pl.DataFrame) -> str:
+    return hashlib.sha256(df.write_csv().encode()).hexdigest()[:16]
+
+
+def model_key(cfg: Config) -> dict:
+    src = models.resolve(cfg.model)
+    dev = models.pick_device(cfg.device)
+    return {"spec": src.spec, "identity": src.identity, "device": dev.split(":")[0],
+            "dtype": str(models.pick_dtype(cfg.dtype, dev))}
+
+
+def _inputs(cfg: Config, relation: str, head_set: heads.HeadSet | None) -> dict:
+    return {"model": model_key(cfg), "relation": relation, "rows": rows_hash(relation_rows(cfg.out, relation)),
+            "heads": [head_set.id, head_set.heads] if head_set else None}
+
+
+MODULES = (measure, scoring, tokens, heads, models, tables, sys.modules[__name__])
+
+
+def shard_path(cfg: Config, relation: str, head_set: heads.HeadSet | None, rows: str) -> Path:
+    abl = head_set.id if head_set else "none"
+    return cfg.out / SHARDS / slug(models.resolve(cfg.model).spec) / slug(abl) / f"{slug(relation)}.{rows}.parquet"
+
+
+def _not_bad_input(_task, _run, state) -> bool:
+    try:
+        state.result()
+    except InputError:
+        return False
+    except Exception:  # noqa: BLE001
+        return True
+    return True
+
+
+@task(name="measure", tags=["gpu"], retries=1, retry_condition_fn=_not_bad_input,
+      cache_key_fn=key_fn("measure", MODULES, _inputs))
+def measure_shard(cfg: Config, relation: str, head_set: heads.HeadSet | None = None) -> dict:
+    logger = get_run_logger()
+    rows = relation_rows(cfg.out, relation)
+    rh = rows_hash(rows)
+    path = shard_path(cfg, relation, head_set, rh)
+    work = sha(_inputs(cfg, relation, head_set), cfg.stage_params("measure"), code_hash(*MODULES))[:16]
+    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    logger.info("measuring %s / %s (%d prompts, ablation %s)", loaded.info.spec, relation, len(rows),
+                head_set.id if head_set else "none")
+    with progress_bar(f"measure {relation}", len(rows)) as advance:
+        df = measure.measure_resumable(loaded, rows, cfg.out / SHARDS / ".parts" / work, head_set,
+                                       cfg.batch_size, advance)
+    tables.write_table_file(df, path, "measurements")
+    for old in path.parent.glob(f"{slug(relation)}.*.parquet"):  # older versions of this shard
+        if old != path:
+            old.unlink(missing_ok=True)
+    parts = cfg.out / SHARDS / ".parts" / work
+    for p in sorted(parts.glob("*.parquet")):
+        p.unlink()
+    if parts.exists():
+        parts.rmdir()
+    return manifest([path], rows=len(df), relation=relation)
+
+
+def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
+    """measurements.parquet = every current shard (all models and ablations measured for these prompts)."""
+    prompts = tables.read_table(cfg.out, "prompts")
+    current = {f"{slug(r)}.{rows_hash(prompts.filter(pl.col('relation') == r))}.parquet" for r in prompts["relation"].unique()}
+    found = sorted(p for p in (cfg.out / SHARDS).glob("*/*/*.parquet") if p.name in current)
+    for m in shard_manifests:  # the ones just produced must be there
+        for p in m["outputs"]:
+            assert Path(p) in found, p
+    df = pl.concat([tables.read_parquet(p) for p in found]) if found else None
+    path = tables.write_table(df, cfg.out, "measurements")
+    return manifest([path], rows=len(df))
