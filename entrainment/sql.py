@@ -18,6 +18,10 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
         path = Path(out) / table.file
         if path.exists():
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path.as_posix()}')")
+    if (Path(out) / "measurements.parquet").exists() and (Path(out) / "prompts.parquet").exists():
+        from entrainment.stats import shifts_sql
+
+        con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")  # long format used by the stats stage
     return con
 
 

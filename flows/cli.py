@@ -76,6 +76,20 @@ def measure(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None
 
 
 @app.command()
+def stats(out: OutOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """Paired t-tests per condition and condition contrasts -> stats.parquet, contrasts.parquet."""
+    from entrainment import tables
+
+    cfg = _cfg(config, refresh, out=out)
+    tables.read_table(cfg.out, "measurements"), tables.read_table(cfg.out, "prompts")
+    from flows.stats import stats_flow
+
+    m = stats_flow(cfg)
+    typer.echo("\n".join(m["summary"]))
+    typer.echo(f"stats: {cfg.out / 'stats.parquet'} ({m['rows']} rows), contrasts: {cfg.out / 'contrasts.parquet'}")
+
+
+@app.command()
 def models() -> None:
     """The embedded models and whether each is installed."""
     from rich.console import Console

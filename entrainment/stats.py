@@ -1,0 +1,188 @@
+"""Statistics stage: paired context-vs-base t-tests and condition contrasts, aggregated in DuckDB.
+
+DuckDB reads the Parquet files directly. The view ``shifts`` is the long format: one row per
+(prompt, model, ablation, target, metric) with ``ctx``, ``base`` and ``diff = ctx - base``. SQL does
+every aggregation (n, means, sd, Welch variances, pooled ``relation = 'ALL'`` rows via GROUPING SETS)
+and Holm's step-down adjustment; scipy supplies only the t distribution (p-values, critical values).
+Degenerate groups (n < 2, zero variance) get NaN t/p and a ``note``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+from scipy import stats as sps
+
+from entrainment.schema import CONTRASTS, STATS
+
+TARGETS = ("gold", "distractor")
+METRICS = ("logit", "logprob", "prob", "rank", "seq_logprob")
+# The paper's ordering claim: counterfactual > related > irrelevant / random. Each contrast is a - b.
+CONTRAST_PAIRS = (("counterfactual", "related"), ("counterfactual", "irrelevant"), ("counterfactual", "random"),
+                  ("related", "irrelevant"), ("related", "random"), ("irrelevant", "random"))
+PAIRED = {("counterfactual", "related")}
+
+
+def _metric_sql(target: str, metric: str, arm: str) -> str:
+    if metric == "prob":
+        return f"exp({target}_logprob_{arm})"
+    return f"CAST({target}_{metric}_{arm} AS DOUBLE)"
+
+
+def shifts_sql() -> str:
+    """The long-format view over measurements joined to prompts (for pair_id)."""
+    parts = [
+        f"SELECT m.model, m.ablation, m.relation, m.condition, m.split, m.prompt_id, p.pair_id, m.collision, "
+        f"'{t}' AS target, '{k}' AS metric, {_metric_sql(t, k, 'ctx')} AS ctx, {_metric_sql(t, k, 'base')} AS base "
+        f"FROM measurements m JOIN prompts p USING (prompt_id)"
+        for t in TARGETS for k in METRICS
+    ]
+    return "SELECT *, ctx - base AS diff FROM (\n" + "\nUNION ALL\n".join(parts) + "\n)"
+
+
+def connect(measurements: Path, prompts: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW measurements AS SELECT * FROM read_parquet('{Path(measurements).as_posix()}')")
+    con.execute(f"CREATE VIEW prompts AS SELECT * FROM read_parquet('{Path(prompts).as_posix()}')")
+    con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")
+    return con
+
+
+_PAIRED_SQL = """
+SELECT model, ablation, COALESCE(relation, 'ALL') AS relation, condition, target, metric,
+       count(*) AS n, avg(ctx) AS mean_ctx, avg(base) AS mean_base, avg(diff) AS mean_diff,
+       stddev_samp(diff) AS sd_diff
+FROM shifts
+GROUP BY GROUPING SETS ((model, ablation, relation, condition, target, metric),
+                        (model, ablation, condition, target, metric))
+"""
+
+_HOLM_SQL = """
+SELECT * EXCLUDE (step, k),
+  CASE WHEN p_value IS NULL OR isnan(p_value) THEN 'NaN'::DOUBLE
+       ELSE max(least(1.0, (k - step + 1) * p_value)) OVER (
+            PARTITION BY model, ablation, target, metric ORDER BY (p_value IS NULL OR isnan(p_value)), p_value
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) END AS p_adjusted
+FROM (
+  SELECT *,
+    row_number() OVER (PARTITION BY model, ablation, target, metric
+                       ORDER BY (p_value IS NULL OR isnan(p_value)), p_value) AS step,
+    count(*) FILTER (WHERE NOT (p_value IS NULL OR isnan(p_value)))
+        OVER (PARTITION BY model, ablation, target, metric) AS k
+  FROM tested)
+"""
+
+
+def _t_test(mean: np.ndarray, se: np.ndarray, df: np.ndarray, n: np.ndarray, sd: np.ndarray, min_n: int = 2):
+    """t, p, CI half-width and a note per row; NaN where the test is undefined."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bad_n = n < min_n
+        zero = ~bad_n & ~(sd > 0)
+        ok = ~bad_n & ~zero
+        t = np.where(ok, mean / se, np.nan)
+        p = np.where(ok, 2 * sps.t.sf(np.abs(t), df), np.nan)
+        half = np.where(ok, sps.t.ppf(0.975, df) * se, np.nan)
+    note = np.where(bad_n, f"n < {min_n}", np.where(zero, "zero variance", ""))
+    return t, p, half, note
+
+
+def paired_stats(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """stats.parquet rows: paired ctx-vs-base t-test per group and pooled over relations."""
+    df = con.sql(_PAIRED_SQL).pl()
+    n = df["n"].to_numpy().astype(float)
+    sd = df["sd_diff"].fill_null(float("nan")).to_numpy()
+    mean = df["mean_diff"].to_numpy()
+    t, p, half, note = _t_test(mean, sd / np.sqrt(n), n - 1, n, sd)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dz = np.where(sd > 0, mean / sd, np.nan)
+    tested = df.with_columns(pl.Series("t", t), pl.Series("df", n - 1), pl.Series("p_value", p),
+                             pl.Series("ci_low", mean - half), pl.Series("ci_high", mean + half),
+                             pl.Series("effect_size", dz), pl.Series("note", note.astype(str)),
+                             pl.col("sd_diff").fill_null(float("nan")))
+    con.register("tested", tested.to_arrow())
+    out = con.sql(_HOLM_SQL).pl()
+    con.unregister("tested")
+    return out.select(STATS.names).sort("model", "ablation", "relation", "condition", "target", "metric")
+
+
+_CONTRAST_SQL = """
+WITH per_cond AS (
+  SELECT model, ablation, COALESCE(relation, 'ALL') AS relation, target, metric, condition,
+         count(*) AS n, avg(diff) AS mean, var_samp(diff) AS var
+  FROM shifts
+  GROUP BY GROUPING SETS ((model, ablation, relation, target, metric, condition),
+                          (model, ablation, target, metric, condition))
+),
+pairs(condition_a, condition_b, paired) AS (VALUES {pairs}),
+welch AS (
+  SELECT a.model, a.ablation, a.relation, a.target, a.metric, pr.condition_a, pr.condition_b, false AS paired,
+         a.n + b.n AS n, a.mean AS mean_a, b.mean AS mean_b, a.mean - b.mean AS diff,
+         a.var / a.n + b.var / b.n AS se2,
+         (a.var / a.n + b.var / b.n) ^ 2
+           / ((a.var / a.n) ^ 2 / (a.n - 1) + (b.var / b.n) ^ 2 / (b.n - 1)) AS df,
+         least(a.n, b.n) AS n_min
+  FROM pairs pr
+  JOIN per_cond a ON a.condition = pr.condition_a
+  JOIN per_cond b ON b.condition = pr.condition_b AND (a.model, a.ablation, a.relation, a.target, a.metric)
+                                                    = (b.model, b.ablation, b.relation, b.target, b.metric)
+  WHERE NOT pr.paired
+),
+matched AS (
+  SELECT a.model, a.ablation, a.relation, a.target, a.metric, a.condition AS condition_a, b.condition AS condition_b,
+         a.diff AS shift_a, b.diff AS shift_b
+  FROM shifts a JOIN shifts b
+    ON a.pair_id = b.pair_id AND (a.model, a.ablation, a.target, a.metric) = (b.model, b.ablation, b.target, b.metric)
+  JOIN pairs pr ON pr.paired AND a.condition = pr.condition_a AND b.condition = pr.condition_b
+),
+paired_t AS (
+  SELECT model, ablation, COALESCE(relation, 'ALL') AS relation, target, metric, condition_a, condition_b,
+         true AS paired, count(*) AS n, avg(shift_a) AS mean_a, avg(shift_b) AS mean_b,
+         avg(shift_a - shift_b) AS diff, var_samp(shift_a - shift_b) / count(*) AS se2,
+         count(*) - 1.0 AS df, count(*) AS n_min
+  FROM matched
+  GROUP BY GROUPING SETS ((model, ablation, relation, target, metric, condition_a, condition_b),
+                          (model, ablation, target, metric, condition_a, condition_b))
+)
+SELECT * FROM welch UNION ALL SELECT * FROM paired_t
+"""
+
+
+def contrasts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """contrasts.parquet rows: the context-induced shift compared between conditions."""
+    values = ", ".join(f"('{a}', '{b}', {str((a, b) in PAIRED).lower()})" for a, b in CONTRAST_PAIRS)
+    df = con.sql(_CONTRAST_SQL.format(pairs=values)).pl()
+    if df.is_empty():
+        return pl.DataFrame(schema=CONTRASTS.polars_schema())
+    se2 = df["se2"].fill_null(float("nan")).fill_nan(float("nan")).to_numpy()
+    dfree = df["df"].fill_null(float("nan")).to_numpy()
+    diff = df["diff"].to_numpy()
+    n_min = df["n_min"].to_numpy().astype(float)
+    t, p, half, note = _t_test(diff, np.sqrt(se2), dfree, n_min, np.sqrt(se2))
+    out = df.with_columns(pl.Series("t", t), pl.Series("df", dfree), pl.Series("p_value", p),
+                          pl.Series("ci_low", diff - half), pl.Series("ci_high", diff + half),
+                          pl.Series("note", note.astype(str)))
+    return out.select(CONTRASTS.names).sort("model", "ablation", "relation", "target", "metric", "condition_a", "condition_b")
+
+
+def compute(measurements: Path, prompts: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(stats, contrasts) from the two Parquet files."""
+    con = connect(measurements, prompts)
+    try:
+        return paired_stats(con), contrasts(con)
+    finally:
+        con.close()
+
+
+def summary_lines(stats: pl.DataFrame, metric: str = "logprob") -> list[str]:
+    """One line per (model, ablation, condition): the pooled distractor shift with CI and p."""
+    rows = stats.filter((pl.col("relation") == "ALL") & (pl.col("target") == "distractor") & (pl.col("metric") == metric))
+    lines = []
+    for r in rows.sort("model", "ablation", "condition").iter_rows(named=True):
+        tag = f"{r['model']} [{r['ablation']}]" if r["ablation"] != "none" else r["model"]
+        p = "p = n/a (" + r["note"] + ")" if r["note"] else f"p = {r['p_value']:.2g} (Holm {r['p_adjusted']:.2g})"
+        lines.append(f"{tag} {r['condition']:>14}: distractor {metric} shift {r['mean_diff']:+.3f} "
+                     f"[95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}], n = {r['n']}, {p}")
+    return lines
