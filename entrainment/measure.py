@@ -64,7 +64,8 @@ def measure_frame(loaded: Loaded, prompts: pl.DataFrame, ablation: HeadSet | Non
     for r, (gold, dist, arms) in zip(rows, plan):
         row = {"prompt_id": r["prompt_id"], "relation": r["relation"], "condition": r["condition"], "split": r["split"],
                "model": loaded.info.spec, "ablation": ablation.id if ablation else "none",
-               "gold_token_id": gold[0], "distractor_token_id": dist[0], "collision": gold[0] == dist[0]}
+               "gold_token_id": gold[0], "distractor_token_id": dist[0], "collision": gold[0] == dist[0],
+               "distractor_in_context": dist[0] in arms["ctx"][0].prompt}
         for arm, (main, extra) in arms.items():
             res, where = by_req[main]
             for target, tid in (("gold", gold[0]), ("distractor", dist[0])):

@@ -4,7 +4,8 @@ Format (the paper's released head-search code):
   context   = context_template.format(context_subject) + " " + context_object + "."
   query     = query_template.format(query_subject)
   text_ctx  = context + " " + query          text_base = query
-Random contexts are one word and a period ("window."), as in the paper's Figure 1(d).
+Random contexts are one word and a period, as in the paper's Figure 1(d), written with a leading
+space (" window.") so that the word is tokenised exactly as the scored distractor " window" is.
 
 Each relation is generated from its own seeded RNG (``f"{seed}|{relation}"``) and iterates only
 over sorted lists, so a relation's rows depend on its own file, the shipped word list and fact
@@ -129,7 +130,7 @@ def generate_relation(rel: Relation, words: list[str], facts: list[Fact], seed: 
             rows.append(row("irrelevant", q, rng.choice(rel.query_templates), f.subject, f.object, f.context, None))
         cands_w = [(q, w) for q in qs for w in pool_words]
         for q, w in rng.sample(cands_w, min(k, len(cands_w))):
-            rows.append(row("random", q, rng.choice(rel.query_templates), "", w, f"{w}.", None))
+            rows.append(row("random", q, rng.choice(rel.query_templates), "", w, f" {w}.", None))
     return rows
 
 

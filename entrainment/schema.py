@@ -42,7 +42,7 @@ PROMPTS = Table("prompts", "one row per (relation, condition, query subject, con
     ("subject", S, "query subject"),
     ("gold", S, "true object of the query subject"),
     ("distractor", S, "the word planted in the context (never equal to gold)"),
-    ("context", S, "the context text"),
+    ("context", S, "the context text (random: ' word.' with a leading space, so the word is tokenised as scored)"),
     ("query", S, "the query prompt"),
     ("text_ctx", S, "model input with context: context + ' ' + query"),
     ("text_base", S, "model input without context: the query"),
@@ -59,6 +59,7 @@ _MEAS_COLS = [
     ("gold_token_id", I, "first token of ' ' + gold under this tokenizer"),
     ("distractor_token_id", I, "first token of ' ' + distractor under this tokenizer"),
     ("collision", B, "gold and distractor share that first token"),
+    ("distractor_in_context", B, "the distractor's first token occurs in the with-context input ids (harness check)"),
 ]
 for _t in ("gold", "distractor"):
     for _arm, _what in (("ctx", "with context"), ("base", "without context")):
@@ -117,6 +118,18 @@ DISCOVERY = Table("discovery", "one row per (model, relation, seed, epoch)", (
     ("seconds", F, "wall time of the epoch"),
 ))
 
+DISCOVERY_MASKS = Table("discovery_masks", "every epoch's mask, one row per (model, relation, seed, epoch, layer, head)", (
+    ("model", S, "model spec"), ("relation", S, "relation"), ("seed", I, "search seed"), ("epoch", I, "epoch (0 = start)"),
+    ("layer", I, "layer index"), ("head", I, "query-head index"), ("mask_logit", F, "keep logit after that epoch"),
+    ("removed", B, "mask_logit <= 0"),
+))
+
+HEAD_OVERLAP = Table("head_overlap", "stability across seeds, one row per (model, relation, seed pair)", (
+    ("model", S, "model spec"), ("relation", S, "relation"), ("seed_a", I, "first seed"), ("seed_b", I, "second seed"),
+    ("n_removed_a", I, "heads removed by seed_a's selected mask"), ("n_removed_b", I, "same for seed_b"),
+    ("n_shared", I, "heads removed by both"), ("jaccard", F, "n_shared / size of the union (1.0 when both are empty)"),
+))
+
 ABLATION = Table("ablation", "one row per (model, mask_relation, relation, condition, split, variant)", (
     ("model", S, "model spec"), ("mask_relation", S, "relation the mask was learned on"),
     ("relation", S, "evaluated relation"), ("condition", S, "evaluated condition"), ("split", S, "evaluated split"),
@@ -141,7 +154,7 @@ SIDE_EFFECTS = Table("side_effects", "capabilities with vs without the heads", (
 ))
 
 TABLES: dict[str, Table] = {t.name: t for t in (PROMPTS, MEASUREMENTS, STATS, CONTRASTS, HEADS, DISCOVERY,
-                                                 ABLATION, SIDE_EFFECTS)}
+                                                 DISCOVERY_MASKS, HEAD_OVERLAP, ABLATION, SIDE_EFFECTS)}
 
 
 def markdown() -> str:

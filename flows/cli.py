@@ -90,6 +90,37 @@ def stats(out: OutOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = N
 
 
 @app.command()
+def discover(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
+             dtype: DtypeOpt = None,
+             epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default 12).")] = None,
+             batch_size: BatchOpt = None,
+             lr: Annotated[Optional[float], typer.Option("--lr", help="AdamW learning rate (default 1.0).")] = None,
+             lam: Annotated[Optional[float], typer.Option("--lambda", help="Sparsity weight (default 1.0).")] = None,
+             tau: Annotated[Optional[float], typer.Option("--tau", help="Gumbel-sigmoid temperature (default 1.0).")] = None,
+             weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay (default 0; the paper's code used 0.01).")] = None,
+             init: Annotated[Optional[float], typer.Option("--init", help="Start value of the mask logits (default 3 = all kept; the paper: 0).")] = None,
+             seeds: Annotated[Optional[str], typer.Option("--seeds", help='Search seeds, e.g. "0,1,2".')] = None,
+             train_conditions: Annotated[Optional[str], typer.Option("--train-conditions", help="Conditions to train on (default related).")] = None,
+             refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """Learn a keep-mask over all attention heads -> heads.parquet, discovery.parquet."""
+    from entrainment import tables
+    from entrainment.models import resolve
+
+    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, epochs=epochs,
+               discover_batch_size=batch_size, lr=lr, lam=lam, tau=tau, weight_decay=weight_decay, init=init,
+               seeds=parse_ints(seeds, "--seeds") if seeds else None,
+               train_conditions=parse_list(train_conditions) or None)
+    tables.read_table(cfg.out, "prompts")
+    resolve(cfg.model)
+    from flows.discover import discover_flow, discover_relations
+
+    discover_relations(cfg, _only(relations))
+    m = discover_flow(cfg, _only(relations))
+    typer.echo("\n".join(m["summary"]))
+    typer.echo(f"heads: {cfg.out / 'heads.parquet'}, log: {cfg.out / 'discovery.parquet'}")
+
+
+@app.command()
 def models() -> None:
     """The embedded models and whether each is installed."""
     from rich.console import Console

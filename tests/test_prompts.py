@@ -66,7 +66,7 @@ def test_distractor_never_gold_and_texts_follow_format(df):
     rel = df.filter(pl.col("condition") == "related").row(0, named=True)
     assert rel["context"].endswith(f" {rel['distractor']}.")
     rnd = df.filter(pl.col("condition") == "random")
-    assert (rnd["context"] == rnd["distractor"] + ".").all()
+    assert (rnd["context"] == " " + rnd["distractor"] + ".").all()
 
 
 def test_random_words_are_never_objects_of_the_relation(df):

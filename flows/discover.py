@@ -1,0 +1,25 @@
+"""Flow: prompts (train/dev splits) -> one mask search per (relation, seed) -> heads.parquet + discovery.parquet."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from entrainment.config import Config
+from entrainment.errors import InputError
+from flows.measure import stage_relations
+from tasks.cache import run_many
+from tasks.discover import combine, discover_shard
+
+
+def discover_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
+    rels = stage_relations(cfg, only or cfg.discover_relations)
+    if not rels:
+        wanted = ", ".join(only or cfg.discover_relations)
+        raise InputError(cfg.out / "prompts.parquet", "relation", wanted, "not in prompts.parquet (generate it first)")
+    return rels
+
+
+@flow(name="discover", validate_parameters=False)
+def discover_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
+    calls = [(rel, seed) for rel in discover_relations(cfg, only) for seed in cfg.seeds]
+    return combine(cfg, run_many(discover_shard, cfg, calls))

@@ -1,0 +1,137 @@
+"""Mask search: straight-through gradients, lambda extremes, a planted copy head, selection rule, resume."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from entrainment import discover
+from entrainment.discover import Item, SearchParams
+from entrainment.models import from_config
+from tests import tiny
+
+
+def _items(m, n=12, seed=0):
+    """Prompts "word. The capital of X is" with gold/distractor first tokens (the distractor is in context)."""
+    tok = m.tokenizer
+    words = ["window", "apple", "bread", "chair", "table", "river", "mountain", "forest", "ocean", "island", "village", "market"]
+    golds = ["Rome", "Madrid", "Tokyo", "Cairo", "Lima", "Moscow"]
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        w, g = words[i % len(words)], rng.choice(golds)
+        prompt = tuple(tok(f" {w}. The capital of France is the city of").input_ids)
+        out.append(Item(prompt, tok(" " + g, add_special_tokens=False).input_ids[0], tok(" " + w, add_special_tokens=False).input_ids[0]))
+    return out
+
+
+def test_gumbel_sigmoid_is_hard_forward_soft_backward():
+    logits = torch.zeros(3, 4, requires_grad=True)
+    m = discover.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(0))
+    assert set(m.detach().unique().tolist()) <= {0.0, 1.0}
+    m.sum().backward()
+    assert (logits.grad > 0).all()
+
+
+def test_gradient_reaches_only_the_mask_logits():
+    m = tiny.model("llama")
+    logits = torch.nn.Parameter(torch.full((m.info.n_layers, m.info.n_heads), 3.0))
+    scale = discover.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(0))
+    loss, _ = discover.step_loss(m, _items(m, 4), scale, logits, 1.0)
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in m.model.parameters())
+
+
+def test_large_lambda_keeps_every_head():
+    m = tiny.model("llama")
+    items = _items(m)
+    rows, hist = discover.search(m, items, items, SearchParams(epochs=3, batch_size=4, lam=1000.0, init=0.0))
+    assert rows[-1]["n_removed"] == 0 and bool((hist[-1] > 0).all())
+
+
+def copy_head_model():
+    """A 1-layer Llama whose head 0 attends uniformly over the prefix and copies each token's embedding
+    into the output, raising the logit of every context token (a pure "copy head"); head 1 and the MLP
+    write nothing. Every token the test prompts use gets an orthonormal embedding, so copying raises the
+    distractor (in context) and never the gold (not in context)."""
+    from transformers import LlamaConfig
+
+    tok = tiny.tokenizer()
+    v = len(tok)
+    cfg = LlamaConfig(vocab_size=v, hidden_size=128, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, head_dim=64, max_position_embeddings=64, tie_word_embeddings=True)
+    m = from_config(cfg, tok, spec="copy-head")
+    used = sorted({t for it in _items(m, 16) for t in (*it.prompt, it.gold, it.distractor)})
+    assert len(used) <= 64
+    basis, _ = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        emb = torch.zeros(v, 128)
+        emb[used, :64] = basis[: len(used)] * 8
+        m.model.model.embed_tokens.weight.copy_(emb)
+        attn = m.model.model.layers[0].self_attn
+        for w in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight):
+            w.zero_()                                      # zero q, k: uniform attention over the prefix
+        attn.v_proj.weight[:64, :64] = torch.eye(64)       # head 0 values = the token's embedding
+        attn.o_proj.weight[:64, :64] = 2 * torch.eye(64)   # head 0 writes it back
+        m.model.model.layers[0].mlp.down_proj.weight.zero_()
+    return m
+
+
+def test_planted_copy_head_is_removed_with_lambda_zero():
+    m = copy_head_model()
+    items = _items(m, 16)
+    keep_all = torch.ones(1, 2)
+    only_copy_off = torch.tensor([[0.0, 1.0]])
+    before, _ = discover.evaluate(m, items, keep_all)
+    after, _ = discover.evaluate(m, items, only_copy_off)
+    assert after > before + 1.0  # the planted head really promotes the distractor
+    rows, hist = discover.search(m, items, items, SearchParams(epochs=4, batch_size=8, lam=0.0, init=3.0))
+    final = hist[-1]
+    assert final[0, 0] <= 0 and final[0, 1] > 0   # the copy head is removed, the idle head kept
+    assert rows[-1]["n_removed"] == 1
+
+
+def test_selection_rule_on_a_synthetic_log():
+    log = [{"epoch": 0, "dev_delta": 8.0, "n_removed": 0},
+           {"epoch": 1, "dev_delta": 9.0, "n_removed": 4},
+           {"epoch": 2, "dev_delta": 10.0, "n_removed": 30},   # best
+           {"epoch": 3, "dev_delta": 9.6, "n_removed": 12},    # within 5% of 10.0
+           {"epoch": 4, "dev_delta": 9.5, "n_removed": 12},    # within 5%, same count, later
+           {"epoch": 5, "dev_delta": 9.4, "n_removed": 2}]     # outside 5%
+    assert discover.select_epoch(log) == 3
+    assert discover.select_epoch([{"epoch": 0, "dev_delta": 8.0, "n_removed": 0}]) == 0
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    m = tiny.model("qwen3")
+    items = _items(m, 12)
+    p = SearchParams(epochs=4, batch_size=4, lam=0.5, init=1.0, seed=3)
+    rows_a, hist_a = discover.search(m, items, items[:6], p)
+    ckpt = tmp_path / "ck.pt"
+    real = discover.make_batches
+    calls = []
+
+    def crash_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated")
+        return real(*a, **k)
+
+    monkeypatch.setattr(discover, "make_batches", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        discover.search(m, items, items[:6], p, ckpt)
+    monkeypatch.setattr(discover, "make_batches", real)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    rows_b, hist_b = discover.search(m, items, items[:6], p, ckpt)
+    assert [r["epoch"] for r in rows_b] == [0, 1, 2, 3, 4]
+    for ra, rb in zip(rows_a, rows_b):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == pytest.approx({k: v for k, v in rb.items() if k != "seconds"}, nan_ok=True)
+    assert all(torch.equal(a, b) for a, b in zip(hist_a, hist_b))
+
+
+def test_jaccard():
+    assert discover.jaccard({(1, 2), (3, 4)}, {(1, 2)}) == 0.5
+    assert discover.jaccard(set(), set()) == 1.0
