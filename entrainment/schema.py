@@ -132,7 +132,8 @@ HEAD_OVERLAP = Table("head_overlap", "stability across seeds, one row per (model
 
 ABLATION = Table("ablation", "one row per (model, mask_relation, relation, condition, split, variant)", (
     ("model", S, "model spec"), ("mask_relation", S, "relation the mask was learned on"),
-    ("relation", S, "evaluated relation"), ("condition", S, "evaluated condition"), ("split", S, "evaluated split"),
+    ("seed", I, "search seed of the mask"),
+    ("relation", S, "evaluated relation (= mask_relation: same relation; otherwise transfer)"), ("condition", S, "evaluated condition"), ("split", S, "evaluated split"),
     ("variant", S, "original | ablated | random_heads | no_context"),
     ("n", I, "items"), ("n_heads_removed", I, "heads zeroed in this variant"),
     ("ell_gold", F, "mean gold logit"), ("ell_distractor", F, "mean distractor logit"),
@@ -146,6 +147,7 @@ ABLATION = Table("ablation", "one row per (model, mask_relation, relation, condi
 
 SIDE_EFFECTS = Table("side_effects", "capabilities with vs without the heads", (
     ("model", S, "model spec"), ("mask_relation", S, "relation the mask was learned on"),
+    ("seed", I, "search seed of the mask"),
     ("task", S, "another relation's name, or an ICL task name"),
     ("metric", S, "strict_acc (gold first token is top-1, no context) | credulous_acc (gold first token in top 5) "
                   "| icl_acc (expected answer's first token is top-1 after the few-shot prompt)"),

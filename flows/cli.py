@@ -121,6 +121,28 @@ def discover(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = Non
 
 
 @app.command()
+def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
+           batch_size: BatchOpt = None, seed: SeedOpt = None,
+           random_draws: Annotated[Optional[int], typer.Option("--random-draws", help="Random head sets for the control (default 10).")] = None,
+           refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """Evaluate the discovered heads: ablated vs original, random heads, no context; side effects."""
+    from entrainment import tables
+    from entrainment.models import resolve
+
+    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size, seed=seed,
+               random_draws=random_draws)
+    tables.read_table(cfg.out, "prompts"), tables.read_table(cfg.out, "heads")
+    resolve(cfg.model)
+    from flows.ablate import ablate_flow, masks
+
+    if not masks(cfg):
+        raise InputError(cfg.out / "heads.parquet", "model", cfg.model, "no mask for this model (run discover first)")
+    m = ablate_flow(cfg)
+    typer.echo("\n".join(m["summary"]))
+    typer.echo(f"ablation: {cfg.out / 'ablation.parquet'}, side effects: {cfg.out / 'side_effects.parquet'}")
+
+
+@app.command()
 def models() -> None:
     """The embedded models and whether each is installed."""
     from rich.console import Console

@@ -16,5 +16,7 @@ for _key, _value in {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "entrainment",
     "TOKENIZERS_PARALLELISM": "false",
+    # library loggers also run outside flows (tests, notebooks): that is fine, not worth a warning
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }.items():
     os.environ.setdefault(_key, _value)

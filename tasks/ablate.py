@@ -1,0 +1,107 @@
+"""Tasks: evaluate each selected mask on each measured relation's test split, and its side effects."""
+
+from __future__ import annotations
+
+
+import sys
+from pathlib import Path
+
+import polars as pl
+from prefect import get_run_logger, task
+
+from entrainment import ablate, heads, models, relations, scoring, tables, tokens
+from entrainment.config import Config
+from entrainment.paths import ICL_DIR
+from entrainment.schema import ABLATION, SIDE_EFFECTS
+from tasks.cache import files_hash, key_fn, manifest
+from tasks.measure import model_key, relation_rows, rows_hash, slug
+
+SHARDS = Path("shards") / "ablation"
+MODULES = (ablate, scoring, heads, models, tokens, tables, sys.modules[__name__])
+SIDE_RECALL_ITEMS = 20   # subjects per other relation (factual recall without context)
+SIDE_RANDOM_DRAWS = 2    # random head sets for the side-effect control (each costs a full pass)
+
+
+def head_set(cfg: Config, mask_relation: str, seed: int) -> heads.HeadSet:
+    df = tables.read_table(cfg.out, "heads").filter(
+        (pl.col("model") == models.resolve(cfg.model).spec) & (pl.col("relation") == mask_relation) & (pl.col("seed") == seed)
+        & pl.col("removed")).sort("layer", "head")
+    return heads.HeadSet(heads.mask_id(mask_relation, seed), tuple(zip(df["layer"].to_list(), df["head"].to_list())))
+
+
+def _inputs_eval(cfg: Config, mask_relation: str, seed: int, relation: str) -> dict:
+    return {"model": model_key(cfg), "mask": head_set(cfg, mask_relation, seed).heads, "relation": relation,
+            "rows": rows_hash(relation_rows(cfg.out, relation))}
+
+
+@task(name="ablate", tags=["gpu"], cache_key_fn=key_fn("ablate", MODULES, _inputs_eval))
+def ablate_relation(cfg: Config, mask_relation: str, seed: int, relation: str) -> dict:
+    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    hs = head_set(cfg, mask_relation, seed)
+    items = relation_rows(cfg.out, relation).filter(pl.col("split") == "test")
+    get_run_logger().info("ablation: mask %s (%d heads) on %s, %d test items, %d random draws", hs.id, len(hs.heads),
+                          relation, len(items), cfg.random_draws)
+    df = ablate.evaluate_mask(loaded, items, hs, mask_relation, seed, cfg.random_draws, cfg.seed, cfg.batch_size)
+    path = tables.write_parquet(df, cfg.out / SHARDS / slug(loaded.info.spec) /
+                                f"{slug(mask_relation)}.seed{seed}.{slug(relation)}.parquet", ABLATION)
+    return manifest([path])
+
+
+def side_tasks(cfg: Config, mask_relation: str) -> tuple[dict[str, list[tuple[str, str]]], set[str]]:
+    """Factual recall on every other eligible relation in --data-dir, plus the ICL tasks in data/icl."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for path in relations.relation_files(cfg.data_dir):
+        rel = relations.load_relation(path)
+        if rel.eligible and rel.name != mask_relation:
+            out[rel.name] = ablate.recall_prompts(rel, SIDE_RECALL_ITEMS, cfg.seed)
+    icl = {name: ablate.icl_prompts(items, cfg.seed) for name, items in ablate.load_icl(ICL_DIR).items()}
+    return out | {f"icl:{k}": v for k, v in icl.items()}, {f"icl:{k}" for k in icl}
+
+
+def _inputs_side(cfg: Config, mask_relation: str, seed: int) -> dict:
+    files = relations.relation_files(cfg.data_dir) + sorted(ICL_DIR.glob("*.json"))
+    return {"model": model_key(cfg), "mask": head_set(cfg, mask_relation, seed).heads, "data": files_hash(files),
+            "knobs": [SIDE_RECALL_ITEMS, SIDE_RANDOM_DRAWS]}
+
+
+@task(name="side-effects", tags=["gpu"], cache_key_fn=key_fn("ablate", MODULES, _inputs_side))
+def side_effects(cfg: Config, mask_relation: str, seed: int) -> dict:
+    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    hs = head_set(cfg, mask_relation, seed)
+    tasks_, icl = side_tasks(cfg, mask_relation)
+    draws = ablate.random_head_sets(hs, loaded.info.n_layers, loaded.info.n_heads, min(SIDE_RANDOM_DRAWS, cfg.random_draws), cfg.seed)
+    get_run_logger().info("side effects of %s: %d tasks, %d random draws", hs.id, len(tasks_), len(draws))
+    df = ablate.side_effects(loaded, tasks_, icl, hs, draws, mask_relation, seed, cfg.batch_size)
+    path = tables.write_parquet(df, cfg.out / SHARDS / slug(loaded.info.spec) / f"{slug(mask_relation)}.seed{seed}.side.parquet",
+                                SIDE_EFFECTS)
+    return manifest([path])
+
+
+def combine(cfg: Config, eval_manifests: list[dict], side_manifests: list[dict]) -> dict:
+    read = lambda ms: pl.concat([tables.read_parquet(Path(p)) for m in ms for p in m["outputs"]])  # noqa: E731
+    abl = read(eval_manifests).sort("model", "mask_relation", "seed", "relation", "condition", "split", "variant")
+    side = read(side_manifests).sort("model", "mask_relation", "seed", "task", "metric")
+    paths = [tables.write_table(abl, cfg.out, "ablation"), tables.write_table(side, cfg.out, "side_effects")]
+    return manifest(paths, summary=summary_lines(abl))
+
+
+def summary_lines(abl: pl.DataFrame) -> list[str]:
+    """The paper's main table per mask on its own relation (pooled over conditions): delta and rank."""
+    own = abl.filter(pl.col("relation") == pl.col("mask_relation"))
+    lines = []
+    for (mrel, seed), g in sorted(own.group_by("mask_relation", "seed"), key=lambda kv: kv[0]):
+        agg = g.group_by("variant").agg(
+            ((pl.col("delta") * pl.col("n")).sum() / pl.col("n").sum()).alias("delta"),
+            ((pl.col("delta_p95") * pl.col("n")).sum() / pl.col("n").sum()).alias("p95"),
+            ((pl.col("distractor_rank") * pl.col("n")).sum() / pl.col("n").sum()).alias("rank"),
+            pl.col("n_heads_removed").first())
+        v = {r["variant"]: r for r in agg.iter_rows(named=True)}
+        lines.append(f"{mrel} (seed {seed}, {v['ablated']['n_heads_removed']} heads, test split): delta "
+                     f"original {v['original']['delta']:.2f} | ablated {v['ablated']['delta']:.2f} | "
+                     f"random heads {v['random_heads']['delta']:.2f} (p95 {v['random_heads']['p95']:.2f}) | "
+                     f"no context {v['no_context']['delta']:.2f}; distractor rank "
+                     f"{v['original']['rank']:.0f} -> {v['ablated']['rank']:.0f} (random {v['random_heads']['rank']:.0f})")
+    return lines
+
+
+
