@@ -75,6 +75,14 @@ class Config:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able options (Prefect deployment parameters); ``Config(**cfg.to_dict()) == cfg``."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+        return out
+
     def stage_params(self, stage: str) -> dict[str, Any]:
         """The fields that stage reads, as JSON-able values: the parameter part of its cache key."""
         out = {}

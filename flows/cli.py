@@ -143,6 +143,57 @@ def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
 
 
 @app.command()
+def report(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
+           refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """Write report.html (self-contained: six panels, embedded images) from the tables in --out."""
+    from entrainment import tables
+    from entrainment.models import resolve
+
+    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype)
+    tables.read_table(cfg.out, "prompts")
+    resolve(cfg.model)
+    from flows.report import report_flow
+
+    m = report_flow(cfg)
+    typer.echo(f"report: {next(iter(m['outputs']))}")
+
+
+@app.command()
+def run(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, seed: SeedOpt = None,
+        device: DeviceOpt = None, dtype: DtypeOpt = None, max_pairs: PairsOpt = None, data_dir: DataOpt = None,
+        batch_size: BatchOpt = None,
+        discover_relations: Annotated[Optional[str], typer.Option("--discover-relations", help='Relations to search heads for (default "country capital city").')] = None,
+        epochs: Annotated[Optional[int], typer.Option("--epochs", help="Discovery epochs.")] = None,
+        seeds: Annotated[Optional[str], typer.Option("--seeds", help='Discovery seeds, e.g. "0,1,2".')] = None,
+        lam: Annotated[Optional[float], typer.Option("--lambda", help="Discovery sparsity weight.")] = None,
+        runner: Annotated[Optional[str], typer.Option("--runner", help="default | dask (fan shards out over a Dask cluster).")] = None,
+        dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="Existing Dask scheduler (else a LocalCluster).")] = None,
+        refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """The whole pipeline: generate -> measure -> stats -> discover -> ablate -> report."""
+    from entrainment.models import resolve
+    from entrainment.relations import load_relations
+
+    cfg = _cfg(config, refresh, relations, out=out, model=model, seed=seed, device=device, dtype=dtype,
+               max_pairs=max_pairs, data_dir=data_dir, batch_size=batch_size,
+               discover_relations=parse_list(discover_relations) or None, epochs=epochs,
+               seeds=parse_ints(seeds, "--seeds") if seeds else None, lam=lam, runner=runner, dask_address=dask_address)
+    load_relations(cfg.data_dir, cfg.relations)
+    missing = [r for r in cfg.discover_relations if r not in cfg.relations]
+    if missing:
+        raise InputError("--discover-relations", "relation", missing[0], "must be one of --relations")
+    resolve(cfg.model)
+    from flows.pipeline import pipeline
+
+    result = pipeline(cfg.to_dict())
+    for stage in ("stats", "discover", "ablate"):
+        typer.echo("\n".join(result[stage].get("summary", [])))
+    typer.echo("\nOutputs:")
+    for stage, m in result.items():
+        for path in m["outputs"]:
+            typer.echo(f"  {stage:9s} {path}")
+
+
+@app.command()
 def models() -> None:
     """The embedded models and whether each is installed."""
     from rich.console import Console
