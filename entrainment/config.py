@@ -43,6 +43,8 @@ class Config:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     # measure
     batch_size: int = 32
+    # stats
+    confidence: float = 0.95
     ablation_heads: str | None = None
     # discover
     discover_relations: tuple[str, ...] = ("country capital city",)
@@ -95,7 +97,7 @@ class Config:
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "generate": ("relations", "seed", "max_pairs", "split"),
     "measure": ("model", "device", "dtype", "batch_size", "ablation_heads"),
-    "stats": (),
+    "stats": ("confidence",),
     "discover": ("model", "device", "dtype", "discover_relations", "epochs", "discover_batch_size", "lr",
                  "lam", "tau", "weight_decay", "init", "seeds", "train_conditions"),
     "ablate": ("model", "device", "dtype", "batch_size", "random_draws", "seed"),
@@ -127,6 +129,8 @@ def check(cfg: Config) -> None:
             raise InputError("config", "train_conditions", c, f"expected one of {', '.join(CONDITIONS)}")
     if not cfg.relations:
         raise InputError("config", "relations", "", "give at least one relation")
+    if not 0 < cfg.confidence < 1:
+        raise InputError("config", "confidence", cfg.confidence, "must be between 0 and 1 (e.g. 0.95)")
     if cfg.runner not in ("default", "dask"):
         raise InputError("config", "runner", cfg.runner, "expected default or dask")
     if cfg.random_draws < 1:

@@ -33,7 +33,7 @@ CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-
 color:#222;line-height:1.45;padding:0 1em}h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:2em;
 border-bottom:1px solid #ddd;padding-bottom:.2em}.sub{color:#666}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 img{max-width:100%}table{border-collapse:collapse;font-size:.82em;margin:.5em 0}th,td{border:1px solid #ddd;
-padding:3px 7px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.kv td{text-align:left}
+padding:3px 7px;text-align:right}th{background:#f3f3f3}td,th{white-space:nowrap}.scroll{overflow-x:auto}td.l,th.l{text-align:left}.kv td{text-align:left}
 .missing{color:#a00}"""
 
 
@@ -87,7 +87,11 @@ def topk_plot(example: dict | None) -> str | None:
         ax.set_yticks(range(len(toks)), [repr(t) for t in toks])
         ax.set_xlabel("next-token probability")
         ax.set_title(title)
-    fig.suptitle(f"Top-10 next tokens (blue: gold '{example['gold']}', red: distractor '{example['distractor']}')", fontsize=10)
+    pg, pd = example.get("p_gold", {}), example.get("p_distractor", {})
+    probs = (f"; p(gold) {pg['base']:.2g} → {pg['ctx']:.2g}, p(distractor) {pd['base']:.2g} → {pd['ctx']:.2g}"
+             if pg and pd else "")
+    fig.suptitle(f"Top-10 next tokens (blue: gold '{example['gold']}', red: distractor '{example['distractor']}'{probs})",
+                 fontsize=10)
     return _png(fig)
 
 
@@ -181,7 +185,7 @@ def stats_table(stats: pl.DataFrame, metric: str = "logprob") -> tuple[pl.DataFr
             else:
                 cells.append(f'<td class="l">{html.escape(str(v))}</td>' if isinstance(v, str) else f"<td>{v}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return rows, f'<table id="stats-table"><tr>{head}</tr>{"".join(body)}</table>'
+    return rows, f'<div class="scroll"><table id="stats-table"><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
 def _read(out: Path, name: str) -> pl.DataFrame:
@@ -242,10 +246,13 @@ def example_topk(loaded, row: dict, k: int = 10) -> dict:
     from entrainment.tokens import Tokens
 
     tk = Tokens(loaded.tokenizer)
+    g, d = tk.answer(row["text_base"], row["gold"])[0], tk.answer(row["text_base"], row["distractor"])[0]
     reqs = [Request(tk.prompt(row["text_base"])), Request(tk.prompt(row["text_ctx"]))]
-    res = score(loaded.model, reqs, [(), ()], loaded.tokenizer.pad_token_id, keep_dist=True)
+    res = score(loaded.model, reqs, [(g, d), (g, d)], loaded.tokenizer.pad_token_id, keep_dist=True)
     out = {key: row[key] for key in ("text_ctx", "text_base", "gold", "distractor")}
+    out["p_gold"], out["p_distractor"] = {}, {}
     for arm, r in zip(("base", "ctx"), res):
         p, idx = torch.topk(r.dist.exp(), k)
         out[arm] = [(loaded.tokenizer.decode([int(i)]), float(v)) for v, i in zip(p, idx)]
+        out["p_gold"][arm], out["p_distractor"][arm] = (float(torch.tensor(x).exp()) for x in r.probe_logprob)
     return out

@@ -76,7 +76,8 @@ FROM (
 """
 
 
-def _t_test(mean: np.ndarray, se: np.ndarray, df: np.ndarray, n: np.ndarray, sd: np.ndarray, min_n: int = 2):
+def _t_test(mean: np.ndarray, se: np.ndarray, df: np.ndarray, n: np.ndarray, sd: np.ndarray, level: float = 0.95,
+            min_n: int = 2):
     """t, p, CI half-width and a note per row; NaN where the test is undefined."""
     with np.errstate(divide="ignore", invalid="ignore"):
         bad_n = n < min_n
@@ -84,18 +85,18 @@ def _t_test(mean: np.ndarray, se: np.ndarray, df: np.ndarray, n: np.ndarray, sd:
         ok = ~bad_n & ~zero
         t = np.where(ok, mean / se, np.nan)
         p = np.where(ok, 2 * sps.t.sf(np.abs(t), df), np.nan)
-        half = np.where(ok, sps.t.ppf(0.975, df) * se, np.nan)
+        half = np.where(ok, sps.t.ppf(0.5 + level / 2, df) * se, np.nan)
     note = np.where(bad_n, f"n < {min_n}", np.where(zero, "zero variance", ""))
     return t, p, half, note
 
 
-def paired_stats(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def paired_stats(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFrame:
     """stats.parquet rows: paired ctx-vs-base t-test per group and pooled over relations."""
     df = con.sql(_PAIRED_SQL).pl()
     n = df["n"].to_numpy().astype(float)
     sd = df["sd_diff"].fill_null(float("nan")).to_numpy()
     mean = df["mean_diff"].to_numpy()
-    t, p, half, note = _t_test(mean, sd / np.sqrt(n), n - 1, n, sd)
+    t, p, half, note = _t_test(mean, sd / np.sqrt(n), n - 1, n, sd, level)
     with np.errstate(divide="ignore", invalid="ignore"):
         dz = np.where(sd > 0, mean / sd, np.nan)
     tested = df.with_columns(pl.Series("t", t), pl.Series("df", n - 1), pl.Series("p_value", p),
@@ -150,7 +151,7 @@ SELECT * FROM welch UNION ALL SELECT * FROM paired_t
 """
 
 
-def contrasts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def contrasts(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFrame:
     """contrasts.parquet rows: the context-induced shift compared between conditions."""
     values = ", ".join(f"('{a}', '{b}', {str((a, b) in PAIRED).lower()})" for a, b in CONTRAST_PAIRS)
     df = con.sql(_CONTRAST_SQL.format(pairs=values)).pl()
@@ -160,18 +161,18 @@ def contrasts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     dfree = df["df"].fill_null(float("nan")).to_numpy()
     diff = df["diff"].to_numpy()
     n_min = df["n_min"].to_numpy().astype(float)
-    t, p, half, note = _t_test(diff, np.sqrt(se2), dfree, n_min, np.sqrt(se2))
+    t, p, half, note = _t_test(diff, np.sqrt(se2), dfree, n_min, np.sqrt(se2), level)
     out = df.with_columns(pl.Series("t", t), pl.Series("df", dfree), pl.Series("p_value", p),
                           pl.Series("ci_low", diff - half), pl.Series("ci_high", diff + half),
                           pl.Series("note", note.astype(str)))
     return out.select(CONTRASTS.names).sort("model", "ablation", "relation", "target", "metric", "condition_a", "condition_b")
 
 
-def compute(measurements: Path, prompts: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(stats, contrasts) from the two Parquet files."""
+def compute(measurements: Path, prompts: Path, level: float = 0.95) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(stats, contrasts) from the two Parquet files; CIs at `level` (0.95 = the SPEC's 95% CI)."""
     con = connect(measurements, prompts)
     try:
-        return paired_stats(con), contrasts(con)
+        return paired_stats(con, level), contrasts(con, level)
     finally:
         con.close()
 
@@ -184,5 +185,5 @@ def summary_lines(stats: pl.DataFrame, metric: str = "logprob") -> list[str]:
         tag = f"{r['model']} [{r['ablation']}]" if r["ablation"] != "none" else r["model"]
         p = "p = n/a (" + r["note"] + ")" if r["note"] else f"p = {r['p_value']:.2g} (Holm {r['p_adjusted']:.2g})"
         lines.append(f"{tag} {r['condition']:>14}: distractor {metric} shift {r['mean_diff']:+.3f} "
-                     f"[95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}], n = {r['n']}, {p}")
+                     f"[CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}], n = {r['n']}, {p}")
     return lines

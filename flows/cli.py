@@ -76,11 +76,13 @@ def measure(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None
 
 
 @app.command()
-def stats(out: OutOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+def stats(out: OutOpt = None,
+          confidence: Annotated[Optional[float], typer.Option("--confidence", help="CI level (default 0.95).")] = None,
+          refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Paired t-tests per condition and condition contrasts -> stats.parquet, contrasts.parquet."""
     from entrainment import tables
 
-    cfg = _cfg(config, refresh, out=out)
+    cfg = _cfg(config, refresh, out=out, confidence=confidence)
     tables.read_table(cfg.out, "measurements"), tables.read_table(cfg.out, "prompts")
     from flows.stats import stats_flow
 

@@ -18,7 +18,7 @@ def _inputs(cfg: Config) -> str:
 
 @task(name="stats", cache_key_fn=key_fn("stats", (stats, schema, tables, sys.modules[__name__]), _inputs))
 def stats_task(cfg: Config) -> dict:
-    s, c = stats.compute(cfg.out / "measurements.parquet", cfg.out / "prompts.parquet")
+    s, c = stats.compute(cfg.out / "measurements.parquet", cfg.out / "prompts.parquet", cfg.confidence)
     paths = [tables.write_table(s, cfg.out, "stats"), tables.write_table(c, cfg.out, "contrasts")]
     lines = stats.summary_lines(s)
     logger = get_run_logger()

@@ -1,0 +1,1 @@
+"""Scheduled deployments of the pipeline (the one registry): see deployments/schedules.py."""

@@ -1,0 +1,174 @@
+"""The whole pipeline on a tiny model: rerun only on change (five cases), deployment, Dask runner."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import polars as pl
+import pytest
+
+from entrainment import models
+from entrainment.config import Config
+from entrainment.schema import TABLES
+from tests import tiny
+
+STAGES = ("generate", "measure", "stats", "discover", "ablate", "side-effects", "report")
+
+
+def task_states(since: datetime) -> dict[str, set[str]]:
+    """Task name -> set of final state names of task runs started after `since`."""
+    from prefect.client.orchestration import get_client
+    with get_client(sync_client=True) as c:
+        runs = c.read_task_runs(task_run_filter=_since(since), limit=200)
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in runs:
+        out[r.name.rsplit("-", 1)[0]].add(r.state.name)
+    return dict(out)
+
+
+def _since(t0: datetime):
+    """Task runs started after t0, excluding the placeholder runs Prefect makes for subflow calls."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime, TaskRunFilterSubFlowRuns
+
+    return TaskRunFilter(start_time=TaskRunFilterStartTime(after_=t0), subflow_runs=TaskRunFilterSubFlowRuns(exists_=False))
+
+
+def recomputed(states: dict[str, set[str]]) -> set[str]:
+    return {name for name, s in states.items() if "Completed" in s}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipe")
+    from tests.conftest import write_relation
+
+    lre = d / "lre"
+    write_relation(lre / "factual", "capitals.json", "toy capital")
+    write_relation(lre / "commonsense", "colors.json", "toy color",
+                   [{"subject": s, "object": o} for s, o in [
+                       ("bananas", "yellow"), ("limes", "green"), ("plums", "purple"), ("cherries", "red"),
+                       ("oranges", "orange"), ("kiwis", "brown"), ("grapes", "green"), ("tomatoes", "red")]],
+                   prompt_templates=["On the outside, {} are"], prompt_templates_zs=["What color are {}? They are"],
+                   properties={"relation_type": "commonsense", "domain_name": "fruit", "range_name": "color"})
+    cfg = Config(out=d / "out", data_dir=lre, relations=("toy capital", "toy color"), max_pairs=6,
+                 model=tiny.save("llama", d / "model-a"), discover_relations=("toy capital",), epochs=2,
+                 discover_batch_size=4, random_draws=2)
+    return cfg, d
+
+
+def _run(cfg: Config) -> tuple[dict, dict[str, set[str]], float]:
+    from flows.pipeline import pipeline
+
+    t0 = datetime.now(timezone.utc)
+    start = time.perf_counter()
+    result = pipeline(cfg.to_dict())
+    return result, task_states(t0), time.perf_counter() - start
+
+
+def test_rerun_only_on_change(prefect_api, setup):
+    cfg, d = setup
+    result, states, _ = _run(cfg)
+    assert recomputed(states) == set(STAGES)
+    for name in ("prompts", "measurements", "stats", "contrasts", "heads", "discovery", "ablation", "side_effects"):
+        df = pl.read_parquet(cfg.out / TABLES[name].file)
+        assert df.columns[: len(TABLES[name].names)] == TABLES[name].names and len(df) > 0, name
+    assert (cfg.out / "report.html").exists()
+
+    # (a) nothing changed: every task cached, no model loaded, fast. The test server's SQLite can stall on
+    # lock contention under load, so the time is the better of two reruns (each must recompute nothing).
+    models._LOADED.clear()
+    times = []
+    for _ in range(2):
+        _, states, seconds = _run(cfg)
+        assert recomputed(states) == set() and states.keys() >= set(STAGES)
+        assert models._LOADED == {}
+        times.append(seconds)
+        if seconds <= 20:
+            break
+    assert min(times) <= 20, times
+
+    # (b) a stats-only parameter: only stats and report
+    _, states, _ = _run(cfg.replace(confidence=0.9))
+    assert recomputed(states) == {"stats", "report"}
+
+    # (c) one relation's file changed: generate, then only that relation's shards downstream
+    f = cfg.data_dir / "commonsense" / "colors.json"
+    f.write_text(f.read_text().replace("purple", "violet"))
+    t0 = datetime.now(timezone.utc)
+    from flows.pipeline import pipeline
+
+    pipeline(cfg.replace(confidence=0.9).to_dict())
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as c:
+        runs = c.read_task_runs(task_run_filter=_since(t0), limit=200)
+    done = [r for r in runs if r.state.name == "Completed"]
+    measured = [r for r in done if r.name.startswith("measure-")]
+    assert len(measured) == 1  # only toy color's measurement shard
+    assert not [r for r in done if r.name.startswith("discover-")]  # the mask is learned on toy capital
+    # side effects measure recall on every other relation, toy color included: they rerun, once
+    assert len([r for r in done if r.name.startswith("side-effects-")]) == 1
+    assert len([r for r in done if r.name.startswith("ablate-")]) == 1  # the mask evaluated on toy color only
+
+    # (d) a different model: measure onward reruns, generate does not
+    other = cfg.replace(confidence=0.9, model=tiny.save("qwen2", d / "model-b"))
+    _, states, _ = _run(other)
+    assert "generate" not in recomputed(states)
+    assert recomputed(states) >= {"measure", "stats", "discover", "ablate", "side-effects", "report"}
+
+    # (e) an output table deleted or corrupted: that stage recomputes it
+    (other.out / "stats.parquet").unlink()
+    (other.out / "heads.parquet").write_bytes(b"corrupt")
+    _, states, _ = _run(other)
+    assert pl.read_parquet(other.out / "stats.parquet").height > 0
+    assert pl.read_parquet(other.out / "heads.parquet").height > 0
+    assert "stats" in recomputed(states) and "measure" not in recomputed(states)
+
+
+def test_deployment_schedule_and_one_run(prefect_api, setup, tmp_path):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.runner import Runner
+
+    from deployments.schedules import deployments
+
+    cfg, _ = setup
+    dep = deployments()[0]
+    dep.parameters = {"options": cfg.replace(out=tmp_path / "dep").to_dict()}
+    dep_id = dep.apply()
+    with get_client(sync_client=True) as c:
+        stored = c.read_deployment(dep_id)
+    assert stored.schedules[0].schedule.cron == "0 3 * * 1" and stored.schedules[0].active
+
+    flow_run = run_deployment(dep_id, timeout=0)
+    asyncio.run(Runner().execute_flow_run(flow_run.id))
+    with get_client(sync_client=True) as c:
+        final = c.read_flow_run(flow_run.id)
+    assert final.state.is_completed(), final.state
+    assert (tmp_path / "dep" / "report.html").exists()
+
+
+def test_dask_runner_gives_the_same_tables(prefect_api, setup, tmp_path):
+    from flows.generate import generate_flow
+    from flows.measure import measure_flow
+    from flows.runners import dask_address, with_runner
+
+    cfg, _ = setup
+    a = cfg.replace(out=tmp_path / "a")
+    b = cfg.replace(out=tmp_path / "b", runner="dask")
+    for c in (a, b):
+        generate_flow(c)
+    measure_flow(a)
+    with dask_address(b) as address:
+        assert address and address.startswith("tcp://")
+        with_runner(measure_flow, address)(b)
+    ma = pl.read_parquet(a.out / "measurements.parquet")
+    mb = pl.read_parquet(b.out / "measurements.parquet")
+    assert ma.shape == mb.shape
+    num = [c for c in ma.columns if ma[c].dtype == pl.Float64]
+    assert ma.drop(num).equals(mb.drop(num))
+    assert max((ma[c] - mb[c]).abs().max() for c in num) < 1e-5
