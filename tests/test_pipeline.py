@@ -67,9 +67,42 @@ def _run(cfg: Config) -> tuple[dict, dict[str, set[str]], float]:
     return result, task_states(t0), time.perf_counter() - start
 
 
-def test_rerun_only_on_change(prefect_api, setup):
-    cfg, d = setup
+@pytest.fixture(scope="module")
+def first_run(prefect_api, setup):
+    cfg, _ = setup
     result, states, _ = _run(cfg)
+    return result, states
+
+
+def test_report_is_self_contained_and_matches_stats(first_run, setup):
+    import base64
+    import re
+
+    cfg, _ = setup
+    page = (cfg.out / "report.html").read_text()
+    for panel in "abcdef":
+        assert f'id="panel-{panel}"' in page
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 5 and all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
+    assert "not available" not in page
+    assert not re.search(r'(src|href)="(?!data:)', page) and "http://" not in page and "https://" not in page
+    stats = pl.read_parquet(cfg.out / "stats.parquet").filter(
+        (pl.col("relation") == "ALL") & (pl.col("ablation") == "none") & (pl.col("metric") == "logprob")
+    ).sort("model", "target", "condition")
+    table = re.search(r'<table id="stats-table">(.*?)</table>', page, re.S).group(1)
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+    assert len(rows) == len(stats) > 0
+    for html_row, want in zip(rows, stats.iter_rows(named=True)):
+        values = [float(v) for v in re.findall(r'data-v="([^"]+)"', html_row)]
+        cells = re.findall(r'<td class="l">([^<]*)</td>', html_row)
+        assert cells[:4] == [want["model"], "ALL", want["condition"], want["target"]]
+        assert values[0] == pytest.approx(want["mean_ctx"], rel=1e-12, nan_ok=True)
+        assert want["mean_diff"] in [pytest.approx(v, rel=1e-12) for v in values]
+
+
+def test_rerun_only_on_change(first_run, setup):
+    cfg, d = setup
+    result, states = first_run
     assert recomputed(states) == set(STAGES)
     for name in ("prompts", "measurements", "stats", "contrasts", "heads", "discovery", "ablation", "side_effects"):
         df = pl.read_parquet(cfg.out / TABLES[name].file)
@@ -127,7 +160,7 @@ def test_rerun_only_on_change(prefect_api, setup):
     assert "stats" in recomputed(states) and "measure" not in recomputed(states)
 
 
-def test_deployment_schedule_and_one_run(prefect_api, setup, tmp_path):
+def test_deployment_schedule_and_one_run(prefect_api, setup, tmp_path):  # noqa: D103
     import asyncio
 
     from prefect.client.orchestration import get_client
