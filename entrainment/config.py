@@ -46,7 +46,7 @@ class Config:
     # stats
     confidence: float = 0.95
     ablation_heads: str | None = None
-    # discover
+    # discover (entrainment.discover.SearchParams takes its defaults from here)
     discover_relations: tuple[str, ...] = ("country capital city",)
     epochs: int = 12
     discover_batch_size: int = 16

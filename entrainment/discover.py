@@ -31,6 +31,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from entrainment.config import Config
 from entrainment.heads import scaled_heads
 from entrainment.models import Loaded
 from entrainment.scoring import Request, collate, forward_last, score
@@ -43,13 +44,15 @@ WITHIN = 0.05  # the selection rule's tolerance on dev delta
 
 @dataclass(frozen=True)
 class SearchParams:
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 1.0
-    lam: float = 1.0
-    tau: float = 1.0
-    weight_decay: float = 0.0
-    init: float = 3.0
+    """Search hyper-parameters; defaults are the pipeline's (entrainment.config.Config)."""
+
+    epochs: int = Config.epochs
+    batch_size: int = Config.discover_batch_size
+    lr: float = Config.lr
+    lam: float = Config.lam
+    tau: float = Config.tau
+    weight_decay: float = Config.weight_decay
+    init: float = Config.init
     seed: int = 0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from entrainment.errors import InputError
 from entrainment.paths import CACHE_DIR
+from entrainment.tables import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,9 @@ class Loaded:
     source: Source
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @lru_cache(maxsize=None)
 def _file_identity(path: str, size: int, mtime: int) -> str:
-    return _sha256(Path(path))[:16]
+    return file_sha256(Path(path))[:16]
 
 
 def file_identity(path: Path) -> str:

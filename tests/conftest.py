@@ -42,10 +42,8 @@ def write_relation(folder: Path, fname: str, name: str, samples: list[dict] | No
     return path
 
 
-@pytest.fixture
-def lre_dir(tmp_path: Path) -> Path:
-    """A data dir with two small clean relations."""
-    d = tmp_path / "lre"
+def toy_lre(d: Path) -> Path:
+    """Two small clean relations, `toy capital` and `toy color`, under d."""
     write_relation(d / "factual", "capitals.json", "toy capital")
     write_relation(d / "commonsense", "colors.json", "toy color",
                    [{"subject": s, "object": o} for s, o in [
@@ -54,3 +52,9 @@ def lre_dir(tmp_path: Path) -> Path:
                    prompt_templates=["On the outside, {} are"], prompt_templates_zs=["What color are {}? They are"],
                    properties={"relation_type": "commonsense", "domain_name": "fruit", "range_name": "color"})
     return d
+
+
+@pytest.fixture
+def lre_dir(tmp_path: Path) -> Path:
+    """A data dir with two small clean relations."""
+    return toy_lre(tmp_path / "lre")

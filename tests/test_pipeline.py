@@ -42,16 +42,9 @@ def recomputed(states: dict[str, set[str]]) -> set[str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("pipe")
-    from tests.conftest import write_relation
+    from tests.conftest import toy_lre
 
-    lre = d / "lre"
-    write_relation(lre / "factual", "capitals.json", "toy capital")
-    write_relation(lre / "commonsense", "colors.json", "toy color",
-                   [{"subject": s, "object": o} for s, o in [
-                       ("bananas", "yellow"), ("limes", "green"), ("plums", "purple"), ("cherries", "red"),
-                       ("oranges", "orange"), ("kiwis", "brown"), ("grapes", "green"), ("tomatoes", "red")]],
-                   prompt_templates=["On the outside, {} are"], prompt_templates_zs=["What color are {}? They are"],
-                   properties={"relation_type": "commonsense", "domain_name": "fruit", "range_name": "color"})
+    lre = toy_lre(d / "lre")
     cfg = Config(out=d / "out", data_dir=lre, relations=("toy capital", "toy color"), max_pairs=6,
                  model=tiny.save("llama", d / "model-a"), discover_relations=("toy capital",), epochs=2,
                  discover_batch_size=4, random_draws=2)
