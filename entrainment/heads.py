@@ -84,8 +84,12 @@ class HeadScaler:
 
 
 @contextmanager
-def scaled_heads(model: nn.Module, scale: torch.Tensor | None) -> Iterator[HeadScaler]:
-    """``with scaled_heads(model, mask): ...`` -- the hooks are gone after the block, even on error."""
+def scaled_heads(model: nn.Module, scale: torch.Tensor | None) -> Iterator[HeadScaler | None]:
+    """``with scaled_heads(model, mask): ...`` -- the hooks are gone after the block, even on error.
+    ``scale=None`` means the intact model: no hook is installed at all."""
+    if scale is None:
+        yield None
+        return
     scaler = HeadScaler(model, scale)
     try:
         yield scaler
