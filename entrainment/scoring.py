@@ -1,11 +1,12 @@
 """Batched, padding-safe next-token scoring: the one scoring path used by every stage.
 
-A Request is a prompt (token ids) plus an optional continuation (the answer's ids). One forward pass
-over ``prompt + continuation[:-1]`` yields, at the **last real prompt token**, the logit, log-prob and
-rank of any probe tokens, and the log-prob of the whole continuation. Requests are sorted by length
-and left-padded with explicit ``position_ids`` (absolute-position models like GPT-2 need them), and
-the LM head runs only on the last ``max(len(continuation))`` positions (``logits_to_keep``).
-On CUDA an out-of-memory error halves the batch and retries.
+A Request is a prompt (token ids) plus an optional continuation (the answer's ids). Each distinct
+prompt runs once: at its **last real token** we read the logit, log-prob and rank of any probe
+tokens and the first answer token's log-prob; the remaining answer tokens run on top of the prompt's
+KV cache, so several answers to one prompt never recompute it. Prompts are sorted by length and
+left-padded with explicit ``position_ids`` (absolute-position models like GPT-2 need them), and the
+LM head runs only on the positions read (``logits_to_keep``). On CUDA an out-of-memory error halves
+the batch and retries.
 """
 
 from __future__ import annotations
@@ -68,43 +69,79 @@ def collate(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device,
     return ids.to(device), mask.to(device)
 
 
-def _score_batch(model, reqs: list[Request], probes: list[Sequence[int]], pad_id: int, keep_dist: bool,
-                 padding_side: str = "left") -> list[Result]:
+def _score_batch(model, prompts: list[tuple[int, ...]], groups: list[list[int]], requests: Sequence[Request],
+                 probes: Sequence[Sequence[int]], pad_id: int, keep_dist: bool, padding_side: str = "left") -> dict[int, Result]:
+    """Score every request whose prompt is in `prompts` (groups[b] = indices of the requests of prompts[b]).
+
+    Phase 1 runs each distinct prompt once and reads the last real token. Phase 2 runs only the
+    continuation tokens of multi-token answers on top of phase 1's KV cache (rows repeated per answer), so
+    a prompt shared by several answers is never recomputed.
+    """
     device = model_device(model)
-    keep = max(1, max(len(r.cont) for r in reqs))
-    ids, mask = collate([r.prompt + r.cont[:-1] for r in reqs], pad_id, device, padding_side)
-    logits = forward_last(model, ids, mask, keep, padding_side).float()   # [B, keep, V]
-    logp = torch.log_softmax(logits, dim=-1)
-    out = []
-    for b, r in enumerate(reqs):
-        j0 = keep - max(1, len(r.cont))                               # window index of the last prompt token
-        lg, lp = logits[b, j0], logp[b, j0]
-        pr = torch.tensor(list(probes[b]), dtype=torch.long, device=device)
-        p_logit = lg[pr]
-        ranks = (lg[None, :] > p_logit[:, None]).sum(-1) + 1
-        if r.cont:
-            tgt = torch.tensor(r.cont, dtype=torch.long, device=device)
-            seq = logp[b, j0:j0 + len(r.cont)].gather(-1, tgt[:, None]).sum().item()
-        else:
-            seq = float("nan")
-        out.append(Result(p_logit.tolist(), lp[pr].tolist(), ranks.tolist(), seq,
-                          lp.detach().to("cpu", copy=True) if keep_dist else None))
-    return out
+    conts = [(b, j) for b, g in enumerate(groups) for j in g if len(requests[j].cont) > 1]
+    ids, mask = collate(prompts, pad_id, device, padding_side)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                logits_to_keep=1 if padding_side == "left" else 0, use_cache=bool(conts))
+    if padding_side == "left":
+        last = out.logits[:, -1].float()
+    else:
+        last = out.logits[torch.arange(len(prompts), device=device), mask.sum(-1) - 1].float()
+    logp = torch.log_softmax(last, dim=-1)
+
+    tail: dict[int, float] = {}  # log-prob of cont[1:] given the prompt and cont[:-1]
+    if conts:
+        rows = torch.tensor([b for b, _ in conts], device=device)
+        cache = out.past_key_values
+        cache.reorder_cache(rows)
+        inputs = [requests[j].cont[:-1] for _, j in conts]
+        width = max(len(c) for c in inputs)
+        cids, cmask = collate(inputs, pad_id, device, "left")
+        full = torch.cat([mask[rows], cmask], dim=1)
+        pos = (full.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+        w0 = ids.shape[1]
+        o2 = model(input_ids=cids, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True,
+                   cache_position=torch.arange(w0, w0 + width, device=device), logits_to_keep=width)
+        lp2 = torch.log_softmax(o2.logits[:, -width:].float(), dim=-1)
+        for r, (_, j) in enumerate(conts):
+            cont = requests[j].cont
+            tgt = torch.tensor(cont[1:], dtype=torch.long, device=device)
+            tail[j] = lp2[r, width - len(tgt):].gather(-1, tgt[:, None]).sum().item()
+
+    results: dict[int, Result] = {}
+    for b, g in enumerate(groups):
+        lg, lp = last[b], logp[b]
+        dist = lp.detach().to("cpu", copy=True) if keep_dist else None
+        for j in g:
+            pr = torch.tensor(list(probes[j]), dtype=torch.long, device=device)
+            p_logit = lg[pr]
+            ranks = (lg[None, :] > p_logit[:, None]).sum(-1) + 1
+            cont = requests[j].cont
+            seq = lp[cont[0]].item() + tail.get(j, 0.0) if cont else float("nan")
+            results[j] = Result(p_logit.tolist(), lp[pr].tolist(), ranks.tolist(), seq, dist)
+    return results
 
 
 def score(model, requests: Sequence[Request], probes: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32,
           keep_dist: bool = False, progress: Callable[[int], None] | None = None,
           padding_side: str = "left") -> list[Result]:
-    """Score every request (in the order given); probes[i] are the tokens reported for request i."""
-    order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt) + len(requests[i].cont), len(requests[i].cont)))
+    """Score every request (in the order given); probes[i] are the tokens reported for request i.
+
+    Requests are grouped by prompt (each distinct prompt runs once), prompts sorted by length and batched
+    `batch_size` at a time; `progress(n)` is called with the number of requests finished.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.prompt, []).append(i)
+    order = sorted(groups, key=len)
     results: list[Result | None] = [None] * len(requests)
     bs, i = batch_size, 0
     with torch.inference_mode():
         while i < len(order):
-            idx = order[i:i + bs]
+            chunk = order[i:i + bs]
             try:
-                batch = _score_batch(model, [requests[j] for j in idx], [probes[j] for j in idx], pad_id, keep_dist,
-                                     padding_side)
+                done = _score_batch(model, chunk, [groups[p] for p in chunk], requests, probes, pad_id, keep_dist,
+                                    padding_side)
             except torch.OutOfMemoryError:
                 if bs == 1:
                     raise
@@ -113,9 +150,9 @@ def score(model, requests: Sequence[Request], probes: Sequence[Sequence[int]], p
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
-            for j, res in zip(idx, batch):
+            for j, res in done.items():
                 results[j] = res
-            i += len(idx)
+            i += len(chunk)
             if progress:
-                progress(len(idx))
+                progress(len(done))
     return results  # type: ignore[return-value]
