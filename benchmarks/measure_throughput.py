@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from entrainment import models, prompts  # noqa: E402
 from entrainment.measure import measure_frame  # noqa: E402
 from entrainment.paths import LRE_DIR  # noqa: E402
+from entrainment.scoring import collate  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
 
@@ -68,11 +69,7 @@ def anchor_same_table(loaded, df, tk: Tokens) -> list[tuple[float, float, float,
         for i in range(0, len(seqs), 32):
             batch = seqs[i:i + 32]
             width = max(len(s) for s in batch)
-            ids = torch.full((len(batch), width), tok.pad_token_id)
-            mask = torch.zeros_like(ids)
-            for j, s in enumerate(batch):
-                ids[j, width - len(s):] = torch.tensor(s)
-                mask[j, width - len(s):] = 1
+            ids, mask = collate(batch, tok.pad_token_id, model.device)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             lg = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
             lp = torch.log_softmax(lg, -1)

@@ -39,21 +39,12 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def forward_last(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int,
-                 padding_side: str = "left") -> torch.Tensor:
-    """Logits [B, keep, V] of the last `keep` real positions of each row.
-
-    Left padding aligns every row's end, so the LM head runs on `keep` positions only; right padding
-    (kept for cross-checks) computes all positions and gathers each row's window.
-    """
+def forward_last(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits [B, keep, V] of the last `keep` positions of a left-padded batch (every row ends there)."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=keep if padding_side == "left" else 0, use_cache=False)
-    if padding_side == "left":
-        return out.logits[:, -keep:]
-    end = attention_mask.sum(-1)
-    pos = (end[:, None] - keep + torch.arange(keep, device=end.device)[None, :]).clamp(min=0)
-    return out.logits.gather(1, pos[:, :, None].expand(-1, -1, out.logits.shape[-1]))
+                logits_to_keep=keep, use_cache=False)
+    return out.logits[:, -keep:]
 
 
 def collate(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device,
