@@ -99,7 +99,9 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
                                 cfg.out, "discovery_masks"),
              tables.write_table(ov, cfg.out, "head_overlap")]
     summary = [f"{m['relation']} seed {m['seed']}: epoch {m['epoch']} removes {m['n_removed']} heads, "
-               f"dev delta {m['dev_delta_start']:.2f} -> {m['dev_delta']:.2f}" for m in shard_manifests]
+               f"dev delta {m['dev_delta_start']:.2f} -> {m['dev_delta']:.2f}"
+               + ("  (no head found: try more --epochs, a lower --lambda or a lower --init)" if m["n_removed"] == 0 else "")
+               for m in shard_manifests]
     if len(ov):
         summary += [f"{r['relation']} seeds {r['seed_a']}/{r['seed_b']}: Jaccard {r['jaccard']:.2f} "
                     f"({r['n_shared']} shared of {r['n_removed_a']} and {r['n_removed_b']})" for r in ov.iter_rows(named=True)]
