@@ -87,3 +87,16 @@ def test_word_list_rejects_non_words(tmp_path):
     p.write_text("apple\nice cream\n")
     with pytest.raises(InputError, match="ice cream"):
         prompts.load_words(p)
+
+
+def test_written_tables_are_readable_by_others(tmp_path, df):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tables.write_table(df, tmp_path, "prompts")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))
