@@ -39,13 +39,10 @@ def _cfg(config: Optional[Path], refresh: bool = False, relations: Optional[str]
 def generate(out: OutOpt = None, relations: RelOpt = None, seed: SeedOpt = None, max_pairs: PairsOpt = None,
              data_dir: DataOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Build prompts.parquet from the LRE relation files."""
-    from entrainment.prompts import input_files
-
-    cfg = _cfg(config, refresh, relations, out=out, seed=seed, max_pairs=max_pairs, data_dir=data_dir)
-    input_files(cfg.data_dir, cfg.relations)  # unknown relations fail here, before Prefect starts
     from entrainment.relations import load_relations
 
-    load_relations(cfg.data_dir, cfg.relations)  # malformed files too
+    cfg = _cfg(config, refresh, relations, out=out, seed=seed, max_pairs=max_pairs, data_dir=data_dir)
+    load_relations(cfg.data_dir, cfg.relations)  # unknown relations and malformed files fail here, before Prefect
     from flows.generate import generate_flow
 
     m = generate_flow(cfg)
