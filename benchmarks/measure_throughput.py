@@ -31,6 +31,15 @@ from entrainment.scoring import collate  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
 
+def first_token_logits(rows: list[dict], tk: Tokens, ctx: list, base: list) -> list[tuple[float, float, float, float]]:
+    """(gold_ctx, dist_ctx, gold_base, dist_base) from per-item last-token logits of each arm."""
+    out = []
+    for r, c, b in zip(rows, ctx, base):
+        g, d = tk.answer(r["text_base"], r["gold"])[0], tk.answer(r["text_base"], r["distractor"])[0]
+        out.append((c[g].item(), c[d].item(), b[g].item(), b[d].item()))
+    return out
+
+
 def anchor(loaded, df, tk: Tokens) -> list[tuple[float, float, float, float]]:
     """(gold_ctx, dist_ctx, gold_base, dist_base) first-token logits, the anchor way."""
     tok, model = loaded.tokenizer, loaded.model
@@ -44,12 +53,7 @@ def anchor(loaded, df, tk: Tokens) -> list[tuple[float, float, float, float]]:
             pos = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
             lg = model(**enc, position_ids=pos).logits[:, -1].float()
             out_logits.extend(lg)
-    res = []
-    for k, r in enumerate(rows):
-        g, d = tk.answer(r["text_base"], r["gold"])[0], tk.answer(r["text_base"], r["distractor"])[0]
-        c, b = out_logits[2 * k], out_logits[2 * k + 1]
-        res.append((c[g].item(), c[d].item(), b[g].item(), b[d].item()))
-    return res
+    return first_token_logits(rows, tk, out_logits[0::2], out_logits[1::2])
 
 
 def anchor_same_table(loaded, df, tk: Tokens) -> list[tuple[float, float, float, float]]:
@@ -78,12 +82,7 @@ def anchor_same_table(loaded, df, tk: Tokens) -> list[tuple[float, float, float,
                 start = width - len(s) + n_prompt - 1
                 first.append(lg[j, start])  # the logits at the last prompt token
                 _ = sum(lp[j, start + k, t].item() for k, t in enumerate(a))  # whole-answer log-prob
-    res = []
-    for k, r in enumerate(rows):
-        g, d = tk.answer(r["text_base"], r["gold"])[0], tk.answer(r["text_base"], r["distractor"])[0]
-        c, b = first[4 * k], first[4 * k + 2]
-        res.append((c[g].item(), c[d].item(), b[g].item(), b[d].item()))
-    return res
+    return first_token_logits(rows, tk, first[0::4], first[2::4])
 
 
 def main() -> None:

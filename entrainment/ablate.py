@@ -131,6 +131,30 @@ def evaluate_mask(loaded: Loaded, items: pl.DataFrame, selected: HeadSet, mask_r
     return pl.DataFrame(out, schema=ABLATION.polars_schema())
 
 
+def pooled_variants(abl: pl.DataFrame) -> pl.DataFrame:
+    """Per (model, mask_relation, seed, variant) on the mask's own relation, pooled over conditions (n-weighted)."""
+    own = abl.filter(pl.col("relation") == pl.col("mask_relation"))
+    w = lambda c: ((pl.col(c) * pl.col("n")).sum() / pl.col("n").sum()).alias(c)  # noqa: E731
+    return own.group_by("model", "mask_relation", "seed", "variant").agg(
+        w("ell_gold"), w("ell_distractor"), w("delta"), w("delta_p95"), w("distractor_rank"), w("acc"),
+        w("kl_to_original"), w("kl_to_no_context"), pl.col("n").sum(), pl.col("n_heads_removed").first())
+
+
+def summary_lines(abl: pl.DataFrame) -> list[str]:
+    """The paper's main table per mask on its own relation (pooled over conditions): delta and rank."""
+    pooled = pooled_variants(abl)
+    lines = []
+    for (mrel, seed), g in sorted(pooled.group_by("mask_relation", "seed"), key=lambda kv: kv[0]):
+        v = {r["variant"]: r for r in g.iter_rows(named=True)}
+        lines.append(f"{mrel} (seed {seed}, {v['ablated']['n_heads_removed']} heads, test split): delta "
+                     f"original {v['original']['delta']:.2f} | ablated {v['ablated']['delta']:.2f} | "
+                     f"random heads {v['random_heads']['delta']:.2f} (p95 {v['random_heads']['delta_p95']:.2f}) | "
+                     f"no context {v['no_context']['delta']:.2f}; distractor rank "
+                     f"{v['original']['distractor_rank']:.0f} -> {v['ablated']['distractor_rank']:.0f} "
+                     f"(random {v['random_heads']['distractor_rank']:.0f})")
+    return lines
+
+
 # ---- side effects -------------------------------------------------------------------------------------
 
 def load_icl(folder: Path) -> dict[str, list[dict]]:

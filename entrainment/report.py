@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from entrainment.ablate import pooled_variants  # noqa: E402
 from entrainment.tables import read_parquet  # noqa: E402
 
 CONDITION_ORDER = ["counterfactual", "related", "irrelevant", "random"]
@@ -111,15 +112,6 @@ def heads_plot(heads: pl.DataFrame) -> str | None:
         ax.set_title(f"{relation}, seed {seed}\n{int(grid.sum())} of {grid.size} heads removed", fontsize=9)
         ax.set_xticks(range(grid.shape[1]))
     return _png(fig)
-
-
-def pooled_variants(abl: pl.DataFrame) -> pl.DataFrame:
-    """Per (model, mask_relation, seed, variant) on the mask's own relation, pooled over conditions (n-weighted)."""
-    own = abl.filter(pl.col("relation") == pl.col("mask_relation"))
-    w = lambda c: ((pl.col(c) * pl.col("n")).sum() / pl.col("n").sum()).alias(c)  # noqa: E731
-    return own.group_by("model", "mask_relation", "seed", "variant").agg(
-        w("ell_gold"), w("ell_distractor"), w("delta"), w("delta_p95"), w("distractor_rank"), w("acc"),
-        w("kl_to_original"), w("kl_to_no_context"), pl.col("n").sum(), pl.col("n_heads_removed").first())
 
 
 def ablation_plot(abl: pl.DataFrame) -> str | None:

@@ -82,26 +82,4 @@ def combine(cfg: Config, eval_manifests: list[dict], side_manifests: list[dict])
     abl = read(eval_manifests).sort("model", "mask_relation", "seed", "relation", "condition", "split", "variant")
     side = read(side_manifests).sort("model", "mask_relation", "seed", "task", "metric")
     paths = [tables.write_table(abl, cfg.out, "ablation"), tables.write_table(side, cfg.out, "side_effects")]
-    return manifest(paths, summary=summary_lines(abl))
-
-
-def summary_lines(abl: pl.DataFrame) -> list[str]:
-    """The paper's main table per mask on its own relation (pooled over conditions): delta and rank."""
-    own = abl.filter(pl.col("relation") == pl.col("mask_relation"))
-    lines = []
-    for (mrel, seed), g in sorted(own.group_by("mask_relation", "seed"), key=lambda kv: kv[0]):
-        agg = g.group_by("variant").agg(
-            ((pl.col("delta") * pl.col("n")).sum() / pl.col("n").sum()).alias("delta"),
-            ((pl.col("delta_p95") * pl.col("n")).sum() / pl.col("n").sum()).alias("p95"),
-            ((pl.col("distractor_rank") * pl.col("n")).sum() / pl.col("n").sum()).alias("rank"),
-            pl.col("n_heads_removed").first())
-        v = {r["variant"]: r for r in agg.iter_rows(named=True)}
-        lines.append(f"{mrel} (seed {seed}, {v['ablated']['n_heads_removed']} heads, test split): delta "
-                     f"original {v['original']['delta']:.2f} | ablated {v['ablated']['delta']:.2f} | "
-                     f"random heads {v['random_heads']['delta']:.2f} (p95 {v['random_heads']['p95']:.2f}) | "
-                     f"no context {v['no_context']['delta']:.2f}; distractor rank "
-                     f"{v['original']['rank']:.0f} -> {v['ablated']['rank']:.0f} (random {v['random_heads']['rank']:.0f})")
-    return lines
-
-
-
+    return manifest(paths, summary=ablate.summary_lines(abl))

@@ -75,10 +75,14 @@ def key_fn(stage: str, modules: tuple[ModuleType, ...], inputs: Callable[..., An
     """
 
     def fn(_ctx: Any, params: dict) -> str:
-        cfg: Config = params["cfg"]
-        return sha(stage, str(cfg.out), cfg.stage_params(stage), inputs(**params), code_hash(*modules))
+        return stage_key(stage, modules, params["cfg"], inputs(**params))
 
     return fn
+
+
+def stage_key(stage: str, modules: tuple[ModuleType, ...], cfg: Config, inputs_id: Any) -> str:
+    """The cache key of one stage call; tasks also use it to name their resume folders."""
+    return sha(stage, str(cfg.out), cfg.stage_params(stage), inputs_id, code_hash(*modules))
 
 
 def run_many(task: Task, cfg: Config, calls: list[tuple]) -> list[dict]:

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from entrainment import discover, heads, models, scoring, tables, tokens
 from entrainment.config import Config
 from entrainment.schema import DISCOVERY, DISCOVERY_MASKS, HEADS, HEAD_OVERLAP
-from tasks.cache import code_hash, key_fn, manifest, sha
+from tasks.cache import key_fn, manifest, stage_key
 from tasks.measure import model_key, relation_rows, rows_hash, slug
 
 SHARDS = Path("shards") / "discovery"
@@ -40,7 +40,7 @@ def discover_shard(cfg: Config, relation: str, seed: int) -> dict:
     train = discover.items_from(rows.filter(pl.col("split") == "train"), tk)
     dev = discover.items_from(rows.filter(pl.col("split") == "dev"), tk)
     p = params(cfg, seed)
-    work = sha(_inputs(cfg, relation, seed), cfg.stage_params("discover"), code_hash(*MODULES))[:16]
+    work = stage_key("discover", MODULES, cfg, _inputs(cfg, relation, seed))[:16]
     ckpt = cfg.out / SHARDS / ".ckpt" / f"{work}.pt"
     logger.info("mask search: %s / %s, seed %d, %d train + %d dev items, %d heads, %d epochs",
                 loaded.info.spec, relation, seed, len(train), len(dev), loaded.info.n_total_heads, p.epochs)

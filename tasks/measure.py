@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from entrainment import heads, measure, models, scoring, tables, tokens
 from entrainment.config import Config
 from entrainment.errors import InputError
-from tasks.cache import code_hash, key_fn, manifest, sha
+from tasks.cache import key_fn, manifest, stage_key
 from tasks.progress import progress_bar
 
 SHARDS = Path("shards") / "measurements"
@@ -74,7 +74,7 @@ def measure_shard(cfg: Config, relation: str, head_set: heads.HeadSet | None = N
     rows = relation_rows(cfg.out, relation)
     rh = rows_hash(rows)
     path = shard_path(cfg, relation, head_set, rh)
-    work = sha(_inputs(cfg, relation, head_set), cfg.stage_params("measure"), code_hash(*MODULES))[:16]
+    work = stage_key("measure", MODULES, cfg, _inputs(cfg, relation, head_set))[:16]
     loaded = models.load(cfg.model, cfg.device, cfg.dtype)
     logger.info("measuring %s / %s (%d prompts, ablation %s)", loaded.info.spec, relation, len(rows),
                 head_set.id if head_set else "none")

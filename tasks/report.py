@@ -7,7 +7,7 @@ import sys
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from entrainment import models, report, scoring, tables
+from entrainment import ablate, models, report, scoring, tables
 from entrainment.config import Config
 from tasks.cache import files_hash, key_fn, manifest
 from tasks.measure import model_key
@@ -20,7 +20,7 @@ def _inputs(cfg: Config) -> dict:
     return {"tables": [p.name for p in present], "hash": files_hash(present), "model": model_key(cfg)}
 
 
-@task(name="report", cache_key_fn=key_fn("report", (report, scoring, sys.modules[__name__]), _inputs))
+@task(name="report", cache_key_fn=key_fn("report", (report, ablate, scoring, sys.modules[__name__]), _inputs))
 def report_task(cfg: Config) -> dict:
     example = None
     if (cfg.out / "measurements.parquet").exists():
@@ -36,7 +36,7 @@ def report_task(cfg: Config) -> dict:
 
         lines += summary_lines(tables.read_table(cfg.out, "stats"))
     if (cfg.out / "ablation.parquet").exists():
-        from tasks.ablate import summary_lines as ablation_lines
+        from entrainment.ablate import summary_lines as ablation_lines
 
         lines += ablation_lines(tables.read_table(cfg.out, "ablation"))
     create_markdown_artifact(key="entrainment-report", markdown="# Contextual entrainment\n\n" + "\n".join(
