@@ -41,8 +41,12 @@ class Config:
     # generate
     max_pairs: int = 60
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    # measure
+    # head-search items of the discovery relations: (query subject, context subject) pairs per split
+    # (train, dev, test), each crossed with every context x query template (README: "Head-search data")
+    search_pairs: tuple[int, int, int] = (25, 12, 100)
+    # measure, discover, ablate
     batch_size: int = 32
+    bos: str = "auto"
     # stats
     confidence: float = 0.95
     ablation_heads: str | None = None
@@ -55,10 +59,13 @@ class Config:
     tau: float = 1.0
     weight_decay: float = 0.0
     init: float = 3.0
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     train_conditions: tuple[str, ...] = ("related",)
+    shared_mask: bool = False  # also learn one mask on the union of the discovery relations (mask_relation "shared")
     # ablate
     random_draws: int = 10
+    null_draws: int = 100
+    null_items: int = 64
     # control
     refresh: bool = False
     runner: str = "default"
@@ -71,6 +78,7 @@ class Config:
             object.__setattr__(self, name, tuple(sorted(set(getattr(self, name)))))
         object.__setattr__(self, "seeds", tuple(sorted(set(int(s) for s in self.seeds))))
         object.__setattr__(self, "split", tuple(float(x) for x in self.split))
+        object.__setattr__(self, "search_pairs", tuple(int(x) for x in self.search_pairs))
         check(self)
 
     def replace(self, **changes: Any) -> "Config":
@@ -95,12 +103,13 @@ class Config:
 
 
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "generate": ("relations", "seed", "max_pairs", "split"),
-    "measure": ("model", "device", "dtype", "batch_size", "ablation_heads"),
+    "generate": ("relations", "seed", "max_pairs", "split", "discover_relations", "search_pairs"),
+    "measure": ("model", "device", "dtype", "batch_size", "ablation_heads", "bos"),
     "stats": ("confidence",),
     "discover": ("model", "device", "dtype", "discover_relations", "epochs", "discover_batch_size", "lr",
-                 "lam", "tau", "weight_decay", "init", "seeds", "train_conditions"),
-    "ablate": ("model", "device", "dtype", "batch_size", "random_draws", "seed"),
+                 "lam", "tau", "weight_decay", "init", "seeds", "train_conditions", "bos"),
+    "ablate": ("model", "device", "dtype", "batch_size", "random_draws", "seed", "bos", "null_draws", "null_items",
+               "train_conditions"),
     "report": (),
 }
 
@@ -135,6 +144,12 @@ def check(cfg: Config) -> None:
         raise InputError("config", "runner", cfg.runner, "expected default or dask")
     if cfg.random_draws < 1:
         raise InputError("config", "random_draws", cfg.random_draws, "must be at least 1")
+    if cfg.null_draws < 0 or cfg.null_items < 2:
+        raise InputError("config", "null_draws", (cfg.null_draws, cfg.null_items), "need null_draws >= 0 and null_items >= 2")
+    if len(cfg.search_pairs) != 3 or any(x < 1 for x in cfg.search_pairs):
+        raise InputError("config", "search_pairs", cfg.search_pairs, "three positive pair counts (train, dev, test)")
+    if cfg.bos not in ("auto", "always", "never"):
+        raise InputError("config", "bos", cfg.bos, "expected auto, always or never")
 
 
 def parse_list(text: str | None) -> tuple[str, ...]:

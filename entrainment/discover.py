@@ -40,6 +40,7 @@ from entrainment.tokens import Tokens
 log = logging.getLogger(__name__)
 
 WITHIN = 0.05  # the selection rule's tolerance on dev delta
+SHARED = "shared"  # the mask_relation of a mask trained on the union of the discovery relations' items
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,13 @@ and with any attention backend. The projection's bias is kept.
 
 ``scale`` is an ``[n_layers, n_heads]`` tensor: a fixed 0/1 mask, or a differentiable tensor (the
 discovery stage passes a straight-through Gumbel-sigmoid sample). ``None`` leaves the model intact.
+A ``[batch, n_layers, n_heads]`` scale gives every row of the batch its own mask, so many head sets
+(random-head draws, the single-head scan) run in one forward pass.
 """
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +74,11 @@ class HeadScaler:
             if self.scale is None:
                 return None
             x = args[0]
-            s = self.scale[layer].to(device=x.device, dtype=x.dtype)
-            x = (x.unflatten(-1, (self.n_heads, self.head_dim)) * s[:, None]).flatten(-2)
+            if self.scale.dim() == 3:  # one mask per batch row: [B, H] -> broadcast over positions and head_dim
+                s = self.scale[:, layer].to(device=x.device, dtype=x.dtype)[:, None, :, None]
+            else:
+                s = self.scale[layer].to(device=x.device, dtype=x.dtype)[:, None]
+            x = (x.unflatten(-1, (self.n_heads, self.head_dim)) * s).flatten(-2)
             return (x,) + tuple(args[1:])
 
         return hook
@@ -99,10 +105,12 @@ def scaled_heads(model: nn.Module, scale: torch.Tensor | None) -> Iterator[HeadS
 
 @dataclass(frozen=True)
 class HeadSet:
-    """A named set of heads to remove: ``id`` goes into the `ablation` column."""
+    """A named set of heads to remove: ``id`` goes into the `ablation` column and identifies the heads
+    (a mask's id ends in a hash of its sorted head list); ``label`` is the readable name."""
 
     id: str
     heads: tuple[tuple[int, int], ...]
+    label: str = ""
 
     def mask(self, n_layers: int, n_heads: int) -> torch.Tensor:
         """A keep-mask [n_layers, n_heads]: 0 for removed heads, 1 elsewhere."""
@@ -127,7 +135,8 @@ def parse_head_list(text: str) -> HeadSet:
     if not heads:
         raise InputError("--ablation-heads", "heads", text, "no heads given")
     heads = sorted(set(heads))
-    return HeadSet("heads-" + ",".join(f"{a}.{b}" for a, b in heads), tuple(heads))
+    name = "heads-" + ",".join(f"{a}.{b}" for a, b in heads)
+    return HeadSet(name, tuple(heads), name)
 
 
 def head_sets_from_parquet(path: Path, model: str | None = None) -> list[HeadSet]:
@@ -138,19 +147,30 @@ def head_sets_from_parquet(path: Path, model: str | None = None) -> list[HeadSet
     from entrainment.schema import HEADS
 
     df = read_parquet(path, HEADS)
-    if model is not None and model in set(df["model"]):
+    if model is not None:
+        if model not in set(df["model"]):
+            found = ", ".join(sorted(set(df["model"]))) or "none"
+            raise InputError(path, "model", model, f"no mask for this model in the file (masks for: {found})")
         df = df.filter(pl.col("model") == model)
     out = []
     for (relation, seed), g in sorted(df.group_by("relation", "seed"), key=lambda kv: (kv[0][0], kv[0][1])):
         removed = g.filter(pl.col("removed")).sort("layer", "head")
-        out.append(HeadSet(mask_id(relation, seed), tuple(zip(removed["layer"].to_list(), removed["head"].to_list()))))
+        out.append(mask_set(relation, seed, tuple(zip(removed["layer"].to_list(), removed["head"].to_list()))))
     if not out:
         raise InputError(path, "heads", 0, "no masks in this heads.parquet")
     return out
 
 
-def mask_id(relation: str, seed: int) -> str:
+def mask_label(relation: str, seed: int) -> str:
+    """The readable name of a learned mask (the `ablation_label` column)."""
     return f"mask:{relation}:seed{seed}"
+
+
+def mask_set(relation: str, seed: int, heads: tuple[tuple[int, int], ...]) -> HeadSet:
+    """A learned mask as a HeadSet whose id identifies its heads: ``mask:<relation>:seed<N>:<sha1 of heads>``."""
+    heads = tuple(sorted(heads))
+    digest = hashlib.sha1(",".join(f"{a}.{b}" for a, b in heads).encode()).hexdigest()[:8]
+    return HeadSet(f"{mask_label(relation, seed)}:{digest}", heads, mask_label(relation, seed))
 
 
 def parse_ablation(text: str | None, model: str | None = None) -> list[HeadSet]:

@@ -64,6 +64,7 @@ def measure_frame(loaded: Loaded, prompts: pl.DataFrame, ablation: HeadSet | Non
     for r, (gold, dist, arms) in zip(rows, plan):
         row = {"prompt_id": r["prompt_id"], "relation": r["relation"], "condition": r["condition"], "split": r["split"],
                "model": loaded.info.spec, "ablation": ablation.id if ablation else "none",
+               "ablation_label": (ablation.label or ablation.id) if ablation else "none",
                "gold_token_id": gold[0], "distractor_token_id": dist[0], "collision": gold[0] == dist[0],
                "distractor_in_context": dist[0] in arms["ctx"][0].prompt}
         for arm, (main, extra) in arms.items():
@@ -82,14 +83,14 @@ def measure_frame(loaded: Loaded, prompts: pl.DataFrame, ablation: HeadSet | Non
 
 def measure_resumable(loaded: Loaded, prompts: pl.DataFrame, part_dir: Path, ablation: HeadSet | None = None,
                       batch_size: int = 32, progress: Callable[[float], None] | None = None,
-                      chunk: int = CHUNK) -> pl.DataFrame:
+                      chunk: int = CHUNK, bos: str = "auto") -> pl.DataFrame:
     """Like measure_frame, in chunks saved under part_dir; finished chunks are reused on a rerun.
 
     part_dir must be unique to (prompts, model, ablation, code): the caller derives it from the cache key.
     """
     n_parts = max(1, math.ceil(len(prompts) / chunk))
     frames = []
-    tk = Tokens(loaded.tokenizer)
+    tk = Tokens(loaded.tokenizer, bos)
     for i in range(n_parts):
         part = Path(part_dir) / f"part-{i:05d}.parquet"
         piece = prompts.slice(i * chunk, chunk)
@@ -104,4 +105,4 @@ def measure_resumable(loaded: Loaded, prompts: pl.DataFrame, part_dir: Path, abl
         df = measure_frame(loaded, piece, ablation, batch_size, progress, tk)
         write_parquet(df, part, MEASUREMENTS)
         frames.append(df)
-    return pl.concat(frames) if frames else measure_frame(loaded, prompts.head(0), ablation)
+    return pl.concat(frames) if frames else measure_frame(loaded, prompts.head(0), ablation, tokens=tk)

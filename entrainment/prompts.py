@@ -11,12 +11,20 @@ Each relation is generated from its own seeded RNG (``f"{seed}|{relation}"``) an
 over sorted lists, so a relation's rows depend on its own file, the shipped word list and fact
 pool, the seed and the parameters -- never on which other relations are selected or in what order.
 Splits are by query subject; related and counterfactual items come in matched pairs.
+
+Head-search items (the discovery relations): as in the paper's released head-search code, the related
+condition crosses sampled (query subject, context subject) pairs with **every** context template x query
+template, up to ``search_pairs = (train, dev, test)`` pairs per split. Unlike that code, dev is split by
+query subject too, so train, dev and test share no query subject (contexts may name any other subject,
+as in the paper). Counterfactual items are matched to a seeded subset of max_pairs of those related items.
+Dev and test get ceil(10%) of the subjects (the paper's 3 test subjects of country capital city -> 276 items).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +82,8 @@ def split_subjects(subjects: list[str], fractions: tuple[float, float, float], r
     order = sorted(subjects)
     rng.shuffle(order)
     n = len(order)
-    n_test = max(1, round(n * fractions[2])) if fractions[2] > 0 else 0
-    n_dev = max(1, round(n * fractions[1])) if fractions[1] > 0 else 0
+    n_test = max(1, math.ceil(n * fractions[2] - 1e-9)) if fractions[2] > 0 else 0
+    n_dev = max(1, math.ceil(n * fractions[1] - 1e-9)) if fractions[1] > 0 else 0
     if n - n_test - n_dev < 1:
         raise InputError(where, "samples", n, "too few distinct subjects to split into train/dev/test")
     out = {s: "test" for s in order[:n_test]}
@@ -89,8 +97,11 @@ def _quota(max_pairs: int, fractions: tuple[float, float, float]) -> dict[str, i
 
 
 def generate_relation(rel: Relation, words: list[str], facts: list[Fact], seed: int, max_pairs: int,
-                      fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> list[dict]:
-    """All prompt rows of one relation, deterministic in (relation content, pools, seed, params)."""
+                      fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                      search_pairs: tuple[int, int, int] | None = None) -> list[dict]:
+    """All prompt rows of one relation, deterministic in (relation content, pools, seed, params).
+
+    With `search_pairs` (a discovery relation) the related items are head-search items (module docstring)."""
     rng = random.Random(f"{seed}|{rel.name}")
     gold = rel.gold
     objects = rel.objects
@@ -118,6 +129,9 @@ def generate_relation(rel: Relation, words: list[str], facts: list[Fact], seed: 
         k = quota[split]
         # related + counterfactual: matched pairs (same query, template and context subject)
         cands = [(q, c) for q in qs for c in subjects if c != q and gold[c] != gold[q]]
+        if search_pairs is not None:
+            rows.extend(_search_items(rel, rng, cands, search_pairs[SPLITS.index(split)], k, row))
+            cands = []  # related/counterfactual done
         for q, c in rng.sample(cands, min(k, len(cands))):
             ct, qt = rng.choice(rel.context_templates), rng.choice(rel.query_templates)
             false = [o for o in objects if o not in (gold[c], gold[q])]
@@ -134,12 +148,30 @@ def generate_relation(rel: Relation, words: list[str], facts: list[Fact], seed: 
     return rows
 
 
+def _search_items(rel: Relation, rng: random.Random, cands: list[tuple[str, str]], n_pairs: int, n_counter: int,
+                  row) -> list[dict]:
+    """Related items: n_pairs sampled (query, context) pairs x every template pair; counterfactuals matched to
+    a seeded subset of n_counter of them."""
+    gold, objects = rel.gold, rel.objects
+    related = [(q, c, ct, qt) for q, c in rng.sample(cands, min(n_pairs, len(cands)))
+               for ct in rel.context_templates for qt in rel.query_templates]
+    out = []
+    for q, c, ct, qt in related:
+        out.append(row("related", q, qt, c, gold[c], context_sentence(ct, c, gold[c]), prompt_id(rel.name, "pair", q, c, ct, qt)))
+    for q, c, ct, qt in rng.sample(related, min(n_counter, len(related))):
+        wrong = rng.choice([o for o in objects if o not in (gold[c], gold[q])])
+        out.append(row("counterfactual", q, qt, c, wrong, context_sentence(ct, c, wrong), prompt_id(rel.name, "pair", q, c, ct, qt)))
+    return out
+
+
 def generate_prompts(relations: list[Relation], words: list[str], facts: list[Fact], seed: int,
-                     max_pairs: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> pl.DataFrame:
+                     max_pairs: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                     search_relations: tuple[str, ...] = (), search_pairs: tuple[int, int, int] = (25, 12, 100)) -> pl.DataFrame:
     """The prompts table for several relations (sorted by relation name, then generation order)."""
     rows: list[dict] = []
     for rel in sorted(relations, key=lambda r: r.name):
-        rows.extend(generate_relation(rel, words, facts, seed, max_pairs, fractions))
+        rows.extend(generate_relation(rel, words, facts, seed, max_pairs, fractions,
+                                      search_pairs if rel.name in search_relations else None))
     df = pl.DataFrame(rows, schema=PROMPTS.polars_schema())
     assert df["prompt_id"].n_unique() == len(df), "prompt ids must be unique"
     return df
@@ -154,10 +186,12 @@ def input_files(data_dir: Path, relations: tuple[str, ...]) -> list[Path]:
 
 
 def build(data_dir: Path, relations: tuple[str, ...], seed: int, max_pairs: int,
-          fractions: tuple[float, float, float]) -> pl.DataFrame:
+          fractions: tuple[float, float, float], search_relations: tuple[str, ...] = (),
+          search_pairs: tuple[int, int, int] = (25, 12, 100)) -> pl.DataFrame:
     """Load, clean and generate: the whole dataset stage as one function."""
     from entrainment.paths import FACTS_FILE, WORDS_FILE
     from entrainment.relations import load_relations
 
     rels = load_relations(data_dir, relations)
-    return generate_prompts(rels, load_words(WORDS_FILE), load_facts(FACTS_FILE), seed, max_pairs, fractions)
+    return generate_prompts(rels, load_words(WORDS_FILE), load_facts(FACTS_FILE), seed, max_pairs, fractions,
+                            search_relations, search_pairs)

@@ -55,7 +55,9 @@ _MEAS_COLS = [
     ("prompt_id", S, "from prompts"), ("relation", S, "from prompts"), ("condition", S, "from prompts"),
     ("split", S, "from prompts"),
     ("model", S, "normalised model spec"),
-    ("ablation", S, "`none` for the intact model, else the id of the removed head set"),
+    ("ablation", S, "`none` for the intact model, else the id of the removed head set; a learned mask's id is "
+                    "`mask:<relation>:seed<N>:<hash of its sorted heads>`, so a changed mask never shares an id"),
+    ("ablation_label", S, "readable name of the head set (`none`, `mask:<relation>:seed<N>`, or `heads-3.4,10.7`)"),
     ("gold_token_id", I, "first token of ' ' + gold under this tokenizer"),
     ("distractor_token_id", I, "first token of ' ' + distractor under this tokenizer"),
     ("collision", B, "gold and distractor share that first token"),
@@ -115,7 +117,11 @@ DISCOVERY = Table("discovery", "one row per (model, relation, seed, epoch)", (
     ("dev_delta", F, "mean gold - distractor logit on the dev split with that mask"),
     ("dev_acc", F, "share of dev items where gold outscores distractor"),
     ("selected", B, "the epoch whose mask is in heads.parquet"),
-    ("seconds", F, "wall time of the epoch"),
+))
+
+TIMINGS = Table("timings", "wall times, kept out of every other table so identical runs give byte-identical tables", (
+    ("model", S, "model spec"), ("stage", S, "stage (discover)"), ("relation", S, "relation"), ("seed", I, "search seed"),
+    ("epoch", I, "epoch"), ("seconds", F, "wall time of the epoch"),
 ))
 
 DISCOVERY_MASKS = Table("discovery_masks", "every epoch's mask, one row per (model, relation, seed, epoch, layer, head)", (
@@ -143,6 +149,16 @@ ABLATION = Table("ablation", "one row per (model, mask_relation, relation, condi
     ("acc", F, "share of items where gold outscores distractor"),
     ("kl_to_original", F, "mean KL(variant || original with context) of next-token distributions"),
     ("kl_to_no_context", F, "mean KL(variant || intact model without context)"),
+    ("gain", F, "ablated rows: mean per-item gain Δ_ablated − Δ_original over the n items (NaN on other variants)"),
+    ("gain_ci_low", F, "95% CI of gain, low (t interval)"), ("gain_ci_high", F, "95% CI of gain, high"),
+    ("gain_p", F, "paired two-sided t-test of the per-item gain against 0"),
+    ("null_draws", I, "random head sets of the mask's size in the null (0 where no null was run)"),
+    ("null_items", I, "items of the fixed seeded subsample the null and null_gain use"),
+    ("null_gain", F, "observed mean gain on that subsample (the statistic compared with the draws)"),
+    ("null_mean", F, "mean gain of the random draws on the same subsample"),
+    ("null_p", F, "empirical p: (1 + #{draws with mean gain >= null_gain}) / (1 + null_draws)"),
+    ("null_z", F, "(null_gain - null_mean) / sd of the draws' gains"),
+    ("null_p_holm", F, "null_p Holm-adjusted across the mask relations of one (model, seed, condition, split)"),
 ))
 
 SIDE_EFFECTS = Table("side_effects", "capabilities with vs without the heads", (
@@ -156,7 +172,7 @@ SIDE_EFFECTS = Table("side_effects", "capabilities with vs without the heads", (
 ))
 
 TABLES: dict[str, Table] = {t.name: t for t in (PROMPTS, MEASUREMENTS, STATS, CONTRASTS, HEADS, DISCOVERY,
-                                                 DISCOVERY_MASKS, HEAD_OVERLAP, ABLATION, SIDE_EFFECTS)}
+                                                 DISCOVERY_MASKS, HEAD_OVERLAP, ABLATION, SIDE_EFFECTS, TIMINGS)}
 
 
 def markdown() -> str:

@@ -45,8 +45,8 @@ def shifts_sql() -> str:
 
 def connect(measurements: Path, prompts: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW measurements AS SELECT * FROM read_parquet('{Path(measurements).as_posix()}')")
-    con.execute(f"CREATE VIEW prompts AS SELECT * FROM read_parquet('{Path(prompts).as_posix()}')")
+    con.read_parquet(str(measurements)).create_view("measurements")  # no path is spliced into SQL text
+    con.read_parquet(str(prompts)).create_view("prompts")
     con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")
     return con
 
@@ -117,7 +117,6 @@ WITH per_cond AS (
   GROUP BY GROUPING SETS ((model, ablation, relation, target, metric, condition),
                           (model, ablation, target, metric, condition))
 ),
-pairs(condition_a, condition_b, paired) AS (VALUES {pairs}),
 welch AS (
   SELECT a.model, a.ablation, a.relation, a.target, a.metric, pr.condition_a, pr.condition_b, false AS paired,
          a.n + b.n AS n, a.mean AS mean_a, b.mean AS mean_b, a.mean - b.mean AS diff,
@@ -153,8 +152,11 @@ SELECT * FROM welch UNION ALL SELECT * FROM paired_t
 
 def contrasts(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFrame:
     """contrasts.parquet rows: the context-induced shift compared between conditions."""
-    values = ", ".join(f"('{a}', '{b}', {str((a, b) in PAIRED).lower()})" for a, b in CONTRAST_PAIRS)
-    df = con.sql(_CONTRAST_SQL.format(pairs=values)).pl()
+    pairs = pl.DataFrame({"condition_a": [a for a, _ in CONTRAST_PAIRS], "condition_b": [b for _, b in CONTRAST_PAIRS],
+                          "paired": [(a, b) in PAIRED for a, b in CONTRAST_PAIRS]})
+    con.register("pairs", pairs.to_arrow())
+    df = con.sql(_CONTRAST_SQL).pl()
+    con.unregister("pairs")
     if df.is_empty():
         return pl.DataFrame(schema=CONTRASTS.polars_schema())
     se2 = df["se2"].fill_null(float("nan")).fill_nan(float("nan")).to_numpy()

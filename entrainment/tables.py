@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -49,9 +50,17 @@ def to_arrow(df: pl.DataFrame, table: Table) -> pa.Table:
     return arrow.cast(pa.schema(fields))
 
 
-def write_parquet(df: pl.DataFrame | pa.Table, path: Path, table: Table | None = None) -> Path:
-    """Atomically write a deterministic Parquet file (same data -> same bytes)."""
+def write_parquet(df: pl.DataFrame | pa.Table, path: Path, table: Table | None = None,
+                  source: dict[str, str] | None = None) -> Path:
+    """Atomically write a deterministic Parquet file (same data -> same bytes).
+
+    ``source`` (input table -> content hash) is stored in the key-value metadata (see provenance.py).
+    """
     arrow = to_arrow(df, table) if table is not None else (df.to_arrow() if isinstance(df, pl.DataFrame) else df)
+    if source:
+        meta = dict(arrow.schema.metadata or {})
+        meta[b"entrainment.source"] = json.dumps(source, sort_keys=True).encode()
+        arrow = arrow.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink, compression="zstd", write_statistics=True, store_schema=True)
     data = sink.getvalue().to_pybytes()
@@ -62,9 +71,12 @@ def write_parquet(df: pl.DataFrame | pa.Table, path: Path, table: Table | None =
 
 
 def write_table(df: pl.DataFrame, out_dir: Path, name: str) -> Path:
-    """Write one of the named tables into out_dir under its standard file name."""
+    """Write one of the named tables into out_dir under its standard file name, recording the current
+    hashes of the tables it is made from (provenance.INPUTS) in its metadata."""
+    from entrainment.provenance import source_record
+
     table = TABLES[name]
-    return write_parquet(df, Path(out_dir) / table.file, table)
+    return write_parquet(df, Path(out_dir) / table.file, table, source_record(out_dir, name))
 
 
 def write_table_file(df: pl.DataFrame, path: Path, name: str) -> Path:

@@ -5,6 +5,10 @@ minus the ids of ``prompt``. That handles byte-level BPE ("Ġ" spaces) and Sente
 alike, with no per-family rules; special tokens (BOS) are added to the prompt only. If a merge
 crossed the boundary (never seen with a space boundary), the answer is tokenised alone as
 ``" " + answer``.
+
+``bos`` chooses the BOS convention of prompts: ``auto`` = the tokenizer's own behaviour (SmolLM2 adds none),
+``always`` = make the first id the tokenizer's BOS (TransformerLens and the paper's code prepend one),
+``never`` = drop a leading BOS.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ class Tokens:
     """Memoising tokenizer front end: each distinct prompt or (prompt, answer) is encoded once."""
 
     tokenizer: object
+    bos: str = "auto"
     _prompts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     _answers: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
     boundary_fallbacks: int = 0
@@ -26,6 +31,14 @@ class Tokens:
         ids = self._prompts.get(text)
         if ids is None:
             ids = tuple(self.tokenizer(text).input_ids)
+            bos = getattr(self.tokenizer, "bos_token_id", None)
+            if self.bos == "always":
+                if bos is None:
+                    raise ValueError("--bos always: this tokenizer has no BOS token")
+                if not ids or ids[0] != bos:
+                    ids = (bos,) + ids
+            elif self.bos == "never" and ids and bos is not None and ids[0] == bos:
+                ids = ids[1:]
             if not ids:
                 raise ValueError(f"prompt {text!r} encodes to no tokens")
             self._prompts[text] = ids

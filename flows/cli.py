@@ -79,8 +79,11 @@ def stats(out: OutOpt = None,
     """Paired t-tests per condition and condition contrasts -> stats.parquet, contrasts.parquet."""
     from entrainment import tables
 
+    from entrainment.provenance import require_fresh
+
     cfg = _cfg(config, refresh, out=out, confidence=confidence)
     tables.read_table(cfg.out, "measurements"), tables.read_table(cfg.out, "prompts")
+    require_fresh(cfg.out, "measurements")  # never test measurements of other prompts
     from flows.stats import stats_flow
 
     m = stats_flow(cfg)
@@ -130,7 +133,10 @@ def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
 
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size, seed=seed,
                random_draws=random_draws)
+    from entrainment.provenance import require_fresh
+
     tables.read_table(cfg.out, "prompts"), tables.read_table(cfg.out, "heads")
+    require_fresh(cfg.out, "heads")
     resolve(cfg.model)
     from flows.ablate import ablate_flow, masks
 
@@ -148,8 +154,13 @@ def report(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
     from entrainment import tables
     from entrainment.models import resolve
 
+    from entrainment.provenance import INPUTS, require_fresh
+
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype)
     tables.read_table(cfg.out, "prompts")
+    for name in INPUTS:  # the report shows every table: none may be stale
+        if (cfg.out / f"{name}.parquet").exists():
+            require_fresh(cfg.out, name)
     resolve(cfg.model)
     from flows.report import report_flow
 
@@ -209,13 +220,15 @@ def models() -> None:
 @app.command()
 def sql(query: Annotated[str, typer.Argument(help="SQL over the views prompts, measurements, stats, ...")],
         out: OutOpt = None,
-        fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table") -> None:
-    """Query the tables in --out with DuckDB (one view per table)."""
+        fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+        unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow statements other than SELECT and files outside --out.")] = False) -> None:
+    """Query the tables in --out with DuckDB (one read-only view per table)."""
     from entrainment.sql import query as run_query
 
     if fmt not in ("table", "csv", "json"):
         raise InputError("command line", "--format", fmt, "expected table, csv or json")
-    df = run_query(out or Config.out, query)
+    df = run_query(out or Config.out, query, warn=lambda line: print(f"entrainment: warning: {line}", file=sys.stderr),
+                   unsafe=unsafe)
     if fmt == "csv":
         sys.stdout.write(df.write_csv())
     elif fmt == "json":
@@ -232,6 +245,10 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the views prompts, m
 
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2 on bad input."""
+    if len(sys.argv) > 1 and sys.argv[1] not in ("sql", "models", "--help", "-h"):
+        from flows.watchdog import start
+
+        start()  # Prefect's temporary server must not outlive this process, even after kill -9
     try:
         app()
     except InputError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from entrainment.config import Config
+from entrainment.discover import SHARED
 from entrainment.errors import InputError
 from flows.measure import stage_relations
 from tasks.cache import run_many
@@ -21,5 +22,8 @@ def discover_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
 
 @flow(name="discover", validate_parameters=False)
 def discover_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
-    calls = [(rel, seed) for rel in discover_relations(cfg, only) for seed in cfg.seeds]
+    rels = discover_relations(cfg, only)
+    if cfg.shared_mask and len(cfg.discover_relations) > 1 and not only:
+        rels = rels + [SHARED]  # one more mask, trained on the union of the discovery relations' items
+    calls = [(rel, seed) for rel in rels for seed in cfg.seeds]
     return combine(cfg, run_many(discover_shard, cfg, calls))

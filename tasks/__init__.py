@@ -20,3 +20,9 @@ for _key, _value in {
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }.items():
     os.environ.setdefault(_key, _value)
+
+import logging  # noqa: E402
+
+# What README promises at INFO (cleaning fixes, resumes, cache hits, dropped rows) reaches the console and the
+# Prefect run log: Prefect attaches its handlers to the `entrainment` logger (PREFECT_LOGGING_EXTRA_LOGGERS).
+logging.getLogger("entrainment").setLevel(logging.INFO)

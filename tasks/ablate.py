@@ -9,15 +9,16 @@ from pathlib import Path
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment import ablate, heads, models, relations, scoring, tables, tokens
+from entrainment import ablate, heads, models, multimask, null, relations, scoring, tables, tokens
 from entrainment.config import Config
+from entrainment.discover import SHARED
 from entrainment.paths import ICL_DIR
 from entrainment.schema import ABLATION, SIDE_EFFECTS
 from tasks.cache import files_hash, key_fn, manifest
 from tasks.measure import model_key, relation_rows, rows_hash, slug
 
 SHARDS = Path("shards") / "ablation"
-MODULES = (ablate, scoring, heads, models, tokens, tables, sys.modules[__name__])
+MODULES = (ablate, multimask, null, scoring, heads, models, tokens, tables, sys.modules[__name__])
 SIDE_RECALL_ITEMS = 20   # subjects per other relation (factual recall without context)
 SIDE_RANDOM_DRAWS = 2    # random head sets for the side-effect control (each costs a full pass)
 
@@ -26,11 +27,11 @@ def head_set(cfg: Config, mask_relation: str, seed: int) -> heads.HeadSet:
     df = tables.read_table(cfg.out, "heads").filter(
         (pl.col("model") == models.resolve(cfg.model).spec) & (pl.col("relation") == mask_relation) & (pl.col("seed") == seed)
         & pl.col("removed")).sort("layer", "head")
-    return heads.HeadSet(heads.mask_id(mask_relation, seed), tuple(zip(df["layer"].to_list(), df["head"].to_list())))
+    return heads.mask_set(mask_relation, seed, tuple(zip(df["layer"].to_list(), df["head"].to_list())))
 
 
 def _inputs_eval(cfg: Config, mask_relation: str, seed: int, relation: str) -> dict:
-    return {"model": model_key(cfg), "mask": head_set(cfg, mask_relation, seed).heads, "relation": relation,
+    return {"model": model_key(cfg), "mask": head_set(cfg, mask_relation, seed).id, "relation": relation,
             "rows": rows_hash(relation_rows(cfg.out, relation))}
 
 
@@ -41,7 +42,10 @@ def ablate_relation(cfg: Config, mask_relation: str, seed: int, relation: str) -
     items = relation_rows(cfg.out, relation).filter(pl.col("split") == "test")
     get_run_logger().info("ablation: mask %s (%d heads) on %s, %d test items, %d random draws", hs.id, len(hs.heads),
                           relation, len(items), cfg.random_draws)
-    df = ablate.evaluate_mask(loaded, items, hs, mask_relation, seed, cfg.random_draws, cfg.seed, cfg.batch_size)
+    null = ablate.NullPlan(cfg.null_draws, cfg.null_items, cfg.train_conditions)
+    own = relation == mask_relation or (mask_relation == SHARED and relation in cfg.discover_relations)
+    df = ablate.evaluate_mask(loaded, items, hs, mask_relation, seed, cfg.random_draws, cfg.seed, cfg.batch_size,
+                              null if own else None, tokens.Tokens(loaded.tokenizer, cfg.bos))
     path = tables.write_parquet(df, cfg.out / SHARDS / slug(loaded.info.spec) /
                                 f"{slug(mask_relation)}.seed{seed}.{slug(relation)}.parquet", ABLATION)
     return manifest([path])
@@ -60,7 +64,7 @@ def side_tasks(cfg: Config, mask_relation: str) -> tuple[dict[str, list[tuple[st
 
 def _inputs_side(cfg: Config, mask_relation: str, seed: int) -> dict:
     files = relations.relation_files(cfg.data_dir) + sorted(ICL_DIR.glob("*.json"))
-    return {"model": model_key(cfg), "mask": head_set(cfg, mask_relation, seed).heads, "data": files_hash(files),
+    return {"model": model_key(cfg), "mask": head_set(cfg, mask_relation, seed).id, "data": files_hash(files),
             "knobs": [SIDE_RECALL_ITEMS, SIDE_RANDOM_DRAWS]}
 
 
@@ -71,7 +75,8 @@ def side_effects(cfg: Config, mask_relation: str, seed: int) -> dict:
     tasks_, icl = side_tasks(cfg, mask_relation)
     draws = ablate.random_head_sets(hs, loaded.info.n_layers, loaded.info.n_heads, min(SIDE_RANDOM_DRAWS, cfg.random_draws), cfg.seed)
     get_run_logger().info("side effects of %s: %d tasks, %d random draws", hs.id, len(tasks_), len(draws))
-    df = ablate.side_effects(loaded, tasks_, icl, hs, draws, mask_relation, seed, cfg.batch_size)
+    df = ablate.side_effects(loaded, tasks_, icl, hs, draws, mask_relation, seed, cfg.batch_size,
+                             tokens.Tokens(loaded.tokenizer, cfg.bos))
     path = tables.write_parquet(df, cfg.out / SHARDS / slug(loaded.info.spec) / f"{slug(mask_relation)}.seed{seed}.side.parquet",
                                 SIDE_EFFECTS)
     return manifest([path])
@@ -79,7 +84,7 @@ def side_effects(cfg: Config, mask_relation: str, seed: int) -> dict:
 
 def combine(cfg: Config, eval_manifests: list[dict], side_manifests: list[dict]) -> dict:
     read = lambda ms: pl.concat([tables.read_parquet(Path(p)) for m in ms for p in m["outputs"]])  # noqa: E731
-    abl = read(eval_manifests).sort("model", "mask_relation", "seed", "relation", "condition", "split", "variant")
+    abl = ablate.with_holm(read(eval_manifests).sort("model", "mask_relation", "seed", "relation", "condition", "split", "variant"))
     side = read(side_manifests).sort("model", "mask_relation", "seed", "task", "metric")
     paths = [tables.write_table(abl, cfg.out, "ablation"), tables.write_table(side, cfg.out, "side_effects")]
     return manifest(paths, summary=ablate.summary_lines(abl))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -20,6 +21,8 @@ from prefect import Task
 
 from entrainment.config import Config
 from entrainment.tables import file_sha256
+
+log = logging.getLogger("entrainment.cache")
 
 
 def sha(*parts: Any) -> str:
@@ -56,13 +59,24 @@ def result_storage(cfg: Config) -> Path:
     return Path(cfg.out) / ".cache" / "prefect"
 
 
+def _settle(state: Any, name: str, args: tuple) -> dict:
+    """The manifest of a finished task state; a cache hit is logged (INFO) with what it served."""
+    m = state.result()
+    if state.name == "Cached":
+        what = " ".join(str(a) for a in args if isinstance(a, (str, int)))
+        log.info("%s%s: cache hit (%d output%s unchanged)", name, f" [{what}]" if what else "", len(m["outputs"]),
+                 "" if len(m["outputs"]) == 1 else "s")
+    return m
+
+
 def run_cached(task: Task, cfg: Config, *args: Any, **kwargs: Any) -> dict:
     """Call a stage task with caching; rerun it if a cached output was deleted or changed."""
     opts: dict[str, Any] = {"result_storage": result_storage(cfg)}
     if cfg.refresh:
         opts["refresh_cache"] = True
-    m = task.with_options(**opts)(cfg, *args, **kwargs)
+    m = _settle(task.with_options(**opts)(cfg, *args, return_state=True, **kwargs), task.name, args)
     if not outputs_intact(m):
+        log.info("%s: a cached output was deleted or changed; recomputing", task.name)
         m = task.with_options(result_storage=result_storage(cfg), refresh_cache=True)(cfg, *args, **kwargs)
     return m
 
@@ -98,10 +112,13 @@ def run_many(task: Task, cfg: Config, calls: list[tuple]) -> list[dict]:
     t = task.with_options(**opts)
     if cfg.runner == "dask":
         futures = [t.submit(cfg, *args) for args in calls]
-        results = [f.result() for f in futures]
+        for f in futures:
+            f.wait()
+        results = [_settle(f.state, task.name, args) for f, args in zip(futures, calls)]
     else:
-        results = [t(cfg, *args) for args in calls]
+        results = [_settle(t(cfg, *args, return_state=True), task.name, args) for args in calls]
     for i, (m, args) in enumerate(zip(results, calls)):
         if not outputs_intact(m):
+            log.info("%s: a cached output was deleted or changed; recomputing", task.name)
             results[i] = task.with_options(result_storage=result_storage(cfg), refresh_cache=True)(cfg, *args)
     return results

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from entrainment import discover, heads, models, scoring, tables, tokens
 from entrainment.config import Config
-from entrainment.schema import DISCOVERY, DISCOVERY_MASKS, HEADS, HEAD_OVERLAP
+from entrainment.schema import DISCOVERY_MASKS, HEADS, HEAD_OVERLAP
 from tasks.cache import key_fn, manifest, stage_key
 from tasks.measure import model_key, relation_rows, rows_hash, slug
 
@@ -21,9 +21,14 @@ SHARDS = Path("shards") / "discovery"
 MODULES = (discover, scoring, heads, models, tokens, tables, sys.modules[__name__])
 
 
+def source_relations(cfg: Config, relation: str) -> str | tuple[str, ...]:
+    """The relation(s) whose items train a mask: itself, or every discovery relation for the shared mask."""
+    return cfg.discover_relations if relation == discover.SHARED else relation
+
+
 def _inputs(cfg: Config, relation: str, seed: int) -> dict:
     return {"model": model_key(cfg), "relation": relation, "seed": seed,
-            "rows": rows_hash(relation_rows(cfg.out, relation))}
+            "rows": rows_hash(relation_rows(cfg.out, source_relations(cfg, relation)))}
 
 
 def params(cfg: Config, seed: int) -> discover.SearchParams:
@@ -35,8 +40,9 @@ def params(cfg: Config, seed: int) -> discover.SearchParams:
 def discover_shard(cfg: Config, relation: str, seed: int) -> dict:
     logger = get_run_logger()
     loaded = models.load(cfg.model, cfg.device, cfg.dtype)
-    rows = relation_rows(cfg.out, relation).filter(pl.col("condition").is_in(list(cfg.train_conditions)))
-    tk = tokens.Tokens(loaded.tokenizer)
+    rows = relation_rows(cfg.out, source_relations(cfg, relation)).filter(
+        pl.col("condition").is_in(list(cfg.train_conditions)))
+    tk = tokens.Tokens(loaded.tokenizer, cfg.bos)
     train = discover.items_from(rows.filter(pl.col("split") == "train"), tk)
     dev = discover.items_from(rows.filter(pl.col("split") == "dev"), tk)
     p = params(cfg, seed)
@@ -62,7 +68,7 @@ def discover_shard(cfg: Config, relation: str, seed: int) -> dict:
                           for e, m in enumerate(history) for l in range(m.shape[0]) for h in range(m.shape[1])])
     sel = masks.filter(pl.col("epoch") == chosen).drop("epoch")
     folder, stem = cfg.out / SHARDS / slug(spec), f"{slug(relation)}.seed{seed}"
-    paths = [tables.write_parquet(log_df, folder / f"{stem}.log.parquet", DISCOVERY),
+    paths = [tables.write_parquet(log_df, folder / f"{stem}.log.parquet"),  # with `seconds` (split off in combine)
              tables.write_parquet(masks, folder / f"{stem}.masks.parquet", DISCOVERY_MASKS),
              tables.write_parquet(sel, folder / f"{stem}.heads.parquet", HEADS)]
     ckpt.unlink(missing_ok=True)
@@ -93,11 +99,14 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
     pick = lambda suffix: pl.concat([tables.read_parquet(p) for p in files if p.name.endswith(suffix)])  # noqa: E731
     sel = pick(".heads.parquet").sort("model", "relation", "seed", "layer", "head")
     ov = overlap(sel)
+    log_df = pick(".log.parquet").sort("model", "relation", "seed", "epoch")
+    timings = log_df.select("model", pl.lit("discover").alias("stage"), "relation", "seed", "epoch", "seconds")
     paths = [tables.write_table(sel, cfg.out, "heads"),
-             tables.write_table(pick(".log.parquet").sort("model", "relation", "seed", "epoch"), cfg.out, "discovery"),
+             tables.write_table(log_df.drop("seconds"), cfg.out, "discovery"),
              tables.write_table(pick(".masks.parquet").sort("model", "relation", "seed", "epoch", "layer", "head"),
                                 cfg.out, "discovery_masks"),
-             tables.write_table(ov, cfg.out, "head_overlap")]
+             tables.write_table(ov, cfg.out, "head_overlap"),
+             tables.write_table(timings, cfg.out, "timings")]
     summary = [f"{m['relation']} seed {m['seed']}: epoch {m['epoch']} removes {m['n_removed']} heads, "
                f"dev delta {m['dev_delta_start']:.2f} -> {m['dev_delta']:.2f}"
                + ("  (no head found: try more --epochs, a lower --lambda or a lower --init)" if m["n_removed"] == 0 else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 
+import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
@@ -19,10 +20,15 @@ def _inputs(cfg: Config) -> str:
 
 @task(name="generate", cache_key_fn=key_fn("generate", (prompts, relations, schema, tables, sys.modules[__name__]), _inputs))
 def generate(cfg: Config) -> dict:
-    df = prompts.build(cfg.data_dir, cfg.relations, cfg.seed, cfg.max_pairs, cfg.split)
+    df = prompts.build(cfg.data_dir, cfg.relations, cfg.seed, cfg.max_pairs, cfg.split, cfg.discover_relations,
+                       cfg.search_pairs)
     path = tables.write_table(df, cfg.out, "prompts")
     counts = df.group_by("relation", "condition").len().sort("relation", "condition")
-    get_run_logger().info("wrote %s: %d prompts for %d relations", path, len(df), df["relation"].n_unique())
+    logger = get_run_logger()
+    logger.info("wrote %s: %d prompts for %d relations", path, len(df), df["relation"].n_unique())
+    sizes = df.filter(pl.col("relation").is_in(list(cfg.discover_relations))).group_by("relation", "condition", "split").len()
+    for r in sizes.sort("relation", "condition", "split").iter_rows(named=True):
+        logger.info("head-search data: %s / %s / %s: %d items", r["relation"], r["condition"], r["split"], r["len"])
     create_table_artifact(key="prompt-counts", table=counts.to_dicts(),
                           description=f"Prompts per relation and condition in {path}")
     return manifest([path], rows=len(df))

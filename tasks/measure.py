@@ -8,6 +8,7 @@ An edit to one relation's file therefore recomputes only that relation's shard.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import sys
 from pathlib import Path
@@ -22,15 +23,17 @@ from tasks.cache import key_fn, manifest, stage_key
 from tasks.progress import progress_bar
 
 SHARDS = Path("shards") / "measurements"
+log = logging.getLogger("entrainment.measure")
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80]
 
 
-def relation_rows(out: Path, relation: str) -> pl.DataFrame:
+def relation_rows(out: Path, relation: str | tuple[str, ...]) -> pl.DataFrame:
+    """The prompt rows of one relation (or of several, for the shared mask)."""
     df = tables.read_table(out, "prompts")
-    return df.filter(pl.col("relation") == relation)
+    return df.filter(pl.col("relation").is_in([relation] if isinstance(relation, str) else list(relation)))
 
 
 def rows_hash(df: pl.DataFrame) -> str:
@@ -80,7 +83,7 @@ def measure_shard(cfg: Config, relation: str, head_set: heads.HeadSet | None = N
                 head_set.id if head_set else "none")
     with progress_bar(f"measure {relation}", len(rows)) as advance:
         df = measure.measure_resumable(loaded, rows, cfg.out / SHARDS / ".parts" / work, head_set,
-                                       cfg.batch_size, advance)
+                                       cfg.batch_size, advance, bos=cfg.bos)
     tables.write_table_file(df, path, "measurements")
     for old in path.parent.glob(f"{slug(relation)}.*.parquet"):  # older versions of this shard
         if old != path:
@@ -93,14 +96,49 @@ def measure_shard(cfg: Config, relation: str, head_set: heads.HeadSet | None = N
     return manifest([path], rows=len(df), relation=relation)
 
 
+def current_masks(out: Path) -> dict[tuple[str, str], str]:
+    """(model, mask label) -> the id of that mask in heads.parquet now; empty if there is no heads.parquet."""
+    path = out / "heads.parquet"
+    if not path.exists() or not tables.is_valid_parquet(path):  # none yet, or corrupt (discover rewrites it)
+        return {}
+    df = tables.read_parquet(path)
+    return {(model, hs.label): hs.id for model in sorted(set(df["model"])) for hs in heads.head_sets_from_parquet(path, model)}
+
+
+def outdated_masks(df: pl.DataFrame, masks: dict[tuple[str, str], str]) -> set[str]:
+    """Mask ids in these measurement rows whose (model, label) now has another id in heads.parquet."""
+    out = set()
+    for model, abl in df.select("model", "ablation").unique().iter_rows():
+        if abl.startswith("mask:"):
+            now = masks.get((model, abl.rsplit(":", 1)[0]))
+            if now is not None and now != abl:
+                out.add(abl)
+    return out
+
+
 def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
-    """measurements.parquet = every current shard (all models and ablations measured for these prompts)."""
+    """measurements.parquet = every current shard (all models and ablations measured for these prompts).
+
+    Shards of a learned mask that is no longer in heads.parquet (a rediscovery changed it) are dropped and
+    deleted, never pooled with the current mask's rows.
+    """
     prompts = tables.read_table(cfg.out, "prompts")
     current = {f"{slug(r)}.{rows_hash(prompts.filter(pl.col('relation') == r))}.parquet" for r in prompts["relation"].unique()}
     found = sorted(p for p in (cfg.out / SHARDS).glob("*/*/*.parquet") if p.name in current)
     for m in shard_manifests:  # the ones just produced must be there
         for p in m["outputs"]:
             assert Path(p) in found, p
-    df = pl.concat([tables.read_parquet(p) for p in found]) if found else None
+    masks = current_masks(cfg.out)
+    frames = []
+    for p in found:
+        df = tables.read_parquet(p)
+        outdated = outdated_masks(df, masks)
+        if outdated:
+            log.info("dropped %d measurement rows of outdated mask %s (not in heads.parquet any more)", len(df),
+                     ", ".join(sorted(outdated)))
+            p.unlink(missing_ok=True)
+            continue
+        frames.append(df)
+    df = pl.concat(frames) if frames else None
     path = tables.write_table(df, cfg.out, "measurements")
     return manifest([path], rows=len(df))

@@ -47,7 +47,7 @@ def setup(tmp_path_factory):
     lre = toy_lre(d / "lre")
     cfg = Config(out=d / "out", data_dir=lre, relations=("toy capital", "toy color"), max_pairs=6,
                  model=tiny.save("llama", d / "model-a"), discover_relations=("toy capital",), epochs=2,
-                 discover_batch_size=4, random_draws=2)
+                 discover_batch_size=4, random_draws=2, seeds=(0, 1), null_draws=5, null_items=4, search_pairs=(3, 2, 3))
     return cfg, d
 
 
@@ -135,8 +135,8 @@ def test_rerun_only_on_change(first_run, setup):
     assert len(measured) == 1  # only toy color's measurement shard
     assert not [r for r in done if r.name.startswith("discover-")]  # the mask is learned on toy capital
     # side effects measure recall on every other relation, toy color included: they rerun, once
-    assert len([r for r in done if r.name.startswith("side-effects-")]) == 1
-    assert len([r for r in done if r.name.startswith("ablate-")]) == 1  # the mask evaluated on toy color only
+    assert len([r for r in done if r.name.startswith("side-effects-")]) == len(cfg.seeds)  # once per mask
+    assert len([r for r in done if r.name.startswith("ablate-")]) == len(cfg.seeds)  # each mask on toy color only
 
     # (d) a different model: measure onward reruns, generate does not
     other = cfg.replace(confidence=0.9, model=tiny.save("qwen2", d / "model-b"))
@@ -151,6 +151,27 @@ def test_rerun_only_on_change(first_run, setup):
     assert pl.read_parquet(other.out / "stats.parquet").height > 0
     assert pl.read_parquet(other.out / "heads.parquet").height > 0
     assert "stats" in recomputed(states) and "measure" not in recomputed(states)
+
+    # (f) after every change above, no table is stale: each records the current hashes of its inputs
+    from entrainment.provenance import INPUTS, why_stale
+
+    for name in INPUTS:
+        assert why_stale(other.out, name) is None, name
+
+
+def test_identical_runs_give_byte_identical_tables(prefect_api, setup, tmp_path):
+    from tests.conftest import toy_lre
+
+    cfg, _ = setup
+    one = cfg.replace(out=tmp_path / "one", data_dir=toy_lre(tmp_path / "lre"))
+    two = one.replace(out=tmp_path / "two")  # its own cache folder: every stage recomputes
+    for c in (one, two):
+        _, states, _ = _run(c)
+        assert recomputed(states) >= {"measure", "discover", "ablate"}
+    names = sorted(p.name for p in one.out.glob("*.parquet") if p.name != "timings.parquet")
+    assert "discovery.parquet" in names and len(names) >= 10
+    for name in names:
+        assert (one.out / name).read_bytes() == (two.out / name).read_bytes(), name
 
 
 def test_deployment_schedule_and_one_run(prefect_api, setup, tmp_path):  # noqa: D103
