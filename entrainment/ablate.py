@@ -94,11 +94,13 @@ def random_head_sets(selected: HeadSet, n_layers: int, n_heads: int, draws: int,
 @dataclass(frozen=True)
 class NullPlan:
     """The random-head null: `draws` head sets of the mask's size, each scored on a fixed seeded subsample of
-    up to `items` test items of each (own relation, condition in `conditions`) group."""
+    up to `items` test items of each (own relation, condition in `conditions`) group; `bf16`: the null's passes
+    (the draws and the observed mask on the same items) run under bfloat16 autocast."""
 
     draws: int = 100
     items: int = 64
     conditions: tuple[str, ...] = ("related",)
+    bf16: bool = False
 
 
 @dataclass
@@ -163,11 +165,11 @@ def null_subsample(idx: np.ndarray, size: int, key: str) -> np.ndarray:
 
 
 def null_gains(loaded: Loaded, prompts: list, gold: list[int], dist: list[int], selected: HeadSet,
-               draws: list[HeadSet], batch_size: int) -> tuple[float, np.ndarray]:
+               draws: list[HeadSet], batch_size: int, bf16: bool = False) -> tuple[float, np.ndarray]:
     """(observed mean gain, mean gain of each draw) on the same items, all from one batched multi-mask pass."""
     info = loaded.info
     masks = head_masks([(), selected.heads] + [d.heads for d in draws], info.n_layers, info.n_heads)
-    logits = probe_logits(loaded, prompts, list(zip(gold, dist)), masks, batch_size)
+    logits = probe_logits(loaded, prompts, list(zip(gold, dist)), masks, max(batch_size, 64), bf16=bf16)
     delta = logits[..., 0] - logits[..., 1]          # [masks, items]
     gains = (delta[1:] - delta[0]).mean(axis=1)     # selected, then each draw
     return float(gains[0]), gains[1:]
@@ -175,12 +177,12 @@ def null_gains(loaded: Loaded, prompts: list, gold: list[int], dist: list[int], 
 
 def evaluate_mask(loaded: Loaded, items: pl.DataFrame, selected: HeadSet, mask_relation: str, mask_seed: int,
                   draws: int, seed: int, batch_size: int = 32, null: NullPlan | None = None,
-                  tokens: Tokens | None = None, chunk: int = 64) -> pl.DataFrame:
+                  tokens: Tokens | None = None, chunk: int = 64, draws_out: list[dict] | None = None) -> pl.DataFrame:
     """ablation.parquet rows for one mask over the given prompt rows (any relations/conditions/splits).
 
     `ablated` rows carry the paired gain over their items and, for the mask's own relation and the null's
     conditions, the random-head null (`null`: NullPlan, given by the caller for the mask's own relation(s) only)
-    on a fixed subsample of those items.
+    on a fixed subsample of those items. Each draw's mean gain is appended to `draws_out` (null_draws.parquet rows).
     """
     info = loaded.info
     tk = tokens or Tokens(loaded.tokenizer)
@@ -203,11 +205,13 @@ def evaluate_mask(loaded: Loaded, items: pl.DataFrame, selected: HeadSet, mask_r
                "condition": g["condition"], "split": g["split"]}
         orig, abl = per["original"].sub(idx), per["ablated"].sub(idx)
         gain = dict(NO_GAIN) | paired_gain(abl.delta, orig.delta)
-        if null and n_null and g["condition"] in null.conditions:
+        if null and n_null and selected.heads and g["condition"] in null.conditions:  # no heads: nothing to test
             sub = null_subsample(idx, null.items, f"null|{seed}|{selected.id}|{g['condition']}|{g['split']}")
             observed, draw_gains = null_gains(loaded, [ctx[i] for i in sub], [gold[i] for i in sub],
-                                              [dist[i] for i in sub], selected, sets[:n_null], batch_size)
+                                              [dist[i] for i in sub], selected, sets[:n_null], batch_size, null.bf16)
             gain |= {"null_items": len(sub), "null_gain": observed} | null_summary(observed, draw_gains)
+            if draws_out is not None:
+                draws_out.extend(key | {"draw": i, "gain": float(x)} for i, x in enumerate(draw_gains))
         out.append(key | {"variant": "original"} | _summary(orig, 0) | NO_GAIN)
         out.append(key | {"variant": "ablated"} | _summary(abl, len(selected.heads)) | gain)
         per_draw = [_summary(per[f"random-{i}"].sub(idx), len(selected.heads)) for i in range(draws)]

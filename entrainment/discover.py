@@ -8,8 +8,10 @@ The 2-way CE is read at the last *real* token of each left-padded prompt. Only t
 
 After every epoch the deterministic mask is evaluated on the dev split (dev delta = mean gold minus
 distractor logit, pairwise accuracy, heads removed) and logged. **Selection rule**: among epochs
->= 1 whose dev delta is within 5% of the best dev delta, take the one removing the fewest heads
-(ties -> the earliest). Every epoch's mask is kept so the rule can be applied afterwards.
+>= 1, and the intact model (epoch 0 when it removes no head), whose dev delta is within 5% of the
+best dev delta, take the one removing the fewest heads (ties -> the earliest). A search that never
+beats the intact model on dev therefore selects no heads. Every epoch's mask is kept so the rule can
+be applied afterwards.
 
 Start value: ``init`` is the mean of the initial mask logits (std 0.01). The paper's N(0, 0.01)
 (``init = 0``) starts with about half of the heads dropped in each sampled mask; we default to
@@ -31,7 +33,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
-from entrainment.config import Config
+from entrainment.config import default
 from entrainment.heads import scaled_heads
 from entrainment.models import Loaded
 from entrainment.scoring import Request, collate, forward_last, score
@@ -47,14 +49,15 @@ SHARED = "shared"  # the mask_relation of a mask trained on the union of the dis
 class SearchParams:
     """Search hyper-parameters; defaults are the pipeline's (entrainment.config.Config)."""
 
-    epochs: int = Config.epochs
-    batch_size: int = Config.discover_batch_size
-    lr: float = Config.lr
-    lam: float = Config.lam
-    tau: float = Config.tau
-    weight_decay: float = Config.weight_decay
-    init: float = Config.init
+    epochs: int = default("epochs")
+    batch_size: int = default("discover_batch_size")
+    lr: float = default("lr")
+    lam: float = default("lam")
+    tau: float = default("tau")
+    weight_decay: float = default("weight_decay")
+    init: float = default("init")
     seed: int = 0
+    bf16: bool | None = None  # bf16 autocast for the training forward; None = on CUDA only (evaluation stays float32)
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,12 @@ def make_batches(items: list[Item], batch_size: int, rng: random.Random) -> list
 
 
 def step_loss(loaded: Loaded, batch: list[Item], scale: torch.Tensor, mask_logits: torch.Tensor,
-              lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+              lam: float, bf16: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, effect term) for one batch under one sampled mask."""
     model = loaded.model
     device = mask_logits.device
     ids, attn = collate([it.prompt for it in batch], loaded.tokenizer.pad_token_id, device)
-    use_bf16 = device.type == "cuda"
+    use_bf16 = device.type == "cuda" if bf16 is None else bf16
     with scaled_heads(model, scale), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         lg = forward_last(model, ids, attn, 1)[:, -1].float()
     b = torch.arange(len(batch), device=device)
@@ -119,8 +122,11 @@ def evaluate(loaded: Loaded, items: list[Item], keep: torch.Tensor | None, batch
 
 
 def select_epoch(log_rows: list[dict], within: float = WITHIN) -> int:
-    """The selection rule (see module docstring) over rows with keys epoch, dev_delta, n_removed."""
-    rows = [r for r in log_rows if r["epoch"] >= 1 and r["dev_delta"] == r["dev_delta"]]
+    """The selection rule (see module docstring) over rows with keys epoch, dev_delta, n_removed.
+
+    The intact model (epoch 0 when it removes no head) is a candidate too: a search that never beats it on dev
+    selects no heads rather than a mask that makes dev Δ worse."""
+    rows = [r for r in log_rows if (r["epoch"] >= 1 or r["n_removed"] == 0) and r["dev_delta"] == r["dev_delta"]]
     if not rows:
         return 0
     best = max(r["dev_delta"] for r in rows)
@@ -177,7 +183,7 @@ def search(loaded: Loaded, train: list[Item], dev: list[Item], params: SearchPar
         losses, effects = [], []
         for batch in make_batches(train, params.batch_size, rng):
             scale = gumbel_sigmoid_st(mask_logits, params.tau, gen)
-            loss, effect = step_loss(loaded, batch, scale, mask_logits, params.lam)
+            loss, effect = step_loss(loaded, batch, scale, mask_logits, params.lam, params.bf16)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

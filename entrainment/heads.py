@@ -131,6 +131,8 @@ def parse_head_list(text: str) -> HeadSet:
             layer, head = (int(x) for x in part.split("."))
         except ValueError:
             raise InputError("--ablation-heads", "head", part, "expected layer.head, e.g. 3.4") from None
+        if layer < 0 or head < 0:
+            raise InputError("--ablation-heads", "head", part, "layer and head indices start at 0")
         heads.append((layer, head))
     if not heads:
         raise InputError("--ablation-heads", "heads", text, "no heads given")

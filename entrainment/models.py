@@ -129,6 +129,66 @@ def resolve(spec: str) -> Source:
     return Source(spec, "hub", folder, Path(folder).name[:16])
 
 
+def _config_json(folder: Path) -> dict | None:
+    import json
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(path, "config.json", str(e).splitlines()[0][:80], "unreadable model config (invalid JSON)") from None
+    if not isinstance(cfg, dict) or not (cfg.get("model_type") or cfg.get("architectures")):
+        raise InputError(path, "model_type", None, "not a transformers model config (no model_type or architectures)")
+    return cfg
+
+
+def dims(src: Source) -> tuple[int, int] | None:
+    """(n_layers, n_heads) read from the model's config without loading weights; None if not known yet."""
+    folder = _dequantised_dir(src) if src.kind in ("embedded", "gguf") else Path(src.location)
+    cfg = _config_json(folder) if folder.is_dir() else None
+    if cfg is None and src.kind in ("embedded", "gguf"):
+        cfg = _gguf_config(Path(src.location))
+    if not cfg:
+        return None
+    text = cfg.get("text_config", cfg)
+    layers = text.get("num_hidden_layers") or text.get("n_layer")
+    heads = text.get("num_attention_heads") or text.get("n_head")
+    return (int(layers), int(heads)) if layers and heads else None
+
+
+@lru_cache(maxsize=None)
+def _gguf_config(path: Path) -> dict:
+    """Layer and head counts from a GGUF header; a random or truncated file is a one-line InputError."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise InputError(path, "model", str(path), "not a GGUF file (bad magic bytes)")
+    try:
+        import gguf
+
+        r = gguf.GGUFReader(str(path))
+        arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+        get = lambda k: int(r.fields[k].parts[r.fields[k].data[0]][0])  # noqa: E731
+        return {"model_type": arch, "num_hidden_layers": get(f"{arch}.block_count"),
+                "num_attention_heads": get(f"{arch}.attention.head_count")}
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- any parse failure is a broken file
+        raise InputError(path, "model", str(path), f"unreadable GGUF file ({type(e).__name__}: truncated or corrupt)") from None
+
+
+def preflight(spec: str) -> Source:
+    """Resolve a SPEC and check, without loading weights, that it can be loaded (config.json parses, a GGUF
+    header is intact). Bad models fail here with one line, before any stage starts."""
+    src = resolve(spec)
+    if src.kind == "local":
+        _config_json(Path(src.location))
+    elif src.kind == "gguf" and not (_dequantised_dir(src) / "config.json").exists():
+        _gguf_config(Path(src.location))
+    return src
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 
@@ -139,6 +199,22 @@ def pick_device(device: str = "auto") -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def search_bf16(search_dtype: str, device: str) -> bool:
+    """Whether search-side passes run under bfloat16 autocast: `auto` = on CUDA, or on a CPU whose flags show
+    native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 emulation would be slower than float32."""
+    if search_dtype != "auto":
+        return search_dtype == "bfloat16"
+    if device.startswith("cuda"):
+        return True
+    if device != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def pick_dtype(dtype: str, device: str):

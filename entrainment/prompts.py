@@ -177,6 +177,14 @@ def generate_prompts(relations: list[Relation], words: list[str], facts: list[Fa
     return df
 
 
+def check_relations(relations: list[Relation], fractions: tuple[float, float, float]) -> None:
+    """What generation needs of each relation, checked before any stage runs (one-line InputError)."""
+    for rel in relations:
+        if len(rel.objects) < 3:
+            raise InputError(rel.path, "samples", len(rel.objects), "need at least 3 distinct objects for counterfactuals")
+        split_subjects(list(rel.gold), fractions, random.Random(0), str(rel.path))
+
+
 def input_files(data_dir: Path, relations: tuple[str, ...]) -> list[Path]:
     """Every file the dataset stage reads (its cache key hashes their contents)."""
     from entrainment.paths import FACTS_FILE, WORDS_FILE

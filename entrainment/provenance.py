@@ -30,13 +30,16 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "head_overlap": ("prompts",),
     "ablation": ("heads", "prompts"),
     "side_effects": ("heads", "prompts"),
+    "null_draws": ("heads", "prompts"),
+    "head_scores": ("prompts",),
+    "head_agreement": ("head_scores", "heads", "prompts"),
 }
 
 # table -> the command that rewrites it
 REFRESH: dict[str, str] = {
     "prompts": "generate", "measurements": "measure", "stats": "stats", "contrasts": "stats", "heads": "discover",
     "discovery": "discover", "discovery_masks": "discover", "head_overlap": "discover", "ablation": "ablate",
-    "side_effects": "ablate",
+    "side_effects": "ablate", "null_draws": "ablate", "head_scores": "scan", "head_agreement": "scan",
 }
 
 

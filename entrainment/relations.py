@@ -61,8 +61,13 @@ class Relation:
         return self.relation_type not in EXCLUDED_TYPES and not any(w in EXCLUDED_NAMES for w in words)
 
 
-def _clean_text(text: str, counts: dict[str, int]) -> str:
+def _clean_text(text: str, counts: dict[str, int], path: Path | None = None, where: str = "") -> str:
     fixed = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    try:
+        fixed.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as \ud800: no text can hold it
+        raise InputError(path or "relation file", where or "text", text, "contains an invalid character "
+                         "(a lone UTF-16 surrogate, e.g. \\ud800)") from None
     if fixed != text:
         counts["unicode_escapes"] = counts.get("unicode_escapes", 0) + len(_ESCAPE.findall(text))
     stripped = " ".join(fixed.split())
@@ -88,7 +93,7 @@ def _templates(raw: dict, key: str, path: Path, counts: dict[str, int]) -> tuple
     for i, t in enumerate(items):
         if not isinstance(t, str) or t.count("{}") != 1:
             raise InputError(path, f"{key}[{i}]", t, "template must contain exactly one {}")
-        out.append(_clean_text(t, counts))
+        out.append(_clean_text(t, counts, path, f"{key}[{i}]"))
     return tuple(dict.fromkeys(out))
 
 
@@ -106,7 +111,7 @@ def load_relation(path: Path) -> Relation:
     if not isinstance(raw, dict):
         raise InputError(path, "json", type(raw).__name__, "expected an object at the top level")
     counts: dict[str, int] = {}
-    name = _clean_text(_require(raw, "name", str, path), counts)
+    name = _clean_text(_require(raw, "name", str, path), counts, path, "name")
     if not name:
         raise InputError(path, "name", raw["name"], "empty name")
     props = _require(raw, "properties", dict, path)
@@ -123,8 +128,8 @@ def load_relation(path: Path) -> Relation:
     for i, s in enumerate(samples):
         if not isinstance(s, dict):
             raise InputError(path, f"samples[{i}]", s, "expected an object with subject and object")
-        subj = _clean_text(_require(s, "subject", str, path, f"samples[{i}]."), counts)
-        obj = _clean_text(_require(s, "object", str, path, f"samples[{i}]."), counts)
+        subj = _clean_text(_require(s, "subject", str, path, f"samples[{i}]."), counts, path, f"samples[{i}].subject")
+        obj = _clean_text(_require(s, "object", str, path, f"samples[{i}]."), counts, path, f"samples[{i}].object")
         if not subj or not obj:
             raise InputError(path, f"samples[{i}]", s, "empty subject or object")
         objs = seen.setdefault(subj, [])

@@ -210,6 +210,7 @@ def build(out: Path, example: dict | None = None) -> str:
         _figure("e", "Discovery curve", discovery_plot(log) if not log.is_empty() else None,
                 "Dev Δ (solid) and heads removed (dashed) after each epoch; the star marks the epoch chosen by the selection rule."),
     ]
+    sections += head_sections(out, abl, heads)
     table = stats_table(stats)[1] if not stats.is_empty() else '<p class="missing">not available: run the stats stage first</p>'
     sections.append(f'<section id="panel-f"><h2>(f) Statistics (paired t-tests, pooled over relations, log-prob)</h2>{table}'
                     f'<p class="sub">Full table: stats.parquet (every relation and metric); contrasts.parquet compares conditions.</p></section>')
@@ -218,6 +219,31 @@ def build(out: Path, example: dict | None = None) -> str:
             f"<style>{CSS}</style></head><body><h1>Contextual entrainment report</h1>"
             f'<p class="sub">Niu et al., "Llama See, Llama Do", ACL 2025 (arXiv 2505.09338). Output folder: {html.escape(str(out))}</p>'
             f'<table class="kv">{kv}</table>' + "".join(sections) + "</body></html>")
+
+
+def head_sections(out: Path, abl: pl.DataFrame, heads: pl.DataFrame) -> list[str]:
+    """Panels (g)-(j): the random-head null, transfer between relations, head maps and k-curves."""
+    from entrainment import head_figures as hf
+
+    draws, scores, agree = _read(out, "null_draws"), _read(out, "head_scores"), _read(out, "head_agreement")
+    return [
+        _figure("g", "Is the learned mask better than random heads? The random-head null",
+                hf.null_plot(draws, abl) if not draws.is_empty() and not abl.is_empty() else None,
+                "Mean gain in Δ on a fixed subsample of test items of the training condition: each orange bar counts random "
+                "head sets of the mask's size; the green line is the learned mask on the same items. Empirical p = "
+                "(1 + #draws ≥ observed) / (1 + draws)."),
+        _figure("h", "Transfer: masks (rows) evaluated on every relation's test split (columns)",
+                hf.transfer_plot(abl) if not abl.is_empty() else None,
+                "Mean gain in Δ = ℓ(gold) − ℓ(distractor) from removing the mask's heads; shown when masks were learned on "
+                "several relations (configs/paper.toml)."),
+        _figure("i", "Head-importance maps: learned mask, exhaustive single-head scan, attribution patching",
+                hf.head_maps_plot(scores, heads) if not scores.is_empty() else None,
+                "Red = removing the head raises Δ (an entrainment head). Scan and AtP score each head alone on the dev items "
+                "(head_scores.parquet)."),
+        _figure("j", "Faithfulness curves: test Δ after removing the top-k heads of each ranking",
+                hf.k_curve_plot(agree) if not agree.is_empty() else None,
+                "Scan, AtP and the learned mask's logits ranked, beside random k-head sets (mean); head_agreement.parquet."),
+    ]
 
 
 def pick_example(prompts: pl.DataFrame, measurements: pl.DataFrame, model: str) -> dict | None:

@@ -120,8 +120,9 @@ DISCOVERY = Table("discovery", "one row per (model, relation, seed, epoch)", (
 ))
 
 TIMINGS = Table("timings", "wall times, kept out of every other table so identical runs give byte-identical tables", (
-    ("model", S, "model spec"), ("stage", S, "stage (discover)"), ("relation", S, "relation"), ("seed", I, "search seed"),
-    ("epoch", I, "epoch"), ("seconds", F, "wall time of the epoch"),
+    ("model", S, "model spec"), ("stage", S, "discover (per epoch) | scan | atp"), ("relation", S, "relation"),
+    ("seed", I, "search seed (-1 where none)"),
+    ("epoch", I, "epoch (discover); -1 elsewhere"), ("seconds", F, "wall time"),
 ))
 
 DISCOVERY_MASKS = Table("discovery_masks", "every epoch's mask, one row per (model, relation, seed, epoch, layer, head)", (
@@ -171,8 +172,41 @@ SIDE_EFFECTS = Table("side_effects", "capabilities with vs without the heads", (
     ("random_heads", F, "same number of random heads zeroed (mean over draws)"), ("n", I, "items"),
 ))
 
+NULL_DRAWS = Table("null_draws", "the random-head null, one row per (model, mask_relation, seed, relation, condition, split, draw)", (
+    ("model", S, "model spec"), ("mask_relation", S, "relation the mask was learned on"), ("seed", I, "search seed of the mask"),
+    ("relation", S, "evaluated relation"), ("condition", S, "evaluated condition"), ("split", S, "evaluated split"),
+    ("draw", I, "draw index (seeded; same size as the mask)"),
+    ("gain", F, "mean gain Δ(random heads removed) − Δ(original) over the null's items (ablation.null_items)"),
+))
+
+HEAD_SCORES = Table("head_scores", "one row per (model, relation, method, layer, head)", (
+    ("model", S, "model spec"), ("relation", S, "relation whose dev items were scored"),
+    ("method", S, "scan: exact single-head zero-ablation | atp: attribution-patching estimate of the same"),
+    ("layer", I, "layer index"), ("head", I, "query-head index"),
+    ("score", F, "mean over the dev items of the training condition(s) of Δ(head zeroed) − Δ(intact), "
+                 "Δ = ℓ(gold) − ℓ(distractor), first-token logits, with context; positive = an entrainment head"),
+    ("rank", I, "rank of the score within (model, relation, method), 1 = highest"),
+    ("n", I, "items scored"),
+))
+
+HEAD_AGREEMENT = Table("head_agreement", "one row per (model, relation, method, k): the k-curve, with the "
+                       "(model, relation) agreement summary repeated on each row", (
+    ("model", S, "model spec"), ("relation", S, "relation"), ("mask_seed", I, "seed of the learned mask compared"),
+    ("method", S, "scan | atp | mask (learned keep-logits, lowest first) | random (mean over random k-head sets)"),
+    ("k", I, "heads removed (0 = intact)"), ("n", I, "test items (the fixed seeded subsample of the null)"),
+    ("delta", F, "mean Δ on those test items with the method's top-k heads removed"),
+    ("gain", F, "delta − intact delta"),
+    ("spearman_atp_scan", F, "Spearman correlation of atp and scan scores over all heads"),
+    ("spearman_p", F, "its p-value"),
+    ("mask_heads", I, "heads removed by the learned mask"),
+    ("mask_rank_median", F, "median scan rank of the learned mask's heads"),
+    ("mask_ranks", S, "scan ranks of the learned mask's heads, ascending"),
+    ("mask_in_scan_top_k", I, "learned heads among the scan's top-k, k = mask_heads"),
+))
+
 TABLES: dict[str, Table] = {t.name: t for t in (PROMPTS, MEASUREMENTS, STATS, CONTRASTS, HEADS, DISCOVERY,
-                                                 DISCOVERY_MASKS, HEAD_OVERLAP, ABLATION, SIDE_EFFECTS, TIMINGS)}
+                                                 DISCOVERY_MASKS, HEAD_OVERLAP, ABLATION, SIDE_EFFECTS, TIMINGS,
+                                                 NULL_DRAWS, HEAD_SCORES, HEAD_AGREEMENT)}
 
 
 def markdown() -> str:

@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from entrainment.config import Config, make_config, parse_ints, parse_list
+from entrainment.config import Config, default, make_config, parse_ints, parse_list
 from entrainment.errors import InputError
+from entrainment.lock import folder_lock
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Measure contextual entrainment and find the attention heads behind it.")
@@ -31,26 +32,77 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Batch siz
 AblOpt = Annotated[Optional[str], typer.Option("--ablation-heads", help="heads.parquet, or a list like 3.4,10.7 (layer.head).")]
 
 
+def _names(option: str, text: Optional[str]) -> tuple[str, ...] | None:
+    """A comma-separated option: None when not given; one that names nothing (",, ,") is bad input."""
+    if text is None:
+        return None
+    names = parse_list(text)
+    if not names:
+        raise InputError("command line", option, text, "names nothing (give comma-separated names)")
+    return names
+
+
+def _writable(out: Path) -> None:
+    """--out must be a folder this process can create and write to."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "--out", str(out), "is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(out, "--out", str(out), f"cannot create the output folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(out, "--out", str(out), "the output folder is not writable (read-only mount or permissions)")
+
+
 def _cfg(config: Optional[Path], refresh: bool = False, relations: Optional[str] = None, **kw) -> Config:
-    return make_config(config, relations=parse_list(relations) or None, refresh=refresh or None, **kw)
+    cfg = make_config(config, relations=_names("--relations", relations), refresh=refresh or None, **kw)
+    _writable(cfg.out)
+    return cfg
+
+
+def _model(cfg: Config) -> str:
+    """Check the model SPEC loads (without loading weights); its normalised spec."""
+    from entrainment.models import preflight
+
+    return preflight(cfg.model).spec
+
+
+def _relations_ok(cfg: Config) -> None:
+    """Relation files: known, well-formed, and enough for generation (before any stage runs)."""
+    from entrainment.prompts import check_relations
+    from entrainment.relations import load_relations
+
+    check_relations(load_relations(cfg.data_dir, cfg.relations), cfg.split)
 
 
 @app.command()
 def generate(out: OutOpt = None, relations: RelOpt = None, seed: SeedOpt = None, max_pairs: PairsOpt = None,
              data_dir: DataOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Build prompts.parquet from the LRE relation files."""
-    from entrainment.relations import load_relations
-
     cfg = _cfg(config, refresh, relations, out=out, seed=seed, max_pairs=max_pairs, data_dir=data_dir)
-    load_relations(cfg.data_dir, cfg.relations)  # unknown relations and malformed files fail here, before Prefect
+    _relations_ok(cfg)  # unknown relations and malformed files fail here, before Prefect
     from flows.generate import generate_flow
 
-    m = generate_flow(cfg)
+    with folder_lock(cfg.out):
+        m = generate_flow(cfg)
     typer.echo(f"prompts: {next(iter(m['outputs']))} ({m['rows']} rows)")
 
 
 def _only(relations: Optional[str]) -> tuple[str, ...] | None:
-    return parse_list(relations) or None
+    return _names("--relations", relations)
+
+
+def _present(cfg: Config, only: tuple[str, ...] | None) -> None:
+    """--relations of a stage that reads prompts.parquet must be in it."""
+    from entrainment import tables
+
+    have = set(tables.read_table(cfg.out, "prompts")["relation"].unique())
+    for r in only or ():
+        if r not in have:
+            raise InputError(cfg.out / "prompts.parquet", "relation", r,
+                             f"not in prompts.parquet (it holds: {', '.join(sorted(have))}); run generate with it first")
 
 
 @app.command()
@@ -58,17 +110,20 @@ def measure(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None
             dtype: DtypeOpt = None, batch_size: BatchOpt = None, ablation_heads: AblOpt = None,
             refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Score every prompt with and without context -> measurements.parquet."""
-    from entrainment import tables
     from entrainment.heads import parse_ablation
-    from entrainment.models import resolve
+    from entrainment.models import dims, resolve
 
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size,
                ablation_heads=ablation_heads)
-    tables.read_table(cfg.out, "prompts")
-    parse_ablation(cfg.ablation_heads, resolve(cfg.model).spec)
+    _present(cfg, _only(relations))
+    shape = dims(resolve(cfg.model))
+    for hs in parse_ablation(cfg.ablation_heads, _model(cfg)):
+        if shape:
+            hs.mask(*shape)  # heads outside the model: one line, before any stage starts
     from flows.measure import measure_flow
 
-    m = measure_flow(cfg, _only(relations))
+    with folder_lock(cfg.out):
+        m = measure_flow(cfg, _only(relations))
     typer.echo(f"measurements: {next(iter(m['outputs']))} ({m['rows']} rows)")
 
 
@@ -86,7 +141,8 @@ def stats(out: OutOpt = None,
     require_fresh(cfg.out, "measurements")  # never test measurements of other prompts
     from flows.stats import stats_flow
 
-    m = stats_flow(cfg)
+    with folder_lock(cfg.out):
+        m = stats_flow(cfg)
     typer.echo("\n".join(m["summary"]))
     typer.echo(f"stats: {cfg.out / 'stats.parquet'} ({m['rows']} rows), contrasts: {cfg.out / 'contrasts.parquet'}")
 
@@ -106,20 +162,45 @@ def discover(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = Non
              refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Learn a keep-mask over all attention heads -> heads.parquet, discovery.parquet."""
     from entrainment import tables
-    from entrainment.models import resolve
 
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, epochs=epochs,
                discover_batch_size=batch_size, lr=lr, lam=lam, tau=tau, weight_decay=weight_decay, init=init,
                seeds=parse_ints(seeds, "--seeds") if seeds else None,
                train_conditions=parse_list(train_conditions) or None)
     tables.read_table(cfg.out, "prompts")
-    resolve(cfg.model)
+    _model(cfg)
     from flows.discover import discover_flow, discover_relations
 
     discover_relations(cfg, _only(relations))
-    m = discover_flow(cfg, _only(relations))
+    with folder_lock(cfg.out):
+        m = discover_flow(cfg, _only(relations))
     typer.echo("\n".join(m["summary"]))
     typer.echo(f"heads: {cfg.out / 'heads.parquet'}, log: {cfg.out / 'discovery.parquet'}")
+
+
+@app.command()
+def scan(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
+         dtype: DtypeOpt = None,
+         k: Annotated[Optional[int], typer.Option("--k", help="Longest k-curve: top-k heads removed, k = 1..K (default 10).")] = None,
+         refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """Head-importance maps: exhaustive single-head scan + attribution patching -> head_scores.parquet,
+    and their agreement with the learned mask (k-curves on test) -> head_agreement.parquet."""
+    from entrainment import tables
+    from entrainment.provenance import require_fresh
+
+    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, scan_k=k)
+    tables.read_table(cfg.out, "prompts")
+    if (cfg.out / "heads.parquet").exists():
+        require_fresh(cfg.out, "heads")
+    _model(cfg)
+    from flows.discover import discover_relations
+    from flows.scan import scan_flow
+
+    discover_relations(cfg, _only(relations))
+    with folder_lock(cfg.out):
+        m = scan_flow(cfg, _only(relations))
+    typer.echo("\n".join(m["summary"]))
+    typer.echo(f"head scores: {cfg.out / 'head_scores.parquet'}, agreement: {cfg.out / 'head_agreement.parquet'}")
 
 
 @app.command()
@@ -129,7 +210,6 @@ def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
            refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Evaluate the discovered heads: ablated vs original, random heads, no context; side effects."""
     from entrainment import tables
-    from entrainment.models import resolve
 
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size, seed=seed,
                random_draws=random_draws)
@@ -137,12 +217,13 @@ def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
 
     tables.read_table(cfg.out, "prompts"), tables.read_table(cfg.out, "heads")
     require_fresh(cfg.out, "heads")
-    resolve(cfg.model)
+    _model(cfg)
     from flows.ablate import ablate_flow, masks
 
     if not masks(cfg):
         raise InputError(cfg.out / "heads.parquet", "model", cfg.model, "no mask for this model (run discover first)")
-    m = ablate_flow(cfg)
+    with folder_lock(cfg.out):
+        m = ablate_flow(cfg)
     typer.echo("\n".join(m["summary"]))
     typer.echo(f"ablation: {cfg.out / 'ablation.parquet'}, side effects: {cfg.out / 'side_effects.parquet'}")
 
@@ -152,7 +233,6 @@ def report(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
            refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Write report.html (self-contained: six panels, embedded images) from the tables in --out."""
     from entrainment import tables
-    from entrainment.models import resolve
 
     from entrainment.provenance import INPUTS, require_fresh
 
@@ -161,10 +241,11 @@ def report(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
     for name in INPUTS:  # the report shows every table: none may be stale
         if (cfg.out / f"{name}.parquet").exists():
             require_fresh(cfg.out, name)
-    resolve(cfg.model)
+    _model(cfg)
     from flows.report import report_flow
 
-    m = report_flow(cfg)
+    with folder_lock(cfg.out):
+        m = report_flow(cfg)
     typer.echo(f"report: {next(iter(m['outputs']))}")
 
 
@@ -180,23 +261,22 @@ def run(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, se
         dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="Existing Dask scheduler (else a LocalCluster).")] = None,
         refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """The whole pipeline: generate -> measure -> stats -> discover -> ablate -> report."""
-    from entrainment.models import resolve
-    from entrainment.relations import load_relations
-
     cfg = _cfg(config, refresh, relations, out=out, model=model, seed=seed, device=device, dtype=dtype,
                max_pairs=max_pairs, data_dir=data_dir, batch_size=batch_size,
-               discover_relations=parse_list(discover_relations) or None, epochs=epochs,
+               discover_relations=_names("--discover-relations", discover_relations), epochs=epochs,
                seeds=parse_ints(seeds, "--seeds") if seeds else None, lam=lam, runner=runner, dask_address=dask_address)
-    load_relations(cfg.data_dir, cfg.relations)
+    _relations_ok(cfg)
     missing = [r for r in cfg.discover_relations if r not in cfg.relations]
     if missing:
         raise InputError("--discover-relations", "relation", missing[0], "must be one of --relations")
-    resolve(cfg.model)
+    _model(cfg)
     from flows.pipeline import pipeline
 
-    result = pipeline(cfg.to_dict())
-    for stage in ("stats", "discover", "ablate"):
-        typer.echo("\n".join(result[stage].get("summary", [])))
+    with folder_lock(cfg.out):
+        result = pipeline(cfg.to_dict())
+    for stage in ("generate", "stats", "discover", "scan", "ablate"):
+        if stage in result:
+            typer.echo("\n".join(result[stage].get("summary", [])))
     typer.echo("\nOutputs:")
     for stage, m in result.items():
         for path in m["outputs"]:
@@ -227,7 +307,7 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the views prompts, m
 
     if fmt not in ("table", "csv", "json"):
         raise InputError("command line", "--format", fmt, "expected table, csv or json")
-    df = run_query(out or Config.out, query, warn=lambda line: print(f"entrainment: warning: {line}", file=sys.stderr),
+    df = run_query(out or default("out"), query, warn=lambda line: print(f"entrainment: warning: {line}", file=sys.stderr),
                    unsafe=unsafe)
     if fmt == "csv":
         sys.stdout.write(df.write_csv())
@@ -249,11 +329,27 @@ def main() -> None:
         from flows.watchdog import start
 
         start()  # Prefect's temporary server must not outlive this process, even after kill -9
+    if len(sys.argv) == 1:
+        app()  # no arguments: the help text
     try:
-        app()
+        code = app(standalone_mode=False)
     except InputError as e:
         print(f"entrainment: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("entrainment: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click's (or typer's vendored click's) usage errors: one line, not a box
+        kinds = {c.__name__ for c in type(e).__mro__}
+        if "UsageError" in kinds:
+            hint = f" (see: entrainment {sys.argv[1]} --help)" if len(sys.argv) > 1 else ""
+            print(f"entrainment: error: {' '.join(e.format_message().split())}{hint}", file=sys.stderr)
+            sys.exit(2)
+        if "Abort" in kinds:
+            print("entrainment: interrupted", file=sys.stderr)
+            sys.exit(130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

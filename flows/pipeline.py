@@ -1,4 +1,4 @@
-"""The whole pipeline as one Prefect flow: generate -> measure -> stats -> discover -> ablate -> report.
+"""The whole pipeline as one Prefect flow: generate -> measure -> stats -> discover -> scan -> ablate -> report.
 
 Each stage is a subflow whose tasks are cached on their inputs, parameters and code, so a rerun
 recomputes only what changed. ``options`` is a plain dict of Config fields (JSON-able, so the same
@@ -10,22 +10,27 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from entrainment.config import Config
+from entrainment.lock import folder_lock
 from flows.ablate import ablate_flow
 from flows.discover import discover_flow
 from flows.generate import generate_flow
 from flows.measure import measure_flow
 from flows.report import report_flow
 from flows.runners import dask_address, with_runner
+from flows.scan import scan_flow
 from flows.stats import stats_flow
 
 
 def run_pipeline(cfg: Config) -> dict:
-    """Run every stage; returns {stage: manifest}."""
-    with dask_address(cfg) as address:
+    """Run every stage, holding the output folder's lock (a scheduled run waits for another run of the same --out);
+    returns {stage: manifest}."""
+    with folder_lock(cfg.out, wait=True), dask_address(cfg) as address:
         out = {"generate": generate_flow(cfg)}
         out["measure"] = with_runner(measure_flow, address)(cfg)
         out["stats"] = stats_flow(cfg)
         out["discover"] = with_runner(discover_flow, address)(cfg)
+        if cfg.scan:
+            out["scan"] = with_runner(scan_flow, address)(cfg)
         out["ablate"] = with_runner(ablate_flow, address)(cfg)
         out["report"] = report_flow(cfg)
     logger = get_run_logger()

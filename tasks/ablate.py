@@ -13,7 +13,7 @@ from entrainment import ablate, heads, models, multimask, null, relations, scori
 from entrainment.config import Config
 from entrainment.discover import SHARED
 from entrainment.paths import ICL_DIR
-from entrainment.schema import ABLATION, SIDE_EFFECTS
+from entrainment.schema import ABLATION, NULL_DRAWS, SIDE_EFFECTS
 from tasks.cache import files_hash, key_fn, manifest
 from tasks.measure import model_key, relation_rows, rows_hash, slug
 
@@ -42,13 +42,17 @@ def ablate_relation(cfg: Config, mask_relation: str, seed: int, relation: str) -
     items = relation_rows(cfg.out, relation).filter(pl.col("split") == "test")
     get_run_logger().info("ablation: mask %s (%d heads) on %s, %d test items, %d random draws", hs.id, len(hs.heads),
                           relation, len(items), cfg.random_draws)
-    null = ablate.NullPlan(cfg.null_draws, cfg.null_items, cfg.train_conditions)
+    null = ablate.NullPlan(cfg.null_draws, cfg.null_items, cfg.train_conditions,
+                           models.search_bf16(cfg.search_dtype, loaded.info.device))
     own = relation == mask_relation or (mask_relation == SHARED and relation in cfg.discover_relations)
+    draws: list[dict] = []
     df = ablate.evaluate_mask(loaded, items, hs, mask_relation, seed, cfg.random_draws, cfg.seed, cfg.batch_size,
-                              null if own else None, tokens.Tokens(loaded.tokenizer, cfg.bos))
-    path = tables.write_parquet(df, cfg.out / SHARDS / slug(loaded.info.spec) /
-                                f"{slug(mask_relation)}.seed{seed}.{slug(relation)}.parquet", ABLATION)
-    return manifest([path])
+                              null if own else None, tokens.Tokens(loaded.tokenizer, cfg.bos), draws_out=draws)
+    stem = cfg.out / SHARDS / slug(loaded.info.spec) / f"{slug(mask_relation)}.seed{seed}.{slug(relation)}"
+    paths = [tables.write_parquet(df, stem.with_name(stem.name + ".parquet"), ABLATION),
+             tables.write_parquet(pl.DataFrame(draws, schema=NULL_DRAWS.polars_schema()),
+                                  stem.with_name(stem.name + ".null.parquet"), NULL_DRAWS)]
+    return manifest(paths)
 
 
 def side_tasks(cfg: Config, mask_relation: str) -> tuple[dict[str, list[tuple[str, str]]], set[str]]:
@@ -83,8 +87,12 @@ def side_effects(cfg: Config, mask_relation: str, seed: int) -> dict:
 
 
 def combine(cfg: Config, eval_manifests: list[dict], side_manifests: list[dict]) -> dict:
-    read = lambda ms: pl.concat([tables.read_parquet(Path(p)) for m in ms for p in m["outputs"]])  # noqa: E731
-    abl = ablate.with_holm(read(eval_manifests).sort("model", "mask_relation", "seed", "relation", "condition", "split", "variant"))
-    side = read(side_manifests).sort("model", "mask_relation", "seed", "task", "metric")
-    paths = [tables.write_table(abl, cfg.out, "ablation"), tables.write_table(side, cfg.out, "side_effects")]
+    read = lambda ms, end: pl.concat([tables.read_parquet(Path(p)) for m in ms for p in m["outputs"]  # noqa: E731
+                                      if p.endswith(end) and (end != ".parquet" or not p.endswith(".null.parquet"))])
+    abl = ablate.with_holm(read(eval_manifests, ".parquet").sort("model", "mask_relation", "seed", "relation", "condition",
+                                                                 "split", "variant"))
+    draws = read(eval_manifests, ".null.parquet").sort("model", "mask_relation", "seed", "relation", "condition", "split", "draw")
+    side = read(side_manifests, ".parquet").sort("model", "mask_relation", "seed", "task", "metric")
+    paths = [tables.write_table(abl, cfg.out, "ablation"), tables.write_table(side, cfg.out, "side_effects"),
+             tables.write_table(draws, cfg.out, "null_draws")]
     return manifest(paths, summary=ablate.summary_lines(abl))

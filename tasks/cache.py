@@ -122,3 +122,16 @@ def run_many(task: Task, cfg: Config, calls: list[tuple]) -> list[dict]:
             log.info("%s: a cached output was deleted or changed; recomputing", task.name)
             results[i] = task.with_options(result_storage=result_storage(cfg), refresh_cache=True)(cfg, *args)
     return results
+
+
+def merge_timings(cfg: Config, df: Any, stages: tuple[str, ...]) -> Path:
+    """timings.parquet = its rows of other stages + these rows (each stage replaces only its own)."""
+    import polars as pl
+
+    from entrainment import tables
+
+    path = Path(cfg.out) / "timings.parquet"
+    old = tables.read_parquet(path) if path.exists() and tables.is_valid_parquet(path) else None
+    if old is not None and set(old.columns) == set(df.columns):
+        df = pl.concat([old.filter(~pl.col("stage").is_in(list(stages))), df.select(old.columns)])
+    return tables.write_table(df.sort("model", "stage", "relation", "seed", "epoch"), cfg.out, "timings")

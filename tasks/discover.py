@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from entrainment import discover, heads, models, scoring, tables, tokens
 from entrainment.config import Config
 from entrainment.schema import DISCOVERY_MASKS, HEADS, HEAD_OVERLAP
-from tasks.cache import key_fn, manifest, stage_key
+from tasks.cache import key_fn, manifest, merge_timings, stage_key
 from tasks.measure import model_key, relation_rows, rows_hash, slug
 
 SHARDS = Path("shards") / "discovery"
@@ -33,7 +33,8 @@ def _inputs(cfg: Config, relation: str, seed: int) -> dict:
 
 def params(cfg: Config, seed: int) -> discover.SearchParams:
     return discover.SearchParams(epochs=cfg.epochs, batch_size=cfg.discover_batch_size, lr=cfg.lr, lam=cfg.lam,
-                                 tau=cfg.tau, weight_decay=cfg.weight_decay, init=cfg.init, seed=seed)
+                                 tau=cfg.tau, weight_decay=cfg.weight_decay, init=cfg.init, seed=seed,
+                                 bf16=models.search_bf16(cfg.search_dtype, models.pick_device(cfg.device)))
 
 
 @task(name="discover", tags=["gpu"], cache_key_fn=key_fn("discover", MODULES, _inputs))
@@ -106,7 +107,7 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
              tables.write_table(pick(".masks.parquet").sort("model", "relation", "seed", "epoch", "layer", "head"),
                                 cfg.out, "discovery_masks"),
              tables.write_table(ov, cfg.out, "head_overlap"),
-             tables.write_table(timings, cfg.out, "timings")]
+             merge_timings(cfg, timings, ("discover",))]
     summary = [f"{m['relation']} seed {m['seed']}: epoch {m['epoch']} removes {m['n_removed']} heads, "
                f"dev delta {m['dev_delta_start']:.2f} -> {m['dev_delta']:.2f}"
                + ("  (no head found: try more --epochs, a lower --lambda or a lower --init)" if m["n_removed"] == 0 else "")

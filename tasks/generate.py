@@ -31,7 +31,13 @@ def generate(cfg: Config) -> dict:
         logger.info("head-search data: %s / %s / %s: %d items", r["relation"], r["condition"], r["split"], r["len"])
     create_table_artifact(key="prompt-counts", table=counts.to_dicts(),
                           description=f"Prompts per relation and condition in {path}")
-    return manifest([path], rows=len(df))
+    summary = [f"head-search data for {r['relation']} ({', '.join(cfg.train_conditions)}): " + ", ".join(
+        f"{s} {r[s]}" for s in ("train", "dev", "test")) for r in
+        df.filter(pl.col("relation").is_in(list(cfg.discover_relations)) & pl.col("condition").is_in(list(cfg.train_conditions)))
+        .group_by("relation", "split").len().pivot("split", index="relation", values="len").fill_null(0)
+        .with_columns([pl.lit(0).alias(s) for s in ("train", "dev", "test") if s not in df["split"].unique()])
+        .sort("relation").iter_rows(named=True)]
+    return manifest([path], rows=len(df), summary=summary)
 
 
 

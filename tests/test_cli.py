@@ -85,3 +85,96 @@ def test_config_toml_is_applied(tmp_path):
 def test_every_command_has_help(cmd):
     r = cli(cmd, "--help")
     assert r.returncode == 0 and "--out" in r.stdout or cmd == "models"
+
+
+# ---- the rest of the bad-input list: one line, exit 2, no traceback anywhere -----------------------------
+
+def no_traceback(r: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in r.stdout and "Traceback" not in r.stderr
+
+
+def test_relation_with_too_few_objects(tmp_path):
+    from tests.conftest import write_relation
+
+    write_relation(tmp_path / "lre" / "factual", "two.json", "two objects",
+                   [{"subject": s, "object": o} for s, o in [("a", "x"), ("b", "y"), ("c", "x"), ("d", "y")]])
+    r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "lre"), "--relations", "two objects")
+    one_line_error(r, "two.json", "at least 3 distinct objects")
+    no_traceback(r)
+
+
+def test_lone_surrogate_in_a_relation_file(tmp_path):
+    from tests.conftest import write_relation
+
+    path = write_relation(tmp_path / "lre" / "factual", "caps.json", "toy capital")
+    path.write_text(path.read_text().replace('"Paris"', '"Par\\ud800is"'))
+    r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "lre"), "--relations", "toy capital")
+    one_line_error(r, "caps.json", "surrogate")
+    no_traceback(r)
+
+
+def test_relations_that_name_nothing(tmp_path):
+    one_line_error(cli("generate", "--out", str(tmp_path), "--relations", ",, ,"), "--relations", "names nothing")
+
+
+def test_measure_relation_absent_from_prompts(tmp_path, lre_dir):
+    _valid_prompts(tmp_path, lre_dir)
+    r = cli("measure", "--out", str(tmp_path), "--relations", "country currency")
+    one_line_error(r, "prompts.parquet", "country currency", "not in prompts.parquet")
+    no_traceback(r)
+
+
+@pytest.mark.parametrize("line, needle", [("epochs = 2.5", "epochs"), ("device = 1", "device"), ('split = "a"', "split"),
+                                          ('seeds = "x"', "seeds"), ('seed = "3"', "seed")])
+def test_config_values_of_the_wrong_type(tmp_path, line, needle):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(line + "\n")
+    r = cli("generate", "--out", str(tmp_path / "o"), "--config", str(cfg))
+    one_line_error(r, "c.toml", needle)
+    no_traceback(r)
+
+
+def test_config_that_is_binary_or_a_directory(tmp_path):
+    (tmp_path / "bin.toml").write_bytes(bytes(range(256)) * 4)
+    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "bin.toml")), "bin.toml", "invalid TOML")
+    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--config", str(tmp_path)), "is a directory")
+
+
+def test_out_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    r = cli("generate", "--out", str(tmp_path / "f"))
+    one_line_error(r, "--out", "is a file")
+    no_traceback(r)
+
+
+def test_broken_models(tmp_path, lre_dir):
+    from tests import tiny
+
+    _valid_prompts(tmp_path, lre_dir)
+    (tmp_path / "random.gguf").write_bytes(bytes(range(256)) * 64)
+    one_line_error(cli("measure", "--out", str(tmp_path), "--model", str(tmp_path / "random.gguf")), "random.gguf", "not a GGUF")
+    (tmp_path / "trunc.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(100))
+    r = cli("measure", "--out", str(tmp_path), "--model", str(tmp_path / "trunc.gguf"))
+    one_line_error(r, "trunc.gguf", "unreadable GGUF")
+    no_traceback(r)
+    model = tiny.save("llama", tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{ not json")
+    one_line_error(cli("measure", "--out", str(tmp_path), "--model", model), "config.json", "invalid JSON")
+
+
+def test_ablation_heads_out_of_range_or_negative(tmp_path, lre_dir):
+    from tests import tiny
+
+    _valid_prompts(tmp_path, lre_dir)
+    model = tiny.save("llama", tmp_path / "m")  # 2 layers x 4 heads
+    for heads, needle in (("-1.2", "start at 0"), ("0.-3", "start at 0"), ("5.1", "outside the model"), ("1.4", "outside the model")):
+        r = cli("measure", "--out", str(tmp_path), "--model", model, "--ablation-heads", heads)
+        one_line_error(r, heads, needle)
+        no_traceback(r)
+
+
+def test_unknown_option_is_one_line_not_a_box(tmp_path):
+    r = cli("generate", "--out", str(tmp_path), "--device", "bogus")
+    one_line_error(r, "--device")
+    r = cli("stats", "--out", str(tmp_path), "--confidence", "abc")
+    one_line_error(r, "--confidence")

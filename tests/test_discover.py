@@ -103,6 +103,13 @@ def test_selection_rule_on_a_synthetic_log():
            {"epoch": 5, "dev_delta": 9.4, "n_removed": 2}]     # outside 5%
     assert discover.select_epoch(log) == 3
     assert discover.select_epoch([{"epoch": 0, "dev_delta": 8.0, "n_removed": 0}]) == 0
+    # a search that only makes dev worse than the intact model selects the intact model (no heads)
+    worse = [{"epoch": 0, "dev_delta": 7.6, "n_removed": 0}, {"epoch": 1, "dev_delta": 7.0, "n_removed": 45},
+             {"epoch": 2, "dev_delta": 6.0, "n_removed": 80}]
+    assert discover.select_epoch(worse) == 0
+    # a start that already removes heads (the paper's N(0, 0.01)) is never a candidate itself
+    assert discover.select_epoch([{"epoch": 0, "dev_delta": 9.0, "n_removed": 130},
+                                  {"epoch": 1, "dev_delta": 5.0, "n_removed": 100}]) == 1
 
 
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from scipy import stats as sps
 
 from entrainment import ablate, multimask, null, prompts
 from entrainment.config import Config
-from entrainment.heads import HeadSet, scaled_heads
+from entrainment.heads import HeadSet
 from entrainment.tokens import Tokens
 from tests import tiny
 

@@ -1,0 +1,51 @@
+"""Discovery training forward in float32 vs bf16 autocast on the CPU, side by side in one process.
+
+Same model, items, epochs and seed; evaluation (dev delta, the selection rule) stays float32 in both.
+Prints seconds per epoch, `ratio: X.XX` (float32 / bf16), and the heads each selects.
+
+    .venv/bin/python benchmarks/discovery_bf16.py [--relation "country capital city"] [--epochs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import polars as pl  # noqa: E402
+
+from entrainment import discover, models, prompts  # noqa: E402
+from entrainment.config import Config  # noqa: E402
+from entrainment.tokens import Tokens  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--relation", default="country capital city")
+    ap.add_argument("--epochs", type=int, default=6)
+    args = ap.parse_args()
+    cfg = Config()
+    loaded = models.load(args.model, "cpu", "float32")
+    df = prompts.build(cfg.data_dir, (args.relation,), 0, cfg.max_pairs, cfg.split, (args.relation,), cfg.search_pairs)
+    tk = Tokens(loaded.tokenizer)
+    rel = df.filter(pl.col("condition") == "related")
+    train = discover.items_from(rel.filter(pl.col("split") == "train"), tk)
+    dev = discover.items_from(rel.filter(pl.col("split") == "dev"), tk)
+    results = {}
+    for name, bf16 in (("float32", False), ("bf16", True)):
+        t = time.perf_counter()
+        rows, hist = discover.search(loaded, train, dev, discover.SearchParams(epochs=args.epochs, bf16=bf16))
+        secs = (time.perf_counter() - t) / args.epochs
+        e = discover.select_epoch(rows)
+        heads = sorted((int(l), int(h)) for l, h in (hist[e] <= 0).nonzero().tolist())
+        results[name] = secs
+        print(f"{name}: {secs:.1f} s/epoch; per-epoch dev delta/removed: "
+              + ", ".join(f"{r['dev_delta']:.2f}/{r['n_removed']}" for r in rows) + f"; selected epoch {e}: {heads}")
+    print(f"ratio: {results['float32'] / results['bf16']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Random-head null speed, side by side in one process: 100 draws as batched multi-mask passes (masks on the
+batch dimension of the head scale) vs one pass per draw (`ablate.run_pass`, the one-at-a-time way).
+
+    .venv/bin/python benchmarks/null_draws.py [--draws 100] [--items 64] [--heads 5]
+
+Prints seconds for both, `ratio: X.XX` (one at a time / batched) and the max |logit difference|.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from entrainment import ablate, models, multimask, prompts  # noqa: E402
+from entrainment.config import Config  # noqa: E402
+from entrainment.heads import HeadSet  # noqa: E402
+from entrainment.tokens import Tokens  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--relation", default="country capital city")
+    ap.add_argument("--draws", type=int, default=100)
+    ap.add_argument("--items", type=int, default=64)
+    ap.add_argument("--heads", type=int, default=5)
+    args = ap.parse_args()
+    cfg = Config()
+    loaded = models.load(args.model, "cpu", "float32")
+    info = loaded.info
+    df = prompts.build(cfg.data_dir, (args.relation,), 0, cfg.max_pairs, cfg.split, (args.relation,), cfg.search_pairs)
+    rows = df.filter((pl.col("split") == "test") & (pl.col("condition") == "related")).head(args.items).to_dicts()
+    tk = Tokens(loaded.tokenizer)
+    ctx = [tk.prompt(r["text_ctx"]) for r in rows]
+    g = [tk.answer(r["text_base"], r["gold"])[0] for r in rows]
+    d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rows]
+    sel = HeadSet("bench", tuple((i, 0) for i in range(args.heads)))
+    sets = ablate.random_head_sets(sel, info.n_layers, info.n_heads, args.draws, 0)
+    masks = multimask.head_masks([s.heads for s in sets], info.n_layers, info.n_heads)
+    t = time.perf_counter()
+    batched = multimask.probe_logits(loaded, ctx, list(zip(g, d)), masks, batch_size=64)
+    t_b = time.perf_counter() - t
+    t = time.perf_counter()
+    one = np.stack([np.stack([(s := ablate.run_pass(loaded, ctx, g, d, masks[i], 32)).gold, s.distractor], -1)
+                    for i in range(len(sets))])
+    t_o = time.perf_counter() - t
+    print(f"{args.draws} draws x {len(ctx)} items: batched {t_b:.1f} s, one draw at a time {t_o:.1f} s")
+    print(f"ratio: {t_o / t_b:.2f}   max |logit diff|: {np.abs(batched - one).max():.2e}")
+
+
+if __name__ == "__main__":
+    main()

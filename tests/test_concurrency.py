@@ -1,0 +1,105 @@
+"""Runs that cannot collide or corrupt: a folder lock (real subprocesses), stale locks from kill -9, and kill -9
+at a random moment of measure, discover and ablate followed by a rerun that gives the uninterrupted tables."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from entrainment.errors import InputError
+from entrainment.lock import folder_lock, holder
+from tests import tiny
+from tests.test_cli import ROOT, cli
+from tests.test_stale import CONFIG
+
+pytestmark = pytest.mark.slow
+
+
+def test_lock_is_exclusive_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    code = f"from entrainment.lock import folder_lock\nimport time\nwith folder_lock({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    with pytest.raises(InputError) as e:
+        with folder_lock(tmp_path):
+            pass
+    assert f"pid {p.pid}" in str(e.value) and "in use" in str(e.value) and "\n" not in str(e.value)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert f"pid {p.pid}" in holder(tmp_path)  # the dead holder's note is still there...
+    with folder_lock(tmp_path):  # ...but the kernel released its lock: taken at once
+        assert f"pid {os.getpid()}" in holder(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    from tests.conftest import toy_lre
+
+    d = tmp_path_factory.mktemp("conc")
+    lre = toy_lre(d / "lre")
+    (d / "c.toml").write_text(CONFIG.replace("epochs = 2", "epochs = 6"))
+    args = ["--model", tiny.save("llama", d / "model"), "--config", str(d / "c.toml")]
+    ref = d / "ref"
+    r = cli("run", "--out", str(ref), "--data-dir", str(lre), *args)
+    assert r.returncode == 0, r.stderr[-1500:]
+    return d, lre, args, ref
+
+
+def test_two_concurrent_runs_on_one_out(project):
+    d, lre, args, ref = project
+    out = d / "both"
+    cmd = [sys.executable, "-m", "flows.cli", "run", "--out", str(out), "--data-dir", str(lre), *args]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and f"pid {first.pid}" not in holder(out):
+        time.sleep(0.2)
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-1500:]
+    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert "in use by another entrainment process" in second.stderr and f"pid {first.pid}" in second.stderr
+    for name in ("prompts", "measurements", "stats", "heads", "discovery", "ablation", "null_draws"):
+        assert (out / f"{name}.parquet").read_bytes() == (ref / f"{name}.parquet").read_bytes(), name
+
+
+def _kill_during(cmd: list[str], marker: str, log: Path) -> None:
+    """Start cmd, wait for `marker` in its output, kill -9 it at a random moment soon after."""
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline and marker not in log.read_text() and p.poll() is None:
+            time.sleep(0.1)
+        time.sleep(random.uniform(0.0, 1.5))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+
+@pytest.mark.parametrize("stage, marker, tables", [
+    ("measure", "measuring", ("measurements",)),
+    ("discover", "mask search", ("heads", "discovery", "discovery_masks", "head_overlap")),
+    ("ablate", "ablation: mask", ("ablation", "side_effects", "null_draws")),
+])
+def test_kill_9_then_rerun_gives_the_uninterrupted_tables(project, stage, marker, tables):
+    d, lre, args, ref = project
+    out = d / f"killed-{stage}"
+    shutil.rmtree(out, ignore_errors=True)
+    before = {"measure": ["prompts"], "discover": ["prompts", "measurements", "stats", "contrasts"],
+              "ablate": ["prompts", "measurements", "stats", "contrasts", "heads", "discovery", "discovery_masks",
+                         "head_overlap"]}[stage]
+    out.mkdir()
+    for name in before:  # the stage's inputs, as the uninterrupted run made them
+        shutil.copy(ref / f"{name}.parquet", out / f"{name}.parquet")
+    stage_args = [a for a in args]
+    cmd = [sys.executable, "-m", "flows.cli", stage, "--out", str(out), *stage_args]
+    _kill_during(cmd, marker, d / f"{stage}.log")
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1500:]
+    for name in tables:
+        assert (out / f"{name}.parquet").read_bytes() == (ref / f"{name}.parquet").read_bytes(), name
