@@ -193,8 +193,10 @@ def evaluate_mask(loaded: Loaded, items: pl.DataFrame, selected: HeadSet, mask_r
     base = [tk.prompt(r["text_base"]) for r in rows]
     n_null = null.draws if null else 0
     sets = random_head_sets(selected, info.n_layers, info.n_heads, max(draws, n_null), seed)
-    masks: dict[str, torch.Tensor | None] = {"original": None, "ablated": selected.mask(info.n_layers, info.n_heads)}
-    masks |= {f"random-{i}": hs.mask(info.n_layers, info.n_heads) for i, hs in enumerate(sets[:draws])}
+    # a mask that removes no head leaves the model intact: its passes are the original pass (not recomputed)
+    keep = (lambda hs: hs.mask(info.n_layers, info.n_heads)) if selected.heads else (lambda hs: None)
+    masks: dict[str, torch.Tensor | None] = {"original": None, "ablated": keep(selected)}
+    masks |= {f"random-{i}": keep(hs) for i, hs in enumerate(sets[:draws])}
     per = variant_passes(loaded, ctx, base, gold, dist, masks, batch_size, chunk)
     groups = items.select("relation", "condition", "split").with_row_index("i").group_by(
         "relation", "condition", "split", maintain_order=True).agg(pl.col("i"))
@@ -313,14 +315,19 @@ def side_effects(loaded: Loaded, tasks: dict[str, list[tuple[str, str]]], icl: s
     """side_effects.parquet rows: each task scored intact, ablated and with each random head set."""
     info = loaded.info
     tk = tokens or Tokens(loaded.tokenizer)
-    variants = {"original": None, "ablated": selected.mask(info.n_layers, info.n_heads)}
     out = []
     for task_name, pairs in tasks.items():
         prompts = [tk.prompt(p) for p, _ in pairs]
         gold = [tk.answer(p, a)[0] for p, a in pairs]
-        res = {v: accuracy(run_pass(loaded, prompts, gold, gold, m, batch_size)) for v, m in variants.items()}
-        rand = [accuracy(run_pass(loaded, prompts, gold, gold, hs.mask(info.n_layers, info.n_heads), batch_size))
-                for hs in random_sets]
+        res = {"original": accuracy(run_pass(loaded, prompts, gold, gold, None, batch_size))}
+        if not selected.heads:  # nothing removed: every variant is the intact model
+            res["ablated"] = res["original"]
+            rand = [res["original"] for _ in random_sets]
+        else:
+            res["ablated"] = accuracy(run_pass(loaded, prompts, gold, gold, selected.mask(info.n_layers, info.n_heads),
+                                               batch_size))
+            rand = [accuracy(run_pass(loaded, prompts, gold, gold, hs.mask(info.n_layers, info.n_heads), batch_size))
+                    for hs in random_sets]
         metrics = ["icl_acc"] if task_name in icl else ["strict_acc", "credulous_acc"]
         for metric in metrics:
             src = "strict_acc" if metric == "icl_acc" else metric

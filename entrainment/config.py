@@ -87,7 +87,7 @@ class Config(BaseModel):
     ablation_heads: StrictStr | None = None
     # discover (entrainment.discover.SearchParams takes its defaults from here)
     discover_relations: Names = ("country capital city",)
-    epochs: StrictInt = 12
+    epochs: StrictInt = 10
     discover_batch_size: StrictInt = 16
     lr: Number = 1.0
     lam: Number = 1.0
@@ -101,7 +101,7 @@ class Config(BaseModel):
     scan: StrictBool = True
     scan_k: StrictInt = 8
     # ablate
-    random_draws: StrictInt = 5
+    random_draws: StrictInt = 3
     null_draws: StrictInt = 100
     null_items: StrictInt = 64
     # control

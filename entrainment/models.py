@@ -201,6 +201,17 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def pick_device_light(device: str = "auto") -> str:
+    """pick_device's answer without importing torch (for cache keys checked before anything heavy loads)."""
+    if device != "auto":
+        return device
+    if Path("/dev/nvidia0").exists() or Path("/dev/nvidiactl").exists():
+        return "cuda?"
+    import platform
+
+    return "mps?" if platform.system() == "Darwin" and platform.machine() == "arm64" else "cpu"
+
+
 def search_bf16(search_dtype: str, device: str) -> bool:
     """Whether search-side passes run under bfloat16 autocast: `auto` = on CUDA, or on a CPU whose flags show
     native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 emulation would be slower than float32."""

@@ -29,6 +29,8 @@ RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Ignore caches for t
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file holding any of these options.")]
 DataOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder of LRE relation JSON files (default: shipped data/lre).")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
+BosOpt = Annotated[Optional[str], typer.Option("--bos", help="auto (the tokenizer's own) | always (prepend BOS, as TransformerLens) | never.")]
+NullOpt = Annotated[Optional[int], typer.Option("--null-draws", help="Random head sets in the significance null (default 100).")]
 AblOpt = Annotated[Optional[str], typer.Option("--ablation-heads", help="heads.parquet, or a list like 3.4,10.7 (layer.head).")]
 
 
@@ -62,6 +64,38 @@ def _cfg(config: Optional[Path], refresh: bool = False, relations: Optional[str]
     return cfg
 
 
+def _stage(command: str, cfg: Config, call, lines, extra=None) -> None:
+    """Run one command: the recorded lines if nothing changed (flows/fastpath.py, no Prefect started), else the
+    flow under the folder lock; print its lines and record the success."""
+    from flows import fastpath
+
+    if fastpath.enabled():
+        cached = fastpath.lookup(command, cfg, extra)
+        if cached is not None:
+            typer.echo("\n".join(cached + ["(nothing changed since the last run: every output is up to date)"]))
+            return
+    from flows.server import use_running
+
+    use_running()  # the project's background server, if it is up
+    with folder_lock(cfg.out):
+        m = call()
+        out_lines, outputs = lines(m)
+        typer.echo("\n".join(out_lines))
+        if fastpath.enabled():
+            fastpath.store(command, cfg, out_lines, outputs, extra)
+
+
+def _flow(module: str, name: str | None = None):
+    """A flow, imported only when it has to run (Prefect and torch load with it)."""
+    import importlib
+
+    return getattr(importlib.import_module(f"flows.{module}"), name or f"{module}_flow")
+
+
+def _outputs(m: dict) -> list[str]:
+    return list(m["outputs"])
+
+
 def _model(cfg: Config) -> str:
     """Check the model SPEC loads (without loading weights); its normalised spec."""
     from entrainment.models import preflight
@@ -83,11 +117,9 @@ def generate(out: OutOpt = None, relations: RelOpt = None, seed: SeedOpt = None,
     """Build prompts.parquet from the LRE relation files."""
     cfg = _cfg(config, refresh, relations, out=out, seed=seed, max_pairs=max_pairs, data_dir=data_dir)
     _relations_ok(cfg)  # unknown relations and malformed files fail here, before Prefect
-    from flows.generate import generate_flow
 
-    with folder_lock(cfg.out):
-        m = generate_flow(cfg)
-    typer.echo(f"prompts: {next(iter(m['outputs']))} ({m['rows']} rows)")
+    _stage("generate", cfg, lambda: _flow("generate")(cfg),
+           lambda m: (m.get("summary", []) + [f"prompts: {next(iter(m['outputs']))} ({m['rows']} rows)"], _outputs(m)))
 
 
 def _only(relations: Optional[str]) -> tuple[str, ...] | None:
@@ -107,24 +139,22 @@ def _present(cfg: Config, only: tuple[str, ...] | None) -> None:
 
 @app.command()
 def measure(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
-            dtype: DtypeOpt = None, batch_size: BatchOpt = None, ablation_heads: AblOpt = None,
+            dtype: DtypeOpt = None, batch_size: BatchOpt = None, ablation_heads: AblOpt = None, bos: BosOpt = None,
             refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Score every prompt with and without context -> measurements.parquet."""
     from entrainment.heads import parse_ablation
     from entrainment.models import dims, resolve
 
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size,
-               ablation_heads=ablation_heads)
+               ablation_heads=ablation_heads, bos=bos)
     _present(cfg, _only(relations))
     shape = dims(resolve(cfg.model))
     for hs in parse_ablation(cfg.ablation_heads, _model(cfg)):
         if shape:
             hs.mask(*shape)  # heads outside the model: one line, before any stage starts
-    from flows.measure import measure_flow
 
-    with folder_lock(cfg.out):
-        m = measure_flow(cfg, _only(relations))
-    typer.echo(f"measurements: {next(iter(m['outputs']))} ({m['rows']} rows)")
+    _stage("measure", cfg, lambda: _flow("measure")(cfg, _only(relations)),
+           lambda m: ([f"measurements: {next(iter(m['outputs']))} ({m['rows']} rows)"], _outputs(m)), _only(relations))
 
 
 @app.command()
@@ -139,18 +169,15 @@ def stats(out: OutOpt = None,
     cfg = _cfg(config, refresh, out=out, confidence=confidence)
     tables.read_table(cfg.out, "measurements"), tables.read_table(cfg.out, "prompts")
     require_fresh(cfg.out, "measurements")  # never test measurements of other prompts
-    from flows.stats import stats_flow
 
-    with folder_lock(cfg.out):
-        m = stats_flow(cfg)
-    typer.echo("\n".join(m["summary"]))
-    typer.echo(f"stats: {cfg.out / 'stats.parquet'} ({m['rows']} rows), contrasts: {cfg.out / 'contrasts.parquet'}")
+    _stage("stats", cfg, lambda: _flow("stats")(cfg), lambda m: (m["summary"] + [
+        f"stats: {cfg.out / 'stats.parquet'} ({m['rows']} rows), contrasts: {cfg.out / 'contrasts.parquet'}"], _outputs(m)))
 
 
 @app.command()
 def discover(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
              dtype: DtypeOpt = None,
-             epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default 12).")] = None,
+             epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default 10).")] = None,
              batch_size: BatchOpt = None,
              lr: Annotated[Optional[float], typer.Option("--lr", help="AdamW learning rate (default 1.0).")] = None,
              lam: Annotated[Optional[float], typer.Option("--lambda", help="Sparsity weight (default 1.0).")] = None,
@@ -159,23 +186,20 @@ def discover(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = Non
              init: Annotated[Optional[float], typer.Option("--init", help="Start value of the mask logits (default 3 = all kept; the paper: 0).")] = None,
              seeds: Annotated[Optional[str], typer.Option("--seeds", help='Search seeds, e.g. "0,1,2".')] = None,
              train_conditions: Annotated[Optional[str], typer.Option("--train-conditions", help="Conditions to train on (default related).")] = None,
-             refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+             bos: BosOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Learn a keep-mask over all attention heads -> heads.parquet, discovery.parquet."""
     from entrainment import tables
 
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, epochs=epochs,
                discover_batch_size=batch_size, lr=lr, lam=lam, tau=tau, weight_decay=weight_decay, init=init,
                seeds=parse_ints(seeds, "--seeds") if seeds else None,
-               train_conditions=parse_list(train_conditions) or None)
+               train_conditions=_names("--train-conditions", train_conditions), bos=bos)
     tables.read_table(cfg.out, "prompts")
     _model(cfg)
-    from flows.discover import discover_flow, discover_relations
 
-    discover_relations(cfg, _only(relations))
-    with folder_lock(cfg.out):
-        m = discover_flow(cfg, _only(relations))
-    typer.echo("\n".join(m["summary"]))
-    typer.echo(f"heads: {cfg.out / 'heads.parquet'}, log: {cfg.out / 'discovery.parquet'}")
+    _present(cfg, _only(relations) or cfg.discover_relations)
+    _stage("discover", cfg, lambda: _flow("discover")(cfg, _only(relations)), lambda m: (m["summary"] + [
+        f"heads: {cfg.out / 'heads.parquet'}, log: {cfg.out / 'discovery.parquet'}"], _outputs(m)), _only(relations))
 
 
 @app.command()
@@ -193,39 +217,32 @@ def scan(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, d
     if (cfg.out / "heads.parquet").exists():
         require_fresh(cfg.out, "heads")
     _model(cfg)
-    from flows.discover import discover_relations
-    from flows.scan import scan_flow
 
-    discover_relations(cfg, _only(relations))
-    with folder_lock(cfg.out):
-        m = scan_flow(cfg, _only(relations))
-    typer.echo("\n".join(m["summary"]))
-    typer.echo(f"head scores: {cfg.out / 'head_scores.parquet'}, agreement: {cfg.out / 'head_agreement.parquet'}")
+    _present(cfg, _only(relations) or cfg.discover_relations)
+    _stage("scan", cfg, lambda: _flow("scan")(cfg, _only(relations)), lambda m: (m["summary"] + [
+        f"head scores: {cfg.out / 'head_scores.parquet'}, agreement: {cfg.out / 'head_agreement.parquet'}"], _outputs(m)),
+        _only(relations))
 
 
 @app.command()
 def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
            batch_size: BatchOpt = None, seed: SeedOpt = None,
-           random_draws: Annotated[Optional[int], typer.Option("--random-draws", help="Random head sets for the control (default 10).")] = None,
-           refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+           random_draws: Annotated[Optional[int], typer.Option("--random-draws", help="Random head sets for the random_heads rows (default 3; the null has --null-draws).")] = None,
+           null_draws: NullOpt = None, bos: BosOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Evaluate the discovered heads: ablated vs original, random heads, no context; side effects."""
     from entrainment import tables
 
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size, seed=seed,
-               random_draws=random_draws)
+               random_draws=random_draws, null_draws=null_draws, bos=bos)
     from entrainment.provenance import require_fresh
 
-    tables.read_table(cfg.out, "prompts"), tables.read_table(cfg.out, "heads")
+    tables.read_table(cfg.out, "prompts")
+    heads = tables.read_table(cfg.out, "heads")
     require_fresh(cfg.out, "heads")
-    _model(cfg)
-    from flows.ablate import ablate_flow, masks
-
-    if not masks(cfg):
+    if heads.filter(tables.pl.col("model") == _model(cfg)).is_empty():
         raise InputError(cfg.out / "heads.parquet", "model", cfg.model, "no mask for this model (run discover first)")
-    with folder_lock(cfg.out):
-        m = ablate_flow(cfg)
-    typer.echo("\n".join(m["summary"]))
-    typer.echo(f"ablation: {cfg.out / 'ablation.parquet'}, side effects: {cfg.out / 'side_effects.parquet'}")
+    _stage("ablate", cfg, lambda: _flow("ablate")(cfg), lambda m: (m["summary"] + [
+        f"ablation: {cfg.out / 'ablation.parquet'}, side effects: {cfg.out / 'side_effects.parquet'}"], _outputs(m)))
 
 
 @app.command()
@@ -242,11 +259,8 @@ def report(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
         if (cfg.out / f"{name}.parquet").exists():
             require_fresh(cfg.out, name)
     _model(cfg)
-    from flows.report import report_flow
 
-    with folder_lock(cfg.out):
-        m = report_flow(cfg)
-    typer.echo(f"report: {next(iter(m['outputs']))}")
+    _stage("report", cfg, lambda: _flow("report")(cfg), lambda m: ([f"report: {next(iter(m['outputs']))}"], _outputs(m)))
 
 
 @app.command()
@@ -259,28 +273,37 @@ def run(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, se
         lam: Annotated[Optional[float], typer.Option("--lambda", help="Discovery sparsity weight.")] = None,
         runner: Annotated[Optional[str], typer.Option("--runner", help="default | dask (fan shards out over a Dask cluster).")] = None,
         dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="Existing Dask scheduler (else a LocalCluster).")] = None,
-        refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
-    """The whole pipeline: generate -> measure -> stats -> discover -> ablate -> report."""
+        bos: BosOpt = None, null_draws: NullOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+    """The whole pipeline: generate -> measure -> stats -> discover -> scan -> ablate -> report."""
     cfg = _cfg(config, refresh, relations, out=out, model=model, seed=seed, device=device, dtype=dtype,
                max_pairs=max_pairs, data_dir=data_dir, batch_size=batch_size,
                discover_relations=_names("--discover-relations", discover_relations), epochs=epochs,
-               seeds=parse_ints(seeds, "--seeds") if seeds else None, lam=lam, runner=runner, dask_address=dask_address)
+               seeds=parse_ints(seeds, "--seeds") if seeds else None, lam=lam, runner=runner, dask_address=dask_address,
+               bos=bos, null_draws=null_draws)
     _relations_ok(cfg)
     missing = [r for r in cfg.discover_relations if r not in cfg.relations]
     if missing:
         raise InputError("--discover-relations", "relation", missing[0], "must be one of --relations")
     _model(cfg)
-    from flows.pipeline import pipeline
 
-    with folder_lock(cfg.out):
-        result = pipeline(cfg.to_dict())
-    for stage in ("generate", "stats", "discover", "scan", "ablate"):
-        if stage in result:
-            typer.echo("\n".join(result[stage].get("summary", [])))
-    typer.echo("\nOutputs:")
-    for stage, m in result.items():
-        for path in m["outputs"]:
-            typer.echo(f"  {stage:9s} {path}")
+    def lines(result: dict) -> tuple[list[str], list[str]]:
+        out = [line for stage in ("generate", "stats", "discover", "scan", "ablate") if stage in result
+               for line in result[stage].get("summary", [])]
+        out.append("\nOutputs:")
+        out += [f"  {stage:9s} {path}" for stage, m in result.items() for path in m["outputs"]]
+        return out, [p for m in result.values() for p in m["outputs"]]
+
+    _stage("run", cfg, lambda: _flow("pipeline", "pipeline")(cfg.to_dict()), lines)
+
+
+@app.command()
+def server(action: Annotated[str, typer.Argument(help="start | stop | status")]) -> None:
+    """A background Prefect server for this project: commands reuse it instead of starting one each time."""
+    from flows import server as srv
+
+    if action not in ("start", "stop", "status"):
+        raise InputError("command line", "action", action, "expected start, stop or status")
+    typer.echo({"start": srv.start, "stop": srv.stop, "status": srv.status}[action]())
 
 
 @app.command()
@@ -325,7 +348,7 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the views prompts, m
 
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2 on bad input."""
-    if len(sys.argv) > 1 and sys.argv[1] not in ("sql", "models", "--help", "-h"):
+    if len(sys.argv) > 1 and sys.argv[1] not in ("sql", "models", "server", "--help", "-h"):
         from flows.watchdog import start
 
         start()  # Prefect's temporary server must not outlive this process, even after kill -9

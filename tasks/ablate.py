@@ -20,7 +20,7 @@ from tasks.measure import model_key, relation_rows, rows_hash, slug
 SHARDS = Path("shards") / "ablation"
 MODULES = (ablate, multimask, null, scoring, heads, models, tokens, tables, sys.modules[__name__])
 SIDE_RECALL_ITEMS = 20   # subjects per other relation (factual recall without context)
-SIDE_RANDOM_DRAWS = 2    # random head sets for the side-effect control (each costs a full pass)
+SIDE_RANDOM_DRAWS = 1    # random head sets for the side-effect control (each costs a full pass)
 
 
 def head_set(cfg: Config, mask_relation: str, seed: int) -> heads.HeadSet:

@@ -176,3 +176,21 @@ def test_kill_9_leaves_no_temporary_server(tmp_path, lre_dir):
     while time.time() < deadline and server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
         time.sleep(0.3)
     assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+
+
+def test_no_change_rerun_takes_the_fast_path_and_any_change_does_not(apostrophe_run):
+    import time as _t
+
+    d, common, _ = apostrophe_run
+    out = d / "o'brien"
+    args = ["run", *common, "--data-dir", str(d / "lre"), "--config", str(d / "c.toml")]
+    t0 = _t.perf_counter()
+    r = cli(*args)
+    assert r.returncode == 0 and "nothing changed since the last run" in r.stdout, r.stderr[-800:]
+    assert "Beginning flow run" not in r.stdout + r.stderr  # Prefect never started
+    assert _t.perf_counter() - t0 < 15
+    (out / "stats.parquet").unlink()  # an output gone: the normal path, which recomputes it
+    r = cli(*args)
+    assert r.returncode == 0 and "nothing changed" not in r.stdout and (out / "stats.parquet").exists()
+    r = cli(*args[:-2], "--config", str(d / "c.toml"), "--null-draws", "6")  # a changed option: normal path
+    assert r.returncode == 0 and "nothing changed" not in r.stdout

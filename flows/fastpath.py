@@ -1,0 +1,101 @@
+"""Instant no-op reruns: skip Prefect entirely when nothing a command depends on has changed.
+
+After a command succeeds, the CLI records in ``<out>/.cache/fastpath/<command>.json`` a key and what it
+printed, with the hash of every table it wrote. The key hashes everything the command's results depend on:
+the configuration (every field but the control ones), the content of the input tables it reads, the relation,
+word, fact and ICL files, the model's identity (file hash or revision, device class, dtype) and the source of
+every project module. The next time, before importing Prefect or torch, the CLI recomputes the key; if it is
+the recorded one and every recorded output is still there with its recorded hash, it prints the recorded
+lines and exits. Anything else (a changed file, a deleted or edited table, --refresh) takes the normal path,
+where Prefect's per-shard caches decide what to recompute. Conservative by construction: a miss only costs
+the normal path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from entrainment.config import Config
+from entrainment.paths import DATA_DIR, PROJECT_ROOT
+
+CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
+READS: dict[str, tuple[str, ...]] = {  # input tables of each command (run makes its own)
+    "generate": (), "measure": ("prompts", "heads"), "stats": ("measurements", "prompts"),
+    "discover": ("prompts",), "scan": ("prompts", "heads"), "ablate": ("prompts", "heads"),
+    "report": ("prompts", "measurements", "stats", "contrasts", "heads", "discovery", "ablation", "side_effects",
+               "null_draws", "head_scores", "head_agreement"),
+    "run": (),
+}
+
+
+def _sha_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _code() -> list[str]:
+    files = sorted(p for d in ("entrainment", "tasks", "flows") for p in (PROJECT_ROOT / d).glob("*.py"))
+    return [f"{p.name}:{_sha_file(p)}" for p in files]
+
+
+def _data(cfg: Config) -> list[str]:
+    files = sorted(Path(cfg.data_dir).rglob("*.json")) + sorted((DATA_DIR / "icl").glob("*.json"))
+    files += [DATA_DIR / "random_words.txt", DATA_DIR / "irrelevant_facts.json"]
+    return [f"{p}:{_sha_file(p)}" for p in files if p.is_file()]
+
+
+def key(command: str, cfg: Config, extra: Any = None) -> str:
+    """The fast-path key of one command (see module docstring)."""
+    from entrainment import models
+
+    src = models.resolve(cfg.model)
+    device = models.pick_device_light(cfg.device)
+    tables = {name: _sha_file(cfg.out / f"{name}.parquet") for name in READS[command]
+              if (cfg.out / f"{name}.parquet").is_file()}
+    heads_file = cfg.ablation_heads if cfg.ablation_heads and Path(cfg.ablation_heads).is_file() else None
+    parts = {"command": command, "config": {k: v for k, v in cfg.to_dict().items() if k not in CONTROL},
+             "tables": tables, "heads_file": _sha_file(Path(heads_file)) if heads_file else None,
+             "model": [src.spec, src.identity, device], "data": _data(cfg), "code": _code(), "extra": extra}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _record_path(cfg: Config, command: str) -> Path:
+    return Path(cfg.out) / ".cache" / "fastpath" / f"{command}.json"
+
+
+def lookup(command: str, cfg: Config, extra: Any = None) -> list[str] | None:
+    """The recorded output lines if nothing changed since the last success of this command, else None."""
+    if cfg.refresh:
+        return None
+    path = _record_path(cfg, command)
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("key") != key(command, cfg, extra):
+        return None
+    for out, digest in rec.get("outputs", {}).items():
+        p = Path(out)
+        if not p.is_file() or _sha_file(p) != digest:
+            return None
+    return list(rec.get("lines", []))
+
+
+def store(command: str, cfg: Config, lines: list[str], outputs: list[str], extra: Any = None) -> None:
+    """Record a success (atomically): the key, the printed lines and the hash of every output."""
+    from entrainment.tables import atomic_write_bytes
+
+    rec = {"key": key(command, cfg, extra), "lines": lines,
+           "outputs": {str(p): _sha_file(Path(p)) for p in outputs if Path(p).is_file()}}
+    atomic_write_bytes(_record_path(cfg, command), json.dumps(rec, indent=1).encode())
+
+
+def enabled() -> bool:
+    return os.environ.get("ENTRAINMENT_NO_FASTPATH", "") in ("", "0")
