@@ -1,7 +1,8 @@
 """Head scan speed, side by side in one process: the layer-reusing batched scan vs the naive loop
 (one full forward over all items per head, one head at a time), plus AtP and one discovery epoch.
 
-Same model and items (the dev items of the relation's related condition, as `entrainment scan` uses).
+Same model and items (the dev items of the relation's related condition, as `entrainment scan` uses), float32
+for both scans.
 Prints seconds for each, `ratio: X.XX` (naive / batched), the max |score difference| between the two scans,
 and AtP's Spearman correlation with the scan.
 
@@ -31,6 +32,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--relation", default="country capital city")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--items", type=int, default=0, help="use only the first N dev items (0 = all)")
     args = ap.parse_args()
     cfg = Config()
     loaded = models.load(args.model, "cpu", "float32")
@@ -38,6 +40,7 @@ def main() -> None:
     tk = Tokens(loaded.tokenizer)
     dev = discover.items_from(df.filter((pl.col("split") == "dev") & (pl.col("condition") == "related")), tk)
     train = discover.items_from(df.filter((pl.col("split") == "train") & (pl.col("condition") == "related")), tk)
+    dev = dev[: args.items] if args.items else dev
     p, g, d = [i.prompt for i in dev], [i.gold for i in dev], [i.distractor for i in dev]
     print(f"{args.model}: {loaded.info.n_total_heads} heads, {len(dev)} dev items, {len(train)} train items")
     t = time.perf_counter()

@@ -73,8 +73,8 @@ def head_maps_plot(scores: pl.DataFrame, heads: pl.DataFrame) -> str | None:
             h = h.filter(pl.col("seed") == h["seed"].min())
             g = np.zeros((n_l, n_h))
             for r in h.iter_rows(named=True):
-                g[r["layer"], r["head"]] = -r["mask_logit"]
-            grids.append((f"learned mask (−keep logit, seed {h['seed'][0]}); {int(h['removed'].sum())} removed", g))
+                g[r["layer"], r["head"]] = min(3.0, max(-3.0, -r["mask_logit"]))  # clipped: > 0 = removed
+            grids.append((f"learned mask (−keep logit clipped to ±3, seed {h['seed'][0]}); {int(h['removed'].sum())} removed", g))
         else:
             grids.append(("learned mask: none", np.zeros((n_l, n_h))))
         for method in ("scan", "atp"):

@@ -44,6 +44,9 @@ def _names(option: str, text: Optional[str]) -> tuple[str, ...] | None:
     return names
 
 
+MIN_FREE_MB = 64  # a full disk fails here, in one line, not halfway through a stage
+
+
 def _writable(out: Path) -> None:
     """--out must be a folder this process can create and write to."""
     import os
@@ -56,6 +59,11 @@ def _writable(out: Path) -> None:
         raise InputError(out, "--out", str(out), f"cannot create the output folder ({e.strerror})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise InputError(out, "--out", str(out), "the output folder is not writable (read-only mount or permissions)")
+    import shutil
+
+    free_mb = shutil.disk_usage(out).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise InputError(out, "--out", str(out), f"only {free_mb:.1f} MB free on its disk; need at least {MIN_FREE_MB} MB")
 
 
 def _cfg(config: Optional[Path], refresh: bool = False, relations: Optional[str] = None, **kw) -> Config:
@@ -228,12 +236,13 @@ def scan(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, d
 def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
            batch_size: BatchOpt = None, seed: SeedOpt = None,
            random_draws: Annotated[Optional[int], typer.Option("--random-draws", help="Random head sets for the random_heads rows (default 3; the null has --null-draws).")] = None,
-           null_draws: NullOpt = None, bos: BosOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
+           null_draws: NullOpt = None, bos: BosOpt = None, data_dir: DataOpt = None, refresh: RefreshOpt = False,
+           config: ConfigOpt = None) -> None:
     """Evaluate the discovered heads: ablated vs original, random heads, no context; side effects."""
     from entrainment import tables
 
     cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size, seed=seed,
-               random_draws=random_draws, null_draws=null_draws, bos=bos)
+               random_draws=random_draws, null_draws=null_draws, bos=bos, data_dir=data_dir)
     from entrainment.provenance import require_fresh
 
     tables.read_table(cfg.out, "prompts")

@@ -21,6 +21,7 @@ from typing import Any
 
 from entrainment.config import Config
 from entrainment.paths import DATA_DIR, PROJECT_ROOT
+from entrainment.tables import file_sha256 as _sha_file
 
 CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
 READS: dict[str, tuple[str, ...]] = {  # input tables of each command (run makes its own)
@@ -30,14 +31,6 @@ READS: dict[str, tuple[str, ...]] = {  # input tables of each command (run makes
                "null_draws", "head_scores", "head_agreement"),
     "run": (),
 }
-
-
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _code() -> list[str]:

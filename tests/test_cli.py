@@ -178,3 +178,31 @@ def test_unknown_option_is_one_line_not_a_box(tmp_path):
     one_line_error(r, "--device")
     r = cli("stats", "--out", str(tmp_path), "--confidence", "abc")
     one_line_error(r, "--confidence")
+
+
+def test_full_disk_is_one_line(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        r = cli("generate", "--out", str(small / "out"))
+        one_line_error(r, "MB free", "need at least")
+        no_traceback(r)
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+def test_read_only_out_is_one_line(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,ro", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        r = cli("generate", "--out", str(ro))
+        one_line_error(r, "not writable")
+        no_traceback(r)
+        r = cli("generate", "--out", str(ro / "sub"))
+        one_line_error(r, "cannot create")
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)

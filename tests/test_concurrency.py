@@ -44,7 +44,7 @@ def project(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("conc")
     lre = toy_lre(d / "lre")
-    (d / "c.toml").write_text(CONFIG.replace("epochs = 2", "epochs = 6"))
+    (d / "c.toml").write_text(CONFIG.replace("epochs = 2", "epochs = 6") + f"data_dir = {str(lre)!r}\n")  # every stage
     args = ["--model", tiny.save("llama", d / "model"), "--config", str(d / "c.toml")]
     ref = d / "ref"
     r = cli("run", "--out", str(ref), "--data-dir", str(lre), *args)
@@ -96,8 +96,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_tables(project, stage, marker
     out.mkdir()
     for name in before:  # the stage's inputs, as the uninterrupted run made them
         shutil.copy(ref / f"{name}.parquet", out / f"{name}.parquet")
-    stage_args = [a for a in args]
-    cmd = [sys.executable, "-m", "flows.cli", stage, "--out", str(out), *stage_args]
+    cmd = [sys.executable, "-m", "flows.cli", stage, "--out", str(out), *args]
     _kill_during(cmd, marker, d / f"{stage}.log")
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-1500:]

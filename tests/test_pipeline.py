@@ -222,3 +222,24 @@ def test_dask_runner_gives_the_same_tables(prefect_api, setup, tmp_path):
     num = [c for c in ma.columns if ma[c].dtype == pl.Float64]
     assert ma.drop(num).equals(mb.drop(num))
     assert max((ma[c] - mb[c]).abs().max() for c in num) < 1e-5
+
+
+def test_shared_mask_and_transfer_panel(prefect_api, setup, tmp_path):
+    """configs/paper.toml's shape on a tiny model: masks for two relations plus a `shared` one, each evaluated on
+    every relation; the report shows the transfer heatmap."""
+    from tests.conftest import toy_lre
+
+    cfg, _ = setup
+    c = cfg.replace(out=tmp_path / "shared", data_dir=toy_lre(tmp_path / "lre"), discover_relations=("toy capital", "toy color"),
+                    shared_mask=True, seeds=(0,), init=0.5, scan=False)
+    _run(c)
+    heads = pl.read_parquet(c.out / "heads.parquet")
+    assert set(heads["relation"]) == {"toy capital", "toy color", "shared"}
+    abl = pl.read_parquet(c.out / "ablation.parquet")
+    pairs = set(zip(abl["mask_relation"], abl["relation"]))
+    assert {(m, r) for m in ("toy capital", "toy color", "shared") for r in ("toy capital", "toy color")} <= pairs
+    page = (c.out / "report.html").read_text()
+    import re
+
+    h = re.search(r'<section id="panel-h">(.*?)</section>', page, re.S).group(1)
+    assert "data:image/png;base64," in h

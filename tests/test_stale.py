@@ -124,7 +124,7 @@ def apostrophe_run(tmp_path_factory):
         ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
         ("Egypt", "Cairo"), ("Peru", "Lima"), ("Chile", "Santiago"), ("Russia", "Moscow"), ("China", "Beijing"),
         ("France", "Paris")]])  # one duplicate pair: the loader cleans it and says so
-    (d / "c.toml").write_text(CONFIG)
+    (d / "c.toml").write_text(CONFIG + f"data_dir = {str(lre)!r}\n")  # every stage reads the same relation files
     common = ["--out", str(d / "o'brien"), "--model", tiny.save("llama", d / "model")]
     r = cli("run", *common, "--data-dir", str(lre), "--config", str(d / "c.toml"))
     assert r.returncode == 0, r.stderr[-2000:]

@@ -27,7 +27,7 @@ def _synthetic(tmp_path, rng_seed=0):
                 pair = f"{rel}-pair-{i}" if cond in ("related", "counterfactual") else None
                 prompts.append({"prompt_id": pid, "pair_id": pair})
                 row = {"prompt_id": pid, "relation": rel, "condition": cond, "split": "train", "model": "m",
-                       "ablation": "none", "gold_token_id": 1, "distractor_token_id": 2, "collision": False,
+                       "ablation": "none", "ablation_label": "none", "gold_token_id": 1, "distractor_token_id": 2, "collision": False,
                        "distractor_in_context": True}
                 for t in ("gold", "distractor"):
                     base = rng.normal(-8, 1)

@@ -1,0 +1,75 @@
+"""Peak memory of the ablation evaluation at n and 10 x n items: KLs computed chunk by chunk (the pipeline's
+`ablate.evaluate_mask`) vs keeping every item's next-token distribution of every pass and computing KL at the
+end (how the ablation stage worked before). Each configuration runs in a fresh process; peak RSS is read from
+the kernel (ru_maxrss). The 10x items are the test items repeated ten times (same prompts, more rows).
+
+    .venv/bin/python benchmarks/ablation_memory.py [--items 64] [--factor 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(mode: str, n: int, base: int) -> None:
+    import polars as pl
+
+    from entrainment import ablate, models, prompts
+    from entrainment.config import Config
+    from entrainment.heads import HeadSet
+    from entrainment.tokens import Tokens
+
+    cfg = Config()
+    loaded = models.load("smollm2-135m", "cpu", "float32")
+    rel = "country capital city"
+    df = prompts.build(cfg.data_dir, (rel,), 0, cfg.max_pairs, cfg.split, (rel,), cfg.search_pairs)
+    items = df.filter((pl.col("split") == "test") & (pl.col("condition") == "related")).head(base)
+    items = pl.concat([items] * (n // base))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sel = HeadSet("bench", ((10, 3),))
+    if mode == "chunked":
+        ablate.evaluate_mask(loaded, items, sel, rel, 0, draws=1, seed=0, batch_size=32)
+    else:  # every distribution kept, KL at the end
+        tk = Tokens(loaded.tokenizer)
+        rows = items.to_dicts()
+        g = [tk.answer(r["text_base"], r["gold"])[0] for r in rows]
+        d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rows]
+        ctx, base_ = [tk.prompt(r["text_ctx"]) for r in rows], [tk.prompt(r["text_base"]) for r in rows]
+        passes = [ablate.run_pass(loaded, p, g, d, m, 32, keep_dist=True)
+                  for p, m in ((ctx, None), (base_, None), (ctx, sel.mask(30, 9)), (ctx, HeadSet("r", ((3, 1),)).mask(30, 9)))]
+        for s in passes[2:]:
+            ablate.kl(s.dist, passes[0].dist), ablate.kl(s.dist, passes[1].dist)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"mode": mode, "items": n, "peak_mb": peak / 1024, "growth_mb": (peak - before) / 1024}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=64)
+    ap.add_argument("--factor", type=int, default=10)
+    ap.add_argument("--child", nargs=3)
+    a = ap.parse_args()
+    if a.child:
+        child(a.child[0], int(a.child[1]), int(a.child[2]))
+        return
+    print(f"{'mode':22s} {'items':>6s} {'peak RSS MB':>12s} {'growth during evaluation MB':>28s}")
+    for mode in ("chunked", "stored"):
+        for n in (a.items, a.items * a.factor):
+            out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), str(a.items)], cwd=ROOT,
+                                 capture_output=True, text=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            label = "chunked KL (pipeline)" if mode == "chunked" else "stored distributions"
+            print(f"{label:22s} {n:6d} {r['peak_mb']:12.0f} {r['growth_mb']:28.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""How entrainment changes with model size: the power-law fit of the scaling follow-up (arXiv 2604.13275).
+
+E(N) = a * N^b, fitted by OLS in log-log space, log|mean shift| = log a + b log N, over the measured models
+(N = total parameters), per (condition, target, metric) with metric `logprob` (log-prob shift) or `logit`
+(the follow-up's Δ_t = ℓ(t | ctx) − ℓ(t | ∅)), raw and normalised (shift divided by the mean absolute
+no-context value: a raw difference is confounded when the baselines move with size). Reports b with its 95%
+CI (t interval on the slope's standard error), R², the slope's p-value and n_models; only with >= 3 models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from scipy import stats as sps
+
+MIN_MODELS = 3
+
+
+def fit(sizes: np.ndarray, values: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """OLS of log|values| on log sizes: b, its CI, R², p (scipy.stats.linregress), n_models."""
+    x, y = np.log(np.asarray(sizes, float)), np.log(np.abs(np.asarray(values, float)))
+    r = sps.linregress(x, y)
+    half = sps.t.ppf(0.5 + level / 2, len(x) - 2) * r.stderr if len(x) > 2 else float("nan")
+    return {"b": float(r.slope), "b_ci_low": float(r.slope - half), "b_ci_high": float(r.slope + half),
+            "a": float(np.exp(r.intercept)), "r2": float(r.rvalue ** 2), "p_value": float(r.pvalue), "n_models": len(x)}
+
+
+def scaling_table(stats: pl.DataFrame, sizes: dict[str, int], level: float = 0.95) -> pl.DataFrame | None:
+    """scaling.parquet rows from stats.parquet (pooled `ALL` rows of the intact models) and model sizes;
+    None when fewer than MIN_MODELS models with a size are measured."""
+    rows = stats.filter((pl.col("relation") == "ALL") & (pl.col("ablation") == "none")
+                        & pl.col("metric").is_in(["logprob", "logit"]) & pl.col("model").is_in(list(sizes)))
+    if rows["model"].n_unique() < MIN_MODELS:
+        return None
+    out = []
+    for (cond, target, metric), g in sorted(rows.group_by("condition", "target", "metric"), key=lambda kv: kv[0]):
+        g = g.sort("model")
+        n = np.array([sizes[m] for m in g["model"]], float)
+        for kind, v in (("raw", g["mean_diff"].to_numpy()),
+                        ("normalised", g["mean_diff"].to_numpy() / np.abs(g["mean_base"].to_numpy()))):
+            if len(g) >= MIN_MODELS and np.all(v != 0):
+                out.append({"condition": cond, "target": target, "metric": metric, "kind": kind} | fit(n, v, level))
+    return pl.DataFrame(out) if out else None
