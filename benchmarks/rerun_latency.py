@@ -6,7 +6,7 @@ Needs a finished run in --out (e.g. after `make run`). Prints the median of --re
 a breakdown: Python + CLI imports, the fast-path check, Prefect + torch imports, the rest (server start, flow
 bookkeeping, cache lookups).
 
-    .venv/bin/python benchmarks/rerun_latency.py [--out results] [--repeats 3]
+    .venv/bin/python benchmarks/rerun_latency.py [--out results] [--repeats 3] [--config run.toml]
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="results")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--config", default=None, help="TOML passed to both commands (model, data_dir, ...)")
     a = ap.parse_args()
     py, cli = sys.executable, str(Path(sys.executable).with_name("entrainment"))
     base = dict(os.environ)
     base.pop("PREFECT_API_URL", None)
     slow = base | {"ENTRAINMENT_NO_FASTPATH": "1"}
-    run, stats = [cli, "run", "--out", a.out], [cli, "stats", "--out", a.out]
+    extra = ["--config", a.config] if a.config else []
+    run, stats = [cli, "run", "--out", a.out, *extra], [cli, "stats", "--out", a.out, *extra]
     wall(run, base)  # make sure the fast-path records exist
     wall(stats, base)
     rows = {}
