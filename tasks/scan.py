@@ -10,28 +10,23 @@ import numpy as np
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment import ablate, agreement, heads, models, multimask, scan, scoring, tables, tokens
+from entrainment import ablate, agreement, discover, heads, models, multimask, scan, scoring, tables, tokens
 from entrainment.config import Config
 from entrainment.schema import HEAD_AGREEMENT, HEAD_SCORES
 from tasks.cache import key_fn, manifest, merge_timings
 from tasks.measure import model_key, relation_rows, rows_hash, slug
 
 SHARDS = Path("shards") / "scan"
-MODULES = (scan, scoring, heads, models, tokens, tables, sys.modules[__name__])
-AGREE_MODULES = (agreement, multimask, scan, ablate, heads, models, tokens, tables, sys.modules[__name__])
+MODULES = (scan, multimask, discover, scoring, heads, models, tokens, tables, sys.modules[__name__])
+AGREE_MODULES = (agreement, multimask, scan, ablate, discover, heads, models, tokens, tables, sys.modules[__name__])
 
 
 def _items(cfg: Config, relation: str, split: str, tk: tokens.Tokens) -> tuple[list, list[int], list[int]]:
+    """(prompts, gold ids, distractor ids) of the split's training-condition items (discover.items_from)."""
     rows = relation_rows(cfg.out, relation).filter((pl.col("split") == split)
                                                    & pl.col("condition").is_in(list(cfg.train_conditions)))
-    out = ([], [], [])
-    for r in rows.iter_rows(named=True):
-        g, d = tk.answer(r["text_base"], r["gold"])[0], tk.answer(r["text_base"], r["distractor"])[0]
-        if g != d:
-            out[0].append(tk.prompt(r["text_ctx"]))
-            out[1].append(g)
-            out[2].append(d)
-    return out
+    items = discover.items_from(rows, tk)
+    return [i.prompt for i in items], [i.gold for i in items], [i.distractor for i in items]
 
 
 def _inputs_scan(cfg: Config, relation: str) -> dict:

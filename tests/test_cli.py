@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -180,29 +181,29 @@ def test_unknown_option_is_one_line_not_a_box(tmp_path):
     one_line_error(r, "--confidence")
 
 
-def test_full_disk_is_one_line(tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here")
+@contextmanager
+def tmpfs(where: Path, options: str):
+    """A small tmpfs mounted at `where` for the block (skips the test where mounting is not allowed)."""
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
     try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True)
+
+
+def test_full_disk_is_one_line(tmp_path):
+    with tmpfs(tmp_path / "small", "size=1m") as small:
         r = cli("generate", "--out", str(small / "out"))
         one_line_error(r, "MB free", "need at least")
         no_traceback(r)
-    finally:
-        subprocess.run(["umount", str(small)], capture_output=True)
 
 
 def test_read_only_out_is_one_line(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,ro", "tmpfs", str(ro)], capture_output=True).returncode:
-        pytest.skip("cannot mount a read-only tmpfs here")
-    try:
+    with tmpfs(tmp_path / "ro", "size=64m,ro") as ro:
         r = cli("generate", "--out", str(ro))
         one_line_error(r, "not writable")
         no_traceback(r)
         r = cli("generate", "--out", str(ro / "sub"))
         one_line_error(r, "cannot create")
-    finally:
-        subprocess.run(["umount", str(ro)], capture_output=True)
