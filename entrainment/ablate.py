@@ -235,12 +235,18 @@ def pooled_variants(abl: pl.DataFrame) -> pl.DataFrame:
         w("kl_to_original"), w("kl_to_no_context"), pl.col("n").sum(), pl.col("n_heads_removed").first())
 
 
+def model_prefix(model: str, multi: bool) -> str:
+    """`model: ` in front of summary lines when several models are in one table (a path shows its last part)."""
+    return f"[{model.rstrip('/').rsplit('/', 1)[-1]}] " if multi else ""
+
+
 def evidence_lines(abl: pl.DataFrame) -> list[str]:
     """Per mask, on its own relation's test split and each condition with a null: heads removed, n, mean paired
     gain with 95% CI, paired p, and the empirical p against the random-head null (Holm across relations)."""
     rows = abl.filter((pl.col("variant") == "ablated") & (pl.col("null_draws") > 0)).sort(
         "model", "mask_relation", "seed", "relation", "condition")
-    return [f"{r['mask_relation']}{'' if r['relation'] == r['mask_relation'] else ' on ' + r['relation']} seed {r['seed']} ({r['condition']}, {r['split']}): {r['n_heads_removed']} heads removed, "
+    multi = abl["model"].n_unique() > 1
+    return [f"{model_prefix(r['model'], multi)}{r['mask_relation']}{'' if r['relation'] == r['mask_relation'] else ' on ' + r['relation']} seed {r['seed']} ({r['condition']}, {r['split']}): {r['n_heads_removed']} heads removed, "
             f"n = {r['n']}, gain {r['gain']:+.2f} [95% CI {r['gain_ci_low']:+.2f}, {r['gain_ci_high']:+.2f}], "
             f"paired p = {r['gain_p']:.2g}; vs {r['null_draws']} random {r['n_heads_removed']}-head sets on "
             f"{r['null_items']} items: gain {r['null_gain']:+.2f} vs null mean {r['null_mean']:+.2f}, "
@@ -268,9 +274,10 @@ def summary_lines(abl: pl.DataFrame) -> list[str]:
     evidence lines."""
     pooled = pooled_variants(abl)
     lines = []
-    for (mrel, seed), g in sorted(pooled.group_by("mask_relation", "seed"), key=lambda kv: kv[0]):
+    multi = pooled["model"].n_unique() > 1
+    for (model, mrel, seed), g in sorted(pooled.group_by("model", "mask_relation", "seed"), key=lambda kv: kv[0]):
         v = {r["variant"]: r for r in g.iter_rows(named=True)}
-        lines.append(f"{mrel} (seed {seed}, {v['ablated']['n_heads_removed']} heads, test split): delta "
+        lines.append(f"{model_prefix(model, multi)}{mrel} (seed {seed}, {v['ablated']['n_heads_removed']} heads, test split): delta "
                      f"original {v['original']['delta']:.2f} | ablated {v['ablated']['delta']:.2f} | "
                      f"random heads {v['random_heads']['delta']:.2f} (p95 {v['random_heads']['delta_p95']:.2f}) | "
                      f"no context {v['no_context']['delta']:.2f}; distractor rank "

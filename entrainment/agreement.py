@@ -37,8 +37,10 @@ def random_k_sets(n_layers: int, n_heads: int, k: int, draws: int, key: str) -> 
 def k_curves(loaded: Loaded, prompts: list, gold: list[int], dist: list[int], rankings: dict[str, np.ndarray],
              max_k: int, random_draws: int, seed: int, batch_size: int = 64, bf16: bool = False) -> list[dict]:
     """Rows (method, k, n, delta, gain) with k = 0 (intact) .. max_k; `rankings` maps method -> [L, H] scores
-    (higher = removed first); method `random` is the mean over `random_draws` random k-sets."""
+    (higher = removed first); method `random` is the mean over `random_draws` random k-sets. k stops at the
+    model's head count."""
     info = loaded.info
+    max_k = min(max_k, info.n_total_heads)
     sets: list[tuple[str, int, tuple]] = [("intact", 0, ())]
     for method, scores in rankings.items():
         sets += [(method, k, top_k(scores, k)) for k in range(1, max_k + 1)]

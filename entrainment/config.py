@@ -66,6 +66,9 @@ class Config(BaseModel):
     data_dir: AbsPath = LRE_DIR
     relations: Names = DEFAULT_RELATIONS
     model: StrictStr = "smollm2-135m"
+    # several models side by side in one --out (`--models a,b,c`); each model-dependent stage runs per model
+    # (Config.per_model) with its own cached shards, so adding a model computes only that model. Empty = `model`.
+    models: Names = ()
     seed: StrictInt = 0
     device: StrictStr = "auto"
     dtype: StrictStr = "auto"
@@ -109,6 +112,17 @@ class Config(BaseModel):
     runner: StrictStr = "default"
     dask_address: StrictStr | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_model(cls, data: Any) -> Any:
+        """With `models`, `model` is the first of them (the one the report's example uses)."""
+        if isinstance(data, dict) and isinstance(data.get("models"), (list, tuple)) and data["models"]:
+            first = data["models"][0]
+            if "model" in data and data["model"] != first and data["model"] not in data["models"]:
+                raise ValueError(f"--model {data['model']} is not one of --models; give one or the other")
+            data = dict(data, model=data.get("model", first) if data.get("model") in data["models"] else first)
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "Config":
         check(self)
@@ -117,6 +131,17 @@ class Config(BaseModel):
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed (validated again)."""
         return make(**(dict(self) | changes))
+
+    def model_specs(self) -> tuple[str, ...]:
+        """The models this run measures: `models`, or just `model`."""
+        return self.models or (self.model,)
+
+    def per_model(self) -> list["Config"]:
+        """One single-model Config per model: the configs model-dependent stages run with (their cache keys are
+        those of a run with that model alone, so a model added to --models reuses nothing and disturbs nothing)."""
+        if not self.models:
+            return [self]
+        return [self.replace(model=m, models=()) for m in self.models]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able options (Prefect deployment parameters); ``Config(**cfg.to_dict()) == cfg``."""
@@ -235,7 +260,7 @@ def from_toml(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = _ALIASES.get(key, key.replace("-", "_"))
-        if name in ("relations", "discover_relations", "train_conditions") and isinstance(value, str):
+        if name in ("relations", "discover_relations", "train_conditions", "models") and isinstance(value, str):
             value = parse_list(value)
         if name == "seeds" and isinstance(value, str):
             try:

@@ -276,6 +276,23 @@ def describe(model, spec: str, device: str, dtype) -> ModelInfo:
                      n_params=sum(p.numel() for p in model.parameters()), device=device, dtype=str(dtype).replace("torch.", ""))
 
 
+def facts(loaded: Loaded) -> dict[str, Any]:
+    """One models.parquet row: what the model is (schema.MODELS). Non-embedding parameters exclude the token
+    embedding, an untied output embedding and learned position embeddings (Kaplan et al.'s N)."""
+    model, info = loaded.model, loaded.info
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    emb = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+           for p in m.parameters()}
+    emb |= {id(p) for name, p in model.named_parameters() if name.endswith(("wpe.weight", "embed_positions.weight"))}
+    n_emb = sum(p.numel() for p in model.parameters() if id(p) in emb)
+    archs = getattr(model.config, "architectures", None) or [type(model).__name__]
+    return {"model": info.spec, "family": str(getattr(model.config, "model_type", "") or ""), "architecture": archs[0],
+            "source": loaded.source.kind, "identity": loaded.source.identity, "n_params": info.n_params,
+            "n_params_non_embedding": info.n_params - n_emb, "n_layers": info.n_layers, "n_heads": info.n_heads,
+            "n_total_heads": info.n_total_heads, "n_kv_heads": info.n_kv_heads, "head_dim": info.head_dim,
+            "vocab_size": int(getattr(cfg, "vocab_size", 0) or len(loaded.tokenizer)), "dtype": info.dtype}
+
+
 def prepare(model, tok, device: str) -> None:
     """Freeze weights, eval mode, a pad token, all CPU threads."""
     import torch
@@ -297,6 +314,8 @@ def load(spec: str, device: str = "auto", dtype: str = "auto") -> Loaded:
     dev = pick_device(device)
     key = (src.identity + src.spec, dev, dtype)
     if key not in _LOADED:
+        _LOADED.clear()  # one model in memory at a time (a multi-model run goes model by model)
+        _free_memory()
         torch_dtype = pick_dtype(dtype, dev)
         log.info("loading %s on %s (%s)", src.spec, dev, torch_dtype)
         model, tok = _load_weights(src, torch_dtype)
@@ -304,6 +323,19 @@ def load(spec: str, device: str = "auto", dtype: str = "auto") -> Loaded:
         prepare(model, tok, dev)
         _LOADED[key] = Loaded(model, tok, describe(model, src.spec, dev, torch_dtype), src)
     return _LOADED[key]
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def from_config(config, tokenizer, spec: str = "tiny") -> Loaded:

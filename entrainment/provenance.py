@@ -33,6 +33,8 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "null_draws": ("heads", "prompts"),
     "head_scores": ("prompts",),
     "head_agreement": ("head_scores", "heads", "prompts"),
+    "models": ("prompts",),
+    "scaling": ("measurements", "prompts", "models"),
 }
 
 # table -> the command that rewrites it
@@ -40,6 +42,7 @@ REFRESH: dict[str, str] = {
     "prompts": "generate", "measurements": "measure", "stats": "stats", "contrasts": "stats", "heads": "discover",
     "discovery": "discover", "discovery_masks": "discover", "head_overlap": "discover", "ablation": "ablate",
     "side_effects": "ablate", "null_draws": "ablate", "head_scores": "scan", "head_agreement": "scan",
+    "models": "measure", "scaling": "stats",
 }
 
 

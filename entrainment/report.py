@@ -211,6 +211,7 @@ def build(out: Path, example: dict | None = None) -> str:
                 "Dev Δ (solid) and heads removed (dashed) after each epoch; the star marks the epoch chosen by the selection rule."),
     ]
     sections += head_sections(out, abl, heads)
+    sections += model_sections(out, stats, heads)
     table = stats_table(stats)[1] if not stats.is_empty() else '<p class="missing">not available: run the stats stage first</p>'
     sections.append(f'<section id="panel-f"><h2>(f) Statistics (paired t-tests, pooled over relations, log-prob)</h2>{table}'
                     f'<p class="sub">Full table: stats.parquet (every relation and metric); contrasts.parquet compares conditions.</p></section>')
@@ -243,6 +244,30 @@ def head_sections(out: Path, abl: pl.DataFrame, heads: pl.DataFrame) -> list[str
         _figure("j", "Faithfulness curves: test Δ after removing the top-k heads of each ranking",
                 hf.k_curve_plot(agree) if not agree.is_empty() else None,
                 "Scan, AtP and the learned mask's logits ranked, beside random k-head sets (mean); head_agreement.parquet."),
+    ]
+
+
+def model_sections(out: Path, stats: pl.DataFrame, heads: pl.DataFrame) -> list[str]:
+    """Panels (k)-(m), shown when several models are in --out: shifts side by side, heads removed per model,
+    and the scaling fit (scaling.parquet, >= 3 models)."""
+    from entrainment import model_figures as mf
+    from entrainment.scaling import absent_reason
+
+    models, scaling = _read(out, "models"), _read(out, "scaling")
+    n = stats["model"].n_unique() if not stats.is_empty() else 0
+    if n < 2:
+        return []
+    return [
+        _figure("k", "Models side by side: shift of the distractor and gold logits per condition",
+                mf.comparison_plot(stats, models),
+                "Mean of ℓ(t | context) − ℓ(t | no context) (logits, the follow-up's Δ_t), pooled over relations, intact "
+                "models, 95% CIs of the paired difference; models ordered by size (models.parquet)."),
+        _figure("l", "Heads removed per model, as a share of all its heads", mf.heads_share_plot(heads, models),
+                "From heads.parquet: the selected masks of each model, mean over seeds."),
+        _figure("m", "Scaling: entrainment against model size (log-log)",
+                mf.scaling_plot(stats, scaling, models) if not scaling.is_empty() else None,
+                "Distractor logit shift per condition with the OLS power-law fit of scaling.parquet. "
+                + (absent_reason(n) or "")),
     ]
 
 

@@ -16,6 +16,26 @@ from scipy import stats as sps
 MIN_MODELS = 3
 
 
+def absent_reason(n_models: int) -> str | None:
+    """Why scaling.parquet is not written (None when it is)."""
+    if n_models >= MIN_MODELS:
+        return None
+    return (f"scaling.parquet not written: {n_models} model{'' if n_models == 1 else 's'} measured; a power-law "
+            f"fit needs at least {MIN_MODELS} (entrainment run --models a,b,c)")
+
+
+def sizes_from(models: pl.DataFrame, size: str = "n_params") -> dict[str, int]:
+    """model -> its parameter count (`size` column of models.parquet)."""
+    return dict(zip(models["model"].to_list(), models[size].to_list()))
+
+
+def tables_for(stats: pl.DataFrame, models: pl.DataFrame, level: float = 0.95) -> pl.DataFrame | None:
+    """Every scaling.parquet row: fits against total and against non-embedding parameters."""
+    parts = [scaling_table(stats, sizes_from(models, s), level, s) for s in ("n_params", "n_params_non_embedding")]
+    parts = [p for p in parts if p is not None]
+    return pl.concat(parts) if parts else None
+
+
 def fit(sizes: np.ndarray, values: np.ndarray, level: float = 0.95) -> dict[str, float]:
     """OLS of log|values| on log sizes: b, its CI, R², p (scipy.stats.linregress), n_models."""
     x, y = np.log(np.asarray(sizes, float)), np.log(np.abs(np.asarray(values, float)))
@@ -25,9 +45,10 @@ def fit(sizes: np.ndarray, values: np.ndarray, level: float = 0.95) -> dict[str,
             "a": float(np.exp(r.intercept)), "r2": float(r.rvalue ** 2), "p_value": float(r.pvalue), "n_models": len(x)}
 
 
-def scaling_table(stats: pl.DataFrame, sizes: dict[str, int], level: float = 0.95) -> pl.DataFrame | None:
-    """scaling.parquet rows from stats.parquet (pooled `ALL` rows of the intact models) and model sizes;
-    None when fewer than MIN_MODELS models with a size are measured."""
+def scaling_table(stats: pl.DataFrame, sizes: dict[str, int], level: float = 0.95,
+                  size: str = "n_params") -> pl.DataFrame | None:
+    """scaling.parquet rows from stats.parquet (pooled `ALL` rows of the intact models) and model sizes
+    (`size` names which count they are); None when fewer than MIN_MODELS models with a size are measured."""
     rows = stats.filter((pl.col("relation") == "ALL") & (pl.col("ablation") == "none")
                         & pl.col("metric").is_in(["logprob", "logit"]) & pl.col("model").is_in(list(sizes)))
     if rows["model"].n_unique() < MIN_MODELS:
@@ -39,5 +60,6 @@ def scaling_table(stats: pl.DataFrame, sizes: dict[str, int], level: float = 0.9
         for kind, v in (("raw", g["mean_diff"].to_numpy()),
                         ("normalised", g["mean_diff"].to_numpy() / np.abs(g["mean_base"].to_numpy()))):
             if len(g) >= MIN_MODELS and np.all(v != 0):
-                out.append({"condition": cond, "target": target, "metric": metric, "kind": kind} | fit(n, v, level))
+                out.append({"size": size, "condition": cond, "target": target, "metric": metric, "kind": kind}
+                           | fit(n, v, level) | {"models": ",".join(g["model"])})
     return pl.DataFrame(out) if out else None

@@ -204,9 +204,36 @@ HEAD_AGREEMENT = Table("head_agreement", "one row per (model, relation, method, 
     ("mask_in_scan_top_k", I, "learned heads among the scan's top-k, k = mask_heads"),
 ))
 
+MODELS = Table("models", "one row per measured model (written by the measure stage)", (
+    ("model", S, "normalised model spec (the `model` column of every other table)"),
+    ("family", S, "transformers model_type (llama, gemma3_text, qwen2, ...)"),
+    ("architecture", S, "transformers architecture class (LlamaForCausalLM, ...)"),
+    ("source", S, "embedded | gguf | local | hub | config"),
+    ("identity", S, "content hash of the weights file(s), or the hub revision: changes whenever the weights do"),
+    ("n_params", I, "parameters, total (tied embeddings counted once)"),
+    ("n_params_non_embedding", I, "parameters without the token embedding, an untied output embedding and learned "
+                                  "position embeddings"),
+    ("n_layers", I, "transformer blocks"), ("n_heads", I, "query heads per layer"),
+    ("n_total_heads", I, "n_layers x n_heads: the heads a mask chooses from"),
+    ("n_kv_heads", I, "key/value heads per layer (grouped-query attention)"), ("head_dim", I, "dimension per head"),
+    ("vocab_size", I, "vocabulary size"), ("dtype", S, "dtype the model was run in"),
+))
+
+SCALING = Table("scaling", "power-law fits across models (only with >= 3 models), one row per (size, condition, "
+                "target, metric, kind)", (
+    ("size", S, "N on the x axis: n_params | n_params_non_embedding (models.parquet)"),
+    ("condition", S, "context condition"), ("target", S, "distractor | gold"),
+    ("metric", S, "logprob (log-prob shift) | logit (the follow-up's Δ_t = ℓ(t|ctx) − ℓ(t|∅))"),
+    ("kind", S, "raw: mean shift | normalised: mean shift / |mean no-context value| (baselines move with size)"),
+    ("b", F, "fitted exponent of E(N) = a·N^b (OLS of log|E| on log N)"),
+    ("b_ci_low", F, "lower bound of b's CI (t interval, stats.confidence)"), ("b_ci_high", F, "upper bound"),
+    ("a", F, "fitted prefactor"), ("r2", F, "R² of the log-log fit"), ("p_value", F, "p-value of the slope (H0: b = 0)"),
+    ("n_models", I, "models in the fit"), ("models", S, "those models, comma-separated"),
+))
+
 TABLES: dict[str, Table] = {t.name: t for t in (PROMPTS, MEASUREMENTS, STATS, CONTRASTS, HEADS, DISCOVERY,
                                                  DISCOVERY_MASKS, HEAD_OVERLAP, ABLATION, SIDE_EFFECTS, TIMINGS,
-                                                 NULL_DRAWS, HEAD_SCORES, HEAD_AGREEMENT)}
+                                                 NULL_DRAWS, HEAD_SCORES, HEAD_AGREEMENT, MODELS, SCALING)}
 
 
 def markdown() -> str:

@@ -9,7 +9,7 @@ from entrainment import models, tables
 from entrainment.config import Config
 from flows.measure import stage_relations
 from tasks.ablate import ablate_relation, combine, side_effects
-from tasks.cache import run_many
+from tasks.cache import run_jobs
 
 
 def masks(cfg: Config) -> list[tuple[str, int]]:
@@ -20,7 +20,8 @@ def masks(cfg: Config) -> list[tuple[str, int]]:
 
 @flow(name="ablate", validate_parameters=False)
 def ablate_flow(cfg: Config) -> dict:
-    found = masks(cfg)
-    evals = run_many(ablate_relation, cfg, [(mrel, seed, rel) for mrel, seed in found for rel in stage_relations(cfg, None)])
-    sides = run_many(side_effects, cfg, found)
+    found = [(m, mask) for m in cfg.per_model() for mask in masks(m)]
+    evals = run_jobs(ablate_relation, [(m, (mrel, seed, rel)) for m, (mrel, seed) in found
+                                       for rel in stage_relations(m, None)])
+    sides = run_jobs(side_effects, found)
     return combine(cfg, evals, sides)

@@ -20,6 +20,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: results).")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="smollm2-135m | gemma3-270m | HF id | local dir | .gguf path.")]
+ModelsOpt = Annotated[Optional[str], typer.Option("--models", help="Several models side by side in one --out, e.g. smollm2-135m,gemma3-270m (each cached per model).")]
 RelOpt = Annotated[Optional[str], typer.Option("--relations", help='Comma-separated LRE relation names, e.g. "country capital city,fruit inside color".')]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default 0).")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | mps.")]
@@ -104,11 +105,11 @@ def _outputs(m: dict) -> list[str]:
     return list(m["outputs"])
 
 
-def _model(cfg: Config) -> str:
-    """Check the model SPEC loads (without loading weights); its normalised spec."""
+def _model(cfg: Config) -> list[str]:
+    """Check every model SPEC loads (without loading weights); their normalised specs."""
     from entrainment.models import preflight
 
-    return preflight(cfg.model).spec
+    return [preflight(m).spec for m in cfg.model_specs()]
 
 
 def _relations_ok(cfg: Config) -> None:
@@ -146,20 +147,21 @@ def _present(cfg: Config, only: tuple[str, ...] | None) -> None:
 
 
 @app.command()
-def measure(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
+def measure(out: OutOpt = None, model: ModelOpt = None, models: ModelsOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
             dtype: DtypeOpt = None, batch_size: BatchOpt = None, ablation_heads: AblOpt = None, bos: BosOpt = None,
             refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Score every prompt with and without context -> measurements.parquet."""
     from entrainment.heads import parse_ablation
     from entrainment.models import dims, resolve
 
-    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size,
+    cfg = _cfg(config, refresh, out=out, model=model, models=_names("--models", models), device=device, dtype=dtype, batch_size=batch_size,
                ablation_heads=ablation_heads, bos=bos)
     _present(cfg, _only(relations))
-    shape = dims(resolve(cfg.model))
-    for hs in parse_ablation(cfg.ablation_heads, _model(cfg)):
-        if shape:
-            hs.mask(*shape)  # heads outside the model: one line, before any stage starts
+    for spec in _model(cfg):
+        shape = dims(resolve(spec))
+        for hs in parse_ablation(cfg.ablation_heads, spec):
+            if shape:
+                hs.mask(*shape)  # heads outside the model: one line, before any stage starts
 
     _stage("measure", cfg, lambda: _flow("measure")(cfg, _only(relations)),
            lambda m: ([f"measurements: {next(iter(m['outputs']))} ({m['rows']} rows)"], _outputs(m)), _only(relations))
@@ -183,7 +185,7 @@ def stats(out: OutOpt = None,
 
 
 @app.command()
-def discover(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
+def discover(out: OutOpt = None, model: ModelOpt = None, models: ModelsOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
              dtype: DtypeOpt = None,
              epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default 10).")] = None,
              batch_size: BatchOpt = None,
@@ -198,7 +200,7 @@ def discover(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = Non
     """Learn a keep-mask over all attention heads -> heads.parquet, discovery.parquet."""
     from entrainment import tables
 
-    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, epochs=epochs,
+    cfg = _cfg(config, refresh, out=out, model=model, models=_names("--models", models), device=device, dtype=dtype, epochs=epochs,
                discover_batch_size=batch_size, lr=lr, lam=lam, tau=tau, weight_decay=weight_decay, init=init,
                seeds=parse_ints(seeds, "--seeds") if seeds else None,
                train_conditions=_names("--train-conditions", train_conditions), bos=bos)
@@ -211,7 +213,7 @@ def discover(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = Non
 
 
 @app.command()
-def scan(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
+def scan(out: OutOpt = None, model: ModelOpt = None, models: ModelsOpt = None, relations: RelOpt = None, device: DeviceOpt = None,
          dtype: DtypeOpt = None,
          k: Annotated[Optional[int], typer.Option("--k", help="Longest k-curve: top-k heads removed, k = 1..K (default 10).")] = None,
          refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
@@ -220,7 +222,7 @@ def scan(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, d
     from entrainment import tables
     from entrainment.provenance import require_fresh
 
-    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, scan_k=k)
+    cfg = _cfg(config, refresh, out=out, model=model, models=_names("--models", models), device=device, dtype=dtype, scan_k=k)
     tables.read_table(cfg.out, "prompts")
     if (cfg.out / "heads.parquet").exists():
         require_fresh(cfg.out, "heads")
@@ -233,7 +235,7 @@ def scan(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, d
 
 
 @app.command()
-def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
+def ablate(out: OutOpt = None, model: ModelOpt = None, models: ModelsOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
            batch_size: BatchOpt = None, seed: SeedOpt = None,
            random_draws: Annotated[Optional[int], typer.Option("--random-draws", help="Random head sets for the random_heads rows (default 3; the null has --null-draws).")] = None,
            null_draws: NullOpt = None, bos: BosOpt = None, data_dir: DataOpt = None, refresh: RefreshOpt = False,
@@ -241,28 +243,29 @@ def ablate(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
     """Evaluate the discovered heads: ablated vs original, random heads, no context; side effects."""
     from entrainment import tables
 
-    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype, batch_size=batch_size, seed=seed,
+    cfg = _cfg(config, refresh, out=out, model=model, models=_names("--models", models), device=device, dtype=dtype, batch_size=batch_size, seed=seed,
                random_draws=random_draws, null_draws=null_draws, bos=bos, data_dir=data_dir)
     from entrainment.provenance import require_fresh
 
     tables.read_table(cfg.out, "prompts")
     heads = tables.read_table(cfg.out, "heads")
     require_fresh(cfg.out, "heads")
-    if heads.filter(tables.pl.col("model") == _model(cfg)).is_empty():
-        raise InputError(cfg.out / "heads.parquet", "model", cfg.model, "no mask for this model (run discover first)")
+    for spec in _model(cfg):
+        if heads.filter(tables.pl.col("model") == spec).is_empty():
+            raise InputError(cfg.out / "heads.parquet", "model", spec, "no mask for this model (run discover first)")
     _stage("ablate", cfg, lambda: _flow("ablate")(cfg), lambda m: (m["summary"] + [
         f"ablation: {cfg.out / 'ablation.parquet'}, side effects: {cfg.out / 'side_effects.parquet'}"], _outputs(m)))
 
 
 @app.command()
-def report(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
+def report(out: OutOpt = None, model: ModelOpt = None, models: ModelsOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
            refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """Write report.html (self-contained: six panels, embedded images) from the tables in --out."""
     from entrainment import tables
 
     from entrainment.provenance import INPUTS, require_fresh
 
-    cfg = _cfg(config, refresh, out=out, model=model, device=device, dtype=dtype)
+    cfg = _cfg(config, refresh, out=out, model=model, models=_names("--models", models), device=device, dtype=dtype)
     tables.read_table(cfg.out, "prompts")
     for name in INPUTS:  # the report shows every table: none may be stale
         if (cfg.out / f"{name}.parquet").exists():
@@ -273,7 +276,7 @@ def report(out: OutOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
 
 
 @app.command()
-def run(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, seed: SeedOpt = None,
+def run(out: OutOpt = None, model: ModelOpt = None, models: ModelsOpt = None, relations: RelOpt = None, seed: SeedOpt = None,
         device: DeviceOpt = None, dtype: DtypeOpt = None, max_pairs: PairsOpt = None, data_dir: DataOpt = None,
         batch_size: BatchOpt = None,
         discover_relations: Annotated[Optional[str], typer.Option("--discover-relations", help='Relations to search heads for (default "country capital city").')] = None,
@@ -284,7 +287,7 @@ def run(out: OutOpt = None, model: ModelOpt = None, relations: RelOpt = None, se
         dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="Existing Dask scheduler (else a LocalCluster).")] = None,
         bos: BosOpt = None, null_draws: NullOpt = None, refresh: RefreshOpt = False, config: ConfigOpt = None) -> None:
     """The whole pipeline: generate -> measure -> stats -> discover -> scan -> ablate -> report."""
-    cfg = _cfg(config, refresh, relations, out=out, model=model, seed=seed, device=device, dtype=dtype,
+    cfg = _cfg(config, refresh, relations, out=out, model=model, models=_names("--models", models), seed=seed, device=device, dtype=dtype,
                max_pairs=max_pairs, data_dir=data_dir, batch_size=batch_size,
                discover_relations=_names("--discover-relations", discover_relations), epochs=epochs,
                seeds=parse_ints(seeds, "--seeds") if seeds else None, lam=lam, runner=runner, dask_address=dask_address,

@@ -8,7 +8,7 @@ from entrainment.config import Config
 from entrainment.discover import SHARED
 from entrainment.errors import InputError
 from flows.measure import stage_relations
-from tasks.cache import run_many
+from tasks.cache import run_jobs
 from tasks.discover import combine, discover_shard
 
 
@@ -25,5 +25,5 @@ def discover_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
     rels = discover_relations(cfg, only)
     if cfg.shared_mask and len(cfg.discover_relations) > 1 and not only:
         rels = rels + [SHARED]  # one more mask, trained on the union of the discovery relations' items
-    calls = [(rel, seed) for rel in rels for seed in cfg.seeds]
-    return combine(cfg, run_many(discover_shard, cfg, calls))
+    jobs = [(m, (rel, seed)) for m in cfg.per_model() for rel in rels for seed in cfg.seeds]
+    return combine(cfg, run_jobs(discover_shard, jobs))

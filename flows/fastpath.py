@@ -25,10 +25,10 @@ from entrainment.tables import file_sha256 as _sha_file
 
 CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
 READS: dict[str, tuple[str, ...]] = {  # input tables of each command (run makes its own)
-    "generate": (), "measure": ("prompts", "heads"), "stats": ("measurements", "prompts"),
+    "generate": (), "measure": ("prompts", "heads"), "stats": ("measurements", "prompts", "models"),
     "discover": ("prompts",), "scan": ("prompts", "heads"), "ablate": ("prompts", "heads"),
     "report": ("prompts", "measurements", "stats", "contrasts", "heads", "discovery", "ablation", "side_effects",
-               "null_draws", "head_scores", "head_agreement"),
+               "null_draws", "head_scores", "head_agreement", "models", "scaling"),
     "run": (),
 }
 
@@ -48,14 +48,14 @@ def key(command: str, cfg: Config, extra: Any = None) -> str:
     """The fast-path key of one command (see module docstring)."""
     from entrainment import models
 
-    src = models.resolve(cfg.model)
+    srcs = [models.resolve(m) for m in cfg.model_specs()]
     device = models.pick_device_light(cfg.device)
     tables = {name: _sha_file(cfg.out / f"{name}.parquet") for name in READS[command]
               if (cfg.out / f"{name}.parquet").is_file()}
     heads_file = cfg.ablation_heads if cfg.ablation_heads and Path(cfg.ablation_heads).is_file() else None
     parts = {"command": command, "config": {k: v for k, v in cfg.to_dict().items() if k not in CONTROL},
              "tables": tables, "heads_file": _sha_file(Path(heads_file)) if heads_file else None,
-             "model": [src.spec, src.identity, device], "data": _data(cfg), "code": _code(), "extra": extra}
+             "model": [[s.spec, s.identity] for s in srcs] + [device], "data": _data(cfg), "code": _code(), "extra": extra}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

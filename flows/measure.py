@@ -7,8 +7,8 @@ from prefect import flow
 from entrainment import models, tables
 from entrainment.config import Config
 from entrainment.heads import parse_ablation
-from tasks.cache import run_many
-from tasks.measure import combine, measure_shard
+from tasks.cache import run_jobs
+from tasks.measure import combine, measure_shard, model_facts
 
 
 def stage_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
@@ -19,6 +19,10 @@ def stage_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
 
 @flow(name="measure", validate_parameters=False)
 def measure_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
-    head_sets = [None] + parse_ablation(cfg.ablation_heads, models.resolve(cfg.model).spec)
-    calls = [(rel, hs) for hs in head_sets for rel in stage_relations(cfg, only)]
-    return combine(cfg, run_many(measure_shard, cfg, calls))
+    jobs, facts = [], []
+    for m in cfg.per_model():  # model by model: one model in memory at a time
+        facts.append((m, ()))
+        head_sets = [None] + parse_ablation(m.ablation_heads, models.resolve(m.model).spec)
+        jobs += [(m, (rel, hs)) for hs in head_sets for rel in stage_relations(m, only)]
+    facts_done = run_jobs(model_facts, facts)  # cached per model; loads a model only the first time
+    return combine(cfg, run_jobs(measure_shard, jobs), facts_done)

@@ -6,13 +6,14 @@ from prefect import flow
 
 from entrainment.config import Config
 from flows.discover import discover_relations
-from tasks.cache import run_many
+from tasks.cache import run_jobs
 from tasks.scan import agreement_relation, combine, scan_relation
 
 
 @flow(name="scan", validate_parameters=False)
 def scan_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
     rels = discover_relations(cfg, only)
-    scores = run_many(scan_relation, cfg, [(rel,) for rel in rels])
-    agrees = run_many(agreement_relation, cfg, [(rel, m) for rel, m in zip(rels, scores)])
+    jobs = [(m, (rel,)) for m in cfg.per_model() for rel in rels]
+    scores = run_jobs(scan_relation, jobs)
+    agrees = run_jobs(agreement_relation, [(m, (rel, s)) for (m, (rel,)), s in zip(jobs, scores)])
     return combine(cfg, scores, agrees)

@@ -100,24 +100,33 @@ def stage_key(stage: str, modules: tuple[ModuleType, ...], cfg: Config, inputs_i
 
 
 def run_many(task: Task, cfg: Config, calls: list[tuple]) -> list[dict]:
-    """Run one cached task over many argument tuples (shards).
+    """Run one cached task over many argument tuples (shards) with one Config; see run_jobs."""
+    return run_jobs(task, [(cfg, args) for args in calls])
 
-    With the default runner shards run one after another in this process (one model in memory, all
-    cores for each forward pass). With ``--runner dask`` they are submitted to the flow's Dask task
-    runner and fan out over its workers. Either way, invalid cached outputs are recomputed.
+
+def run_jobs(task: Task, jobs: list[tuple[Config, tuple]]) -> list[dict]:
+    """Run one cached task over many (config, argument tuple) jobs: shards of one or several models.
+
+    With the default runner jobs run one after another in this process (in the given order, so one model at a
+    time is in memory, with all cores for each forward pass). With ``--runner dask`` all jobs, of every model,
+    are submitted at once to the flow's Dask task runner and fan out over its workers. Either way, invalid
+    cached outputs are recomputed.
     """
-    opts: dict[str, Any] = {"result_storage": result_storage(cfg)}
-    if cfg.refresh:
+    if not jobs:
+        return []
+    base = jobs[0][0]
+    opts: dict[str, Any] = {"result_storage": result_storage(base)}
+    if base.refresh:
         opts["refresh_cache"] = True
     t = task.with_options(**opts)
-    if cfg.runner == "dask":
-        futures = [t.submit(cfg, *args) for args in calls]
+    if base.runner == "dask":
+        futures = [t.submit(cfg, *args) for cfg, args in jobs]
         for f in futures:
             f.wait()
-        results = [_settle(f.state, task.name, args) for f, args in zip(futures, calls)]
+        results = [_settle(f.state, task.name, (cfg.model, *args)) for f, (cfg, args) in zip(futures, jobs)]
     else:
-        results = [_settle(t(cfg, *args, return_state=True), task.name, args) for args in calls]
-    for i, (m, args) in enumerate(zip(results, calls)):
+        results = [_settle(t(cfg, *args, return_state=True), task.name, (cfg.model, *args)) for cfg, args in jobs]
+    for i, (m, (cfg, args)) in enumerate(zip(results, jobs)):
         if not outputs_intact(m):
             log.info("%s: a cached output was deleted or changed; recomputing", task.name)
             results[i] = task.with_options(result_storage=result_storage(cfg), refresh_cache=True)(cfg, *args)

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from entrainment import discover, heads, models, scoring, tables, tokens
+from entrainment import ablate, discover, heads, models, scoring, tables, tokens
 from entrainment.config import Config
 from entrainment.schema import DISCOVERY_MASKS, HEADS, HEAD_OVERLAP
 from tasks.cache import key_fn, manifest, merge_timings, stage_key
@@ -76,7 +76,7 @@ def discover_shard(cfg: Config, relation: str, seed: int) -> dict:
     r0, rs = log_rows[0], log_rows[chosen]
     logger.info("selected epoch %d: %d heads removed, dev delta %.2f -> %.2f", chosen, rs["n_removed"],
                 r0["dev_delta"], rs["dev_delta"])
-    return manifest(paths, relation=relation, seed=seed, epoch=chosen, n_removed=rs["n_removed"],
+    return manifest(paths, model=spec, relation=relation, seed=seed, epoch=chosen, n_removed=rs["n_removed"],
                     dev_delta_start=r0["dev_delta"], dev_delta=rs["dev_delta"])
 
 
@@ -108,12 +108,13 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
                                 cfg.out, "discovery_masks"),
              tables.write_table(ov, cfg.out, "head_overlap"),
              merge_timings(cfg, timings, ("discover",))]
-    summary = [f"{m['relation']} seed {m['seed']}: epoch {m['epoch']} removes {m['n_removed']} heads, "
+    multi = sel["model"].n_unique() > 1
+    summary = [f"{ablate.model_prefix(m.get('model', ''), multi)}{m['relation']} seed {m['seed']}: epoch {m['epoch']} removes {m['n_removed']} heads, "
                f"dev delta {m['dev_delta_start']:.2f} -> {m['dev_delta']:.2f}"
                + ("  (no head found: try more --epochs, a lower --lambda or a lower --init)" if m["n_removed"] == 0 else "")
                for m in shard_manifests]
     if len(ov):
-        summary += [f"{r['relation']} seeds {r['seed_a']}/{r['seed_b']}: Jaccard {r['jaccard']:.2f} "
+        summary += [f"{ablate.model_prefix(r['model'], multi)}{r['relation']} seeds {r['seed_a']}/{r['seed_b']}: Jaccard {r['jaccard']:.2f} "
                     f"({r['n_shared']} shared of {r['n_removed_a']} and {r['n_removed_b']})" for r in ov.iter_rows(named=True)]
         create_table_artifact(key="head-overlap", table=ov.to_dicts(), description="Jaccard overlap of removed heads across seeds")
     return manifest(paths, summary=summary)

@@ -23,6 +23,7 @@ from tasks.cache import key_fn, manifest, stage_key
 from tasks.progress import progress_bar
 
 SHARDS = Path("shards") / "measurements"
+MODEL_SHARDS = Path("shards") / "models"
 log = logging.getLogger("entrainment.measure")
 
 
@@ -96,6 +97,18 @@ def measure_shard(cfg: Config, relation: str, head_set: heads.HeadSet | None = N
     return manifest([path], rows=len(df), relation=relation)
 
 
+def _inputs_facts(cfg: Config) -> dict:
+    return {"model": model_key(cfg)}
+
+
+@task(name="model-facts", cache_key_fn=key_fn("measure", (models, tables, sys.modules[__name__]), _inputs_facts))
+def model_facts(cfg: Config) -> dict:
+    """One models.parquet row for this model (parameter counts, layout, identity), as a shard."""
+    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    path = cfg.out / MODEL_SHARDS / f"{slug(loaded.info.spec)}.parquet"
+    return manifest([tables.write_table_file(pl.DataFrame([models.facts(loaded)]), path, "models")])
+
+
 def current_masks(out: Path) -> dict[tuple[str, str], str]:
     """(model, mask label) -> the id of that mask in heads.parquet now; empty if there is no heads.parquet."""
     path = out / "heads.parquet"
@@ -116,8 +129,9 @@ def outdated_masks(df: pl.DataFrame, masks: dict[tuple[str, str], str]) -> set[s
     return out
 
 
-def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
-    """measurements.parquet = every current shard (all models and ablations measured for these prompts).
+def combine(cfg: Config, shard_manifests: list[dict], fact_manifests: list[dict] = ()) -> dict:
+    """measurements.parquet = every current shard (all models and ablations measured for these prompts);
+    models.parquet = the facts of every model in it.
 
     Shards of a learned mask that is no longer in heads.parquet (a rediscovery changed it) are dropped and
     deleted, never pooled with the current mask's rows.
@@ -141,4 +155,10 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
         frames.append(df)
     df = pl.concat(frames) if frames else None
     path = tables.write_table(df, cfg.out, "measurements")
-    return manifest([path], rows=len(df))
+    measured = set(df["model"].unique())
+    facts = [tables.read_parquet(p) for p in sorted((cfg.out / MODEL_SHARDS).glob("*.parquet"))]
+    facts_df = pl.concat(facts).filter(pl.col("model").is_in(list(measured))).unique("model", keep="last").sort("model")
+    missing = measured - set(facts_df["model"])
+    if missing:  # measured by a version without models.parquet: its facts come with its next measure run
+        log.info("models.parquet lacks %s (rerun measure with that model to add it)", ", ".join(sorted(missing)))
+    return manifest([path, tables.write_table(facts_df, cfg.out, "models")], rows=len(df), models=len(facts_df))

@@ -7,13 +7,13 @@ import sys
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from entrainment import ablate, head_figures, models, report, scoring, tables
+from entrainment import ablate, head_figures, model_figures, models, report, scoring, tables
 from entrainment.config import Config
 from tasks.cache import files_hash, key_fn, manifest
 from tasks.measure import model_key
 
 INPUTS = ("prompts", "measurements", "stats", "contrasts", "heads", "discovery", "ablation", "side_effects", "null_draws",
-          "head_scores", "head_agreement")
+          "head_scores", "head_agreement", "models", "scaling")
 
 
 def _inputs(cfg: Config) -> dict:
@@ -21,7 +21,7 @@ def _inputs(cfg: Config) -> dict:
     return {"tables": [p.name for p in present], "hash": files_hash(present), "model": model_key(cfg)}
 
 
-@task(name="report", cache_key_fn=key_fn("report", (report, head_figures, ablate, scoring, sys.modules[__name__]), _inputs))
+@task(name="report", cache_key_fn=key_fn("report", (report, head_figures, model_figures, ablate, scoring, sys.modules[__name__]), _inputs))
 def report_task(cfg: Config) -> dict:
     example = None
     if (cfg.out / "measurements.parquet").exists():

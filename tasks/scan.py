@@ -123,11 +123,12 @@ def combine(cfg: Config, score_manifests: list[dict], agree_manifests: list[dict
     paths = [tables.write_table(scores, cfg.out, "head_scores"), tables.write_table(agree, cfg.out, "head_agreement"),
              merge_timings(cfg, pick(".timing.parquet"), ("scan", "atp"))]
     summary = []
+    multi = agree["model"].n_unique() > 1
     for (model, relation), g in sorted(agree.group_by("model", "relation"), key=lambda kv: kv[0]):
         r = g.row(0, named=True)
         k = max(1, r["mask_heads"])
         at = {m: g.filter((pl.col("method") == m) & (pl.col("k") == k)) for m in ("scan", "atp", "mask", "random")}
         gains = ", ".join(f"{m} {at[m]['gain'][0]:+.2f}" for m in at if len(at[m]))
-        summary.append(f"{relation}: Spearman(atp, scan) {r['spearman_atp_scan']:.2f}; learned heads' scan ranks "
+        summary.append(f"{ablate.model_prefix(model, multi)}{relation}: Spearman(atp, scan) {r['spearman_atp_scan']:.2f}; learned heads' scan ranks "
                        f"[{r['mask_ranks']}]; test gain at k = {k}: {gains}")
     return manifest(paths, summary=summary)

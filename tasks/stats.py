@@ -7,20 +7,41 @@ import sys
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from entrainment import schema, stats, tables
+from entrainment import scaling, schema, stats, tables
 from entrainment.config import Config
 from tasks.cache import files_hash, key_fn, manifest
 
 
 def _inputs(cfg: Config) -> str:
-    return files_hash([cfg.out / "measurements.parquet", cfg.out / "prompts.parquet"])
+    files = [cfg.out / "measurements.parquet", cfg.out / "prompts.parquet"]
+    return files_hash(files + [p for p in [cfg.out / "models.parquet"] if p.exists()])
 
 
-@task(name="stats", cache_key_fn=key_fn("stats", (stats, schema, tables, sys.modules[__name__]), _inputs))
+def scaling_step(cfg: Config, s) -> tuple[list, list[str]]:
+    """scaling.parquet from stats + models.parquet when >= 3 models are measured; otherwise an old one is removed
+    (it would describe other models) and the summary says why there is none."""
+    path = cfg.out / "scaling.parquet"
+    models = tables.read_table(cfg.out, "models") if (cfg.out / "models.parquet").exists() else None
+    n = s["model"].n_unique()
+    fit = scaling.tables_for(s, models, cfg.confidence) if models is not None and n >= scaling.MIN_MODELS else None
+    if fit is None:
+        path.unlink(missing_ok=True)
+        return [], [scaling.absent_reason(n) or "scaling.parquet not written: models.parquet is missing (rerun measure)"]
+    fit = fit.sort("size", "condition", "target", "metric", "kind")
+    lines = [f"scaling over {r['n_models']} models: {r['condition']} {r['target']} {r['metric']}: b = {r['b']:+.3f} "
+             f"[{r['b_ci_low']:+.3f}, {r['b_ci_high']:+.3f}], R² {r['r2']:.2f}, p {r['p_value']:.2g}"
+             for r in fit.filter((fit["size"] == "n_params") & (fit["kind"] == "raw")
+                                 & (fit["metric"] == "logit")).iter_rows(named=True)]
+    return [tables.write_table(fit, cfg.out, "scaling")], lines
+
+
+@task(name="stats", cache_key_fn=key_fn("stats", (stats, scaling, schema, tables, sys.modules[__name__]), _inputs))
 def stats_task(cfg: Config) -> dict:
     s, c = stats.compute(cfg.out / "measurements.parquet", cfg.out / "prompts.parquet", cfg.confidence)
     paths = [tables.write_table(s, cfg.out, "stats"), tables.write_table(c, cfg.out, "contrasts")]
-    lines = stats.summary_lines(s)
+    fit_paths, fit_lines = scaling_step(cfg, s)
+    paths += fit_paths
+    lines = stats.summary_lines(s) + fit_lines
     logger = get_run_logger()
     for line in lines:
         logger.info(line)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-import torch
 
 from entrainment import measure, prompts
 from entrainment.config import Config

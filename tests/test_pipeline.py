@@ -207,7 +207,8 @@ def test_dask_runner_gives_the_same_tables(prefect_api, setup, tmp_path):
     from flows.measure import measure_flow
     from flows.runners import dask_address, with_runner
 
-    cfg, _ = setup
+    cfg, _ = setup  # two models: the Dask runner fans out the shards of both at once
+    cfg = cfg.replace(models=(cfg.model, tiny.save("qwen2", tmp_path / "model-q")))
     a = cfg.replace(out=tmp_path / "a")
     b = cfg.replace(out=tmp_path / "b", runner="dask")
     for c in (a, b):
@@ -216,9 +217,10 @@ def test_dask_runner_gives_the_same_tables(prefect_api, setup, tmp_path):
     with dask_address(b) as address:
         assert address and address.startswith("tcp://")
         with_runner(measure_flow, address)(b)
-    ma = pl.read_parquet(a.out / "measurements.parquet")
-    mb = pl.read_parquet(b.out / "measurements.parquet")
-    assert ma.shape == mb.shape
+    ma = pl.read_parquet(a.out / "measurements.parquet").sort("model", "prompt_id")
+    mb = pl.read_parquet(b.out / "measurements.parquet").sort("model", "prompt_id")
+    assert ma.shape == mb.shape and ma["model"].n_unique() == 2
+    assert pl.read_parquet(b.out / "models.parquet")["model"].to_list() == sorted(cfg.models)
     num = [c for c in ma.columns if ma[c].dtype == pl.Float64]
     assert ma.drop(num).equals(mb.drop(num))
     assert max((ma[c] - mb[c]).abs().max() for c in num) < 1e-5

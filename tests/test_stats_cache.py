@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 
-import pytest
 
 from entrainment.config import Config
 from tests import tiny

@@ -29,13 +29,13 @@ def tokenizer():
     return fast
 
 
-def config(arch: str):
+def config(arch: str, **overrides):
     from transformers import (Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config,
                               Qwen3Config)
 
     v = len(tokenizer())
     common = dict(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=128)
+                  max_position_embeddings=128) | overrides
     if arch == "llama":
         return LlamaConfig(**common, num_key_value_heads=2)
     if arch == "gemma3":
@@ -56,13 +56,14 @@ def config(arch: str):
 ARCHS = ("llama", "gemma3", "qwen2", "qwen3", "gpt2", "gpt_neox")
 
 
-def model(arch: str = "llama") -> Loaded:
-    return from_config(config(arch), tokenizer(), spec=f"tiny-{arch}")
+def model(arch: str = "llama", **overrides) -> Loaded:
+    """A tiny model; `overrides` change the config (hidden_size, num_hidden_layers, ... for other sizes)."""
+    return from_config(config(arch, **overrides), tokenizer(), spec=f"tiny-{arch}")
 
 
-def save(arch: str, folder) -> str:
+def save(arch: str, folder, **overrides) -> str:
     """Save a tiny model + tokenizer as a local model directory (a model SPEC usable by every stage)."""
-    m = model(arch)
+    m = model(arch, **overrides)
     m.model.save_pretrained(folder)
     m.tokenizer.save_pretrained(folder)
     return str(folder)
