@@ -35,7 +35,7 @@ import polars as pl
 import torch
 
 from entrainment.heads import HeadSet, scaled_heads
-from entrainment.models import Loaded
+from entrainment.models import Loaded, short_name
 from entrainment.multimask import head_masks, probe_logits
 from entrainment.null import null_summary, paired_gain
 from entrainment.relations import Relation
@@ -237,7 +237,7 @@ def pooled_variants(abl: pl.DataFrame) -> pl.DataFrame:
 
 def model_prefix(model: str, multi: bool) -> str:
     """`model: ` in front of summary lines when several models are in one table (a path shows its last part)."""
-    return f"[{model.rstrip('/').rsplit('/', 1)[-1]}] " if multi else ""
+    return f"[{short_name(model)}] " if multi else ""
 
 
 def evidence_lines(abl: pl.DataFrame) -> list[str]:

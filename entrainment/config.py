@@ -117,10 +117,10 @@ class Config(BaseModel):
     def _primary_model(cls, data: Any) -> Any:
         """With `models`, `model` is the first of them (the one the report's example uses)."""
         if isinstance(data, dict) and isinstance(data.get("models"), (list, tuple)) and data["models"]:
-            first = data["models"][0]
-            if "model" in data and data["model"] != first and data["model"] not in data["models"]:
-                raise ValueError(f"--model {data['model']} is not one of --models; give one or the other")
-            data = dict(data, model=data.get("model", first) if data.get("model") in data["models"] else first)
+            model = data.get("model", data["models"][0])
+            if model not in data["models"]:
+                raise ValueError(f"--model {model} is not one of --models; give one or the other")
+            data = dict(data, model=model)
         return data
 
     @model_validator(mode="after")

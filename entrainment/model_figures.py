@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from entrainment.models import short_name
 from entrainment.report import CONDITION_ORDER, _png, plt
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
 def _label(model: str, sizes: dict[str, int]) -> str:
-    short = model.rstrip("/").rsplit("/", 1)[-1]
+    short = short_name(model)
     return f"{short} ({sizes[model] / 1e6:.0f}M)" if model in sizes and sizes[model] >= 1e6 else \
         f"{short} ({sizes[model]:,} params)" if model in sizes else short
 

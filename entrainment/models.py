@@ -276,6 +276,11 @@ def describe(model, spec: str, device: str, dtype) -> ModelInfo:
                      n_params=sum(p.numel() for p in model.parameters()), device=device, dtype=str(dtype).replace("torch.", ""))
 
 
+def short_name(spec: str) -> str:
+    """A model spec as shown in summaries and plots: a path's last part, an id or embedded name unchanged."""
+    return spec.rstrip("/").rsplit("/", 1)[-1]
+
+
 def facts(loaded: Loaded) -> dict[str, Any]:
     """One models.parquet row: what the model is (schema.MODELS). Non-embedding parameters exclude the token
     embedding, an untied output embedding and learned position embeddings (Kaplan et al.'s N)."""

@@ -24,5 +24,5 @@ def measure_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
         facts.append((m, ()))
         head_sets = [None] + parse_ablation(m.ablation_heads, models.resolve(m.model).spec)
         jobs += [(m, (rel, hs)) for hs in head_sets for rel in stage_relations(m, only)]
-    facts_done = run_jobs(model_facts, facts)  # cached per model; loads a model only the first time
-    return combine(cfg, run_jobs(measure_shard, jobs), facts_done)
+    run_jobs(model_facts, facts)  # one shard per model, cached; combine reads every model's shard
+    return combine(cfg, run_jobs(measure_shard, jobs))

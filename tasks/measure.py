@@ -129,9 +129,9 @@ def outdated_masks(df: pl.DataFrame, masks: dict[tuple[str, str], str]) -> set[s
     return out
 
 
-def combine(cfg: Config, shard_manifests: list[dict], fact_manifests: list[dict] = ()) -> dict:
+def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
     """measurements.parquet = every current shard (all models and ablations measured for these prompts);
-    models.parquet = the facts of every model in it.
+    models.parquet = the facts (model-facts shards) of every model in it.
 
     Shards of a learned mask that is no longer in heads.parquet (a rediscovery changed it) are dropped and
     deleted, never pooled with the current mask's rows.
