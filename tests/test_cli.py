@@ -119,6 +119,13 @@ def test_relations_that_name_nothing(tmp_path):
     one_line_error(cli("generate", "--out", str(tmp_path), "--relations", ",, ,"), "--relations", "names nothing")
 
 
+def test_models_option_bad_input(tmp_path):
+    """--models that names nothing, a --model outside --models, and a missing model among --models: one line each."""
+    one_line_error(cli("run", "--out", str(tmp_path), "--models", ",, ,"), "--models", "names nothing")
+    one_line_error(cli("run", "--out", str(tmp_path), "--model", "x", "--models", "smollm2-135m,y"), "not one of --models")
+    one_line_error(cli("run", "--out", str(tmp_path), "--models", f"smollm2-135m,{tmp_path / 'nope'}"), "nope")
+
+
 def test_measure_relation_absent_from_prompts(tmp_path, lre_dir):
     _valid_prompts(tmp_path, lre_dir)
     r = cli("measure", "--out", str(tmp_path), "--relations", "country currency")
