@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def child(mode: str, n: int, base: int) -> None:
     import polars as pl
 
-    from entrainment import ablate, models, prompts
+    from entrainment import ablation as ablate, dataset, models
     from entrainment.config import Config
     from entrainment.heads import HeadSet
     from entrainment.tokens import Tokens
@@ -32,7 +32,7 @@ def child(mode: str, n: int, base: int) -> None:
     cfg = Config()
     loaded = models.load("smollm2-135m", "cpu", "float32")
     rel = "country capital city"
-    df = prompts.build(cfg.data_dir, (rel,), 0, cfg.max_pairs, cfg.split, (rel,), cfg.search_pairs)
+    df = dataset.from_config(cfg.replace(relations=(rel,), discover_relations=(rel,)))
     items = df.filter((pl.col("split") == "test") & (pl.col("condition") == "related")).head(base)
     items = pl.concat([items] * (n // base))
     import threading
@@ -59,8 +59,10 @@ def child(mode: str, n: int, base: int) -> None:
         g = [tk.answer(r["text_base"], r["gold"])[0] for r in rows]
         d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rows]
         ctx, base_ = [tk.prompt(r["text_ctx"]) for r in rows], [tk.prompt(r["text_base"]) for r in rows]
-        passes = [ablate.run_pass(loaded, p, g, d, m, 32, keep_dist=True)
-                  for p, m in ((ctx, None), (base_, None), (ctx, sel.mask(30, 9)), (ctx, HeadSet("r", ((3, 1),)).mask(30, 9)))]
+        passes = [
+            ablate.run_pass(loaded, p, g, d, m, 32, keep_dist=True)
+            for p, m in ((ctx, None), (base_, None), (ctx, sel.mask(30, 9)), (ctx, HeadSet("r", ((3, 1),)).mask(30, 9)))
+        ]
         for s in passes[2:]:
             ablate.kl(s.dist, passes[0].dist), ablate.kl(s.dist, passes[1].dist)
         peak[0] = max(peak[0], proc.memory_info().rss)  # before the distributions are dropped
@@ -81,8 +83,12 @@ def main() -> None:
     print(f"{'mode':22s} {'items':>6s} {'peak RSS MB':>12s} {'peak growth during evaluation MB':>33s}")
     for mode in ("chunked", "stored"):
         for n in (a.items, a.items * a.factor):
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), str(a.items)], cwd=ROOT,
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", mode, str(n), str(a.items)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             label = "chunked KL (pipeline)" if mode == "chunked" else "stored distributions"
             print(f"{label:22s} {n:6d} {r['peak_mb']:12.0f} {r['growth_mb']:33.0f}")

@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import polars as pl  # noqa: E402
 
-from entrainment import discover, models, prompts  # noqa: E402
+from entrainment import mask_search as discover, models, dataset  # noqa: E402
 from entrainment.config import Config  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = Config()
     loaded = models.load(args.model, "cpu", "float32")
-    df = prompts.build(cfg.data_dir, (args.relation,), 0, cfg.max_pairs, cfg.split, (args.relation,), cfg.search_pairs)
+    df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
     tk = Tokens(loaded.tokenizer)
     rel = df.filter(pl.col("condition") == "related")
     train = discover.items_from(rel.filter(pl.col("split") == "train"), tk)
@@ -40,10 +40,13 @@ def main() -> None:
         rows, hist = discover.search(loaded, train, dev, discover.SearchParams(epochs=args.epochs, bf16=bf16))
         secs = (time.perf_counter() - t) / args.epochs
         e = discover.select_epoch(rows)
-        heads = sorted((int(l), int(h)) for l, h in (hist[e] <= 0).nonzero().tolist())
+        heads = sorted((int(a), int(b)) for a, b in (hist[e] <= 0).nonzero().tolist())
         results[name] = secs
-        print(f"{name}: {secs:.1f} s/epoch; per-epoch dev delta/removed: "
-              + ", ".join(f"{r['dev_delta']:.2f}/{r['n_removed']}" for r in rows) + f"; selected epoch {e}: {heads}")
+        print(
+            f"{name}: {secs:.1f} s/epoch; per-epoch dev delta/removed: "
+            + ", ".join(f"{r['dev_delta']:.2f}/{r['n_removed']}" for r in rows)
+            + f"; selected epoch {e}: {heads}"
+        )
     print(f"ratio: {results['float32'] / results['bf16']:.2f}")
 
 

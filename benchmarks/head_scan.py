@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
-from entrainment import discover, models, prompts, scan  # noqa: E402
+from entrainment import mask_search as discover, models, dataset, head_scan as scan  # noqa: E402
 from entrainment.config import Config  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = Config()
     loaded = models.load(args.model, "cpu", "float32")
-    df = prompts.build(cfg.data_dir, (args.relation,), 0, cfg.max_pairs, cfg.split, (args.relation,), cfg.search_pairs)
+    df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
     tk = Tokens(loaded.tokenizer)
     dev = discover.items_from(df.filter((pl.col("split") == "dev") & (pl.col("condition") == "related")), tk)
     train = discover.items_from(df.filter((pl.col("split") == "train") & (pl.col("condition") == "related")), tk)
@@ -57,10 +57,15 @@ def main() -> None:
         t = time.perf_counter()
         discover.search(loaded, train, [], params)
         t_epoch = time.perf_counter() - t
-        print(f"AtP (one forward + backward per batch): {t_atp:.1f} s; one discovery epoch ({len(train)} items): {t_epoch:.1f} s")
+        print(
+            f"AtP (one forward + backward per batch): {t_atp:.1f} s; one discovery epoch ({len(train)} items): "
+            f"{t_epoch:.1f} s"
+        )
         rho = sps.spearmanr(atp.ravel(), fast.ravel())[0]
-        print(f"Spearman(atp, scan) = {rho:.3f}; top-5 by scan: {np.argsort(-fast.ravel())[:5].tolist()}, "
-              f"by atp: {np.argsort(-atp.ravel())[:5].tolist()} (flat index = layer * heads + head)")
+        print(
+            f"Spearman(atp, scan) = {rho:.3f}; top-5 by scan: {np.argsort(-fast.ravel())[:5].tolist()}, "
+            f"by atp: {np.argsort(-atp.ravel())[:5].tolist()} (flat index = layer * heads + head)"
+        )
     if not args.skip_naive:
         t = time.perf_counter()
         slow = scan.naive_scan_scores(loaded, p, g, d)

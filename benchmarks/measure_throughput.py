@@ -9,7 +9,8 @@ full logits for every position, every text scored even when repeated. Two anchor
   whole-answer log-probs from the full logits).
 All run on the same prompts, interleaved over `--rounds` rounds; the best time of each is kept.
 
-    .venv/bin/python benchmarks/measure_throughput.py [--relations "country capital city,fruit inside color"] [--max-pairs 60]
+    .venv/bin/python benchmarks/measure_throughput.py [--relations "country capital city,fruit inside color"]
+        [--max-pairs 60]
 
 Prints prompts/s for both, `ratio: X.XX` (project / anchor) and the max |delta logit| between them.
 """
@@ -24,8 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from entrainment import models, prompts  # noqa: E402
-from entrainment.measure import measure_frame  # noqa: E402
+from entrainment import models, lre_prompts as prompts  # noqa: E402
+from entrainment.measurement import measure_frame  # noqa: E402
 from entrainment.paths import LRE_DIR  # noqa: E402
 from entrainment.scoring import collate  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
@@ -49,7 +50,7 @@ def anchor(loaded, df, tk: Tokens) -> list[tuple[float, float, float, float]]:
     out_logits = []
     with torch.inference_mode():
         for i in range(0, len(texts), 32):
-            enc = tok(texts[i:i + 32], return_tensors="pt", padding=True)
+            enc = tok(texts[i : i + 32], return_tensors="pt", padding=True)
             pos = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
             lg = model(**enc, position_ids=pos).logits[:, -1].float()
             out_logits.extend(lg)
@@ -71,7 +72,7 @@ def anchor_same_table(loaded, df, tk: Tokens) -> list[tuple[float, float, float,
     first = []
     with torch.inference_mode():
         for i in range(0, len(seqs), 32):
-            batch = seqs[i:i + 32]
+            batch = seqs[i : i + 32]
             width = max(len(s) for s in batch)
             ids, mask = collate(batch, tok.pad_token_id, model.device)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -91,9 +92,12 @@ def main() -> None:
     ap.add_argument("--relations", default="country capital city,fruit inside color")
     ap.add_argument("--max-pairs", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--passages", type=int, default=12, help="queries per split with 4-passage contexts (0: none)")
     args = ap.parse_args()
     loaded = models.load(args.model)
-    df = prompts.build(LRE_DIR, tuple(r.strip() for r in args.relations.split(",")), 0, args.max_pairs, (0.8, 0.1, 0.1))
+    rels = tuple(r.strip() for r in args.relations.split(","))
+    search = prompts.SearchData(passage_items=args.passages) if args.passages else None
+    df = prompts.build(LRE_DIR, rels, 0, args.max_pairs, (0.8, 0.1, 0.1), rels[:1] if search else (), search)
     tk = Tokens(loaded.tokenizer)
     for r in df.to_dicts():  # tokenise answers outside the timers (both paths use them)
         tk.answer(r["text_base"], r["gold"]), tk.answer(r["text_base"], r["distractor"])
@@ -112,9 +116,17 @@ def main() -> None:
     mine = ours.select(cols).rows()
     max_diff = max(abs(a - b) for r in (ref, ref_table) for x, y in zip(mine, r) for a, b in zip(x, y))
     n = len(df)
-    print(f"model {args.model}, {n} prompts ({args.relations}), torch threads {torch.get_num_threads()}")
-    print(f"project:               {n / best['project']:.1f} prompts/s ({best['project']:.2f} s; every measurement column)")
-    print(f"anchor (first token):  {n / best['anchor']:.1f} prompts/s ({best['anchor']:.2f} s; first-token logits only)")
+    lengths = [len(tk.prompt(t)) for t in df["text_ctx"]]
+    n_pass = len(df.filter(df["condition"] == "passages"))
+    print(f"model {args.model}, {n} prompts ({args.relations}; {n_pass} multi-passage prompts of the first), "
+          f"prompt length {min(lengths)}-{max(lengths)} tokens, torch threads {torch.get_num_threads()}")
+    print(
+        f"project:               {n / best['project']:.1f} prompts/s ({best['project']:.2f} s; every measurement "
+        f"column)"
+    )
+    print(
+        f"anchor (first token):  {n / best['anchor']:.1f} prompts/s ({best['anchor']:.2f} s; first-token logits only)"
+    )
     print(f"anchor (same table):   {n / best['anchor_table']:.1f} prompts/s ({best['anchor_table']:.2f} s)")
     print(f"ratio vs first-token anchor: {best['anchor'] / best['project']:.2f}")
     print(f"ratio: {best['anchor_table'] / best['project']:.2f}")

@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from entrainment import ablate, models, multimask, prompts  # noqa: E402
+from entrainment import ablation as ablate, models, multimask, dataset  # noqa: E402
 from entrainment.config import Config  # noqa: E402
 from entrainment.heads import HeadSet  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
@@ -34,7 +34,7 @@ def main() -> None:
     cfg = Config()
     loaded = models.load(args.model, "cpu", "float32")
     info = loaded.info
-    df = prompts.build(cfg.data_dir, (args.relation,), 0, cfg.max_pairs, cfg.split, (args.relation,), cfg.search_pairs)
+    df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
     rows = df.filter((pl.col("split") == "test") & (pl.col("condition") == "related")).head(args.items).to_dicts()
     tk = Tokens(loaded.tokenizer)
     ctx = [tk.prompt(r["text_ctx"]) for r in rows]
@@ -47,8 +47,12 @@ def main() -> None:
     batched = multimask.probe_logits(loaded, ctx, list(zip(g, d)), masks, batch_size=64)
     t_b = time.perf_counter() - t
     t = time.perf_counter()
-    one = np.stack([np.stack([(s := ablate.run_pass(loaded, ctx, g, d, masks[i], 32)).gold, s.distractor], -1)
-                    for i in range(len(sets))])
+    one = np.stack(
+        [
+            np.stack([(s := ablate.run_pass(loaded, ctx, g, d, masks[i], 32)).gold, s.distractor], -1)
+            for i in range(len(sets))
+        ]
+    )
     t_o = time.perf_counter() - t
     print(f"{args.draws} draws x {len(ctx)} items: batched {t_b:.1f} s, one draw at a time {t_o:.1f} s")
     print(f"ratio: {t_o / t_b:.2f}   max |logit diff|: {np.abs(batched - one).max():.2e}")

@@ -49,10 +49,18 @@ def main() -> None:
     wall(run, base)  # make sure the fast-path records exist
     wall(stats, base)
     rows = {}
-    imports = median([py, "-c", "import flows.cli"], base, a.repeats)
-    heavy = median([py, "-c", "import flows.cli, prefect, torch, transformers, tasks.measure"], base, a.repeats)
-    check = median([py, "-c", f"from flows import fastpath; from entrainment.config import Config; "
-                              f"fastpath.lookup('run', Config(out={a.out!r}))"], base, a.repeats)
+    imports = median([py, "-c", "import cli.app"], base, a.repeats)
+    heavy = median([py, "-c", "import cli.app, prefect, torch, transformers, tasks.measure"], base, a.repeats)
+    check = median(
+        [
+            py,
+            "-c",
+            f"from cli import fastpath; from entrainment.config import Config; "
+            f"fastpath.lookup('run', Config(out={a.out!r}))",
+        ],
+        base,
+        a.repeats,
+    )
     rows["fast path (default)"] = (median(run, base, a.repeats), median(stats, base, a.repeats))
     rows["no fast path, temporary server"] = (median(run, slow, a.repeats), median(stats, slow, a.repeats))
     subprocess.run([cli, "server", "start"], cwd=ROOT, env=base, capture_output=True)
@@ -65,9 +73,11 @@ def main() -> None:
     print(f"{'set-up':34s} {'no-change run':>14s} {'cached stats':>13s}")
     for name, (r, s) in rows.items():
         print(f"{name:34s} {r:14.2f} {s:13.2f}")
-    print(f"breakdown: python + CLI imports {imports:.2f} s; + fast-path check of `run` {check - imports:+.2f} s; "
-          f"prefect + torch + transformers imports {heavy - imports:.2f} s; the rest of the slow path is Prefect's "
-          f"server start, flow bookkeeping and cache lookups")
+    print(
+        f"breakdown: python + CLI imports {imports:.2f} s; + fast-path check of `run` {check - imports:+.2f} s; "
+        f"prefect + torch + transformers imports {heavy - imports:.2f} s; the rest of the slow path is Prefect's "
+        f"server start, flow bookkeeping and cache lookups"
+    )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,16 @@ def deployments() -> list:
     out = []
     for name, (cron, tz, overrides) in SCHEDULES.items():
         options = Config(**overrides).to_dict()
-        out.append(pipeline.to_deployment(name=name, schedule=Cron(cron, timezone=tz), parameters={"options": options},
-                                          concurrency_limit=1, tags=["entrainment"],
-                                          description=f"Full entrainment pipeline ({cron} {tz})"))
+        out.append(
+            pipeline.to_deployment(
+                name=name,
+                schedule=Cron(cron, timezone=tz),
+                parameters={"options": options},
+                concurrency_limit=1,
+                tags=["entrainment"],
+                description=f"Full entrainment pipeline ({cron} {tz})",
+            )
+        )
     return out
 
 

@@ -1,20 +1,27 @@
 """One typed configuration object, passed down to every stage.
 
-Every CLI option and every key of a ``--config file.toml`` maps onto a field here. ``Config`` is a frozen
-pydantic model: values are type-checked strictly (an int field refuses 2.5 and "3", a text field refuses 1,
-a list field refuses a plain string), unknown keys are rejected, and every problem becomes a one-line
-``InputError`` naming the key and the file. Stages read only the fields they need;
-``Config.stage_params(stage)`` lists those fields, so a change to a field re-runs exactly the stages that read it.
+Every CLI option and every key of a ``--config file.toml`` maps onto a field here, and each field carries its
+description (the CLI's help texts and ``docs/options.md`` are generated from it, with the default shown).
+``Config`` is a frozen pydantic model: values are type-checked strictly (an int field refuses 2.5 and "3", a text
+field refuses 1, a list field refuses a plain string), unknown keys are rejected, numbers are range-checked
+(finite, positive where it matters), and every problem becomes a one-line ``InputError`` naming the key and the
+file. Stages read only the fields they need; ``Config.stage_params(stage)`` lists those fields (declared in
+``entrainment.stages``), so a change to a field re-runs exactly the stages that read it.
+
+It is longer than 300 lines because every option is declared in this one place.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr,
+                      ValidationError, model_validator)
 
+from entrainment import stages
 from entrainment.errors import InputError
 from entrainment.paths import LRE_DIR
 
@@ -27,17 +34,26 @@ DEFAULT_RELATIONS: tuple[str, ...] = (
     "landmark on continent",
 )
 CONDITIONS: tuple[str, ...] = ("related", "irrelevant", "random", "counterfactual")
+# every condition a prompt can have: the four LRE contexts, the multi-passage context, and `none` (an own item
+# measured without context only)
+ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + ("passages", "none")
+ABLATION_METHODS: tuple[str, ...] = ("zero", "mean", "resample")
+INT64_MAX = 2**63 - 1
 
 
 def _number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"expected a number, got {type(v).__name__}")
+    if not math.isfinite(float(v)):
+        raise ValueError("must be a finite number")
     return float(v)
 
 
 def _path(v: Any) -> Path:
     if not isinstance(v, (str, Path)):
         raise ValueError(f"expected a path, got {type(v).__name__}")
+    if not str(v).strip():
+        raise ValueError("empty path")
     return Path(v).expanduser().resolve()
 
 
@@ -51,10 +67,19 @@ def _sorted_set(v: Any) -> tuple:
     return tuple(sorted(set(_seq(v))))
 
 
+def _ordered_set(v: Any) -> tuple:
+    return tuple(dict.fromkeys(_seq(v)))
+
+
 Number = Annotated[float, BeforeValidator(_number)]
 AbsPath = Annotated[Path, BeforeValidator(_path)]
 Names = Annotated[tuple[StrictStr, ...], BeforeValidator(_sorted_set)]  # order never matters
+OrderedNames = Annotated[tuple[StrictStr, ...], BeforeValidator(_ordered_set)]  # order matters (first = primary)
 Ints = Annotated[tuple[StrictInt, ...], BeforeValidator(_sorted_set)]
+
+
+def _f(default: Any, description: str) -> Any:
+    return Field(default, description=description)
 
 
 class Config(BaseModel):
@@ -62,55 +87,76 @@ class Config(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=True)
 
-    out: AbsPath = Path("results")
-    data_dir: AbsPath = LRE_DIR
-    relations: Names = DEFAULT_RELATIONS
-    model: StrictStr = "smollm2-135m"
-    # several models side by side in one --out (`--models a,b,c`); each model-dependent stage runs per model
-    # (Config.per_model) with its own cached shards, so adding a model computes only that model. Empty = `model`.
-    models: Names = ()
-    seed: StrictInt = 0
-    device: StrictStr = "auto"
-    dtype: StrictStr = "auto"
+    out: AbsPath = _f(Path("results"), "Output folder: every table, the report and the caches.")
+    data_dir: AbsPath = _f(LRE_DIR, "Folder of LRE relation JSON files (default: the shipped data/lre).")
+    relations: Names = _f(DEFAULT_RELATIONS, "LRE relation names (the `name` field), comma-separated.")
+    items: AbsPath | None = _f(None, "Your own items (JSONL, CSV or Parquet) instead of LRE relations; "
+                                     "see docs/own-items.md.")
+    model: StrictStr = _f("smollm2-135m", "smollm2-135m | gemma3-270m | a Hugging Face id | a local folder | a .gguf.")
+    models: Names = _f((), "Several models side by side in one --out (each cached per model); "
+                                  "the first is the report's example model.")
+    seed: StrictInt = _f(0, "Sampling seed (prompts, random heads, donors).")
+    device: StrictStr = _f("auto", "auto | cpu | cuda | cuda:N | mps.")
+    dtype: StrictStr = _f("auto", "auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16.")
     # generate
-    max_pairs: StrictInt = 60
-    split: Annotated[tuple[Number, Number, Number], BeforeValidator(_seq)] = (0.8, 0.1, 0.1)
-    # head-search items of the discovery relations: (query subject, context subject) pairs per split
-    # (train, dev, test), each crossed with every context x query template (README: "Head-search data")
-    search_pairs: Annotated[tuple[StrictInt, StrictInt, StrictInt], BeforeValidator(_seq)] = (25, 12, 100)
+    max_pairs: StrictInt = _f(60, "Items per relation and condition (split train/dev/test by --split).")
+    split: Annotated[tuple[Number, Number, Number], BeforeValidator(_seq)] = _f(
+        (0.8, 0.1, 0.1), "Train, dev, test fractions of the query subjects.")
+    search_pairs: Annotated[tuple[StrictInt, StrictInt, StrictInt], BeforeValidator(_seq)] = _f(
+        (25, 12, 40), "Head-search (query, context subject) pairs per split (train, dev, test), each crossed with "
+                       "every context x query template.")
+    template_holdout: StrictBool = _f(True, "Keep one query template of each discovery relation out of train and dev "
+                                            "(the test split keeps it: seen vs unseen template gains).")
+    n_passages: StrictInt = _f(4, "Passages per multi-passage (`passages`) context.")
+    passage_items: StrictInt = _f(24, "Queries per split of each discovery relation that get a `passages` "
+                                      "context (each at every position 1..n_passages); 0 = none.")
+    passage_distractor: StrictStr = _f("counterfactual", "The passage that carries the distractor: counterfactual "
+                                                         "(a false fact of the query's relation) | related.")
+    prompt_instruction: StrictStr = _f("The text above may be wrong; answer from what you know.",
+                                       "The prompting baseline's instruction, placed between context and query.")
     # measure, discover, ablate
-    batch_size: StrictInt = 32
-    bos: StrictStr = "auto"
-    # search-side forward passes (mask training, scan/AtP, k-curves, the random-head null): auto = bfloat16
-    # autocast where the hardware has it (CUDA, or a CPU with AVX512-BF16/AMX), else float32. Reported rows
-    # (Δ, gain and its CI, KL, measurements) are always float32.
-    search_dtype: StrictStr = "auto"
+    batch_size: StrictInt = _f(32, "Batch size of measurement and evaluation passes.")
+    bos: StrictStr = _f("auto", "auto (the tokenizer's own) | always (prepend BOS, as TransformerLens) | never.")
+    search_dtype: StrictStr = _f("auto", "Search-side passes (mask training, scan, AtP, k-curves, null): auto = "
+                                         "bfloat16 autocast on CUDA, float32 on CPU | float32 | bfloat16.")
+    ablation_method: StrictStr = _f("zero", "How a head is removed: zero | mean | resample (docs/method.md).")
+    compare_methods: OrderedNames = _f(ABLATION_METHODS, "Methods the discovery relation's masks and scan are also "
+                                                         "evaluated under; () = only --ablation-method.")
     # stats
-    confidence: Number = 0.95
-    ablation_heads: StrictStr | None = None
-    # discover (entrainment.discover.SearchParams takes its defaults from here)
-    discover_relations: Names = ("country capital city",)
-    epochs: StrictInt = 10
-    discover_batch_size: StrictInt = 16
-    lr: Number = 1.0
-    lam: Number = 1.0
-    tau: Number = 1.0
-    weight_decay: Number = 0.0
-    init: Number = 3.0
-    seeds: Ints = (0, 1, 2)
-    train_conditions: Names = ("related",)
-    shared_mask: StrictBool = False  # also learn one mask on the union of the discovery relations ("shared")
-    # scan (head-importance maps; part of `run` unless scan = false)
-    scan: StrictBool = True
-    scan_k: StrictInt = 8
+    confidence: Number = _f(0.95, "Confidence level of every CI.")
+    ablation_heads: StrictStr | None = _f(None, "Measure with these heads removed: a heads.parquet, or 3.4,10.7.")
+    # discover
+    discover_relations: Names = _f(("country capital city",), "Relations to search heads for.")
+    epochs: StrictInt = _f(30, "Mask-search epochs (the most; early stopping usually ends a search sooner).")
+    early_stop_patience: StrictInt = _f(3, "Stop a search once the selected epoch has not changed for this many "
+                                           "epochs (counted from the first epoch that removes a head); 0 = off.")
+    discover_batch_size: StrictInt = _f(16, "Mask-search batch size.")
+    lr: Number = _f(1.0, "AdamW learning rate of the mask logits.")
+    lam: Number = _f(1.0, "Sparsity weight lambda.")
+    tau: Number = _f(1.0, "Gumbel-sigmoid temperature.")
+    weight_decay: Number = _f(0.0, "AdamW weight decay (the paper's code used 0.01).")
+    init: Number = _f(3.0, "Start value of the mask logits (3 = all kept; the paper: 0).")
+    seeds: Ints = _f((0, 1, 2), "Search seeds.")
+    search_resamples: StrictInt = _f(2, "Training sets per seed: the full training split, then seeded bootstrap "
+                                        "resamples of it (stability selection; searches = seeds x resamples).")
+    stability_threshold: Number = _f(0.5, "A head is in the stable set if at least this share of searches removed it.")
+    train_conditions: Names = _f(("related",), "Conditions the masks are trained (and the scan scored) on.")
+    shared_mask: StrictBool = _f(False, "Also learn one mask on the union of the discovery relations (`shared`).")
+    # scan
+    scan: StrictBool = _f(True, "Run the head scan (single-head scan + AtP + k-curves) in `run`.")
+    scan_k: StrictInt = _f(8, "Longest k-curve: top-k heads removed, k = 1..K.")
+    scan_items: StrictInt = _f(12, "Dev items the single-head scan scores (a fixed seeded subsample; 0 = all).")
+    compare_everywhere: StrictBool = _f(False, "Evaluate every method of compare_methods everywhere (transfer, random "
+                                               "heads, the null, side effects); default: the other methods only on "
+                                               "the masks' own relation.")
     # ablate
-    random_draws: StrictInt = 3
-    null_draws: StrictInt = 100
-    null_items: StrictInt = 64
+    random_draws: StrictInt = _f(2, "Random head sets averaged in the random_heads rows.")
+    null_draws: StrictInt = _f(100, "Random head sets in the significance null.")
+    null_items: StrictInt = _f(32, "Test items (fixed seeded subsample) the null and the k-curves use.")
     # control
-    refresh: StrictBool = False
-    runner: StrictStr = "default"
-    dask_address: StrictStr | None = None
+    refresh: StrictBool = _f(False, "Ignore caches for this command.")
+    runner: StrictStr = _f("default", "default | dask (fan shards out over a Dask cluster).")
+    dask_address: StrictStr | None = _f(None, "An existing Dask scheduler (else a LocalCluster).")
 
     @model_validator(mode="before")
     @classmethod
@@ -143,19 +189,29 @@ class Config(BaseModel):
             return [self]
         return [self.replace(model=m, models=()) for m in self.models]
 
+    def methods(self) -> tuple[str, ...]:
+        """The ablation methods evaluated: the search method first, then the others of compare_methods."""
+        return (self.ablation_method,) + tuple(m for m in self.compare_methods if m != self.ablation_method)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able options (Prefect deployment parameters); ``Config(**cfg.to_dict()) == cfg``."""
         return self.model_dump(mode="json")
 
     def stage_params(self, stage: str) -> dict[str, Any]:
         """The fields that stage reads, as JSON-able values: the parameter part of its cache key."""
-        dumped = self.model_dump(mode="json", include=set(STAGE_FIELDS[stage]))
-        return {name: dumped[name] for name in STAGE_FIELDS[stage]}
+        names = stages.fields(stage)
+        dumped = self.model_dump(mode="json", include=set(names))
+        return {name: dumped[name] for name in names}
 
 
 def default(name: str) -> Any:
     """A field's default value."""
     return Config.model_fields[name].default
+
+
+def describe(name: str) -> str:
+    """A field's description."""
+    return Config.model_fields[name].description or ""
 
 
 def make(where: object = "config", **kwargs: Any) -> Config:
@@ -168,63 +224,75 @@ def make(where: object = "config", **kwargs: Any) -> Config:
         top = str(err["loc"][0]) if err["loc"] else ""
         msg = err["msg"] if err["type"] != "extra_forbidden" else \
             f"unknown option (known: {', '.join(sorted(Config.model_fields))})"
+        msg = msg.removeprefix("Value error, ")
         raise InputError(where, key, kwargs.get(top, err.get("input")), msg) from None
 
 
-STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "generate": ("relations", "seed", "max_pairs", "split", "discover_relations", "search_pairs", "train_conditions"),
-    "measure": ("model", "device", "dtype", "batch_size", "ablation_heads", "bos"),
-    "stats": ("confidence",),
-    "discover": ("model", "device", "dtype", "discover_relations", "epochs", "discover_batch_size", "lr",
-                 "lam", "tau", "weight_decay", "init", "seeds", "train_conditions", "bos", "search_dtype"),
-    "ablate": ("model", "device", "dtype", "batch_size", "random_draws", "seed", "bos", "null_draws", "null_items",
-               "train_conditions", "search_dtype"),
-    "scan": ("model", "device", "dtype", "bos", "train_conditions", "discover_batch_size", "batch_size", "scan_k",
-             "random_draws", "null_items", "seed", "search_dtype"),
-    "report": (),
-}
+def _bad(name: str, value: Any, problem: str) -> None:
+    raise InputError("config", name, value, problem)
 
 
 def check(cfg: Config) -> None:
-    """Reject impossible values with a one-line InputError."""
-    if cfg.max_pairs < 1:
-        raise InputError("config", "max_pairs", cfg.max_pairs, "must be at least 1")
-    if len(cfg.split) != 3 or any(x < 0 for x in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
-        raise InputError("config", "split", cfg.split, "must be three non-negative fractions summing to 1")
-    if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
-        raise InputError("config", "device", cfg.device, "expected auto, cpu, cuda or mps")
-    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise InputError("config", "dtype", cfg.dtype, "expected auto, float32, bfloat16 or float16")
-    for name in ("batch_size", "discover_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise InputError("config", name, getattr(cfg, name), "must be at least 1")
-    if cfg.epochs < 1:
-        raise InputError("config", "epochs", cfg.epochs, "must be at least 1")
-    if cfg.tau <= 0:
-        raise InputError("config", "tau", cfg.tau, "must be positive")
+    """Reject impossible values with a one-line InputError (types are pydantic's, ranges are checked here)."""
+    at_least = {"max_pairs": 1, "batch_size": 1, "discover_batch_size": 1, "epochs": 1, "random_draws": 1,
+                "null_draws": 0, "null_items": 2, "scan_k": 1, "search_resamples": 1, "early_stop_patience": 0,
+                "n_passages": 2, "passage_items": 0, "scan_items": 0}
+    for name, low in at_least.items():
+        if getattr(cfg, name) < low:
+            _bad(name, getattr(cfg, name), f"must be at least {low}")
+    if not 0 <= cfg.seed <= INT64_MAX:
+        _bad("seed", cfg.seed, "must be between 0 and 2**63 - 1")
     if not cfg.seeds:
-        raise InputError("config", "seeds", cfg.seeds, "give at least one seed")
+        _bad("seeds", cfg.seeds, "give at least one seed")
+    if any(not 0 <= s <= INT64_MAX for s in cfg.seeds):
+        _bad("seeds", cfg.seeds, "seeds must be between 0 and 2**63 - 1")
+    if len(cfg.split) != 3 or any(x < 0 for x in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
+        _bad("split", cfg.split, "must be three non-negative fractions summing to 1")
+    if not (cfg.split[1] > 0 and cfg.split[2] > 0):
+        _bad("split", cfg.split, "dev and test fractions must be positive (discovery needs dev, ablation needs test)")
+    if cfg.device not in ("auto", "cpu", "cuda", "mps") and not (
+            cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()):
+        _bad("device", cfg.device, "expected auto, cpu, cuda, cuda:N or mps")
+    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        _bad("dtype", cfg.dtype, "expected auto, float32, bfloat16 or float16")
+    if cfg.lr <= 0:
+        _bad("lr", cfg.lr, "must be positive")
+    for name in ("lam", "weight_decay"):
+        if getattr(cfg, name) < 0:
+            _bad(name, getattr(cfg, name), "must be >= 0")
+    if cfg.tau <= 0:
+        _bad("tau", cfg.tau, "must be positive")
+    if not 0 < cfg.stability_threshold <= 1:
+        _bad("stability_threshold", cfg.stability_threshold, "must be in (0, 1]")
     for c in cfg.train_conditions:
-        if c not in CONDITIONS:
-            raise InputError("config", "train_conditions", c, f"expected one of {', '.join(CONDITIONS)}")
+        if c not in CONDITIONS + ("passages",):
+            _bad("train_conditions", c, f"expected one of {', '.join(CONDITIONS + ('passages',))}")
     if not cfg.relations:
-        raise InputError("config", "relations", "", "give at least one relation")
+        _bad("relations", "", "give at least one relation")
     if not 0 < cfg.confidence < 1:
-        raise InputError("config", "confidence", cfg.confidence, "must be between 0 and 1 (e.g. 0.95)")
+        _bad("confidence", cfg.confidence, "must be between 0 and 1 (e.g. 0.95)")
     if cfg.runner not in ("default", "dask"):
-        raise InputError("config", "runner", cfg.runner, "expected default or dask")
-    if cfg.random_draws < 1:
-        raise InputError("config", "random_draws", cfg.random_draws, "must be at least 1")
-    if cfg.null_draws < 0 or cfg.null_items < 2:
-        raise InputError("config", "null_draws", (cfg.null_draws, cfg.null_items), "need null_draws >= 0 and null_items >= 2")
+        _bad("runner", cfg.runner, "expected default or dask")
     if len(cfg.search_pairs) != 3 or any(x < 1 for x in cfg.search_pairs):
-        raise InputError("config", "search_pairs", cfg.search_pairs, "three positive pair counts (train, dev, test)")
+        _bad("search_pairs", cfg.search_pairs, "three positive pair counts (train, dev, test)")
     if cfg.search_dtype not in ("auto", "float32", "bfloat16"):
-        raise InputError("config", "search_dtype", cfg.search_dtype, "expected auto, float32 or bfloat16")
-    if cfg.scan_k < 1:
-        raise InputError("config", "scan_k", cfg.scan_k, "must be at least 1")
+        _bad("search_dtype", cfg.search_dtype, "expected auto, float32 or bfloat16")
     if cfg.bos not in ("auto", "always", "never"):
-        raise InputError("config", "bos", cfg.bos, "expected auto, always or never")
+        _bad("bos", cfg.bos, "expected auto, always or never")
+    if cfg.ablation_method not in ABLATION_METHODS:
+        _bad("ablation_method", cfg.ablation_method, f"expected one of {', '.join(ABLATION_METHODS)}")
+    for m in cfg.compare_methods:
+        if m not in ABLATION_METHODS:
+            _bad("compare_methods", m, f"expected one of {', '.join(ABLATION_METHODS)}")
+    if cfg.passage_distractor not in ("counterfactual", "related"):
+        _bad("passage_distractor", cfg.passage_distractor, "expected counterfactual or related")
+    if not cfg.prompt_instruction.strip():
+        _bad("prompt_instruction", cfg.prompt_instruction, "must not be empty")
+    for m in cfg.models:
+        if not m.strip():
+            _bad("models", cfg.models, "an empty model name")
+    if not cfg.model.strip():
+        _bad("model", cfg.model, "an empty model name")
 
 
 def parse_list(text: str | None) -> tuple[str, ...]:
@@ -233,13 +301,23 @@ def parse_list(text: str | None) -> tuple[str, ...]:
 
 
 def parse_ints(text: str, field_name: str) -> tuple[int, ...]:
+    """Split "0,1,2" into (0, 1, 2); anything else is a one-line InputError naming the option."""
     try:
         return tuple(int(p) for p in parse_list(text))
     except ValueError:
         raise InputError("command line", field_name, text, "expected comma-separated integers") from None
 
 
+def parse_numbers(text: str, field_name: str) -> tuple[float, ...]:
+    """Split "0.8,0.1,0.1" into floats; anything else is a one-line InputError naming the option."""
+    try:
+        return tuple(float(p) for p in parse_list(text))
+    except ValueError:
+        raise InputError("command line", field_name, text, "expected comma-separated numbers") from None
+
+
 _ALIASES = {"lambda": "lam", "max-pairs": "max_pairs"}
+LIST_FIELDS = ("relations", "discover_relations", "train_conditions", "models", "compare_methods")
 
 
 def from_toml(path: Path) -> dict[str, Any]:
@@ -260,13 +338,16 @@ def from_toml(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = _ALIASES.get(key, key.replace("-", "_"))
-        if name in ("relations", "discover_relations", "train_conditions", "models") and isinstance(value, str):
+        if name in LIST_FIELDS and isinstance(value, str):
             value = parse_list(value)
         if name == "seeds" and isinstance(value, str):
             try:
                 value = parse_ints(value, "seeds")
             except InputError as e:
                 raise InputError(path, key, value, e.problem) from None
+        if name in ("items", "data_dir", "out") and isinstance(value, str) and value.strip() \
+                and not Path(value).expanduser().is_absolute():
+            value = str(path.parent / value)  # relative paths in a config file are relative to the file
         out[name] = value
     return out
 
@@ -278,4 +359,22 @@ def make_config(toml_path: Path | None = None, **overrides: Any) -> Config:
     return make(toml_path or "command line", **kwargs)
 
 
-__all__ = ["Config", "CONDITIONS", "DEFAULT_RELATIONS", "default", "make", "make_config", "parse_list", "parse_ints"]
+def markdown() -> str:
+    """Every option as a Markdown table (docs/options.md): TOML key, default, stages that read it, meaning."""
+    used = {f: [s.name for s in stages.STAGES if f in s.fields] for f in Config.model_fields}
+    rows = ["| option (TOML key) | CLI flag | default | read by | meaning |", "|---|---|---|---|---|"]
+    for name, field in Config.model_fields.items():
+        dflt = field.default
+        shown = ", ".join(map(str, dflt)) if isinstance(dflt, tuple) else ("" if dflt is None else str(dflt))
+        if name in ("out", "data_dir"):
+            shown = {"out": "results", "data_dir": "data/lre (shipped)"}[name]
+        flag = "--lambda" if name == "lam" else "--" + name.replace("_", "-")
+        rows.append(f"| `{name}` | `{flag}` | {shown} | {', '.join(used[name]) or 'control'} | {field.description} |")
+    return "\n".join(rows)
+
+
+__all__ = ["Config", "CONDITIONS", "ALL_CONDITIONS", "ABLATION_METHODS", "DEFAULT_RELATIONS", "default", "describe",
+           "make", "make_config", "parse_list", "parse_ints", "parse_numbers", "markdown"]
+
+if __name__ == "__main__":
+    print(markdown())

@@ -1,45 +1,78 @@
-"""Per-head scaling of attention output, before the output projection.
+"""The one hook vocabulary for every head intervention: remove heads by zero, mean or resample ablation.
 
-A forward pre-hook on each layer's attention output projection (``o_proj`` for Llama/SmolLM2,
-Gemma-3, Qwen2/3; ``c_proj`` for GPT-2; ``dense`` for GPT-NeoX/Pythia) sees the head-major
-concatenation ``[batch, seq, n_heads * head_dim]``; it is reshaped to ``[..., n_heads, head_dim]``
-and multiplied by ``scale[layer][:, None]``: one reshape and one multiply per layer. This is
-TransformerLens' ``hook_z`` masking; it works with grouped-query attention (z is per query head)
-and with any attention backend. The projection's bias is kept.
+A forward pre-hook on each layer's attention output projection (``o_proj`` for Llama/SmolLM2, Gemma-3, Qwen2/3;
+``c_proj`` for GPT-2; ``dense`` for GPT-NeoX/Pythia) sees the head-major concatenation ``z`` of shape
+``[batch, seq, n_heads * head_dim]`` (TransformerLens' ``hook_z``; per query head, so grouped-query attention
+needs nothing special; any attention backend). It is reshaped to ``[batch, seq, n_heads, head_dim]`` and each
+head's slice becomes
 
-``scale`` is an ``[n_layers, n_heads]`` tensor: a fixed 0/1 mask, or a differentiable tensor (the
-discovery stage passes a straight-through Gumbel-sigmoid sample). ``None`` leaves the model intact.
-A ``[batch, n_layers, n_heads]`` scale gives every row of the batch its own mask, so many head sets
-(random-head draws, the single-head scan) run in one forward pass.
+    z' = m * z + (1 - m) * r        m = the keep value of (row, layer, head); r = the replacement
+
+with ``r`` = 0 (**zero**), the head's mean slice ``mu[layer, head]`` over a reference set (**mean**), or the same
+head's slice of a donor row of the same batch (**resample**; the donor rows run intact, positions are aligned
+from the last real token -- left padding already aligns them -- and positions the donor does not have take
+the mean). ``m`` is a fixed 0/1 mask, or a differentiable tensor (the mask search passes a straight-through
+Gumbel-sigmoid sample), ``[n_layers, n_heads]`` for the whole batch or ``[batch, n_layers, n_heads]`` for one
+mask per row (many head sets in one forward pass). The projection's bias is kept. ``m = 1`` leaves a head
+intact; a zero-method hook with ``m = 1`` everywhere is bit-identical to no hook.
 """
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
 
-from entrainment.errors import InputError
+from entrainment.masks import HeadSet, head_sets_from_parquet, mask_label, mask_set, parse_ablation, parse_head_list
+
+__all__ = [
+    "Ablation",
+    "ZERO",
+    "HeadScaler",
+    "scaled_heads",
+    "intervened",
+    "donor_rows",
+    "set_batch",
+    "recorded_z",
+    "out_projections",
+    "decoder_layers",
+    "HeadSet",
+    "head_sets_from_parquet",
+    "mask_label",
+    "mask_set",
+    "parse_ablation",
+    "parse_head_list",
+]
 
 # (attention module, output projection) attribute names, tried in order.
-_OUT_PROJ = (("self_attn", "o_proj"), ("attn", "c_proj"), ("attention", "dense"), ("self_attention", "dense"),
-             ("self_attn", "out_proj"), ("attn", "out_proj"), ("self_attn", "dense"), ("attn", "o_proj"))
+_OUT_PROJ = (
+    ("self_attn", "o_proj"),
+    ("attn", "c_proj"),
+    ("attention", "dense"),
+    ("self_attention", "dense"),
+    ("self_attn", "out_proj"),
+    ("attn", "out_proj"),
+    ("self_attn", "dense"),
+    ("attn", "o_proj"),
+)
+
+METHODS = ("zero", "mean", "resample")
 
 
-def _layer_list(model: nn.Module, n_layers: int) -> nn.ModuleList:
+def decoder_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
     """The decoder's list of layers: the first ModuleList of length n_layers whose items hold attention."""
     for _, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n_layers:
             first = module[0]
             if any(getattr(getattr(first, a, None), o, None) is not None for a, o in _OUT_PROJ):
                 return module
-    raise NotImplementedError(f"cannot find the decoder layers of {type(model).__name__} "
-                              f"(looked for a ModuleList of {n_layers} layers with one of {_OUT_PROJ})")
+    raise NotImplementedError(
+        f"cannot find the decoder layers of {type(model).__name__} "
+        f"(looked for a ModuleList of {n_layers} layers with one of {_OUT_PROJ})"
+    )
 
 
 def out_projections(model: nn.Module) -> tuple[list[nn.Module], int, int]:
@@ -48,25 +81,80 @@ def out_projections(model: nn.Module) -> tuple[list[nn.Module], int, int]:
     n_heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
     projs = []
-    for i, layer in enumerate(_layer_list(model, cfg.num_hidden_layers)):
-        proj = next((getattr(getattr(layer, a, None), o) for a, o in _OUT_PROJ
-                     if getattr(getattr(layer, a, None), o, None) is not None), None)
+    for i, layer in enumerate(decoder_layers(model, cfg.num_hidden_layers)):
+        proj = next(
+            (
+                getattr(getattr(layer, a, None), o)
+                for a, o in _OUT_PROJ
+                if getattr(getattr(layer, a, None), o, None) is not None
+            ),
+            None,
+        )
         if proj is None:
             raise NotImplementedError(f"layer {i} of {type(model).__name__} has no known attention output projection")
         in_features = getattr(proj, "in_features", None) or getattr(proj, "nx", None) or proj.weight.shape[0]
         if in_features != n_heads * head_dim:
-            raise NotImplementedError(f"{type(model).__name__} layer {i}: output projection takes {in_features} "
-                                      f"features, expected n_heads*head_dim = {n_heads}*{head_dim}")
+            raise NotImplementedError(
+                f"{type(model).__name__} layer {i}: output projection takes {in_features} "
+                f"features, expected n_heads*head_dim = {n_heads}*{head_dim}"
+            )
         projs.append(proj)
     return projs, n_heads, head_dim
 
 
-class HeadScaler:
-    """Installs the pre-hooks; set ``.scale`` before a forward pass, call ``.remove()`` at the end."""
+@dataclass(frozen=True)
+class Ablation:
+    """How removed heads are replaced: the argument every scoring path takes beside its keep-mask.
 
-    def __init__(self, model: nn.Module, scale: torch.Tensor | None = None):
+    Attributes:
+        method: zero | mean | resample.
+        mean: ``[n_layers, n_heads, head_dim]`` reference means (mean; resample's fallback where the donor has no
+            position). Required unless method is zero.
+        donors: resample only: prompt token ids -> the donor prompt's token ids (``donors.donor_map``).
+    """
+
+    method: str = "zero"
+    mean: torch.Tensor | None = None
+    donors: Mapping[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown ablation method {self.method!r} (expected one of {', '.join(METHODS)})")
+        if self.method != "zero" and self.mean is None:
+            raise ValueError(f"{self.method} ablation needs the reference means (mean=)")
+        if self.method == "resample" and self.donors is None:
+            raise ValueError("resample ablation needs donors (donors=)")
+
+    @property
+    def resample(self) -> bool:
+        return self.method == "resample"
+
+
+ZERO = Ablation()
+
+
+class HeadScaler:
+    """Installs the pre-hooks. Set ``.scale`` (and, for resample, ``.donor`` / ``.donor_ok``) before a forward
+    pass; call ``.remove()`` at the end (or use ``intervened``).
+
+    Per-batch state: ``scale`` ``[L, H]`` or ``[B, L, H]``; ``donor`` ``[B]`` long, the row of the same batch whose
+    slice replaces this row's removed heads (-1: none, take the mean); ``donor_ok`` ``[B, T]`` bool, where the
+    donor row has a real token (else the mean). With ``donor`` None a resample hook uses the mean everywhere.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scale: torch.Tensor | None = None,
+        method: str = "zero",
+        mean: torch.Tensor | None = None,
+    ):
         self.projs, self.n_heads, self.head_dim = out_projections(model)
         self.scale = scale
+        self.method = method
+        self.mean = mean
+        self.donor: torch.Tensor | None = None
+        self.donor_ok: torch.Tensor | None = None
         self.handles = [p.register_forward_pre_hook(self._hook(i)) for i, p in enumerate(self.projs)]
 
     def _hook(self, layer: int):
@@ -74,12 +162,21 @@ class HeadScaler:
             if self.scale is None:
                 return None
             x = args[0]
-            if self.scale.dim() == 3:  # one mask per batch row: [B, H] -> broadcast over positions and head_dim
+            z = x.unflatten(-1, (self.n_heads, self.head_dim))  # [B, T, H, D]
+            if self.scale.dim() == 3:  # one mask per batch row: [B, H] -> [B, 1, H, 1]
                 s = self.scale[:, layer].to(device=x.device, dtype=x.dtype)[:, None, :, None]
-            else:
+            else:  # [H] -> [H, 1], broadcast over batch and positions
                 s = self.scale[layer].to(device=x.device, dtype=x.dtype)[:, None]
-            x = (x.unflatten(-1, (self.n_heads, self.head_dim)) * s).flatten(-2)
-            return (x,) + tuple(args[1:])
+            if self.method == "zero":
+                z = z * s
+            else:
+                r = self.mean[layer].to(device=x.device, dtype=x.dtype)  # [H, D]
+                if self.method == "resample" and self.donor is not None:
+                    d = z[self.donor.clamp(min=0)]  # [B, T, H, D]: donors' slices
+                    ok = (self.donor >= 0)[:, None] & self.donor_ok  # [B, T]
+                    r = torch.where(ok[:, :, None, None], d, r)
+                z = s * z + (1 - s) * r
+            return (z.flatten(-2),) + tuple(args[1:])
 
         return hook
 
@@ -89,9 +186,38 @@ class HeadScaler:
         self.handles = []
 
 
+def donor_rows(ablation: Ablation, prompts: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Resample: the distinct donor prompts of a batch, to run as extra intact rows after its prompts ([] else)."""
+    if not ablation.resample:
+        return []
+    return list(dict.fromkeys(d for d in (ablation.donors.get(p) for p in prompts) if d is not None))
+
+
+def set_batch(
+    hook: HeadScaler,
+    keep: torch.Tensor,
+    prompts: list[tuple[int, ...]],
+    extra: list[tuple[int, ...]],
+    ablation: Ablation,
+    attention_mask: torch.Tensor,
+) -> None:
+    """Resample, one batch of ``prompts + extra`` rows: the prompts' rows under `keep` (may carry gradients), the
+    donor rows intact, and each prompt row's donor row (-1: none, the mean)."""
+    n, e = len(prompts), len(extra)
+    where = {d: n + k for k, d in enumerate(extra)}
+    donor = torch.tensor(
+        [where.get(ablation.donors.get(p), -1) for p in prompts] + [-1] * e, device=attention_mask.device
+    )
+    hook.scale = torch.cat(
+        [keep.expand(n, *keep.shape), torch.ones(e, *keep.shape, dtype=keep.dtype, device=keep.device)]
+    )
+    hook.donor = donor
+    hook.donor_ok = attention_mask[donor.clamp(min=0)].bool()
+
+
 @contextmanager
 def scaled_heads(model: nn.Module, scale: torch.Tensor | None) -> Iterator[HeadScaler | None]:
-    """``with scaled_heads(model, mask): ...`` -- the hooks are gone after the block, even on error.
+    """Zero ablation: ``with scaled_heads(model, mask): ...`` -- the hooks are gone after the block, even on error.
     ``scale=None`` means the intact model: no hook is installed at all."""
     if scale is None:
         yield None
@@ -103,82 +229,36 @@ def scaled_heads(model: nn.Module, scale: torch.Tensor | None) -> Iterator[HeadS
         scaler.remove()
 
 
-@dataclass(frozen=True)
-class HeadSet:
-    """A named set of heads to remove: ``id`` goes into the `ablation` column and identifies the heads
-    (a mask's id ends in a hash of its sorted head list); ``label`` is the readable name."""
-
-    id: str
-    heads: tuple[tuple[int, int], ...]
-    label: str = ""
-
-    def mask(self, n_layers: int, n_heads: int) -> torch.Tensor:
-        """A keep-mask [n_layers, n_heads]: 0 for removed heads, 1 elsewhere."""
-        m = torch.ones(n_layers, n_heads)
-        for layer, head in self.heads:
-            if not (0 <= layer < n_layers and 0 <= head < n_heads):
-                raise InputError("--ablation-heads", "head", f"{layer}.{head}",
-                                 f"outside the model's {n_layers} layers x {n_heads} heads")
-            m[layer, head] = 0.0
-        return m
+@contextmanager
+def intervened(model: nn.Module, keep: torch.Tensor | None, ablation: Ablation = ZERO) -> Iterator[HeadScaler | None]:
+    """``with intervened(model, keep, Ablation("mean", mu)) as h: ...``; keep None = the intact model (no hook).
+    For resample the caller sets ``h.scale``, ``h.donor`` and ``h.donor_ok`` per batch (``scoring.score`` does)."""
+    if keep is None:
+        yield None
+        return
+    scaler = HeadScaler(model, keep, ablation.method, ablation.mean)
+    try:
+        yield scaler
+    finally:
+        scaler.remove()
 
 
-def parse_head_list(text: str) -> HeadSet:
-    """``"3.4,10.7"`` -> HeadSet("heads-3.4,10.7", ((3, 4), (10, 7)))."""
-    heads = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            layer, head = (int(x) for x in part.split("."))
-        except ValueError:
-            raise InputError("--ablation-heads", "head", part, "expected layer.head, e.g. 3.4") from None
-        if layer < 0 or head < 0:
-            raise InputError("--ablation-heads", "head", part, "layer and head indices start at 0")
-        heads.append((layer, head))
-    if not heads:
-        raise InputError("--ablation-heads", "heads", text, "no heads given")
-    heads = sorted(set(heads))
-    name = "heads-" + ",".join(f"{a}.{b}" for a, b in heads)
-    return HeadSet(name, tuple(heads), name)
+@contextmanager
+def recorded_z(model: nn.Module) -> Iterator[list[torch.Tensor | None]]:
+    """Record every layer's ``z`` (the output projection's input, ``[B, T, n_heads * head_dim]``) during the next
+    forward pass."""
+    projs, _, _ = out_projections(model)
+    outs: list[torch.Tensor | None] = [None] * len(projs)
 
+    def grab(i: int):
+        def hook(_m: nn.Module, args: tuple) -> None:
+            outs[i] = args[0].detach()
 
-def head_sets_from_parquet(path: Path, model: str | None = None) -> list[HeadSet]:
-    """One HeadSet per (relation, seed) mask in a heads.parquet (optionally for one model)."""
-    import polars as pl
+        return hook
 
-    from entrainment.tables import read_parquet
-    from entrainment.schema import HEADS
-
-    df = read_parquet(path, HEADS)
-    if model is not None:
-        if model not in set(df["model"]):
-            found = ", ".join(sorted(set(df["model"]))) or "none"
-            raise InputError(path, "model", model, f"no mask for this model in the file (masks for: {found})")
-        df = df.filter(pl.col("model") == model)
-    out = []
-    for (relation, seed), g in sorted(df.group_by("relation", "seed"), key=lambda kv: (kv[0][0], kv[0][1])):
-        removed = g.filter(pl.col("removed")).sort("layer", "head")
-        out.append(mask_set(relation, seed, tuple(zip(removed["layer"].to_list(), removed["head"].to_list()))))
-    if not out:
-        raise InputError(path, "heads", 0, "no masks in this heads.parquet")
-    return out
-
-
-def mask_label(relation: str, seed: int) -> str:
-    """The readable name of a learned mask (the `ablation_label` column)."""
-    return f"mask:{relation}:seed{seed}"
-
-
-def mask_set(relation: str, seed: int, heads: tuple[tuple[int, int], ...]) -> HeadSet:
-    """A learned mask as a HeadSet whose id identifies its heads: ``mask:<relation>:seed<N>:<sha1 of heads>``."""
-    heads = tuple(sorted(heads))
-    digest = hashlib.sha1(",".join(f"{a}.{b}" for a, b in heads).encode()).hexdigest()[:8]
-    return HeadSet(f"{mask_label(relation, seed)}:{digest}", heads, mask_label(relation, seed))
-
-
-def parse_ablation(text: str | None, model: str | None = None) -> list[HeadSet]:
-    """--ablation-heads: a heads.parquet path or a layer.head list; None -> []."""
-    if not text:
-        return []
-    if text.endswith(".parquet") or Path(text).is_file():
-        return head_sets_from_parquet(Path(text), model)
-    return [parse_head_list(text)]
+    handles = [p.register_forward_pre_hook(grab(i)) for i, p in enumerate(projs)]
+    try:
+        yield outs
+    finally:
+        for h in handles:
+            h.remove()

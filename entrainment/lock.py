@@ -58,8 +58,13 @@ def folder_lock(out: Path, wait: bool = False, poll_s: float = 0.5) -> Iterator[
                 break
             except OSError:  # EAGAIN / EACCES: held by another process
                 if not wait:
-                    raise InputError(out, "--out", str(out), f"in use by another entrainment process ({holder(out) or 'unknown'}); "
-                                     "wait for it to finish or use another --out") from None
+                    raise InputError(
+                        out,
+                        "--out",
+                        str(out),
+                        f"in use by another entrainment process ({holder(out) or 'unknown'}); "
+                        "wait for it to finish or use another --out",
+                    ) from None
                 time.sleep(poll_s)
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv[:2]) or 'python'}\n".encode())

@@ -13,6 +13,11 @@ The single-head scan is the case "every single-head mask" (about half the layers
 set replays about 1/(k+1) of them. The final layer's MLP runs only at the last position and the LM head only
 for the probe tokens (the logits read).
 A group's masks are split into the fewest, evenly sized batches. On CUDA an out-of-memory error halves the batch.
+
+Any ablation method (``heads.Ablation``): mean replaces a removed head by its reference mean; resample appends the
+chunk's donor prompts as extra intact rows -- once per batch, whatever the number of masks in it -- whose slices
+replace the removed heads of the rows they donate to. Layer replay stays exact (no replacement in a layer changes
+anything below it) and nothing is stored per item.
 """
 
 from __future__ import annotations
@@ -24,21 +29,20 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from entrainment.heads import _layer_list, scaled_heads
+from entrainment.heads import ZERO, Ablation, decoder_layers, intervened
 from entrainment.models import Loaded
+from entrainment.oom import halving
 from entrainment.scoring import collate, forward_last, model_device
 
 log = logging.getLogger(__name__)
 
 
-def _repeat_rows(x, times: int):
-    """Repeat the batch dimension of a tensor (or of the tensors in a tuple) `times` times, block-wise."""
-    if times == 1:
-        return x
+def _take_rows(x, rows: torch.Tensor):
+    """Rows `rows` of a tensor's batch dimension (or of the tensors in a tuple)."""
     if isinstance(x, torch.Tensor):
-        return x.repeat(times, *([1] * (x.dim() - 1)))
+        return x.index_select(0, rows.to(x.device))
     if isinstance(x, tuple):
-        return tuple(_repeat_rows(v, times) for v in x)
+        return tuple(_take_rows(v, rows) for v in x)
     return x
 
 
@@ -56,14 +60,14 @@ def recorded(layers: Sequence[torch.nn.Module]) -> Iterator[list]:
 
 
 @contextmanager
-def replayed(layers: Sequence[torch.nn.Module], outputs: list, below: int, times: int) -> Iterator[None]:
+def replayed(layers: Sequence[torch.nn.Module], outputs: list, below: int, rows: torch.Tensor) -> Iterator[None]:
     """Layers below `below` return their recorded outputs instead of computing. Only the last of them feeds a
-    computing layer, so only its output is repeated `times` times; the others return theirs as recorded (their
-    value is passed to a replayed layer, which ignores it)."""
+    computing layer, so only its output is laid out as this batch's rows (`rows` indexes the recorded batch); the
+    others return theirs as recorded (their value is passed to a replayed layer, which ignores it)."""
     patched = []
     try:
         for i in range(below):
-            out = _repeat_rows(outputs[i], times) if i == below - 1 else outputs[i]
+            out = _take_rows(outputs[i], rows) if i == below - 1 else outputs[i]
             layers[i].forward = lambda *a, _out=out, **k: _out
             patched.append(layers[i])
         yield
@@ -124,11 +128,23 @@ def lowest_layer(mask: torch.Tensor) -> int:
 
 def probe_logits(loaded: Loaded, prompts: Sequence[Sequence[int]], probes: Sequence[Sequence[int]],
                  masks: torch.Tensor, batch_size: int = 64, chunk: int = 16,
-                 progress: Callable[[int], None] | None = None, bf16: bool = False) -> np.ndarray:
-    """Logits ``[M, N, P]`` of probes[n] after prompts[n] with heads scaled by masks[m] (``[M, L, H]``).
+                 progress: Callable[[int], None] | None = None, bf16: bool = False,
+                 ablation: Ablation = ZERO) -> np.ndarray:
+    """Logits ``[M, N, P]`` of probes[n] after prompts[n] with heads removed by masks[m] (``[M, L, H]``).
 
-    ``bf16``: run the forward passes under bfloat16 autocast (about 2x faster on a CPU with AVX512-BF16; the
-    search-side computations use it, reported evaluation rows stay float32)."""
+    Args:
+        loaded: the model.
+        prompts: token ids per item.
+        probes: the token ids read per item (same count for every item).
+        masks: keep-masks, one per head set.
+        batch_size: rows per forward pass (halved on out-of-memory).
+        chunk: items per intact recording pass.
+        progress: called with the number of items finished.
+        bf16: run under bfloat16 autocast (search-side passes only; reported rows stay float32).
+        ablation: how removed heads are replaced (zero, mean, resample with donors keyed by prompt).
+    Returns:
+        float64 array [n_masks, n_prompts, n_probes].
+    """
     n_masks, n_prompts = masks.shape[0], len(prompts)
     width = len(probes[0]) if n_prompts else 0
     out = np.zeros((n_masks, n_prompts, width), dtype=np.float64)
@@ -136,47 +152,56 @@ def probe_logits(loaded: Loaded, prompts: Sequence[Sequence[int]], probes: Seque
         return out
     model = loaded.model
     device = model_device(model)
-    layers = _layer_list(model, loaded.info.n_layers)
+    layers = decoder_layers(model, loaded.info.n_layers)
     groups: dict[int, list[int]] = {}
     for m in range(n_masks):
         groups.setdefault(lowest_layer(masks[m]), []).append(m)
     order = sorted(range(n_prompts), key=lambda i: (len(prompts[i]), i))
     chunk = max(1, min(chunk, batch_size))
+    ones = torch.ones(1, *masks.shape[1:])
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), \
-            last_position_mlp(layers[-1]):
+            last_position_mlp(layers[-1]), intervened(model, ones[0], ablation) as hook:
         for lo in range(0, n_prompts, chunk):
             idx = order[lo:lo + chunk]
             c = len(idx)
-            ids, attn = collate([prompts[i] for i in idx], loaded.tokenizer.pad_token_id, device)
-            probe_t = torch.tensor([list(probes[i]) for i in idx], dtype=torch.long, device=device)
+            items = [tuple(prompts[i]) for i in idx]
+            extra = list(dict.fromkeys(d for d in (ablation.donors.get(p) for p in items) if d is not None)) \
+                if ablation.resample else []
+            e = len(extra)
+            ids, attn = collate(items + extra, loaded.tokenizer.pad_token_id, device)
+            probe_t = torch.tensor([list(probes[i]) for i in idx] + [list(probes[idx[0]])] * e, dtype=torch.long,
+                                   device=device)
+            donor_of = [c + extra.index(ablation.donors[p]) if ablation.resample and p in ablation.donors else -1
+                        for p in items]
+            hook.scale, hook.donor = None, None  # the intact recording pass: no head touched
             with recorded(layers) as outs, probe_head(model, probe_t):
-                intact = forward_last(model, ids, attn, 1)[:, -1].float()  # [c, P]
+                intact = forward_last(model, ids, attn, 1)[:c, -1].float()  # [c, P]
             for below, members in sorted(groups.items()):
                 if below >= len(layers):  # no head changed: the intact pass is the answer
                     vals = intact.cpu().numpy()
                     for m in members:
                         out[m, idx] = vals
                     continue
-                per_batch = max(1, batch_size // c)
                 k = 0
+                per_batch = max(1, batch_size // c)
                 while k < len(members):
-                    group = members[k:k + balanced(len(members) - k, per_batch)]
-                    try:
-                        rows = masks[group].repeat_interleave(c, dim=0).to(device)  # mask-major blocks of c rows
-                        with replayed(layers, outs, below, len(group)), scaled_heads(model, rows), \
-                                probe_head(model, probe_t.repeat(len(group), 1)):
-                            lg = forward_last(model, ids.repeat(len(group), 1), attn.repeat(len(group), 1), 1)[:, -1].float()
-                    except torch.OutOfMemoryError:
-                        if per_batch == 1:
-                            raise
-                        per_batch = max(1, per_batch // 2)
-                        log.warning("out of memory: %d masks per batch", per_batch)
-                        if torch.cuda.is_available():
-                            torch.cuda.empty_cache()
-                        continue
-                    vals = lg.cpu().numpy().reshape(len(group), c, width)
-                    for j, m in enumerate(group):
-                        out[m, idx] = vals[j]
+                    def attempt(b: int) -> list[int]:
+                        group = members[k:k + balanced(len(members) - k, b)]
+                        g = len(group)
+                        rows = torch.cat([torch.arange(c).repeat(g), torch.arange(c, c + e)])
+                        hook.scale = torch.cat([masks[group].repeat_interleave(c, dim=0), ones.expand(e, -1, -1)])
+                        if ablation.resample:
+                            d = torch.tensor([(g * c + donor_of[i] - c) if donor_of[i] >= 0 else -1
+                                              for _ in range(g) for i in range(c)] + [-1] * e, device=device)
+                            hook.donor, hook.donor_ok = d, attn[rows.to(device)][d.clamp(min=0)].bool()
+                        with replayed(layers, outs, below, rows), probe_head(model, probe_t[rows.to(device)]):
+                            lg = forward_last(model, ids[rows.to(device)], attn[rows.to(device)], 1)[:g * c, -1]
+                        vals = lg.float().cpu().numpy().reshape(g, c, width)
+                        for j, m in enumerate(group):
+                            out[m, idx] = vals[j]
+                        return group
+
+                    group, per_batch = halving(per_batch, attempt, "masks per batch")
                     k += len(group)
             if progress:
                 progress(c)

@@ -45,9 +45,12 @@ def z_score(observed: float, draws: np.ndarray) -> float:
 def null_summary(observed: float, draw_gains: np.ndarray) -> dict[str, float]:
     """The null columns of an `ablated` row: null_draws, null_mean, null_p, null_z."""
     draw_gains = np.asarray(draw_gains, float)
-    return {"null_draws": len(draw_gains), "null_mean": float(draw_gains.mean()) if len(draw_gains) else float("nan"),
-            "null_p": empirical_p(observed, draw_gains) if len(draw_gains) else float("nan"),
-            "null_z": z_score(observed, draw_gains)}
+    return {
+        "null_draws": len(draw_gains),
+        "null_mean": float(draw_gains.mean()) if len(draw_gains) else float("nan"),
+        "null_p": empirical_p(observed, draw_gains) if len(draw_gains) else float("nan"),
+        "null_z": z_score(observed, draw_gains),
+    }
 
 
 def holm(p: list[float]) -> list[float]:

@@ -14,36 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from entrainment import stages
 from entrainment.errors import InputError
-from entrainment.tables import file_sha256
-
-KEY = b"entrainment.source"
-
-# table -> the tables it is made from (what its `source` record holds)
-INPUTS: dict[str, tuple[str, ...]] = {
-    "measurements": ("prompts",),
-    "stats": ("measurements", "prompts"),
-    "contrasts": ("measurements", "prompts"),
-    "heads": ("prompts",),
-    "discovery": ("prompts",),
-    "discovery_masks": ("prompts",),
-    "head_overlap": ("prompts",),
-    "ablation": ("heads", "prompts"),
-    "side_effects": ("heads", "prompts"),
-    "null_draws": ("heads", "prompts"),
-    "head_scores": ("prompts",),
-    "head_agreement": ("head_scores", "heads", "prompts"),
-    "models": ("prompts",),
-    "scaling": ("measurements", "prompts", "models"),
-}
-
-# table -> the command that rewrites it
-REFRESH: dict[str, str] = {
-    "prompts": "generate", "measurements": "measure", "stats": "stats", "contrasts": "stats", "heads": "discover",
-    "discovery": "discover", "discovery_masks": "discover", "head_overlap": "discover", "ablation": "ablate",
-    "side_effects": "ablate", "null_draws": "ablate", "head_scores": "scan", "head_agreement": "scan",
-    "models": "measure", "scaling": "stats",
-}
+from entrainment.files import SOURCE_KEY, file_sha256
 
 
 def table_hash(path: Path) -> str:
@@ -53,7 +26,7 @@ def table_hash(path: Path) -> str:
 
 def source_record(out: Path, table: str) -> dict[str, str]:
     """The `source` record a stage writes into `table`: the current hashes of its input tables."""
-    return {name: table_hash(Path(out) / f"{name}.parquet") for name in INPUTS.get(table, ())}
+    return {name: table_hash(Path(out) / f"{name}.parquet") for name in stages.inputs_of(table)}
 
 
 def read_source(path: Path) -> dict[str, str] | None:
@@ -62,20 +35,33 @@ def read_source(path: Path) -> dict[str, str] | None:
         meta = pq.read_schema(path).metadata or {}
     except Exception:  # noqa: BLE001 -- a corrupt file has no provenance
         return None
-    raw = meta.get(KEY)
-    return json.loads(raw) if raw else None
+    raw = meta.get(SOURCE_KEY)
+    if not raw:
+        return None
+    try:
+        rec = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return CORRUPT
+    ok = isinstance(rec, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in rec.items())
+    return rec if ok else CORRUPT
+
+
+# what read_source returns for a record that is not a {table: hash} JSON object (hand-edited or damaged)
+CORRUPT: dict[str, str] = {"": "corrupt"}
 
 
 def why_stale(out: Path, table: str, _seen: frozenset[str] = frozenset()) -> str | None:
     """None if `table` in `out` was made from the current input tables (recursively), else the reason."""
     out = Path(out)
-    if table not in INPUTS or table in _seen:
+    if not stages.inputs_of(table) or table in _seen:
         return None
     path = out / f"{table}.parquet"
     recorded = read_source(path)
     if recorded is None:
         return f"{path.name} records no source tables (written by an older version)"
-    for name in INPUTS[table]:
+    if recorded is CORRUPT:
+        return f"{path.name} has unreadable provenance metadata ({SOURCE_KEY.decode()} is not a JSON object of hashes)"
+    for name in stages.inputs_of(table):
         inp = out / f"{name}.parquet"
         if not inp.exists():
             return f"{path.name} was made from a {name}.parquet that no longer exists"
@@ -92,6 +78,6 @@ def require_fresh(out: Path, table: str) -> None:
     reason = why_stale(out, table)
     if reason:
         culprit = reason.split(".parquet", 1)[0].split()[-1] if reason else table
-        cmd = REFRESH.get(culprit, REFRESH.get(table, "run"))
+        cmd = stages.producer(culprit) if culprit in stages.TABLES else stages.producer(table)
         raise InputError(Path(out) / f"{table}.parquet", "source", culprit, f"{reason}; refresh it with: "
                          f"entrainment {cmd} --out {out}  (or run the whole pipeline: entrainment run)")

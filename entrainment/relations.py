@@ -4,20 +4,29 @@ Fixes applied, each reported as one log line naming the file and the count:
 - literal ``\\uXXXX`` escapes left in strings (``Bras\\u00edlia`` -> ``Brasília``);
 - leading/trailing whitespace in subjects, objects and templates;
 - duplicate (subject, object) pairs (the first is kept);
-- subjects listed with several different objects (dropped: no single gold answer).
+- subjects listed with several different objects (dropped: no single gold answer);
+- invisible characters (zero-width spaces, joiners, soft hyphens) removed; objects that are the same answer after
+  Unicode normalisation and case folding (``text.answer_key``) merged into their first spelling, so a gold and a
+  distractor are never the same answer.
 
-Malformed files raise ``InputError`` naming the file, the field and the value.
+Malformed files raise ``InputError`` naming the file, the field and the value: a template must hold exactly one
+positional ``{}`` field and no other braces. The data folder is walked without following symlinks, at most
+``MAX_DEPTH`` folders deep; only regular ``.json`` files are read, anything else is skipped with an INFO line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import stat
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from entrainment.errors import InputError
+from entrainment.text import answer_key, visible
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,7 @@ EXCLUDED_TYPES = ("bias", "linguistic")
 EXCLUDED_NAMES = ("superclass", "substance", "word", "person", "band", "year", "pokemon", "superhero")
 
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+MAX_DEPTH = 4  # folders below --data-dir that are searched for relation files
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,11 @@ def _clean_text(text: str, counts: dict[str, int], path: Path | None = None, whe
                          "(a lone UTF-16 surrogate, e.g. \\ud800)") from None
     if fixed != text:
         counts["unicode_escapes"] = counts.get("unicode_escapes", 0) + len(_ESCAPE.findall(text))
-    stripped = " ".join(fixed.split())
-    if stripped != fixed:
-        counts["whitespace"] = counts.get("whitespace", 0) + 1
-    return stripped
+    shown = visible(fixed)  # invisible characters removed, whitespace collapsed
+    kind = "invisible_characters" if shown != " ".join(fixed.split()) else "whitespace" if shown != fixed else ""
+    if kind:
+        counts[kind] = counts.get(kind, 0) + 1
+    return shown
 
 
 def _require(raw: dict, key: str, kind: type, path: Path, where: str = "") -> object:
@@ -91,10 +102,19 @@ def _templates(raw: dict, key: str, path: Path, counts: dict[str, int]) -> tuple
         raise InputError(path, key, items, "empty template list")
     out = []
     for i, t in enumerate(items):
-        if not isinstance(t, str) or t.count("{}") != 1:
-            raise InputError(path, f"{key}[{i}]", t, "template must contain exactly one {}")
+        if not isinstance(t, str) or not _one_field(t):
+            raise InputError(path, f"{key}[{i}]", t, "template must contain exactly one {} and no other braces")
         out.append(_clean_text(t, counts, path, f"{key}[{i}]"))
     return tuple(dict.fromkeys(out))
+
+
+def _one_field(template: str) -> bool:
+    """Exactly one replacement field, positional and plain (``{}``), and no stray braces."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError:  # a single { or }
+        return False
+    return fields == [("", "", None)]
 
 
 def load_relation(path: Path) -> Relation:
@@ -108,6 +128,10 @@ def load_relation(path: Path) -> Relation:
         raise InputError(path, "json", f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise InputError(path, "encoding", str(e.reason), "not UTF-8") from None
+    except RecursionError:
+        raise InputError(path, "json", "nesting", "nested too deeply to be a relation file") from None
+    except OSError as e:
+        raise InputError(path, "file", str(path), f"cannot read ({e.strerror})") from None
     if not isinstance(raw, dict):
         raise InputError(path, "json", type(raw).__name__, "expected an object at the top level")
     counts: dict[str, int] = {}
@@ -137,6 +161,17 @@ def load_relation(path: Path) -> Relation:
             counts["duplicate_pairs"] = counts.get("duplicate_pairs", 0) + 1
         else:
             objs.append(obj)
+    spelling: dict[str, str] = {}  # answer key -> first spelling: one answer, one string
+    merged = 0
+    for s_, objs in seen.items():
+        for j, o in enumerate(objs):
+            first = spelling.setdefault(answer_key(o), o)
+            if first != o:
+                objs[j] = first
+                merged += 1
+        seen[s_] = list(dict.fromkeys(objs))
+    if merged:
+        counts["same_answer_merged"] = merged
     ambiguous = [s for s, o in seen.items() if len(o) > 1]
     if ambiguous:
         counts["ambiguous_subjects_dropped"] = len(ambiguous)
@@ -149,11 +184,35 @@ def load_relation(path: Path) -> Relation:
 
 
 def relation_files(data_dir: Path) -> list[Path]:
-    """All relation JSON files under data_dir, sorted."""
+    """All regular relation .json files under data_dir (at most MAX_DEPTH folders deep, symlinks not followed),
+    sorted; other entries named *.json (folders, pipes, devices, links to folders) are skipped with an INFO line."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise InputError(data_dir, "--data-dir", str(data_dir), "not a directory")
-    files = sorted(p for p in data_dir.rglob("*.json"))
+    files = []
+    for folder, dirs, names in os.walk(data_dir, followlinks=False):
+        depth = len(Path(folder).relative_to(data_dir).parts)
+        if depth >= MAX_DEPTH:
+            if dirs:
+                log.info("not searching below %s (more than %d folders deep)", folder, MAX_DEPTH)
+            dirs[:] = []
+        for d in dirs:
+            if d.endswith(".json"):
+                log.info("skipped %s: a folder, not a relation file", Path(folder) / d)
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            p = Path(folder) / name
+            try:
+                mode = p.stat().st_mode  # follows a file symlink; a dangling one fails
+            except OSError:
+                log.info("skipped %s: unreadable (dangling link?)", p)
+                continue
+            if not stat.S_ISREG(mode):
+                log.info("skipped %s: not a regular file", p)
+                continue
+            files.append(p)
+    files.sort()
     if not files:
         raise InputError(data_dir, "--data-dir", str(data_dir), "holds no relation .json files")
     return files
@@ -163,7 +222,7 @@ def _peek_name(path: Path) -> str | None:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         return raw.get("name", "").strip() if isinstance(raw, dict) and isinstance(raw.get("name"), str) else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError):
         return None
 
 
@@ -177,16 +236,32 @@ def index(data_dir: Path) -> dict[str, Path]:
     return out
 
 
+def _unreadable(path: Path) -> str | None:
+    """Why a file that should be JSON cannot be read as JSON (None if it parses)."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return None
+    except json.JSONDecodeError as e:
+        return f"invalid JSON: {e.msg} at line {e.lineno}"
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except RecursionError:
+        return "nested too deeply"
+    except OSError as e:
+        return f"cannot read ({e.strerror})"
+
+
 def find_files(data_dir: Path, names: tuple[str, ...] | list[str]) -> list[Path]:
-    """The files of the named relations, in sorted-name order; unknown names raise InputError."""
+    """The files of the named relations, in sorted-name order; an unknown name raises InputError (naming, as
+    possible culprits, the files that could not be read at all)."""
     idx = index(data_dir)
     missing = [n for n in names if n not in idx]
     if missing:
-        for p in relation_files(data_dir):  # a broken file may be the one asked for: report it
-            if _peek_name(p) is None:
-                load_relation(p)
+        broken = [(p, why) for p in relation_files(data_dir) if _peek_name(p) is None
+                  for why in [_unreadable(p)] if why]
+        also = "; unreadable files there: " + ", ".join(f"{p.name} ({why})" for p, why in broken[:3]) if broken else ""
         raise InputError("--relations", "relation", missing[0],
-                         f"unknown relation in {data_dir} (known: {', '.join(sorted(idx))})")
+                         f"unknown relation in {data_dir} (known: {', '.join(sorted(idx)) or 'none'}){also}")
     return [idx[n] for n in sorted(set(names))]
 
 

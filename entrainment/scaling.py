@@ -20,8 +20,10 @@ def absent_reason(n_models: int) -> str | None:
     """Why scaling.parquet is not written (None when it is)."""
     if n_models >= MIN_MODELS:
         return None
-    return (f"scaling.parquet not written: {n_models} model{'' if n_models == 1 else 's'} measured; a power-law "
-            f"fit needs at least {MIN_MODELS} (entrainment run --models a,b,c)")
+    return (
+        f"scaling.parquet not written: {n_models} model{'' if n_models == 1 else 's'} measured; a power-law "
+        f"fit needs at least {MIN_MODELS} (entrainment run --models a,b,c)"
+    )
 
 
 def sizes_from(models: pl.DataFrame, size: str = "n_params") -> dict[str, int]:
@@ -41,25 +43,44 @@ def fit(sizes: np.ndarray, values: np.ndarray, level: float = 0.95) -> dict[str,
     x, y = np.log(np.asarray(sizes, float)), np.log(np.abs(np.asarray(values, float)))
     r = sps.linregress(x, y)
     half = sps.t.ppf(0.5 + level / 2, len(x) - 2) * r.stderr if len(x) > 2 else float("nan")
-    return {"b": float(r.slope), "b_ci_low": float(r.slope - half), "b_ci_high": float(r.slope + half),
-            "a": float(np.exp(r.intercept)), "r2": float(r.rvalue ** 2), "p_value": float(r.pvalue), "n_models": len(x)}
+    return {
+        "b": float(r.slope),
+        "b_ci_low": float(r.slope - half),
+        "b_ci_high": float(r.slope + half),
+        "a": float(np.exp(r.intercept)),
+        "r2": float(r.rvalue**2),
+        "p_value": float(r.pvalue),
+        "n_models": len(x),
+    }
 
 
-def scaling_table(stats: pl.DataFrame, sizes: dict[str, int], level: float = 0.95,
-                  size: str = "n_params") -> pl.DataFrame | None:
+def scaling_table(
+    stats: pl.DataFrame, sizes: dict[str, int], level: float = 0.95, size: str = "n_params"
+) -> pl.DataFrame | None:
     """scaling.parquet rows from stats.parquet (pooled `ALL` rows of the intact models) and model sizes
     (`size` names which count they are); None when fewer than MIN_MODELS models with a size are measured."""
-    rows = stats.filter((pl.col("relation") == "ALL") & (pl.col("ablation") == "none")
-                        & pl.col("metric").is_in(["logprob", "logit"]) & pl.col("model").is_in(list(sizes)))
+    rows = stats.filter(
+        (pl.col("relation") == "ALL")
+        & (pl.col("ablation") == "none")
+        & pl.col("metric").is_in(["logprob", "logit"])
+        & pl.col("model").is_in(list(sizes))
+    )
+    if "position" in rows.columns:
+        rows = rows.filter(pl.col("position").is_null())
     if rows["model"].n_unique() < MIN_MODELS:
         return None
     out = []
     for (cond, target, metric), g in sorted(rows.group_by("condition", "target", "metric"), key=lambda kv: kv[0]):
         g = g.sort("model")
         n = np.array([sizes[m] for m in g["model"]], float)
-        for kind, v in (("raw", g["mean_diff"].to_numpy()),
-                        ("normalised", g["mean_diff"].to_numpy() / np.abs(g["mean_base"].to_numpy()))):
+        for kind, v in (
+            ("raw", g["mean_diff"].to_numpy()),
+            ("normalised", g["mean_diff"].to_numpy() / np.abs(g["mean_base"].to_numpy())),
+        ):
             if len(g) >= MIN_MODELS and np.all(v != 0):
-                out.append({"size": size, "condition": cond, "target": target, "metric": metric, "kind": kind}
-                           | fit(n, v, level) | {"models": ",".join(g["model"])})
+                out.append(
+                    {"size": size, "condition": cond, "target": target, "metric": metric, "kind": kind}
+                    | fit(n, v, level)
+                    | {"models": ",".join(g["model"])}
+                )
     return pl.DataFrame(out) if out else None

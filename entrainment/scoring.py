@@ -6,7 +6,11 @@ tokens and the first answer token's log-prob; the remaining answer tokens run on
 KV cache, so several answers to one prompt never recompute it. Prompts are sorted by length and
 left-padded with explicit ``position_ids`` (absolute-position models like GPT-2 need them), and the
 LM head runs only on the positions read (``logits_to_keep``). On CUDA an out-of-memory error halves
-the batch and retries.
+the batch and retries (``oom.halving``).
+
+Heads can be removed by any method (``heads.Ablation``): ``keep`` is the keep-mask; for resample each batch
+also runs the donors of its prompts, intact, as extra rows whose outputs are discarded (one extra row per
+distinct donor), and the continuation tokens of multi-token answers -- positions no donor has -- take the mean.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+
+from entrainment.heads import ZERO, Ablation, HeadScaler, donor_rows, intervened, set_batch
+from entrainment.oom import halving
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +68,33 @@ def collate(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device,
 
 
 def _score_batch(model, prompts: list[tuple[int, ...]], groups: list[list[int]], requests: Sequence[Request],
-                 probes: Sequence[Sequence[int]], pad_id: int, keep_dist: bool, padding_side: str = "left") -> dict[int, Result]:
+                 probes: Sequence[Sequence[int]], pad_id: int, keep_dist: bool, padding_side: str = "left",
+                 hook: HeadScaler | None = None, keep: torch.Tensor | None = None,
+                 ablation: Ablation = ZERO) -> dict[int, Result]:
     """Score every request whose prompt is in `prompts` (groups[b] = indices of the requests of prompts[b]).
 
-    Phase 1 runs each distinct prompt once and reads the last real token. Phase 2 runs only the
-    continuation tokens of multi-token answers on top of phase 1's KV cache (rows repeated per answer), so
-    a prompt shared by several answers is never recomputed.
+    Phase 1 runs each distinct prompt once (plus, for resample, the donors) and reads the last real token.
+    Phase 2 runs only the continuation tokens of multi-token answers on top of phase 1's KV cache (rows repeated
+    per answer), so a prompt shared by several answers is never recomputed.
     """
     device = model_device(model)
     conts = [(b, j) for b, g in enumerate(groups) for j in g if len(requests[j].cont) > 1]
-    ids, mask = collate(prompts, pad_id, device, padding_side)
+    extra = donor_rows(ablation, list(prompts)) if hook is not None else []
+    ids, mask = collate(list(prompts) + extra, pad_id, device, padding_side)
+    if extra:
+        set_batch(hook, keep, list(prompts), extra, ablation, mask)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                logits_to_keep=1 if padding_side == "left" else 0, use_cache=bool(conts))
+    try:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                    logits_to_keep=1 if padding_side == "left" else 0, use_cache=bool(conts))
+    finally:
+        if extra:  # back to the batch-wide mask; phase 2's positions have no donor (the mean)
+            hook.scale, hook.donor, hook.donor_ok = keep, None, None
+    n = len(prompts)
     if padding_side == "left":
-        last = out.logits[:, -1].float()
+        last = out.logits[:n, -1].float()
     else:
-        last = out.logits[torch.arange(len(prompts), device=device), mask.sum(-1) - 1].float()
+        last = out.logits[torch.arange(n, device=device), mask[:n].sum(-1) - 1].float()
     logp = torch.log_softmax(last, dim=-1)
 
     tail: dict[int, float] = {}  # log-prob of cont[1:] given the prompt and cont[:-1]
@@ -115,35 +132,57 @@ def _score_batch(model, prompts: list[tuple[int, ...]], groups: list[list[int]],
 
 def score(model, requests: Sequence[Request], probes: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32,
           keep_dist: bool = False, progress: Callable[[int], None] | None = None,
-          padding_side: str = "left") -> list[Result]:
+          padding_side: str = "left", keep: torch.Tensor | None = None, ablation: Ablation = ZERO) -> list[Result]:
     """Score every request (in the order given); probes[i] are the tokens reported for request i.
 
-    Requests are grouped by prompt (each distinct prompt runs once), prompts sorted by length and batched
-    `batch_size` at a time; `progress(n)` is called with the number of requests finished.
+    Args:
+        model: a causal LM.
+        requests: prompts (+ continuations).
+        probes: the token ids reported for each request.
+        pad_id: the padding token id.
+        batch_size: distinct prompts per forward pass (halved on out-of-memory).
+        keep_dist: also return each prompt's next-token log-probs.
+        progress: called with the number of requests finished.
+        padding_side: left (default; right only for tests).
+        keep: keep-mask [L, H] of the heads (None = intact model).
+        ablation: how removed heads are replaced (heads.Ablation; zero by default).
+    Returns:
+        One Result per request, in order.
     """
+    if keep is not None and ablation.resample and padding_side != "left":
+        raise ValueError("resample ablation aligns positions from the end: left padding only")
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, r in enumerate(requests):
         groups.setdefault(r.prompt, []).append(i)
     order = sorted(groups, key=len)
     results: list[Result | None] = [None] * len(requests)
     bs, i = batch_size, 0
-    with torch.inference_mode():
+    with torch.inference_mode(), intervened(model, keep, ablation) as hook:
         while i < len(order):
-            chunk = order[i:i + bs]
-            try:
-                done = _score_batch(model, chunk, [groups[p] for p in chunk], requests, probes, pad_id, keep_dist,
-                                    padding_side)
-            except torch.OutOfMemoryError:
-                if bs == 1:
-                    raise
-                bs = max(1, bs // 2)
-                log.warning("out of memory: batch size halved to %d", bs)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
+            def attempt(b: int) -> tuple[int, dict[int, Result]]:
+                chunk = order[i:i + b]
+                return len(chunk), _score_batch(model, chunk, [groups[p] for p in chunk], requests, probes, pad_id,
+                                                keep_dist, padding_side, hook, keep, ablation)
+
+            (taken, done), bs = halving(bs, attempt)
             for j, res in done.items():
                 results[j] = res
-            i += len(chunk)
+            i += taken
             if progress:
                 progress(len(done))
     return results  # type: ignore[return-value]
+
+
+def top_tokens(loaded, row: dict, tokens, k: int = 10) -> dict:
+    """The paper's Figure 1 for one prompt row: the top-k next tokens (text, probability) with and without context,
+    and p(gold), p(distractor) in both arms. `tokens` (tokens.Tokens) fixes the --bos convention."""
+    g, d = tokens.answer(row["text_base"], row["gold"])[0], tokens.answer(row["text_base"], row["distractor"])[0]
+    reqs = [Request(tokens.prompt(row["text_base"])), Request(tokens.prompt(row["text_ctx"]))]
+    res = score(loaded.model, reqs, [(g, d), (g, d)], loaded.tokenizer.pad_token_id, keep_dist=True)
+    out = {key: row[key] for key in ("text_ctx", "text_base", "gold", "distractor")}
+    out["p_gold"], out["p_distractor"] = {}, {}
+    for arm, r in zip(("base", "ctx"), res):
+        p, idx = torch.topk(r.dist.exp(), k)
+        out[arm] = [(loaded.tokenizer.decode([int(i)]), float(v)) for v, i in zip(p, idx)]
+        out["p_gold"][arm], out["p_distractor"][arm] = (float(torch.tensor(x).exp()) for x in r.probe_logprob)
+    return out

@@ -1,13 +1,16 @@
 """DuckDB over the tables in an output folder: one view per Parquet file present, read-only by default.
 
-Views are made with DuckDB's Python relation API (``con.read_parquet(path).create_view(name)``), so no path
-is ever spliced into SQL text. A corrupt table makes only its own view fail, with one warning line. By
-default only SELECT statements run, and DuckDB's file access is limited to the output folder (no COPY TO,
-no reading other files, no ATTACH or extension installs); ``unsafe=True`` lifts both.
+Views are Arrow datasets registered with DuckDB (``con.register``): no path is spliced into SQL text or read as a
+glob pattern (a folder named ``results[1]`` is that folder). A corrupt table makes only its own view fail, with one
+warning line; a stale one (made from other input tables) gets a warning. By default only plain ``SELECT`` /
+``WITH ... SELECT`` statements run (DuckDB parses the text; EXPLAIN, which with ANALYZE executes its statement, and
+every other statement type are refused), and DuckDB's file access is switched off entirely, so no query can read or
+write any file, ``--out`` included; ``unsafe=True`` lifts both.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -17,11 +20,7 @@ import polars as pl
 from entrainment.errors import InputError
 from entrainment.schema import TABLES
 
-READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-
-
-def _quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+READ_ONLY = {duckdb.StatementType.SELECT}
 
 
 def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool = False) -> duckdb.DuckDBPyConnection:
@@ -30,6 +29,7 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
     `warn` gets one line per table that is unreadable or stale (made from other input tables than the current ones).
     """
     from entrainment.provenance import why_stale
+    from entrainment.tables import arrow_dataset
 
     out = Path(out)
     con = duckdb.connect()
@@ -39,9 +39,11 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
         if not path.exists():
             continue
         try:
-            con.read_parquet(str(path)).create_view(name)
+            con.register(name, arrow_dataset(path))
+            con.sql(f"SELECT * FROM {name} LIMIT 0")
             made.add(name)
-        except duckdb.Error as e:
+        except Exception as e:  # noqa: BLE001 -- arrow or duckdb: either way this one view is unavailable
+            con.unregister(name)
             if warn:
                 warn(f"view {name} unavailable: {path} is unreadable ({str(e).splitlines()[0][:100]})")
             continue
@@ -49,28 +51,70 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
         if reason and warn:
             warn(f"view {name} is stale: {reason}")
     if {"measurements", "prompts"} <= made:
-        from entrainment.stats import shifts_sql
+        from entrainment.shift_stats import shifts_sql
 
-        con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")  # long format used by the stats stage
+        try:
+            con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")  # long format used by the stats stage
+        except duckdb.Error as e:
+            if warn:
+                warn(f"view shifts unavailable ({str(e).splitlines()[0][:100]})")
     if not unsafe:
-        con.execute(f"SET allowed_directories = [{_quote_literal(str(out.resolve()) + '/')}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
 
 
+# DuckDB types that Arrow/polars take lossily or not at all (UHUGEINT above 2**127 came back as -1; MAP, UNION,
+# INTERVAL, BIT and VARINT fail or arrive as opaque bytes): such columns are rendered as text by DuckDB itself
+_LOSSY = re.compile(r"\b(U?HUGEINT|VARINT|BIGNUM|BIT|BITSTRING|INTERVAL|UNION|MAP)\b")
+
+
+def _as_text_where_lossy(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """The relation with every column of a lossy type (``_LOSSY``, also nested) cast to VARCHAR."""
+    types = [str(t).upper() for t in rel.types]
+    if not any(_LOSSY.search(t) for t in types) or len(set(rel.columns)) < len(rel.columns):
+        return rel
+    quoted = ['"' + c.replace('"', '""') + '"' for c in rel.columns]
+    try:
+        return rel.project(", ".join(f"CAST({q} AS VARCHAR) AS {q}" if _LOSSY.search(t) else q
+                                     for q, t in zip(quoted, types)))
+    except duckdb.Error:
+        return rel
+
+
+def _text(v: object) -> str | None:
+    """A value as text: bytes as hex, None kept."""
+    if v is None:
+        return None
+    return bytes(v).hex() if isinstance(v, (bytes, bytearray, memoryview)) else str(v)
+
+
 def query(out: Path, sql: str, warn: Callable[[str], None] | None = None, unsafe: bool = False) -> pl.DataFrame:
-    """Run one query; a SQL error (or, unless `unsafe`, a statement that is not a SELECT) is a one-line InputError."""
+    """Run one query; a SQL error (or, unless `unsafe`, a statement that is not a plain SELECT) is a one-line
+    InputError."""
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(Path(out), "query", sql.encode("utf-8", "replace").decode(), "not valid UTF-8 text") from None
     con = connect(out, warn, unsafe)
     try:
         statements = con.extract_statements(sql)
+        if not statements:
+            raise InputError(Path(out), "query", sql, "no SQL statement")
         if not unsafe:
             for st in statements:
                 if st.type not in READ_ONLY:
                     raise InputError(Path(out), "query", sql, f"only SELECT queries are allowed here "
                                      f"(found {st.type.name}); --unsafe lifts this")
         rel = con.sql(sql)
-        return rel.pl() if rel is not None else pl.DataFrame()
+        if rel is None:
+            return pl.DataFrame()
+        rel = _as_text_where_lossy(rel)
+        try:
+            return rel.pl()
+        except Exception:  # noqa: BLE001 -- a type polars cannot take: as text
+            return pl.DataFrame([[_text(v) for v in row] for row in rel.fetchall()], schema=rel.columns,
+                                orient="row")
     except duckdb.Error as e:
         first = str(e).splitlines()[0]
         raise InputError(Path(out), "query", sql, first) from None

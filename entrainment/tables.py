@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -13,30 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from entrainment.errors import InputError
-from entrainment.schema import TABLES, Table
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, then rename (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from entrainment.files import SOURCE_KEY, atomic_write_bytes
+from entrainment.provenance import source_record
+from entrainment.schema import TABLES, Table, check_frame
+from entrainment.stages import producer
 
 
 def to_arrow(df: pl.DataFrame, table: Table) -> pa.Table:
@@ -50,8 +27,9 @@ def to_arrow(df: pl.DataFrame, table: Table) -> pa.Table:
     return arrow.cast(pa.schema(fields))
 
 
-def write_parquet(df: pl.DataFrame | pa.Table, path: Path, table: Table | None = None,
-                  source: dict[str, str] | None = None) -> Path:
+def write_parquet(
+    df: pl.DataFrame | pa.Table, path: Path, table: Table | None = None, source: dict[str, str] | None = None
+) -> Path:
     """Atomically write a deterministic Parquet file (same data -> same bytes).
 
     ``source`` (input table -> content hash) is stored in the key-value metadata (see provenance.py).
@@ -59,7 +37,7 @@ def write_parquet(df: pl.DataFrame | pa.Table, path: Path, table: Table | None =
     arrow = to_arrow(df, table) if table is not None else (df.to_arrow() if isinstance(df, pl.DataFrame) else df)
     if source:
         meta = dict(arrow.schema.metadata or {})
-        meta[b"entrainment.source"] = json.dumps(source, sort_keys=True).encode()
+        meta[SOURCE_KEY] = json.dumps(source, sort_keys=True).encode()
         arrow = arrow.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink, compression="zstd", write_statistics=True, store_schema=True)
@@ -72,9 +50,7 @@ def write_parquet(df: pl.DataFrame | pa.Table, path: Path, table: Table | None =
 
 def write_table(df: pl.DataFrame, out_dir: Path, name: str) -> Path:
     """Write one of the named tables into out_dir under its standard file name, recording the current
-    hashes of the tables it is made from (provenance.INPUTS) in its metadata."""
-    from entrainment.provenance import source_record
-
+    hashes of the tables it is made from (stages.inputs_of) in its metadata."""
     table = TABLES[name]
     return write_parquet(df, Path(out_dir) / table.file, table, source_record(out_dir, name))
 
@@ -92,7 +68,9 @@ def read_parquet(path: Path, table: Table | None = None) -> pl.DataFrame:
     try:
         df = pl.read_parquet(path)
     except Exception as e:  # noqa: BLE001 -- any decode failure is a corrupt file
-        raise InputError(path, "parquet", type(e).__name__, "unreadable Parquet file (delete it and rerun the stage)") from None
+        raise InputError(
+            path, "parquet", type(e).__name__, "unreadable Parquet file (delete it and rerun the stage)"
+        ) from None
     if table is not None:
         missing = [c for c in table.names if c not in df.columns]
         if missing:
@@ -101,16 +79,31 @@ def read_parquet(path: Path, table: Table | None = None) -> pl.DataFrame:
 
 
 def read_table(out_dir: Path, name: str) -> pl.DataFrame:
+    """A named table of an output folder, validated against the schema module (unique keys, known values, no
+    nulls where a stage needs a value); a violation is a one-line InputError naming the table, column and row."""
     table = TABLES[name]
-    return read_parquet(Path(out_dir) / table.file, table)
+    path = Path(out_dir) / table.file
+    df = read_parquet(path, table)
+    problem = check_frame(table, df)
+    if problem:
+        raise InputError(
+            path,
+            "table",
+            name,
+            f"{problem}; it was edited or damaged: regenerate it with "
+            f"entrainment {producer(name)} (or entrainment run)",
+        )
+    if name == "measurements" and df.is_empty():
+        raise InputError(path, "table", name, "has no rows: rerun entrainment measure")
+    return df
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def arrow_dataset(path: Path):
+    """A lazy Arrow dataset over one Parquet file, for DuckDB (``con.register``): the path is taken literally, never
+    as a glob pattern (a folder named ``results[1]`` is a folder, not a pattern)."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(str(path), format="parquet")
 
 
 def is_valid_parquet(path: Path) -> bool:

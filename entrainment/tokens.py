@@ -15,19 +15,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from entrainment.errors import InputError
+
+
+def context_window(model: object) -> int | None:
+    """The most tokens a model takes in one sequence: its config's ``max_position_embeddings`` (GPT-2:
+    ``n_positions``; multimodal configs: their ``text_config``); None where the config states none."""
+    cfg = getattr(model, "config", None)
+    for c in (getattr(cfg, "text_config", None), cfg):
+        for name in ("max_position_embeddings", "n_positions"):
+            n = getattr(c, name, None)
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                return n
+    return None
+
 
 @dataclass
 class Tokens:
-    """Memoising tokenizer front end: each distinct prompt or (prompt, answer) is encoded once."""
+    """Memoising tokenizer front end: each distinct prompt or (prompt, answer) is encoded once.
+
+    ``max_len`` (the model's context window, ``context_window``; None = unchecked): a prompt, or a prompt and its
+    scored answer (``fits``), longer than that is a one-line InputError naming the text, never an IndexError inside
+    the model or positions it was not trained on."""
 
     tokenizer: object
     bos: str = "auto"
     _prompts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     _answers: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
     boundary_fallbacks: int = 0
+    max_len: int | None = None
 
-    def prompt(self, text: str) -> tuple[int, ...]:
-        """Model input ids of a prompt (with the tokenizer's special tokens, e.g. BOS)."""
+    def fits(self, n_tokens: int, text: str, where: str = "prompt", column: str = "text") -> None:
+        """Raise InputError if a sequence of `n_tokens` (the prompt `text` plus its answer) exceeds max_len."""
+        if self.max_len is not None and n_tokens > self.max_len:
+            raise InputError(where, column, text, f"{n_tokens} tokens to score, more than the model's context "
+                             f"window of {self.max_len} tokens (shorten it or use a model with a longer context)")
+
+    def prompt(self, text: str, where: str = "prompt", column: str = "text") -> tuple[int, ...]:
+        """Model input ids of a prompt (with the tokenizer's special tokens, e.g. BOS); `where` and `column` name it
+        in the error of a prompt longer than max_len."""
         ids = self._prompts.get(text)
         if ids is None:
             ids = tuple(self.tokenizer(text).input_ids)
@@ -41,6 +67,7 @@ class Tokens:
                 ids = ids[1:]
             if not ids:
                 raise ValueError(f"prompt {text!r} encodes to no tokens")
+            self.fits(len(ids), text, where, column)
             self._prompts[text] = ids
         return ids
 

@@ -1,20 +1,16 @@
-"""Flow: prompts.parquet -> one shard per (model, relation, ablation) -> measurements.parquet."""
+"""Flow: prompts.parquet -> one shard per (model, relation, ablation) -> measurements.parquet, models.parquet,
+head_means.parquet."""
 
 from __future__ import annotations
 
 from prefect import flow
 
-from entrainment import models, tables
+from entrainment import models
 from entrainment.config import Config
-from entrainment.heads import parse_ablation
+from entrainment.masks import parse_ablation
 from tasks.cache import run_jobs
+from tasks.inputs import stage_relations
 from tasks.measure import combine, measure_shard, model_facts
-
-
-def stage_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
-    """Relations present in prompts.parquet (optionally restricted to `only`)."""
-    present = sorted(tables.read_table(cfg.out, "prompts")["relation"].unique())
-    return [r for r in present if not only or r in only]
 
 
 @flow(name="measure", validate_parameters=False)
@@ -24,5 +20,5 @@ def measure_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
         facts.append((m, ()))
         head_sets = [None] + parse_ablation(m.ablation_heads, models.resolve(m.model).spec)
         jobs += [(m, (rel, hs)) for hs in head_sets for rel in stage_relations(m, only)]
-    run_jobs(model_facts, facts)  # one shard per model, cached; combine reads every model's shard
-    return combine(cfg, run_jobs(measure_shard, jobs))
+    fact_manifests = run_jobs(model_facts, facts)  # one shard per model, cached
+    return combine(cfg, run_jobs(measure_shard, jobs), fact_manifests)

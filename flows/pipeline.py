@@ -21,9 +21,11 @@ from flows.scan import scan_flow
 from flows.stats import stats_flow
 
 
-def run_pipeline(cfg: Config) -> dict:
-    """Run every stage, holding the output folder's lock (a scheduled run waits for another run of the same --out);
-    returns {stage: manifest}."""
+@flow(name="entrainment", validate_parameters=False, log_prints=True)
+def pipeline(options: dict | None = None) -> dict:
+    """Prefect entry point (CLI `entrainment run` and the scheduled deployment): every stage, holding the output
+    folder's lock (a scheduled run waits for another run of the same --out); returns {stage: manifest}."""
+    cfg = Config(**(options or {}))
     with folder_lock(cfg.out, wait=True), dask_address(cfg) as address:
         out = {"generate": generate_flow(cfg)}
         out["measure"] = with_runner(measure_flow, address)(cfg)
@@ -38,9 +40,3 @@ def run_pipeline(cfg: Config) -> dict:
         for path in m["outputs"]:
             logger.info("%s: %s", stage, path)
     return out
-
-
-@flow(name="entrainment", validate_parameters=False, log_prints=True)
-def pipeline(options: dict | None = None) -> dict:
-    """Prefect entry point (CLI `entrainment run` and the scheduled deployment)."""
-    return run_pipeline(Config(**(options or {})))

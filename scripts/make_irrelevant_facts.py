@@ -11,7 +11,7 @@ import json
 import random
 
 from entrainment.paths import FACTS_FILE, LRE_DIR
-from entrainment.prompts import context_sentence
+from entrainment.lre_prompts import context_sentence
 from entrainment.relations import load_relation, relation_files
 
 facts = []
@@ -21,8 +21,14 @@ for path in relation_files(LRE_DIR):
         continue
     pairs = sorted(p for p in rel.pairs if " " not in p[1])
     for subject, obj in random.Random(f"facts|{rel.name}").sample(pairs, min(8, len(pairs))):
-        facts.append({"relation": rel.name, "subject": subject, "object": obj,
-                      "context": context_sentence(rel.context_templates[0], subject, obj)})
+        facts.append(
+            {
+                "relation": rel.name,
+                "subject": subject,
+                "object": obj,
+                "context": context_sentence(rel.context_templates[0], subject, obj),
+            }
+        )
 facts.sort(key=lambda f: (f["relation"], f["subject"]))
 FACTS_FILE.write_text(json.dumps(facts, indent=1, ensure_ascii=False) + "\n")
 print(f"wrote {len(facts)} facts to {FACTS_FILE}")

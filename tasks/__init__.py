@@ -26,3 +26,21 @@ import logging  # noqa: E402
 # What README promises at INFO (cleaning fixes, resumes, cache hits, dropped rows) reaches the console and the
 # Prefect run log: Prefect attaches its handlers to the `entrainment` logger (PREFECT_LOGGING_EXTRA_LOGGERS).
 logging.getLogger("entrainment").setLevel(logging.INFO)
+
+
+class _BadInputIsOneLine(logging.Filter):
+    """Prefect logs a failed task or flow with its traceback; for bad input (entrainment.errors.InputError) the CLI
+    prints the one line that matters and exits 2, so Prefect's records about it are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "InputError":
+            return False
+        try:
+            return "InputError" not in record.getMessage()
+        except Exception:  # noqa: BLE001 -- a malformed record: let Prefect's own handling decide
+            return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine"):
+    logging.getLogger(_name).addFilter(_BadInputIsOneLine())

@@ -2,7 +2,9 @@
 
 A stage task returns a manifest ``{"outputs": {path: sha256}, ...}``. Its cache key hashes
 (stage name, the Config fields the stage reads, the content of its input files, the source of every
-module it runs). Prefect's TASK_SOURCE would miss helper modules, so the key hashes whole modules.
+project module the task's module can reach through its imports -- computed from the import graph,
+``entrainment.imports``, once per process). Prefect's TASK_SOURCE would miss helper modules, and a
+hand-written module list goes stale; no edit to reachable code can leave a stale cache hit.
 ``run_cached`` checks after each call that every output still exists with the recorded hash; a
 deleted or corrupted output makes it rerun the task with ``refresh_cache=True``.
 """
@@ -10,17 +12,18 @@ deleted or corrupted output makes it rerun the task with ``refresh_cache=True``.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
+from functools import lru_cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 from prefect import Task
 
+from entrainment import imports
 from entrainment.config import Config
-from entrainment.tables import file_sha256
+from entrainment.files import file_sha256
+from entrainment.paths import PROJECT_ROOT
 
 log = logging.getLogger("entrainment.cache")
 
@@ -30,9 +33,11 @@ def sha(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def code_hash(*modules: ModuleType) -> str:
-    """Hash of the full source of the given modules."""
-    return sha(*[inspect.getsource(m) for m in modules])
+@lru_cache(maxsize=None)
+def code_hash(module: str, root: str = str(PROJECT_ROOT)) -> str:
+    """Hash of the source of every project module `module` can reach through its imports (itself included)."""
+    files = imports.module_files(Path(root))
+    return sha(*[(m, files[m].read_text(encoding="utf-8")) for m in imports.reachable(Path(root), module)])
 
 
 def files_hash(paths: list[Path]) -> str:
@@ -64,8 +69,13 @@ def _settle(state: Any, name: str, args: tuple) -> dict:
     m = state.result()
     if state.name == "Cached":
         what = " ".join(str(a) for a in args if isinstance(a, (str, int)))
-        log.info("%s%s: cache hit (%d output%s unchanged)", name, f" [{what}]" if what else "", len(m["outputs"]),
-                 "" if len(m["outputs"]) == 1 else "s")
+        log.info(
+            "%s%s: cache hit (%d output%s unchanged)",
+            name,
+            f" [{what}]" if what else "",
+            len(m["outputs"]),
+            "" if len(m["outputs"]) == 1 else "s",
+        )
     return m
 
 
@@ -81,27 +91,22 @@ def run_cached(task: Task, cfg: Config, *args: Any, **kwargs: Any) -> dict:
     return m
 
 
-def key_fn(stage: str, modules: tuple[ModuleType, ...], inputs: Callable[..., Any]) -> Callable[[Any, dict], str]:
-    """Build a Prefect cache_key_fn for a stage.
+def key_fn(stage: str, module: str, inputs: Callable[..., Any]) -> Callable[[Any, dict], str]:
+    """Build a Prefect cache_key_fn for a stage task defined in `module` (its ``__name__``).
 
     ``inputs(**task_parameters)`` returns whatever identifies the stage's inputs (file hashes, row
-    hashes, model identity); it is hashed together with the stage's Config fields and module code.
+    hashes, model identity); it is hashed together with the stage's Config fields and the code the module reaches.
     """
 
     def fn(_ctx: Any, params: dict) -> str:
-        return stage_key(stage, modules, params["cfg"], inputs(**params))
+        return stage_key(stage, module, params["cfg"], inputs(**params))
 
     return fn
 
 
-def stage_key(stage: str, modules: tuple[ModuleType, ...], cfg: Config, inputs_id: Any) -> str:
+def stage_key(stage: str, module: str, cfg: Config, inputs_id: Any) -> str:
     """The cache key of one stage call; tasks also use it to name their resume folders."""
-    return sha(stage, str(cfg.out), cfg.stage_params(stage), inputs_id, code_hash(*modules))
-
-
-def run_many(task: Task, cfg: Config, calls: list[tuple]) -> list[dict]:
-    """Run one cached task over many argument tuples (shards) with one Config; see run_jobs."""
-    return run_jobs(task, [(cfg, args) for args in calls])
+    return sha(stage, str(cfg.out), cfg.stage_params(stage), inputs_id, code_hash(module))
 
 
 def run_jobs(task: Task, jobs: list[tuple[Config, tuple]]) -> list[dict]:
@@ -133,14 +138,10 @@ def run_jobs(task: Task, jobs: list[tuple[Config, tuple]]) -> list[dict]:
     return results
 
 
-def merge_timings(cfg: Config, df: Any, stages: tuple[str, ...]) -> Path:
-    """timings.parquet = its rows of other stages + these rows (each stage replaces only its own)."""
-    import polars as pl
-
+def write_timings(cfg: Config, stage: str, df: Any) -> Path:
+    """This run's timing rows of one stage as shards/timings/<stage>.parquet (schema.TIMINGS); the report stage
+    assembles timings.parquet from every stage's shard, so each stage replaces only its own rows."""
     from entrainment import tables
 
-    path = Path(cfg.out) / "timings.parquet"
-    old = tables.read_parquet(path) if path.exists() and tables.is_valid_parquet(path) else None
-    if old is not None and set(old.columns) == set(df.columns):
-        df = pl.concat([old.filter(~pl.col("stage").is_in(list(stages))), df.select(old.columns)])
-    return tables.write_table(df.sort("model", "stage", "relation", "seed", "epoch"), cfg.out, "timings")
+    df = df.sort("model", "stage", "relation", "seed", "epoch")
+    return tables.write_table_file(df, Path(cfg.out) / "shards" / "timings" / f"{stage}.parquet", "timings")

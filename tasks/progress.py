@@ -15,8 +15,15 @@ def progress_bar(description: str, total: float) -> Iterator[Callable[[float], N
     logger = get_run_logger()
     marks = [0.25, 0.5, 0.75, 1.0]
     done = [0.0]
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as bar:
         tid = bar.add_task(description, total=total)
 
         def advance(n: float) -> None:

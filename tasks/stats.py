@@ -1,13 +1,11 @@
-"""Task: stats.parquet and contrasts.parquet, cached on the measurement and prompt tables and the code."""
+"""Task: shift_stats.parquet and contrasts.parquet, cached on the measurement and prompt tables and the code."""
 
 from __future__ import annotations
-
-import sys
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from entrainment import scaling, schema, stats, tables
+from entrainment import scaling, shift_stats, tables
 from entrainment.config import Config
 from tasks.cache import files_hash, key_fn, manifest
 
@@ -26,27 +24,37 @@ def scaling_step(cfg: Config, s) -> tuple[list, list[str]]:
     fit = scaling.tables_for(s, models, cfg.confidence) if models is not None and n >= scaling.MIN_MODELS else None
     if fit is None:
         path.unlink(missing_ok=True)
-        return [], [scaling.absent_reason(n) or "scaling.parquet not written: models.parquet is missing (rerun measure)"]
+        return [], [
+            scaling.absent_reason(n) or "scaling.parquet not written: models.parquet is missing (rerun measure)"
+        ]
     fit = fit.sort("size", "condition", "target", "metric", "kind")
-    lines = [f"scaling over {r['n_models']} models: {r['condition']} {r['target']} {r['metric']}: b = {r['b']:+.3f} "
-             f"[{r['b_ci_low']:+.3f}, {r['b_ci_high']:+.3f}], R² {r['r2']:.2f}, p {r['p_value']:.2g}"
-             for r in fit.filter((fit["size"] == "n_params") & (fit["kind"] == "raw")
-                                 & (fit["metric"] == "logit")).iter_rows(named=True)]
+    lines = [
+        f"scaling over {r['n_models']} models: {r['condition']} {r['target']} {r['metric']}: b = {r['b']:+.3f} "
+        f"[{r['b_ci_low']:+.3f}, {r['b_ci_high']:+.3f}], R² {r['r2']:.2f}, p {r['p_value']:.2g}"
+        for r in fit.filter(
+            (fit["size"] == "n_params") & (fit["kind"] == "raw") & (fit["metric"] == "logit")
+        ).iter_rows(named=True)
+    ]
     return [tables.write_table(fit, cfg.out, "scaling")], lines
 
 
-@task(name="stats", cache_key_fn=key_fn("stats", (stats, scaling, schema, tables, sys.modules[__name__]), _inputs))
+@task(name="stats", cache_key_fn=key_fn("stats", __name__, _inputs))
 def stats_task(cfg: Config) -> dict:
-    s, c = stats.compute(cfg.out / "measurements.parquet", cfg.out / "prompts.parquet", cfg.confidence)
+    tables.read_table(cfg.out, "measurements"), tables.read_table(cfg.out, "prompts")  # validated before testing
+    s, c = shift_stats.compute(cfg.out / "measurements.parquet", cfg.out / "prompts.parquet", cfg.confidence)
     paths = [tables.write_table(s, cfg.out, "stats"), tables.write_table(c, cfg.out, "contrasts")]
     fit_paths, fit_lines = scaling_step(cfg, s)
     paths += fit_paths
-    lines = stats.summary_lines(s) + fit_lines
+    lines = shift_stats.summary_lines(s) + fit_lines
     logger = get_run_logger()
     for line in lines:
         logger.info(line)
-    top = (s.filter((s["relation"] == "ALL") & (s["target"] == "distractor"))
-           .select("model", "ablation", "condition", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value", "p_adjusted"))
-    create_table_artifact(key="entrainment-stats", table=top.head(40).to_dicts(),
-                          description=f"Pooled distractor shifts (ctx - base); full table: {paths[0]}")
+    top = s.filter((s["relation"] == "ALL") & (s["target"] == "distractor") & s["position"].is_null()).select(
+        "model", "ablation", "condition", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value", "p_adjusted"
+    )
+    create_table_artifact(
+        key="entrainment-stats",
+        table=top.head(40).to_dicts(),
+        description=f"Pooled distractor shifts (ctx - base); full table: {paths[0]}",
+    )
     return manifest(paths, rows=len(s), summary=lines)

@@ -29,11 +29,23 @@ def write_relation(folder: Path, fname: str, name: str, samples: list[dict] | No
         "prompt_templates": ["The capital city of {} is"],
         "prompt_templates_zs": ["The capital of {} is the city of"],
         "properties": {"relation_type": "factual", "domain_name": "country", "range_name": "city", "symmetric": False},
-        "samples": samples if samples is not None else [
-            {"subject": s, "object": o} for s, o in [
-                ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
-                ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Peru", "Lima"), ("Chile", "Santiago"),
-                ("Russia", "Moscow"), ("China", "Beijing")]],
+        "samples": samples
+        if samples is not None
+        else [
+            {"subject": s, "object": o}
+            for s, o in [
+                ("France", "Paris"),
+                ("Germany", "Berlin"),
+                ("Italy", "Rome"),
+                ("Spain", "Madrid"),
+                ("Japan", "Tokyo"),
+                ("Egypt", "Cairo"),
+                ("Peru", "Lima"),
+                ("Chile", "Santiago"),
+                ("Russia", "Moscow"),
+                ("China", "Beijing"),
+            ]
+        ],
     }
     data.update(over)
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,12 +57,27 @@ def write_relation(folder: Path, fname: str, name: str, samples: list[dict] | No
 def toy_lre(d: Path) -> Path:
     """Two small clean relations, `toy capital` and `toy color`, under d."""
     write_relation(d / "factual", "capitals.json", "toy capital")
-    write_relation(d / "commonsense", "colors.json", "toy color",
-                   [{"subject": s, "object": o} for s, o in [
-                       ("bananas", "yellow"), ("limes", "green"), ("plums", "purple"), ("cherries", "red"),
-                       ("oranges", "orange"), ("kiwis", "brown"), ("grapes", "green"), ("tomatoes", "red")]],
-                   prompt_templates=["On the outside, {} are"], prompt_templates_zs=["What color are {}? They are"],
-                   properties={"relation_type": "commonsense", "domain_name": "fruit", "range_name": "color"})
+    write_relation(
+        d / "commonsense",
+        "colors.json",
+        "toy color",
+        [
+            {"subject": s, "object": o}
+            for s, o in [
+                ("bananas", "yellow"),
+                ("limes", "green"),
+                ("plums", "purple"),
+                ("cherries", "red"),
+                ("oranges", "orange"),
+                ("kiwis", "brown"),
+                ("grapes", "green"),
+                ("tomatoes", "red"),
+            ]
+        ],
+        prompt_templates=["On the outside, {} are"],
+        prompt_templates_zs=["What color are {}? They are"],
+        properties={"relation_type": "commonsense", "domain_name": "fruit", "range_name": "color"},
+    )
     return d
 
 

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from entrainment import ablate, prompts
+from entrainment import ablation as ablate, lre_prompts as prompts, random_heads, side_effects
 from entrainment.heads import HeadSet, scaled_heads
 from entrainment.scoring import Request, score
 from entrainment.tokens import Tokens
@@ -23,11 +23,15 @@ def setup(tmp_path_factory):
     return tiny.model("gpt_neox"), items
 
 
+KEY = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
+
+
 def test_ablated_variant_equals_manual_zeroing(setup):
     m, items = setup
     hs = HeadSet("mask:x", ((0, 1), (1, 3)))
-    df = ablate.evaluate_mask(m, items, hs, "toy capital", 0, draws=3, seed=0, batch_size=4)
-    assert set(df["variant"]) == {"original", "ablated", "random_heads", "no_context"}
+    df = ablate.evaluate_mask(m, items, hs, KEY, ablate.Plan(random_draws=3, seed=0, batch_size=4))
+    assert set(df["variant"]) == {"original", "ablated", "random_heads", "no_context", "prompted"}
+    assert set(df["templates"]) == {"all"} and set(df["ablation_method"]) == {"zero"}
     tk = Tokens(m.tokenizer)
     rows = items.to_dicts()
     reqs = [Request(tk.prompt(r["text_ctx"])) for r in rows]
@@ -51,11 +55,13 @@ def test_ablated_variant_equals_manual_zeroing(setup):
 
 def test_kl_is_zero_against_itself_and_positive_otherwise(setup):
     m, items = setup
-    df = ablate.evaluate_mask(m, items, HeadSet("mask:x", ((1, 0),)), "toy capital", 0, draws=2, seed=0)
+    df = ablate.evaluate_mask(m, items, HeadSet("mask:x", ((1, 0),)), KEY, ablate.Plan(random_draws=2, seed=0))
     orig = df.filter(pl.col("variant") == "original")
     noctx = df.filter(pl.col("variant") == "no_context")
     assert (orig["kl_to_original"] == 0).all() and (noctx["kl_to_no_context"] == 0).all()
-    assert (orig["kl_to_no_context"] > 0).all() and (df.filter(pl.col("variant") == "ablated")["kl_to_original"] > 0).all()
+    assert (orig["kl_to_no_context"] > 0).all() and (
+        df.filter(pl.col("variant") == "ablated")["kl_to_original"] > 0
+    ).all()
     p = [torch.log_softmax(torch.randn(50), -1) for _ in range(3)]
     q = [torch.log_softmax(torch.randn(50), -1) for _ in range(3)]
     ref = [float(torch.nn.functional.kl_div(b, a, log_target=True, reduction="sum")) for a, b in zip(p, q)]
@@ -64,18 +70,20 @@ def test_kl_is_zero_against_itself_and_positive_otherwise(setup):
 
 def test_random_heads_are_seeded_and_never_the_selected_set():
     sel = HeadSet("mask:r", ((0, 0), (1, 1)))
-    a = ablate.random_head_sets(sel, 2, 2, 50, seed=0)
-    b = ablate.random_head_sets(sel, 2, 2, 50, seed=0)
+    a = random_heads.random_head_sets(sel, 2, 2, 50, seed=0)
+    b = random_heads.random_head_sets(sel, 2, 2, 50, seed=0)
     assert [h.heads for h in a] == [h.heads for h in b]
     assert all(len(h.heads) == 2 and h.heads != sel.heads for h in a)  # 6 possible pairs, one excluded
-    assert [h.heads for h in ablate.random_head_sets(sel, 2, 2, 50, seed=1)] != [h.heads for h in a]
+    assert [h.heads for h in random_heads.random_head_sets(sel, 2, 2, 50, seed=1)] != [h.heads for h in a]
     every = HeadSet("mask:all", ((0, 0), (0, 1), (1, 0), (1, 1)))
-    assert all(h.heads == every.heads for h in ablate.random_head_sets(every, 2, 2, 3, seed=0))
+    assert all(h.heads == every.heads for h in random_heads.random_head_sets(every, 2, 2, 3, seed=0))
 
 
 def test_accuracy_definitions_on_crafted_ranks():
-    s = ablate.Scored(gold=np.zeros(4), distractor=np.zeros(4), rank=np.ones(4), gold_rank=np.array([1, 2, 5, 6]), dist=None)
-    assert ablate.accuracy(s) == {"strict_acc": 0.25, "credulous_acc": 0.75}
+    s = ablate.Scored(
+        gold=np.zeros(4), distractor=np.zeros(4), rank=np.ones(4), gold_rank=np.array([1, 2, 5, 6]), dist=None
+    )
+    assert side_effects.accuracy(s) == {"strict_acc": 0.25, "credulous_acc": 0.75}
 
 
 def test_accuracy_definitions_on_crafted_logits():
@@ -97,13 +105,13 @@ def test_accuracy_definitions_on_crafted_logits():
     fake = type(m)(Fixed(), m.tokenizer, m.info, m.source)
     s = ablate.run_pass(fake, [(5, 6), (5, 7), (5, 8)], [0, 2, 6], [1, 1, 1], None, 8)
     assert list(s.gold_rank) == [1, 3, 7]
-    assert ablate.accuracy(s) == {"strict_acc": pytest.approx(1 / 3), "credulous_acc": pytest.approx(2 / 3)}
+    assert side_effects.accuracy(s) == {"strict_acc": pytest.approx(1 / 3), "credulous_acc": pytest.approx(2 / 3)}
 
 
 def test_icl_prompts_are_few_shot_and_seeded():
     items = [{"input": f"{i} + 1", "output": str(i + 1)} for i in range(10)]
-    a = ablate.icl_prompts(items, seed=0)
-    assert a == ablate.icl_prompts(items, seed=0)
+    a = side_effects.icl_prompts(items, seed=0)
+    assert a == side_effects.icl_prompts(items, seed=0)
     prompt, answer = a[3]
-    assert prompt.endswith("3 + 1 ->") and answer == "4" and prompt.count("\n") == ablate.ICL_SHOTS
+    assert prompt.endswith("3 + 1 ->") and answer == "4" and prompt.count("\n") == side_effects.ICL_SHOTS
     assert "3 + 1 -> 4" not in prompt  # the item itself is never a shot

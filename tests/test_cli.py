@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path = ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.app", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
@@ -26,19 +27,24 @@ def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
 
 
 def _valid_prompts(folder: Path, lre: Path) -> None:
-    from entrainment import prompts, tables
+    from entrainment import lre_prompts as prompts, tables
 
     tables.write_table(prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2)), folder, "prompts")
 
 
 def test_unknown_model(tmp_path, lre_dir):
     _valid_prompts(tmp_path, lre_dir)
-    one_line_error(cli("measure", "--out", str(tmp_path), "--model", "no-such-org/no-such-model"),
-                   "no-such-org/no-such-model", "embedded name")
+    one_line_error(
+        cli("measure", "--out", str(tmp_path), "--model", "no-such-org/no-such-model"),
+        "no-such-org/no-such-model",
+        "embedded name",
+    )
 
 
 def test_missing_gguf_and_dir(tmp_path):
-    one_line_error(cli("run", "--out", str(tmp_path), "--model", str(tmp_path / "x.gguf")), "x.gguf", "no such .gguf file")
+    one_line_error(
+        cli("run", "--out", str(tmp_path), "--model", str(tmp_path / "x.gguf")), "x.gguf", "no such .gguf file"
+    )
     (tmp_path / "m").mkdir()
     one_line_error(cli("run", "--out", str(tmp_path), "--model", str(tmp_path / "m")), "config.json")
 
@@ -58,13 +64,17 @@ def test_bad_options(tmp_path):
     one_line_error(cli("discover", "--out", str(tmp_path), "--seeds", "a,b"), "--seeds", "integers")
     one_line_error(cli("sql", "--out", str(tmp_path), "select 1", "--format", "xml"), "--format", "xml")
     one_line_error(cli("sql", "--out", str(tmp_path), "select * from nowhere"), "nowhere")
-    one_line_error(cli("run", "--out", str(tmp_path), "--discover-relations", "company hq"), "company hq", "--relations")
+    one_line_error(
+        cli("run", "--out", str(tmp_path), "--discover-relations", "company hq"), "company hq", "--relations"
+    )
 
 
 def test_bad_config_file(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("max_pairs = 10\nwhatever = 3\n")
-    one_line_error(cli("generate", "--out", str(tmp_path), "--config", str(cfg)), "c.toml", "whatever", "unknown option")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path), "--config", str(cfg)), "c.toml", "whatever", "unknown option"
+    )
     cfg.write_text("max_pairs = [")
     one_line_error(cli("generate", "--out", str(tmp_path), "--config", str(cfg)), "invalid TOML")
 
@@ -83,13 +93,16 @@ def test_config_toml_is_applied(tmp_path):
     assert c.relations == ("fruit inside color",) and c.lam == 2.5 and c.seeds == (0, 2) and c.max_pairs == 9
 
 
-@pytest.mark.parametrize("cmd", ["generate", "measure", "stats", "discover", "ablate", "report", "run", "sql", "models"])
+@pytest.mark.parametrize(
+    "cmd", ["generate", "measure", "stats", "discover", "ablate", "report", "run", "sql", "models"]
+)
 def test_every_command_has_help(cmd):
     r = cli(cmd, "--help")
     assert r.returncode == 0 and "--out" in r.stdout or cmd == "models"
 
 
 # ---- the rest of the bad-input list: one line, exit 2, no traceback anywhere -----------------------------
+
 
 def no_traceback(r: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in r.stdout and "Traceback" not in r.stderr
@@ -98,8 +111,12 @@ def no_traceback(r: subprocess.CompletedProcess) -> None:
 def test_relation_with_too_few_objects(tmp_path):
     from tests.conftest import write_relation
 
-    write_relation(tmp_path / "lre" / "factual", "two.json", "two objects",
-                   [{"subject": s, "object": o} for s, o in [("a", "x"), ("b", "y"), ("c", "x"), ("d", "y")]])
+    write_relation(
+        tmp_path / "lre" / "factual",
+        "two.json",
+        "two objects",
+        [{"subject": s, "object": o} for s, o in [("a", "x"), ("b", "y"), ("c", "x"), ("d", "y")]],
+    )
     r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "lre"), "--relations", "two objects")
     one_line_error(r, "two.json", "at least 3 distinct objects")
     no_traceback(r)
@@ -122,7 +139,9 @@ def test_relations_that_name_nothing(tmp_path):
 def test_models_option_bad_input(tmp_path):
     """--models that names nothing, a --model outside --models, and a missing model among --models: one line each."""
     one_line_error(cli("run", "--out", str(tmp_path), "--models", ",, ,"), "--models", "names nothing")
-    one_line_error(cli("run", "--out", str(tmp_path), "--model", "x", "--models", "smollm2-135m,y"), "not one of --models")
+    one_line_error(
+        cli("run", "--out", str(tmp_path), "--model", "x", "--models", "smollm2-135m,y"), "not one of --models"
+    )
     one_line_error(cli("run", "--out", str(tmp_path), "--models", f"smollm2-135m,{tmp_path / 'nope'}"), "nope")
 
 
@@ -133,8 +152,16 @@ def test_measure_relation_absent_from_prompts(tmp_path, lre_dir):
     no_traceback(r)
 
 
-@pytest.mark.parametrize("line, needle", [("epochs = 2.5", "epochs"), ("device = 1", "device"), ('split = "a"', "split"),
-                                          ('seeds = "x"', "seeds"), ('seed = "3"', "seed")])
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ("epochs = 2.5", "epochs"),
+        ("device = 1", "device"),
+        ('split = "a"', "split"),
+        ('seeds = "x"', "seeds"),
+        ('seed = "3"', "seed"),
+    ],
+)
 def test_config_values_of_the_wrong_type(tmp_path, line, needle):
     cfg = tmp_path / "c.toml"
     cfg.write_text(line + "\n")
@@ -145,7 +172,11 @@ def test_config_values_of_the_wrong_type(tmp_path, line, needle):
 
 def test_config_that_is_binary_or_a_directory(tmp_path):
     (tmp_path / "bin.toml").write_bytes(bytes(range(256)) * 4)
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "bin.toml")), "bin.toml", "invalid TOML")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "bin.toml")),
+        "bin.toml",
+        "invalid TOML",
+    )
     one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--config", str(tmp_path)), "is a directory")
 
 
@@ -161,7 +192,9 @@ def test_broken_models(tmp_path, lre_dir):
 
     _valid_prompts(tmp_path, lre_dir)
     (tmp_path / "random.gguf").write_bytes(bytes(range(256)) * 64)
-    one_line_error(cli("measure", "--out", str(tmp_path), "--model", str(tmp_path / "random.gguf")), "random.gguf", "not a GGUF")
+    one_line_error(
+        cli("measure", "--out", str(tmp_path), "--model", str(tmp_path / "random.gguf")), "random.gguf", "not a GGUF"
+    )
     (tmp_path / "trunc.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(100))
     r = cli("measure", "--out", str(tmp_path), "--model", str(tmp_path / "trunc.gguf"))
     one_line_error(r, "trunc.gguf", "unreadable GGUF")
@@ -176,7 +209,12 @@ def test_ablation_heads_out_of_range_or_negative(tmp_path, lre_dir):
 
     _valid_prompts(tmp_path, lre_dir)
     model = tiny.save("llama", tmp_path / "m")  # 2 layers x 4 heads
-    for heads, needle in (("-1.2", "start at 0"), ("0.-3", "start at 0"), ("5.1", "outside the model"), ("1.4", "outside the model")):
+    for heads, needle in (
+        ("-1.2", "start at 0"),
+        ("0.-3", "start at 0"),
+        ("5.1", "outside the model"),
+        ("1.4", "outside the model"),
+    ):
         r = cli("measure", "--out", str(tmp_path), "--model", model, "--ablation-heads", heads)
         one_line_error(r, heads, needle)
         no_traceback(r)

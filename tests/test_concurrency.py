@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_lock_is_exclusive_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = f"from entrainment.lock import folder_lock\nimport time\nwith folder_lock({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    code = (f"from entrainment.lock import folder_lock\nimport time\nwith folder_lock({str(tmp_path)!r}):\n    "
+            f"print('held', flush=True)\n    time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"
     with pytest.raises(InputError) as e:
@@ -55,7 +56,7 @@ def project(tmp_path_factory):
 def test_two_concurrent_runs_on_one_out(project):
     d, lre, args, ref = project
     out = d / "both"
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--out", str(out), "--data-dir", str(lre), *args]
+    cmd = [sys.executable, "-m", "cli.app", "run", "--out", str(out), "--data-dir", str(lre), *args]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and f"pid {first.pid}" not in holder(out):
@@ -81,22 +82,36 @@ def _kill_during(cmd: list[str], marker: str, log: Path) -> None:
         p.wait()
 
 
-@pytest.mark.parametrize("stage, marker, tables", [
-    ("measure", "measuring", ("measurements",)),
-    ("discover", "mask search", ("heads", "discovery", "discovery_masks", "head_overlap")),
-    ("ablate", "ablation: mask", ("ablation", "side_effects", "null_draws")),
-])
+@pytest.mark.parametrize(
+    "stage, marker, tables",
+    [
+        ("measure", "measuring", ("measurements",)),
+        ("discover", "mask search", ("heads", "discovery", "discovery_masks", "head_overlap")),
+        ("ablate", "ablation: mask", ("ablation", "side_effects", "null_draws")),
+    ],
+)
 def test_kill_9_then_rerun_gives_the_uninterrupted_tables(project, stage, marker, tables):
     d, lre, args, ref = project
     out = d / f"killed-{stage}"
     shutil.rmtree(out, ignore_errors=True)
-    before = {"measure": ["prompts"], "discover": ["prompts", "measurements", "stats", "contrasts"],
-              "ablate": ["prompts", "measurements", "stats", "contrasts", "heads", "discovery", "discovery_masks",
-                         "head_overlap"]}[stage]
+    before = {
+        "measure": ["prompts"],
+        "discover": ["prompts", "measurements", "stats", "contrasts"],
+        "ablate": [
+            "prompts",
+            "measurements",
+            "stats",
+            "contrasts",
+            "heads",
+            "discovery",
+            "discovery_masks",
+            "head_overlap",
+        ],
+    }[stage]
     out.mkdir()
     for name in before:  # the stage's inputs, as the uninterrupted run made them
         shutil.copy(ref / f"{name}.parquet", out / f"{name}.parquet")
-    cmd = [sys.executable, "-m", "flows.cli", stage, "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "cli.app", stage, "--out", str(out), *args]
     _kill_during(cmd, marker, d / f"{stage}.log")
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-1500:]

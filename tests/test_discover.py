@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from entrainment import discover
-from entrainment.discover import Item, SearchParams
+from entrainment import mask_search as discover, stability
+from entrainment.mask_search import Item, SearchParams
 from entrainment.models import from_config
 from tests import tiny
 
@@ -16,14 +16,33 @@ from tests import tiny
 def _items(m, n=12, seed=0):
     """Prompts "word. The capital of X is" with gold/distractor first tokens (the distractor is in context)."""
     tok = m.tokenizer
-    words = ["window", "apple", "bread", "chair", "table", "river", "mountain", "forest", "ocean", "island", "village", "market"]
+    words = [
+        "window",
+        "apple",
+        "bread",
+        "chair",
+        "table",
+        "river",
+        "mountain",
+        "forest",
+        "ocean",
+        "island",
+        "village",
+        "market",
+    ]
     golds = ["Rome", "Madrid", "Tokyo", "Cairo", "Lima", "Moscow"]
     rng = random.Random(seed)
     out = []
     for i in range(n):
         w, g = words[i % len(words)], rng.choice(golds)
         prompt = tuple(tok(f" {w}. The capital of France is the city of").input_ids)
-        out.append(Item(prompt, tok(" " + g, add_special_tokens=False).input_ids[0], tok(" " + w, add_special_tokens=False).input_ids[0]))
+        out.append(
+            Item(
+                prompt,
+                tok(" " + g, add_special_tokens=False).input_ids[0],
+                tok(" " + w, add_special_tokens=False).input_ids[0],
+            )
+        )
     return out
 
 
@@ -61,8 +80,17 @@ def copy_head_model():
 
     tok = tiny.tokenizer()
     v = len(tok)
-    cfg = LlamaConfig(vocab_size=v, hidden_size=128, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, head_dim=64, max_position_embeddings=64, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=v,
+        hidden_size=128,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
     m = from_config(cfg, tok, spec="copy-head")
     used = sorted({t for it in _items(m, 16) for t in (*it.prompt, it.gold, it.distractor)})
     assert len(used) <= 64
@@ -73,9 +101,9 @@ def copy_head_model():
         m.model.model.embed_tokens.weight.copy_(emb)
         attn = m.model.model.layers[0].self_attn
         for w in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight):
-            w.zero_()                                      # zero q, k: uniform attention over the prefix
-        attn.v_proj.weight[:64, :64] = torch.eye(64)       # head 0 values = the token's embedding
-        attn.o_proj.weight[:64, :64] = 2 * torch.eye(64)   # head 0 writes it back
+            w.zero_()  # zero q, k: uniform attention over the prefix
+        attn.v_proj.weight[:64, :64] = torch.eye(64)  # head 0 values = the token's embedding
+        attn.o_proj.weight[:64, :64] = 2 * torch.eye(64)  # head 0 writes it back
         m.model.model.layers[0].mlp.down_proj.weight.zero_()
     return m
 
@@ -90,26 +118,35 @@ def test_planted_copy_head_is_removed_with_lambda_zero():
     assert after > before + 1.0  # the planted head really promotes the distractor
     rows, hist = discover.search(m, items, items, SearchParams(epochs=4, batch_size=8, lam=0.0, init=3.0))
     final = hist[-1]
-    assert final[0, 0] <= 0 and final[0, 1] > 0   # the copy head is removed, the idle head kept
+    assert final[0, 0] <= 0 and final[0, 1] > 0  # the copy head is removed, the idle head kept
     assert rows[-1]["n_removed"] == 1
 
 
 def test_selection_rule_on_a_synthetic_log():
-    log = [{"epoch": 0, "dev_delta": 8.0, "n_removed": 0},
-           {"epoch": 1, "dev_delta": 9.0, "n_removed": 4},
-           {"epoch": 2, "dev_delta": 10.0, "n_removed": 30},   # best
-           {"epoch": 3, "dev_delta": 9.6, "n_removed": 12},    # within 5% of 10.0
-           {"epoch": 4, "dev_delta": 9.5, "n_removed": 12},    # within 5%, same count, later
-           {"epoch": 5, "dev_delta": 9.4, "n_removed": 2}]     # outside 5%
+    log = [
+        {"epoch": 0, "dev_delta": 8.0, "n_removed": 0},
+        {"epoch": 1, "dev_delta": 9.0, "n_removed": 4},
+        {"epoch": 2, "dev_delta": 10.0, "n_removed": 30},  # best
+        {"epoch": 3, "dev_delta": 9.6, "n_removed": 12},  # within 5% of 10.0
+        {"epoch": 4, "dev_delta": 9.5, "n_removed": 12},  # within 5%, same count, later
+        {"epoch": 5, "dev_delta": 9.4, "n_removed": 2},
+    ]  # outside 5%
     assert discover.select_epoch(log) == 3
     assert discover.select_epoch([{"epoch": 0, "dev_delta": 8.0, "n_removed": 0}]) == 0
     # a search that only makes dev worse than the intact model selects the intact model (no heads)
-    worse = [{"epoch": 0, "dev_delta": 7.6, "n_removed": 0}, {"epoch": 1, "dev_delta": 7.0, "n_removed": 45},
-             {"epoch": 2, "dev_delta": 6.0, "n_removed": 80}]
+    worse = [
+        {"epoch": 0, "dev_delta": 7.6, "n_removed": 0},
+        {"epoch": 1, "dev_delta": 7.0, "n_removed": 45},
+        {"epoch": 2, "dev_delta": 6.0, "n_removed": 80},
+    ]
     assert discover.select_epoch(worse) == 0
     # a start that already removes heads (the paper's N(0, 0.01)) is never a candidate itself
-    assert discover.select_epoch([{"epoch": 0, "dev_delta": 9.0, "n_removed": 130},
-                                  {"epoch": 1, "dev_delta": 5.0, "n_removed": 100}]) == 1
+    assert (
+        discover.select_epoch(
+            [{"epoch": 0, "dev_delta": 9.0, "n_removed": 130}, {"epoch": 1, "dev_delta": 5.0, "n_removed": 100}]
+        )
+        == 1
+    )
 
 
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
@@ -135,10 +172,12 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     rows_b, hist_b = discover.search(m, items, items[:6], p, ckpt)
     assert [r["epoch"] for r in rows_b] == [0, 1, 2, 3, 4]
     for ra, rb in zip(rows_a, rows_b):
-        assert {k: v for k, v in ra.items() if k != "seconds"} == pytest.approx({k: v for k, v in rb.items() if k != "seconds"}, nan_ok=True)
+        assert {k: v for k, v in ra.items() if k != "seconds"} == pytest.approx(
+            {k: v for k, v in rb.items() if k != "seconds"}, nan_ok=True
+        )
     assert all(torch.equal(a, b) for a, b in zip(hist_a, hist_b))
 
 
 def test_jaccard():
-    assert discover.jaccard({(1, 2), (3, 4)}, {(1, 2)}) == 0.5
-    assert discover.jaccard(set(), set()) == 1.0
+    assert stability.jaccard({(1, 2), (3, 4)}, {(1, 2)}) == 0.5
+    assert stability.jaccard(set(), set()) == 1.0

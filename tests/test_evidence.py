@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment import ablate, multimask, null, prompts
+from entrainment import ablation as ablate, dataset, multimask, null, lre_prompts as prompts, random_heads
 from entrainment.config import Config
 from entrainment.heads import HeadSet
 from entrainment.tokens import Tokens
@@ -24,19 +24,27 @@ def test_paired_gain_equals_scipy():
     ci = ref.confidence_interval(0.95)
     assert got["gain"] == pytest.approx(np.mean(abl - orig), rel=1e-12)
     assert got["gain_p"] == pytest.approx(ref.pvalue, rel=1e-9)
-    assert (got["gain_ci_low"], got["gain_ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+    assert (got["gain_ci_low"], got["gain_ci_high"]) == (
+        pytest.approx(ci.low, rel=1e-9),
+        pytest.approx(ci.high, rel=1e-9),
+    )
     assert np.isnan(null.paired_gain(np.ones(5), np.ones(5))["gain_p"])  # zero variance: no test
 
 
 def test_empirical_p_and_z_on_planted_nulls():
     draws = np.arange(100, dtype=float)  # 0..99
-    assert null.empirical_p(1000.0, draws) == pytest.approx(1 / 101)       # beats every draw: the floor, never 0
-    assert null.empirical_p(-1.0, draws) == pytest.approx(101 / 101)       # beaten by every draw
+    assert null.empirical_p(1000.0, draws) == pytest.approx(1 / 101)  # beats every draw: the floor, never 0
+    assert null.empirical_p(-1.0, draws) == pytest.approx(101 / 101)  # beaten by every draw
     assert null.empirical_p(90.0, draws) == pytest.approx((1 + 10) / 101)  # draws 90..99 are >= 90 (ties count)
     assert null.z_score(49.5 + 2 * draws.std(ddof=1), draws) == pytest.approx(2.0)
     assert np.isnan(null.z_score(1.0, np.full(10, 3.0)))
     s = null.null_summary(5.0, np.array([1.0, 2.0, 3.0, 6.0]))
-    assert s == {"null_draws": 4, "null_mean": 3.0, "null_p": pytest.approx(2 / 5), "null_z": pytest.approx((5 - 3) / np.std([1, 2, 3, 6], ddof=1))}
+    assert s == {
+        "null_draws": 4,
+        "null_mean": 3.0,
+        "null_p": pytest.approx(2 / 5),
+        "null_z": pytest.approx((5 - 3) / np.std([1, 2, 3, 6], ddof=1)),
+    }
 
 
 def test_holm_matches_definition():
@@ -60,12 +68,14 @@ def test_batched_draws_equal_one_at_a_time(setup):
     rows = items.to_dicts()
     ctx = [tk.prompt(r["text_ctx"]) for r in rows]
     probes = [(tk.answer(r["text_base"], r["gold"])[0], tk.answer(r["text_base"], r["distractor"])[0]) for r in rows]
-    sets = [hs.heads for hs in ablate.random_head_sets(HeadSet("x", ((0, 1), (1, 2))), 2, 4, 7, seed=3)]
+    sets = [hs.heads for hs in random_heads.random_head_sets(HeadSet("x", ((0, 1), (1, 2))), 2, 4, 7, seed=3)]
     masks = multimask.head_masks(sets, 2, 4)
     batched = multimask.probe_logits(m, ctx, probes, masks, batch_size=5)  # batches mix masks and prompt lengths
     for i, heads in enumerate(sets):
         one = ablate.run_pass(m, ctx, [g for g, _ in probes], [d for _, d in probes], masks[i], batch_size=1)
-        assert np.abs(batched[i, :, 0] - one.gold).max() < 1e-4 and np.abs(batched[i, :, 1] - one.distractor).max() < 1e-4
+        assert (
+            np.abs(batched[i, :, 0] - one.gold).max() < 1e-4 and np.abs(batched[i, :, 1] - one.distractor).max() < 1e-4
+        )
     # the per-row hook really differs per row: an all-ones mask row equals the intact model
     intact = ablate.run_pass(m, ctx, [g for g, _ in probes], [d for _, d in probes], None, batch_size=3)
     mixed = multimask.probe_logits(m, ctx, probes, multimask.head_masks([(), sets[0]], 2, 4), batch_size=4)
@@ -81,7 +91,8 @@ def test_on_the_fly_kl_equals_stored_distributions(setup):
     g = [tk.answer(r["text_base"], r["gold"])[0] for r in rows]
     d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rows]
     mask = HeadSet("x", ((1, 0), (0, 3))).mask(2, 4)
-    per = ablate.variant_passes(m, ctx, base, g, d, {"original": None, "ablated": mask}, batch_size=4, chunk=3)
+    inputs = {"ctx": ctx, "base": base, "prompted": ctx}
+    per = ablate.variant_passes(m, inputs, g, d, {"ablated": ablate.Pass("ctx", mask)}, batch_size=4, chunk=3)
     o = ablate.run_pass(m, ctx, g, d, None, 8, keep_dist=True).dist  # every distribution kept at once
     n = ablate.run_pass(m, base, g, d, None, 8, keep_dist=True).dist
     a = ablate.run_pass(m, ctx, g, d, mask, 8, keep_dist=True).dist
@@ -94,8 +105,9 @@ def test_on_the_fly_kl_equals_stored_distributions(setup):
 def test_ablated_rows_carry_gain_and_null(setup):
     m, items = setup
     hs = HeadSet("mask:x", ((0, 1), (1, 3)))
-    plan = ablate.NullPlan(draws=12, items=3, conditions=("related",))
-    df = ablate.evaluate_mask(m, items, hs, "toy capital", 0, draws=2, seed=0, batch_size=4, null=plan)
+    plan = random_heads.NullPlan(draws=12, items=3, conditions=("related",))
+    key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
+    df = ablate.evaluate_mask(m, items, hs, key, ablate.Plan(random_draws=2, seed=0, batch_size=4, null=plan))
     abl = df.filter(pl.col("variant") == "ablated")
     orig = df.filter(pl.col("variant") == "original")
     for a, o in zip(abl.iter_rows(named=True), orig.iter_rows(named=True)):
@@ -107,24 +119,26 @@ def test_ablated_rows_carry_gain_and_null(setup):
             assert a["null_draws"] == 0 and np.isnan(a["null_p"])
     assert orig["null_draws"].sum() == 0 and orig["gain"].is_nan().all()
     # the observed subsample gain and the null's draws are recomputed identically (seeded subsample and draws)
-    again = ablate.evaluate_mask(m, items, hs, "toy capital", 0, draws=2, seed=0, batch_size=2, null=plan)
+    again = ablate.evaluate_mask(m, items, hs, key, ablate.Plan(random_draws=2, seed=0, batch_size=2, null=plan))
     a2 = again.filter(pl.col("variant") == "ablated")
     assert a2["null_p"].to_list() == pytest.approx(abl["null_p"].to_list(), nan_ok=True)
     assert a2["null_gain"].to_list() == pytest.approx(abl["null_gain"].to_list(), abs=1e-5, nan_ok=True)
 
 
 def test_head_search_splits_are_subject_disjoint_at_the_new_sizes():
-    cfg = Config()
-    df = prompts.build(cfg.data_dir, ("country capital city",), 0, cfg.max_pairs, cfg.split,
-                       cfg.discover_relations, cfg.search_pairs)
+    cfg = Config(relations=("country capital city",))
+    df = dataset.from_config(cfg)
     rel = df.filter(pl.col("condition") == "related")
     n = dict(rel.group_by("split").len().iter_rows())
-    assert n["test"] >= 200 and n["dev"] >= 40 and n["train"] >= 100
+    assert n["test"] >= 150 and n["dev"] >= 20 and n["train"] >= 50
     subjects = {s: set(rel.filter(pl.col("split") == s)["subject"]) for s in ("train", "dev", "test")}
     assert not subjects["train"] & subjects["dev"] and not subjects["train"] & subjects["test"]
     assert not subjects["dev"] & subjects["test"]
     # every related search item has its template siblings: 2 context x 2 query templates per (query, context) pair
-    assert (rel.group_by("subject", "context_subject").len()["len"] == 4).all()
+    # on test; train and dev hold one query template out (template_holdout): 2 context x 1 query template
+    test = rel.filter(pl.col("split") == "test")
+    assert (test.group_by("subject", "context_subject").len()["len"] == 4).all()
+    assert (rel.filter(pl.col("split") != "test").group_by("subject", "context_subject").len()["len"] == 2).all()
     # counterfactuals stay matched to related items
     cf = df.filter(pl.col("condition") == "counterfactual")
     assert set(cf["pair_id"]) <= set(rel["pair_id"])
@@ -139,5 +153,9 @@ def test_bos_always_changes_prompt_ids_and_cache_key():
     assert Tokens(tok, "never").prompt("<bos> The capital")[0] != tok.bos_token_id
     cfg = Config()
     for stage in ("measure", "discover", "ablate"):
-        assert stage_key(stage, (), cfg, {}) != stage_key(stage, (), cfg.replace(bos="always"), {})
-    assert stage_key("stats", (), cfg, {}) == stage_key("stats", (), cfg.replace(bos="always"), {})
+        assert stage_key(stage, "tasks.cache", cfg, {}) != stage_key(
+            stage, "tasks.cache", cfg.replace(bos="always"), {}
+        )
+    assert stage_key("stats", "tasks.cache", cfg, {}) == stage_key(
+        "stats", "tasks.cache", cfg.replace(bos="always"), {}
+    )

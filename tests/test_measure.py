@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from entrainment import measure, prompts
+from entrainment import measurement as measure, lre_prompts as prompts
 from entrainment.config import Config
 from entrainment.heads import parse_head_list, scaled_heads
 from entrainment.models import load
@@ -31,7 +31,9 @@ def test_columns_and_values(lre_dir):
         assert r["gold_rank_ctx"] < r["distractor_rank_ctx"]
     # a single-token distractor's whole-answer log-prob is its first-token log-prob
     tk = Tokens(m.tokenizer)
-    single = [i for i, row in enumerate(df.iter_rows(named=True)) if len(tk.answer(row["text_base"], row["distractor"])) == 1]
+    single = [
+        i for i, row in enumerate(df.iter_rows(named=True)) if len(tk.answer(row["text_base"], row["distractor"])) == 1
+    ]
     for i in single:
         assert out["distractor_seq_logprob_ctx"][i] == pytest.approx(out["distractor_logprob_ctx"][i])
 
@@ -39,8 +41,7 @@ def test_columns_and_values(lre_dir):
 def test_collision_is_true_exactly_where_first_tokens_coincide(lre_dir):
     m = tiny.model("llama")
     df = _prompts(lre_dir)
-    crafted = df.head(2).with_columns(pl.Series("distractor", ["Rome", "Romeo"]),
-                                      pl.Series("gold", ["Rome", "Rome"]))
+    crafted = df.head(2).with_columns(pl.Series("distractor", ["Rome", "Romeo"]), pl.Series("gold", ["Rome", "Rome"]))
     out = measure.measure_frame(m, pl.concat([df, crafted]), batch_size=4)
     assert (out["collision"] == (out["gold_token_id"] == out["distractor_token_id"])).all()
     assert out["collision"].sum() >= 1
@@ -101,8 +102,14 @@ def test_measure_flow_shards_and_cache(prefect_api, tmp_path, lre_dir):
     from flows.measure import measure_flow
 
     spec = tiny.save("llama", tmp_path / "model")
-    cfg = Config(out=tmp_path / "out", data_dir=lre_dir, relations=("toy capital", "toy color"), max_pairs=6,
-                 model=spec, ablation_heads="1.2")
+    cfg = Config(
+        out=tmp_path / "out",
+        data_dir=lre_dir,
+        relations=("toy capital", "toy color"),
+        max_pairs=6,
+        model=spec,
+        ablation_heads="1.2",
+    )
     generate_flow(cfg)
     measure_flow(cfg)
     meas = pl.read_parquet(cfg.out / "measurements.parquet")

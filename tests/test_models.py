@@ -15,10 +15,12 @@ from tests.test_cli import cli
 from tests.test_stale import CONFIG
 
 # three (then four) tiny llama models of different sizes
-SIZES = {"a": dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1),
-         "b": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2),
-         "c": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3),
-         "d": dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2)}
+SIZES = {
+    "a": dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1),
+    "b": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2),
+    "c": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3),
+    "d": dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2),
+}
 
 
 def test_models_option_gives_one_single_model_config_per_model():
@@ -51,17 +53,37 @@ def three_models(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("models")
     lre = toy_lre(d / "lre")
-    (d / "c.toml").write_text(CONFIG.replace("seeds = [0, 1]", "seeds = [0]") + f"data_dir = {str(lre)!r}\ninit = 0.5\n")
+    (d / "c.toml").write_text(
+        CONFIG.replace("seeds = [0, 1]", "seeds = [0]") + f"data_dir = {str(lre)!r}\ninit = 0.5\n"
+    )
     specs = {k: tiny.save("llama", d / f"model-{k}", **v) for k, v in SIZES.items()}
     out = d / "out"
-    first = cli("run", "--out", str(out), "--models", ",".join(specs[k] for k in "abc"), "--config", str(d / "c.toml"),
-                timeout=900)
+    first = cli(
+        "run",
+        "--out",
+        str(out),
+        "--models",
+        ",".join(specs[k] for k in "abc"),
+        "--config",
+        str(d / "c.toml"),
+        timeout=900,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
-    tables = {n: pl.read_parquet(out / f"{n}.parquet") for n in
-              ("measurements", "stats", "heads", "discovery", "ablation", "head_scores", "models", "scaling")}
+    tables = {
+        n: pl.read_parquet(out / f"{n}.parquet")
+        for n in ("measurements", "stats", "heads", "discovery", "ablation", "head_scores", "models", "scaling")
+    }
     page = (out / "report.html").read_text()
-    second = cli("run", "--out", str(out), "--models", ",".join(specs[k] for k in "abcd"), "--config", str(d / "c.toml"),
-                 timeout=900)
+    second = cli(
+        "run",
+        "--out",
+        str(out),
+        "--models",
+        ",".join(specs[k] for k in "abcd"),
+        "--config",
+        str(d / "c.toml"),
+        timeout=900,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     return specs, out, first, tables, page, second
 
@@ -82,10 +104,20 @@ def test_scaling_table_is_the_log_log_fit_of_the_stats(three_models):
     _, _, _, tables, _, _ = three_models
     fit, stats, facts = tables["scaling"], tables["stats"], tables["models"]
     assert set(fit["n_models"]) == {3} and set(fit["size"]) == {"n_params", "n_params_non_embedding"}
-    row = fit.filter((pl.col("size") == "n_params") & (pl.col("condition") == "related") & (pl.col("target") == "distractor")
-                     & (pl.col("metric") == "logit") & (pl.col("kind") == "raw")).row(0, named=True)
-    s = stats.filter((pl.col("relation") == "ALL") & (pl.col("ablation") == "none") & (pl.col("condition") == "related")
-                     & (pl.col("target") == "distractor") & (pl.col("metric") == "logit")).sort("model")
+    row = fit.filter(
+        (pl.col("size") == "n_params")
+        & (pl.col("condition") == "related")
+        & (pl.col("target") == "distractor")
+        & (pl.col("metric") == "logit")
+        & (pl.col("kind") == "raw")
+    ).row(0, named=True)
+    s = stats.filter(
+        (pl.col("relation") == "ALL")
+        & (pl.col("ablation") == "none")
+        & (pl.col("condition") == "related")
+        & (pl.col("target") == "distractor")
+        & (pl.col("metric") == "logit")
+    ).sort("model")
     sizes = dict(zip(facts["model"], facts["n_params"]))
     ref = scaling.fit([sizes[m] for m in s["model"]], s["mean_diff"].to_numpy())
     assert row["b"] == pytest.approx(ref["b"], abs=1e-9) and row["r2"] == pytest.approx(ref["r2"], abs=1e-9)
@@ -119,11 +151,14 @@ def test_two_models_say_why_there_is_no_scaling_table(tmp_path):
     from tasks.stats import scaling_step
 
     facts = pl.DataFrame([models.facts(tiny.model("llama", **SIZES[k])) for k in "ab"]).with_columns(
-        pl.Series("model", ["m-a", "m-b"]))
+        pl.Series("model", ["m-a", "m-b"])
+    )
     tables.write_table_file(facts, tmp_path / "models.parquet", "models")
     (tmp_path / "scaling.parquet").write_bytes(b"old")
     stats = pl.DataFrame({"model": ["m-a", "m-b"]})
     paths, lines = scaling_step(Config(out=tmp_path), stats)
     assert paths == [] and not (tmp_path / "scaling.parquet").exists()
-    assert lines == ["scaling.parquet not written: 2 models measured; a power-law fit needs at least 3 "
-                     "(entrainment run --models a,b,c)"]
+    assert lines == [
+        "scaling.parquet not written: 2 models measured; a power-law fit needs at least 3 "
+        "(entrainment run --models a,b,c)"
+    ]

@@ -14,12 +14,24 @@ from entrainment.config import Config
 from entrainment.schema import TABLES
 from tests import tiny
 
-STAGES = ("generate", "model-facts", "measure", "stats", "discover", "scan", "agreement", "ablate", "side-effects", "report")
+STAGES = (
+    "generate",
+    "model-facts",
+    "measure",
+    "stats",
+    "discover",
+    "scan",
+    "agreement",
+    "ablate",
+    "side-effects",
+    "report",
+)
 
 
 def task_states(since: datetime) -> dict[str, set[str]]:
     """Task name -> set of final state names of task runs started after `since`."""
     from prefect.client.orchestration import get_client
+
     with get_client(sync_client=True) as c:
         runs = c.read_task_runs(task_run_filter=_since(since), limit=200)
     out: dict[str, set[str]] = defaultdict(set)
@@ -32,7 +44,9 @@ def _since(t0: datetime):
     """Task runs started after t0, excluding the placeholder runs Prefect makes for subflow calls."""
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime, TaskRunFilterSubFlowRuns
 
-    return TaskRunFilter(start_time=TaskRunFilterStartTime(after_=t0), subflow_runs=TaskRunFilterSubFlowRuns(exists_=False))
+    return TaskRunFilter(
+        start_time=TaskRunFilterStartTime(after_=t0), subflow_runs=TaskRunFilterSubFlowRuns(exists_=False)
+    )
 
 
 def recomputed(states: dict[str, set[str]]) -> set[str]:
@@ -45,9 +59,21 @@ def setup(tmp_path_factory):
     from tests.conftest import toy_lre
 
     lre = toy_lre(d / "lre")
-    cfg = Config(out=d / "out", data_dir=lre, relations=("toy capital", "toy color"), max_pairs=6,
-                 model=tiny.save("llama", d / "model-a"), discover_relations=("toy capital",), epochs=2,
-                 discover_batch_size=4, random_draws=2, seeds=(0, 1), null_draws=5, null_items=4, search_pairs=(3, 2, 3))
+    cfg = Config(
+        out=d / "out",
+        data_dir=lre,
+        relations=("toy capital", "toy color"),
+        max_pairs=6,
+        model=tiny.save("llama", d / "model-a"),
+        discover_relations=("toy capital",),
+        epochs=2,
+        discover_batch_size=4,
+        random_draws=2,
+        seeds=(0, 1),
+        null_draws=5,
+        null_items=4,
+        search_pairs=(3, 2, 3),
+    )
     return cfg, d
 
 
@@ -73,18 +99,26 @@ def test_report_is_self_contained_and_matches_stats(first_run, setup):
 
     cfg, _ = setup
     page = (cfg.out / "report.html").read_text()
-    for panel in "abcdefghij":
+    for panel in "abcdefghijnopqr":
         assert f'id="panel-{panel}"' in page
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
     sections = re.findall(r'<section id="panel-(\w)">(.*?)</section>', page, re.S)
     missing = {p for p, body in sections if "not available" in body}
-    # one mask relation (no transfer heatmap); the tiny model's masks remove no head (no null to draw)
-    assert missing <= {"g", "h"} and len(images) == 9 - len(missing)
+    # one mask relation (no transfer heatmap); the tiny model's masks may remove no head (no null to draw); the
+    # faithfulness curve needs a context-induced gap of at least 0.25 logits, which a random tiny model may lack
+    assert missing <= {"g", "h", "o"} and len(images) == 14 - len(missing)
     assert not re.search(r'(src|href)="(?!data:)', page) and "http://" not in page and "https://" not in page
-    stats = pl.read_parquet(cfg.out / "stats.parquet").filter(
-        (pl.col("relation") == "ALL") & (pl.col("ablation") == "none") & (pl.col("metric") == "logprob")
-    ).sort("model", "target", "condition")
+    stats = (
+        pl.read_parquet(cfg.out / "stats.parquet")
+        .filter(
+            (pl.col("relation") == "ALL")
+            & (pl.col("ablation") == "none")
+            & (pl.col("metric") == "logprob")
+            & pl.col("position").is_null()
+        )
+        .sort("model", "target", "condition")
+    )
     table = re.search(r'<table id="stats-table">(.*?)</table>', page, re.S).group(1)
     rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
     assert len(rows) == len(stats) > 0
@@ -137,9 +171,17 @@ def test_rerun_only_on_change(first_run, setup):
     measured = [r for r in done if r.name.startswith("measure-")]
     assert len(measured) == 1  # only toy color's measurement shard
     assert not [r for r in done if r.name.startswith("discover-")]  # the mask is learned on toy capital
-    # side effects measure recall on every other relation, toy color included: they rerun, once
-    assert len([r for r in done if r.name.startswith("side-effects-")]) == len(cfg.seeds)  # once per mask
-    assert len([r for r in done if r.name.startswith("ablate-")]) == len(cfg.seeds)  # each mask on toy color only
+    # side effects measure recall on every other relation, toy color included: they rerun, once per distinct head
+    # set (masks with the same heads -- seeds, the stable set -- share one evaluation)
+    distinct = {
+        tuple(sorted(zip(g["layer"], g["head"])))
+        for _, g in pl.read_parquet(cfg.out / "heads.parquet").group_by("seed")
+        for g in [g.filter(pl.col("removed"))]
+    }
+    assert len(distinct) >= 1
+    assert len([r for r in done if r.name.startswith("side-effects-")]) == len(distinct)
+    # every head set of the mask relation on toy color, in one task (the intact passes shared)
+    assert len([r for r in done if r.name.startswith("ablate-")]) == 1
 
     # (d) a different model: measure onward reruns, generate does not
     other = cfg.replace(confidence=0.9, model=tiny.save("qwen2", d / "model-b"))
@@ -156,11 +198,12 @@ def test_rerun_only_on_change(first_run, setup):
     assert "stats" in recomputed(states) and "measure" not in recomputed(states)
 
     # (f) after every change above, no table is stale: each records the current hashes of its inputs
-    from entrainment.provenance import INPUTS, why_stale
+    from entrainment import stages
+    from entrainment.provenance import why_stale
 
     assert not (other.out / "scaling.parquet").exists()  # one model: no scaling fit
-    for name in INPUTS:
-        if name != "scaling":
+    for name in stages.TABLES:
+        if stages.inputs_of(name) and name != "scaling":
             assert why_stale(other.out, name) is None, name
 
 
@@ -234,8 +277,15 @@ def test_shared_mask_and_transfer_panel(prefect_api, setup, tmp_path):
     from tests.conftest import toy_lre
 
     cfg, _ = setup
-    c = cfg.replace(out=tmp_path / "shared", data_dir=toy_lre(tmp_path / "lre"), discover_relations=("toy capital", "toy color"),
-                    shared_mask=True, seeds=(0,), init=0.5, scan=False)
+    c = cfg.replace(
+        out=tmp_path / "shared",
+        data_dir=toy_lre(tmp_path / "lre"),
+        discover_relations=("toy capital", "toy color"),
+        shared_mask=True,
+        seeds=(0,),
+        init=0.5,
+        scan=False,
+    )
     _run(c)
     heads = pl.read_parquet(c.out / "heads.parquet")
     assert set(heads["relation"]) == {"toy capital", "toy color", "shared"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from entrainment import prompts, tables
+from entrainment import lre_prompts as prompts, tables
 from entrainment.config import CONDITIONS
 from entrainment.paths import LRE_DIR
 from entrainment.schema import PROMPTS
@@ -55,8 +55,10 @@ def test_matched_related_counterfactual_pairs(df):
     assert j.height == rel.height == cf.height
     assert (j["query"] == j["query_cf"]).all() and (j["context_subject"] == j["context_subject_cf"]).all()
     assert (j["distractor"] != j["distractor_cf"]).all()
-    assert df.filter(pl.col("condition").is_in(["random", "irrelevant"]))["pair_id"].null_count() == \
-        df.filter(pl.col("condition").is_in(["random", "irrelevant"])).height
+    assert (
+        df.filter(pl.col("condition").is_in(["random", "irrelevant"]))["pair_id"].null_count()
+        == df.filter(pl.col("condition").is_in(["random", "irrelevant"])).height
+    )
 
 
 def test_distractor_never_gold_and_texts_follow_format(df):

@@ -36,9 +36,14 @@ def test_shipped_whitespace_and_duplicates(caplog):
 
 def test_each_fix_on_crafted_file(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="entrainment")
-    samples = [{"subject": "  Brazil ", "object": "Bras\\u00edlia"}, {"subject": "Brazil", "object": "Brasília"},
-               {"subject": "Peru", "object": "Lima"}, {"subject": "Peru", "object": "Lima"},
-               {"subject": "Georgia", "object": "Tbilisi"}, {"subject": "Georgia", "object": "Atlanta"}]
+    samples = [
+        {"subject": "  Brazil ", "object": "Bras\\u00edlia"},
+        {"subject": "Brazil", "object": "Brasília"},
+        {"subject": "Peru", "object": "Lima"},
+        {"subject": "Peru", "object": "Lima"},
+        {"subject": "Georgia", "object": "Tbilisi"},
+        {"subject": "Georgia", "object": "Atlanta"},
+    ]
     rel = load_relation(write_relation(tmp_path, "r.json", "toy", samples))
     assert rel.pairs == (("Brazil", "Brasília"), ("Peru", "Lima"))
     assert rel.fixes == {"unicode_escapes": 1, "whitespace": 1, "duplicate_pairs": 2, "ambiguous_subjects_dropped": 1}
@@ -61,11 +66,18 @@ def test_relation_order_does_not_matter():
 
 MALFORMED = [
     ("invalid json", lambda d: (d / "x.json").write_text("{not json"), "invalid JSON"),
-    ("missing field", lambda d: write_relation(d, "x.json", "toy", samples=None).write_text(
-        json.dumps({k: v for k, v in json.loads((d / "x.json").read_text()).items() if k != "prompt_templates_zs"})),
-     "prompt_templates_zs"),
-    ("template without {}", lambda d: write_relation(d, "x.json", "toy", prompt_templates=["no slot here"]),
-     "prompt_templates[0]"),
+    (
+        "missing field",
+        lambda d: write_relation(d, "x.json", "toy", samples=None).write_text(
+            json.dumps({k: v for k, v in json.loads((d / "x.json").read_text()).items() if k != "prompt_templates_zs"})
+        ),
+        "prompt_templates_zs",
+    ),
+    (
+        "template without {}",
+        lambda d: write_relation(d, "x.json", "toy", prompt_templates=["no slot here"]),
+        "prompt_templates[0]",
+    ),
     ("empty samples", lambda d: write_relation(d, "x.json", "toy", samples=[]), "empty sample list"),
 ]
 
@@ -79,8 +91,13 @@ def test_malformed_file_raises_input_error(tmp_path, case, make, needle):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.app", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("case,make,needle", MALFORMED, ids=[m[0] for m in MALFORMED])

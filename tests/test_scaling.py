@@ -16,16 +16,19 @@ def test_fit_equals_linregress_on_log_log():
     got = scaling.fit(n, v)
     ref = sps.linregress(np.log(n), np.log(np.abs(v)))
     assert got["b"] == pytest.approx(ref.slope, abs=1e-9) and got["p_value"] == pytest.approx(ref.pvalue, abs=1e-9)
-    assert got["r2"] == pytest.approx(ref.rvalue ** 2, abs=1e-9) and got["n_models"] == 5
+    assert got["r2"] == pytest.approx(ref.rvalue**2, abs=1e-9) and got["n_models"] == 5
     half = sps.t.ppf(0.975, 3) * ref.stderr
-    assert (got["b_ci_low"], got["b_ci_high"]) == (pytest.approx(ref.slope - half, abs=1e-9), pytest.approx(ref.slope + half, abs=1e-9))
+    assert (got["b_ci_low"], got["b_ci_high"]) == (
+        pytest.approx(ref.slope - half, abs=1e-9),
+        pytest.approx(ref.slope + half, abs=1e-9),
+    )
 
 
 def test_planted_power_law_is_recovered():
     rng = np.random.default_rng(0)
     n = np.geomspace(1e8, 1e10, 6)
     for b in (-0.33, 0.22):
-        v = 3.0 * n ** b * np.exp(rng.normal(0, 0.01, len(n)))
+        v = 3.0 * n**b * np.exp(rng.normal(0, 0.01, len(n)))
         got = scaling.fit(n, v)
         assert got["b"] == pytest.approx(b, abs=0.02) and got["b_ci_low"] < b < got["b_ci_high"] and got["r2"] > 0.99
 
@@ -35,8 +38,18 @@ def _stats(models: dict[str, float]) -> pl.DataFrame:
     for m, size in models.items():
         for cond in ("related", "random"):
             for target in ("gold", "distractor"):
-                rows.append({"model": m, "ablation": "none", "relation": "ALL", "condition": cond, "target": target,
-                             "metric": "logprob", "mean_diff": 2.0 * size ** -0.3, "mean_base": -5.0})
+                rows.append(
+                    {
+                        "model": m,
+                        "ablation": "none",
+                        "relation": "ALL",
+                        "condition": cond,
+                        "target": target,
+                        "metric": "logprob",
+                        "mean_diff": 2.0 * size**-0.3,
+                        "mean_base": -5.0,
+                    }
+                )
     return pl.DataFrame(rows)
 
 

@@ -7,21 +7,28 @@ import numpy as np
 import pytest
 import torch
 
-from entrainment import agreement, scan
+from entrainment import agreement, head_scan as scan
 from entrainment.heads import scaled_heads
 from entrainment.scoring import collate, forward_last
 from entrainment.tokens import Tokens
 from tests import tiny
 from tests.test_discover import _items, copy_head_model
 
-TEXTS = ["window. The capital of France is", "apple bread. The capital city of Germany is the city of", "river.",
-         "On the outside, bananas are"]
+TEXTS = [
+    "window. The capital of France is",
+    "apple bread. The capital city of Germany is the city of",
+    "river.",
+    "On the outside, bananas are",
+]
 
 
 def _data(m):
     tk = Tokens(m.tokenizer)
-    return ([tk.prompt(t) for t in TEXTS], [tk.answer(t, "Madrid")[0] for t in TEXTS],
-            [tk.answer(t, "bread")[0] for t in TEXTS])
+    return (
+        [tk.prompt(t) for t in TEXTS],
+        [tk.answer(t, "Madrid")[0] for t in TEXTS],
+        [tk.answer(t, "bread")[0] for t in TEXTS],
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "gpt_neox"])
@@ -63,8 +70,15 @@ def test_atp_is_exact_for_a_model_linear_in_the_head_scale():
     from entrainment.models import from_config
 
     tok = tiny.tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=8, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    )
     m = from_config(cfg, tok, spec="linear")
     with torch.no_grad():
         m.model.model.layers[0].mlp.down_proj.weight.zero_()

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from entrainment import heads, measure, prompts, provenance, sql, tables
+from entrainment import heads, measurement as measure, lre_prompts as prompts, provenance, sql, tables
 from tests import tiny
 from tests.test_cli import ROOT, cli, one_line_error
 
@@ -42,8 +42,9 @@ def test_stats_refuses_measurements_of_other_prompts(tmp_path, lre_dir):
     p = prompts.build(lre_dir, ("toy capital",), 0, 2, (0.6, 0.2, 0.2))  # generate again with fewer pairs
     tables.write_table(p, tmp_path, "prompts")
     assert "another prompts.parquet" in provenance.why_stale(tmp_path, "measurements")
-    one_line_error(cli("stats", "--out", str(tmp_path)), "measurements.parquet", "another prompts.parquet",
-                   "entrainment measure")
+    one_line_error(
+        cli("stats", "--out", str(tmp_path)), "measurements.parquet", "another prompts.parquet", "entrainment measure"
+    )
     warnings: list[str] = []
     sql.query(tmp_path, "select count(*) from measurements", warn=warnings.append)
     assert len(warnings) == 1 and "stale" in warnings[0] and "measurements" in warnings[0]
@@ -51,13 +52,28 @@ def test_stats_refuses_measurements_of_other_prompts(tmp_path, lre_dir):
 
 def test_mask_of_another_model_is_refused(tmp_path, lre_dir):
     _measured(tmp_path, lre_dir, 4)
-    pl.DataFrame({"model": ["gemma3-270m"] * 2, "relation": ["toy capital"] * 2, "seed": [0, 0], "layer": [0, 1],
-                  "head": [1, 2], "mask_logit": [-1.0, 2.0], "removed": [True, False]}).write_parquet(tmp_path / "heads.parquet")
+    pl.DataFrame(
+        {
+            "model": ["gemma3-270m"] * 2,
+            "relation": ["toy capital"] * 2,
+            "seed": [0, 0],
+            "layer": [0, 1],
+            "head": [1, 2],
+            "mask_logit": [-1.0, 2.0],
+            "removed": [True, False],
+            "ablation_label": ["mask:toy capital:seed0"] * 2,
+            "ablation_method": ["zero"] * 2,
+        }
+    ).write_parquet(tmp_path / "heads.parquet")
     with pytest.raises(Exception, match="no mask for this model"):
         heads.head_sets_from_parquet(tmp_path / "heads.parquet", "smollm2-135m")
     model = tiny.save("llama", tmp_path / "model")
-    one_line_error(cli("measure", "--out", str(tmp_path), "--model", model, "--ablation-heads",
-                       str(tmp_path / "heads.parquet")), "heads.parquet", "no mask for this model", "gemma3-270m")
+    one_line_error(
+        cli("measure", "--out", str(tmp_path), "--model", model, "--ablation-heads", str(tmp_path / "heads.parquet")),
+        "heads.parquet",
+        "no mask for this model",
+        "gemma3-270m",
+    )
 
 
 def test_mask_ids_identify_their_heads():
@@ -72,15 +88,35 @@ def test_rediscovery_drops_rows_of_the_outdated_mask(prefect_api, tmp_path, lre_
     from flows.measure import measure_flow
 
     model = tiny.save("llama", tmp_path / "model")
-    cfg = Config(out=tmp_path / "out", data_dir=lre_dir, relations=("toy capital",), max_pairs=3, model=model,
-                 ablation_heads=str(tmp_path / "out" / "heads.parquet"))
+    cfg = Config(
+        out=tmp_path / "out",
+        data_dir=lre_dir,
+        relations=("toy capital",),
+        max_pairs=3,
+        model=model,
+        ablation_heads=str(tmp_path / "out" / "heads.parquet"),
+    )
     tables.write_table(prompts.build(lre_dir, ("toy capital",), 0, 3, (0.6, 0.2, 0.2)), cfg.out, "prompts")
 
     def heads_file(removed: list[bool]) -> None:
         spec = str(Path(model).resolve())
-        tables.write_table(pl.DataFrame({"model": [spec] * 3, "relation": ["toy capital"] * 3, "seed": [0] * 3,
-                                         "layer": [0, 0, 1], "head": [0, 1, 2], "mask_logit": [0.0] * 3,
-                                         "removed": removed}), cfg.out, "heads")
+        tables.write_table(
+            pl.DataFrame(
+                {
+                    "model": [spec] * 3,
+                    "relation": ["toy capital"] * 3,
+                    "seed": [0] * 3,
+                    "layer": [0, 0, 1],
+                    "head": [0, 1, 2],
+                    "mask_logit": [0.0] * 3,
+                    "removed": removed,
+                    "ablation_label": ["mask:toy capital:seed0"] * 3,
+                    "ablation_method": ["zero"] * 3,
+                }
+            ),
+            cfg.out,
+            "heads",
+        )
 
     heads_file([True, False, False])
     measure_flow(cfg)
@@ -101,8 +137,12 @@ def test_sql_is_read_only_and_isolates_a_corrupt_table(tmp_path, lre_dir):
     warnings: list[str] = []
     n = sql.query(out, "select count(*) n from measurements", warn=warnings.append)["n"][0]
     assert n > 0 and len(warnings) == 1 and "stats" in warnings[0] and "unreadable" in warnings[0]
-    for bad in (f"COPY measurements TO '{tmp_path}/x.csv'", "select * from read_csv('/etc/passwd')",
-                f"ATTACH '{tmp_path}/y.db'", "CREATE OR REPLACE VIEW prompts AS SELECT 1"):
+    for bad in (
+        f"COPY measurements TO '{tmp_path}/x.csv'",
+        "select * from read_csv('/etc/passwd')",
+        f"ATTACH '{tmp_path}/y.db'",
+        "CREATE OR REPLACE VIEW prompts AS SELECT 1",
+    ):
         with pytest.raises(Exception) as e:
             sql.query(out, bad)
         assert "\n" not in str(e.value)
@@ -120,10 +160,27 @@ def apostrophe_run(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("apos")
     lre = toy_lre(d / "lre")
-    write_relation(lre / "factual", "capitals.json", "toy capital", [{"subject": s, "object": o} for s, o in [
-        ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-        ("Egypt", "Cairo"), ("Peru", "Lima"), ("Chile", "Santiago"), ("Russia", "Moscow"), ("China", "Beijing"),
-        ("France", "Paris")]])  # one duplicate pair: the loader cleans it and says so
+    write_relation(
+        lre / "factual",
+        "capitals.json",
+        "toy capital",
+        [
+            {"subject": s, "object": o}
+            for s, o in [
+                ("France", "Paris"),
+                ("Germany", "Berlin"),
+                ("Italy", "Rome"),
+                ("Spain", "Madrid"),
+                ("Japan", "Tokyo"),
+                ("Egypt", "Cairo"),
+                ("Peru", "Lima"),
+                ("Chile", "Santiago"),
+                ("Russia", "Moscow"),
+                ("China", "Beijing"),
+                ("France", "Paris"),
+            ]
+        ],
+    )  # one duplicate pair: the loader cleans it and says so
     (d / "c.toml").write_text(CONFIG + f"data_dir = {str(lre)!r}\n")  # every stage reads the same relation files
     common = ["--out", str(d / "o'brien"), "--model", tiny.save("llama", d / "model")]
     r = cli("run", *common, "--data-dir", str(lre), "--config", str(d / "c.toml"))
@@ -137,8 +194,14 @@ def test_apostrophe_out_works_for_every_command(apostrophe_run):
     for name in ("prompts", "measurements", "stats", "heads", "ablation"):
         assert provenance.why_stale(out, name) is None, name
     cfg = ["--config", str(d / "c.toml")]
-    for cmd, extra in (("generate", ["--data-dir", str(d / "lre")]), ("measure", []), ("stats", []),
-                       ("discover", []), ("ablate", []), ("report", [])):
+    for cmd, extra in (
+        ("generate", ["--data-dir", str(d / "lre")]),
+        ("measure", []),
+        ("stats", []),
+        ("discover", []),
+        ("ablate", []),
+        ("report", []),
+    ):
         args = common[:2] if cmd in ("generate", "stats") else common
         rr = cli(cmd, *args, *extra, *(cfg if cmd != "report" else []))
         assert rr.returncode == 0, (cmd, rr.stderr[-1500:])
@@ -159,9 +222,25 @@ def test_kill_9_leaves_no_temporary_server(tmp_path, lre_dir):
 
     (tmp_path / "c.toml").write_text(CONFIG.replace("epochs = 2", "epochs = 50"))
     model = tiny.save("llama", tmp_path / "model")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--out", str(tmp_path / "out"), "--model", model,
-                             "--data-dir", str(lre_dir), "--config", str(tmp_path / "c.toml")], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.app",
+            "run",
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            model,
+            "--data-dir",
+            str(lre_dir),
+            "--config",
+            str(tmp_path / "c.toml"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     server = None
     deadline = time.time() + 120
     while time.time() < deadline and server is None:

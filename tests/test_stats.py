@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment import stats, tables
+from entrainment import shift_stats as stats, tables
 from entrainment.schema import MEASUREMENTS
 
 CONDS = ("related", "counterfactual", "irrelevant", "random")
@@ -25,22 +25,47 @@ def _synthetic(tmp_path, rng_seed=0):
             for cond in CONDS:
                 pid = f"{rel}-{cond}-{i}"
                 pair = f"{rel}-pair-{i}" if cond in ("related", "counterfactual") else None
-                prompts.append({"prompt_id": pid, "pair_id": pair})
-                row = {"prompt_id": pid, "relation": rel, "condition": cond, "split": "train", "model": "m",
-                       "ablation": "none", "ablation_label": "none", "gold_token_id": 1, "distractor_token_id": 2, "collision": False,
-                       "distractor_in_context": True}
+                prompts.append({"prompt_id": pid, "pair_id": pair, "position": None})
+                row = {
+                    "prompt_id": pid,
+                    "relation": rel,
+                    "condition": cond,
+                    "split": "train",
+                    "model": "m",
+                    "ablation": "none",
+                    "ablation_label": "none",
+                    "ablation_method": "none",
+                    "gold_token_id": 1,
+                    "distractor_token_id": 2,
+                    "collision": False,
+                    "distractor_in_context": True,
+                }
                 for t in ("gold", "distractor"):
                     base = rng.normal(-8, 1)
                     ctx = base + (shift[cond] if t == "distractor" else -0.2) + rng.normal(0, 0.7)
-                    row.update({f"{t}_logit_base": base + 10, f"{t}_logit_ctx": ctx + 10,
-                                f"{t}_logprob_base": base, f"{t}_logprob_ctx": ctx,
-                                f"{t}_rank_base": int(rng.integers(1, 500)), f"{t}_rank_ctx": int(rng.integers(1, 500)),
-                                f"{t}_seq_logprob_base": base - 1, f"{t}_seq_logprob_ctx": ctx - 1})
+                    row.update(
+                        {
+                            f"{t}_logit_base": base + 10,
+                            f"{t}_logit_ctx": ctx + 10,
+                            f"{t}_logprob_base": base,
+                            f"{t}_logprob_ctx": ctx,
+                            f"{t}_rank_base": int(rng.integers(1, 500)),
+                            f"{t}_rank_ctx": int(rng.integers(1, 500)),
+                            f"{t}_seq_logprob_base": base - 1,
+                            f"{t}_seq_logprob_ctx": ctx - 1,
+                        }
+                    )
                 meas.append(row)
     # a degenerate relation: one item per condition, and zero-variance ranks
     for cond in CONDS:
         pid = f"r3-{cond}"
-        prompts.append({"prompt_id": pid, "pair_id": "r3-pair" if cond in ("related", "counterfactual") else None})
+        prompts.append(
+            {
+                "prompt_id": pid,
+                "pair_id": "r3-pair" if cond in ("related", "counterfactual") else None,
+                "position": None,
+            }
+        )
         row = dict(meas[0], prompt_id=pid, relation="r3", condition=cond)
         meas.append(row)
     pdf = pl.DataFrame(prompts)
@@ -68,7 +93,9 @@ def _values(mdf, rel, cond, target, metric):
         sub = sub.filter(pl.col("relation") == rel)
     if metric == "prob":
         return np.exp(sub[f"{target}_logprob_ctx"].to_numpy()), np.exp(sub[f"{target}_logprob_base"].to_numpy())
-    return sub[f"{target}_{metric}_ctx"].to_numpy().astype(float), sub[f"{target}_{metric}_base"].to_numpy().astype(float)
+    return sub[f"{target}_{metric}_ctx"].to_numpy().astype(float), sub[f"{target}_{metric}_base"].to_numpy().astype(
+        float
+    )
 
 
 def test_paired_rows_match_scipy(computed):
@@ -80,9 +107,15 @@ def test_paired_rows_match_scipy(computed):
         ci = ref.confidence_interval(0.95)
         d = ctx - base
         assert r["n"] == len(d)
-        for got, want in ((r["t"], ref.statistic), (r["df"], ref.df), (r["p_value"], ref.pvalue),
-                          (r["ci_low"], ci.low), (r["ci_high"], ci.high), (r["mean_diff"], d.mean()),
-                          (r["effect_size"], d.mean() / d.std(ddof=1))):
+        for got, want in (
+            (r["t"], ref.statistic),
+            (r["df"], ref.df),
+            (r["p_value"], ref.pvalue),
+            (r["ci_low"], ci.low),
+            (r["ci_high"], ci.high),
+            (r["mean_diff"], d.mean()),
+            (r["effect_size"], d.mean() / d.std(ddof=1)),
+        ):
             assert _close(got, want), (r, got, want)
         checked += 1
     assert checked == 3 * 4 * 2 * 5
@@ -91,9 +124,18 @@ def test_paired_rows_match_scipy(computed):
 def test_pooled_all_rows_pool_relations(computed):
     _, _, s, _ = computed
     all_rows = s.filter(pl.col("relation") == "ALL")
-    n = {r: s.filter((pl.col("relation") == r) & (pl.col("metric") == "logit") & (pl.col("target") == "gold")
-                     & (pl.col("condition") == "random"))["n"][0] for r in ("r1", "r2", "r3")}
-    got = all_rows.filter((pl.col("metric") == "logit") & (pl.col("target") == "gold") & (pl.col("condition") == "random"))["n"][0]
+    n = {
+        r: s.filter(
+            (pl.col("relation") == r)
+            & (pl.col("metric") == "logit")
+            & (pl.col("target") == "gold")
+            & (pl.col("condition") == "random")
+        )["n"][0]
+        for r in ("r1", "r2", "r3")
+    }
+    got = all_rows.filter(
+        (pl.col("metric") == "logit") & (pl.col("target") == "gold") & (pl.col("condition") == "random")
+    )["n"][0]
     assert got == sum(n.values()) == 22
 
 
@@ -144,7 +186,13 @@ def test_contrasts_match_scipy(computed):
             b = (sb[col_c] - sb[col_b]).to_numpy()
             ref = sps.ttest_ind(a, b, equal_var=False)
         ci = ref.confidence_interval(0.95)
-        for got, want in ((r["t"], ref.statistic), (r["df"], ref.df), (r["p_value"], ref.pvalue),
-                          (r["ci_low"], ci.low), (r["ci_high"], ci.high), (r["diff"], a.mean() - b.mean())):
+        for got, want in (
+            (r["t"], ref.statistic),
+            (r["df"], ref.df),
+            (r["p_value"], ref.pvalue),
+            (r["ci_low"], ci.low),
+            (r["ci_high"], ci.high),
+            (r["diff"], a.mean() - b.mean()),
+        ):
             assert _close(got, want), (r, got, want)
     assert c.filter(pl.col("paired"))["condition_a"].unique().to_list() == ["counterfactual"]

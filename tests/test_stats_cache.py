@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
-import inspect
-
-
 from entrainment.config import Config
 from tests import tiny
 from tests.test_generate_cache import _state_names
 
 
-def test_stats_code_change_reruns_only_stats(prefect_api, tmp_path, lre_dir, monkeypatch):
+def test_stats_code_change_reruns_only_stats(prefect_api, tmp_path, lre_dir, monkeypatch, request):
     from flows.generate import generate_flow
     from flows.measure import measure_flow
     from flows.stats import stats_flow
 
-    cfg = Config(out=tmp_path / "out", data_dir=lre_dir, relations=("toy capital", "toy color"), max_pairs=6,
-                 model=tiny.save("llama", tmp_path / "model"))
+    cfg = Config(
+        out=tmp_path / "out",
+        data_dir=lre_dir,
+        relations=("toy capital", "toy color"),
+        max_pairs=6,
+        model=tiny.save("llama", tmp_path / "model"),
+    )
     generate_flow(cfg)
     measure_flow(cfg)
     assert _state_names(stats_flow(cfg, return_state=True)) == ["Completed"]
     assert _state_names(stats_flow(cfg, return_state=True)) == ["Cached"]
 
-    import entrainment.stats
+    import tasks.cache as cache
 
-    real = inspect.getsource
+    real = cache.imports.module_files
+    copy = tmp_path / "stats_edited.py"
 
-    def edited(obj):
-        src = real(obj)
-        return src + "\n# an edit to the stats code\n" if obj is entrainment.stats else src
+    def edited(root):  # the project as it would be with one line added to entrainment/stats.py
+        files = dict(real(root))
+        copy.write_text(files["entrainment.shift_stats"].read_text() + "\n# an edit to the stats code\n")
+        return files | {"entrainment.shift_stats": copy}
 
-    monkeypatch.setattr("tasks.cache.inspect.getsource", edited)
+    monkeypatch.setattr(cache.imports, "module_files", edited)
+    cache.code_hash.cache_clear()
+    request.addfinalizer(cache.code_hash.cache_clear)
     m_state = measure_flow(cfg, return_state=True)
     assert set(_state_names(m_state)) == {"Cached"}
     assert _state_names(stats_flow(cfg, return_state=True)) == ["Completed"]

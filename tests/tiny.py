@@ -22,25 +22,42 @@ def tokenizer():
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<bos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<pad>", "<bos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 5, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<pad>")
     return fast
 
 
 def config(arch: str, **overrides):
-    from transformers import (Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config,
-                              Qwen3Config)
+    from transformers import Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config, Qwen3Config
 
     v = len(tokenizer())
-    common = dict(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=128) | overrides
+    common = (
+        dict(
+            vocab_size=v,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+        )
+        | overrides
+    )
     if arch == "llama":
         return LlamaConfig(**common, num_key_value_heads=2)
     if arch == "gemma3":
-        return Gemma3TextConfig(**common, num_key_value_heads=1, head_dim=8, sliding_window=16,
-                                layer_types=["sliding_attention", "full_attention"])
+        return Gemma3TextConfig(
+            **common,
+            num_key_value_heads=1,
+            head_dim=8,
+            sliding_window=16,
+            layer_types=["sliding_attention", "full_attention"],
+        )
     if arch == "qwen2":
         return Qwen2Config(**common, num_key_value_heads=2)
     if arch == "qwen3":
@@ -48,8 +65,14 @@ def config(arch: str, **overrides):
     if arch == "gpt2":
         return GPT2Config(vocab_size=v, n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=1, eos_token_id=0)
     if arch == "gpt_neox":
-        return GPTNeoXConfig(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, max_position_embeddings=128)
+        return GPTNeoXConfig(
+            vocab_size=v,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+        )
     raise ValueError(arch)
 
 

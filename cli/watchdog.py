@@ -21,9 +21,14 @@ def start() -> subprocess.Popen | None:
     if os.environ.get("ENTRAINMENT_NO_WATCHDOG"):
         return None
     try:
-        return subprocess.Popen([sys.executable, "-m", "flows.watchdog", str(os.getpid())], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli.watchdog", str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
     except OSError:
         return None
 

@@ -5,6 +5,9 @@ DuckDB reads the Parquet files directly. The view ``shifts`` is the long format:
 every aggregation (n, means, sd, Welch variances, pooled ``relation = 'ALL'`` rows via GROUPING SETS)
 and Holm's step-down adjustment; scipy supplies only the t distribution (p-values, critical values).
 Degenerate groups (n < 2, zero variance) get NaN t/p and a ``note``.
+
+Multi-passage items (condition ``passages``) are also grouped by the distractor passage's ``position`` (rows with a
+non-null position; Holm adjusts them in a family of their own, so they never change the per-condition p-values).
 """
 
 from __future__ import annotations
@@ -21,8 +24,14 @@ from entrainment.schema import CONTRASTS, STATS
 TARGETS = ("gold", "distractor")
 METRICS = ("logit", "logprob", "prob", "rank", "seq_logprob")
 # The paper's ordering claim: counterfactual > related > irrelevant / random. Each contrast is a - b.
-CONTRAST_PAIRS = (("counterfactual", "related"), ("counterfactual", "irrelevant"), ("counterfactual", "random"),
-                  ("related", "irrelevant"), ("related", "random"), ("irrelevant", "random"))
+CONTRAST_PAIRS = (
+    ("counterfactual", "related"),
+    ("counterfactual", "irrelevant"),
+    ("counterfactual", "random"),
+    ("related", "irrelevant"),
+    ("related", "random"),
+    ("irrelevant", "random"),
+)
 PAIRED = {("counterfactual", "related")}
 
 
@@ -35,49 +44,63 @@ def _metric_sql(target: str, metric: str, arm: str) -> str:
 def shifts_sql() -> str:
     """The long-format view over measurements joined to prompts (for pair_id)."""
     parts = [
-        f"SELECT m.model, m.ablation, m.relation, m.condition, m.split, m.prompt_id, p.pair_id, m.collision, "
+        f"SELECT m.model, m.ablation, m.relation, m.condition, m.split, m.prompt_id, p.pair_id, p.position, "
+        f"m.collision, "
         f"'{t}' AS target, '{k}' AS metric, {_metric_sql(t, k, 'ctx')} AS ctx, {_metric_sql(t, k, 'base')} AS base "
         f"FROM measurements m JOIN prompts p USING (prompt_id)"
-        for t in TARGETS for k in METRICS
+        for t in TARGETS
+        for k in METRICS
     ]
     return "SELECT *, ctx - base AS diff FROM (\n" + "\nUNION ALL\n".join(parts) + "\n)"
 
 
 def connect(measurements: Path, prompts: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with the measurements, prompts and shifts views (paths taken literally)."""
+    from entrainment.tables import arrow_dataset
+
     con = duckdb.connect()
-    con.read_parquet(str(measurements)).create_view("measurements")  # no path is spliced into SQL text
-    con.read_parquet(str(prompts)).create_view("prompts")
+    con.register("measurements", arrow_dataset(measurements))  # no path is spliced into SQL text or globbed
+    con.register("prompts", arrow_dataset(prompts))
     con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")
     return con
 
 
 _PAIRED_SQL = """
-SELECT model, ablation, COALESCE(relation, 'ALL') AS relation, condition, target, metric,
+SELECT model, ablation, COALESCE(relation, 'ALL') AS relation, condition, NULL::BIGINT AS position, target, metric,
        count(*) AS n, avg(ctx) AS mean_ctx, avg(base) AS mean_base, avg(diff) AS mean_diff,
        stddev_samp(diff) AS sd_diff
 FROM shifts
 GROUP BY GROUPING SETS ((model, ablation, relation, condition, target, metric),
                         (model, ablation, condition, target, metric))
+UNION ALL
+SELECT model, ablation, COALESCE(relation, 'ALL') AS relation, condition, position, target, metric,
+       count(*) AS n, avg(ctx) AS mean_ctx, avg(base) AS mean_base, avg(diff) AS mean_diff,
+       stddev_samp(diff) AS sd_diff
+FROM shifts WHERE position IS NOT NULL
+GROUP BY GROUPING SETS ((model, ablation, relation, condition, position, target, metric),
+                        (model, ablation, condition, position, target, metric))
 """
 
 _HOLM_SQL = """
 SELECT * EXCLUDE (step, k),
   CASE WHEN p_value IS NULL OR isnan(p_value) THEN 'NaN'::DOUBLE
        ELSE max(least(1.0, (k - step + 1) * p_value)) OVER (
-            PARTITION BY model, ablation, target, metric ORDER BY (p_value IS NULL OR isnan(p_value)), p_value
+            PARTITION BY model, ablation, target, metric, position IS NULL
+            ORDER BY (p_value IS NULL OR isnan(p_value)), p_value
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) END AS p_adjusted
 FROM (
   SELECT *,
-    row_number() OVER (PARTITION BY model, ablation, target, metric
+    row_number() OVER (PARTITION BY model, ablation, target, metric, position IS NULL
                        ORDER BY (p_value IS NULL OR isnan(p_value)), p_value) AS step,
     count(*) FILTER (WHERE NOT (p_value IS NULL OR isnan(p_value)))
-        OVER (PARTITION BY model, ablation, target, metric) AS k
+        OVER (PARTITION BY model, ablation, target, metric, position IS NULL) AS k
   FROM tested)
 """
 
 
-def _t_test(mean: np.ndarray, se: np.ndarray, df: np.ndarray, n: np.ndarray, sd: np.ndarray, level: float = 0.95,
-            min_n: int = 2):
+def _t_test(
+    mean: np.ndarray, se: np.ndarray, df: np.ndarray, n: np.ndarray, sd: np.ndarray, level: float = 0.95, min_n: int = 2
+):
     """t, p, CI half-width and a note per row; NaN where the test is undefined."""
     with np.errstate(divide="ignore", invalid="ignore"):
         bad_n = n < min_n
@@ -99,14 +122,22 @@ def paired_stats(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.Data
     t, p, half, note = _t_test(mean, sd / np.sqrt(n), n - 1, n, sd, level)
     with np.errstate(divide="ignore", invalid="ignore"):
         dz = np.where(sd > 0, mean / sd, np.nan)
-    tested = df.with_columns(pl.Series("t", t), pl.Series("df", n - 1), pl.Series("p_value", p),
-                             pl.Series("ci_low", mean - half), pl.Series("ci_high", mean + half),
-                             pl.Series("effect_size", dz), pl.Series("note", note.astype(str)),
-                             pl.col("sd_diff").fill_null(float("nan")))
+    tested = df.with_columns(
+        pl.Series("t", t),
+        pl.Series("df", n - 1),
+        pl.Series("p_value", p),
+        pl.Series("ci_low", mean - half),
+        pl.Series("ci_high", mean + half),
+        pl.Series("effect_size", dz),
+        pl.Series("note", note.astype(str)),
+        pl.col("sd_diff").fill_null(float("nan")),
+    )
     con.register("tested", tested.to_arrow())
     out = con.sql(_HOLM_SQL).pl()
     con.unregister("tested")
-    return out.select(STATS.names).sort("model", "ablation", "relation", "condition", "target", "metric")
+    return out.select(STATS.names).sort(
+        "model", "ablation", "relation", "condition", "position", "target", "metric", nulls_last=False
+    )
 
 
 _CONTRAST_SQL = """
@@ -152,8 +183,13 @@ SELECT * FROM welch UNION ALL SELECT * FROM paired_t
 
 def contrasts(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFrame:
     """contrasts.parquet rows: the context-induced shift compared between conditions."""
-    pairs = pl.DataFrame({"condition_a": [a for a, _ in CONTRAST_PAIRS], "condition_b": [b for _, b in CONTRAST_PAIRS],
-                          "paired": [(a, b) in PAIRED for a, b in CONTRAST_PAIRS]})
+    pairs = pl.DataFrame(
+        {
+            "condition_a": [a for a, _ in CONTRAST_PAIRS],
+            "condition_b": [b for _, b in CONTRAST_PAIRS],
+            "paired": [(a, b) in PAIRED for a, b in CONTRAST_PAIRS],
+        }
+    )
     con.register("pairs", pairs.to_arrow())
     df = con.sql(_CONTRAST_SQL).pl()
     con.unregister("pairs")
@@ -164,10 +200,17 @@ def contrasts(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFra
     diff = df["diff"].to_numpy()
     n_min = df["n_min"].to_numpy().astype(float)
     t, p, half, note = _t_test(diff, np.sqrt(se2), dfree, n_min, np.sqrt(se2), level)
-    out = df.with_columns(pl.Series("t", t), pl.Series("df", dfree), pl.Series("p_value", p),
-                          pl.Series("ci_low", diff - half), pl.Series("ci_high", diff + half),
-                          pl.Series("note", note.astype(str)))
-    return out.select(CONTRASTS.names).sort("model", "ablation", "relation", "target", "metric", "condition_a", "condition_b")
+    out = df.with_columns(
+        pl.Series("t", t),
+        pl.Series("df", dfree),
+        pl.Series("p_value", p),
+        pl.Series("ci_low", diff - half),
+        pl.Series("ci_high", diff + half),
+        pl.Series("note", note.astype(str)),
+    )
+    return out.select(CONTRASTS.names).sort(
+        "model", "ablation", "relation", "target", "metric", "condition_a", "condition_b"
+    )
 
 
 def compute(measurements: Path, prompts: Path, level: float = 0.95) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -179,13 +222,34 @@ def compute(measurements: Path, prompts: Path, level: float = 0.95) -> tuple[pl.
         con.close()
 
 
+def compute_frames(
+    measurements: pl.DataFrame, prompts: pl.DataFrame, level: float = 0.95
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(stats, contrasts) from frames in memory (the Python API): the same SQL as ``compute``."""
+    con = duckdb.connect()
+    try:
+        con.register("measurements", measurements.to_arrow())
+        con.register("prompts", prompts.to_arrow())
+        con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")
+        return paired_stats(con, level), contrasts(con, level)
+    finally:
+        con.close()
+
+
 def summary_lines(stats: pl.DataFrame, metric: str = "logprob") -> list[str]:
     """One line per (model, ablation, condition): the pooled distractor shift with CI and p."""
-    rows = stats.filter((pl.col("relation") == "ALL") & (pl.col("target") == "distractor") & (pl.col("metric") == metric))
+    rows = stats.filter(
+        (pl.col("relation") == "ALL")
+        & (pl.col("target") == "distractor")
+        & (pl.col("metric") == metric)
+        & pl.col("position").is_null()
+    )
     lines = []
     for r in rows.sort("model", "ablation", "condition").iter_rows(named=True):
         tag = f"{r['model']} [{r['ablation']}]" if r["ablation"] != "none" else r["model"]
         p = "p = n/a (" + r["note"] + ")" if r["note"] else f"p = {r['p_value']:.2g} (Holm {r['p_adjusted']:.2g})"
-        lines.append(f"{tag} {r['condition']:>14}: distractor {metric} shift {r['mean_diff']:+.3f} "
-                     f"[CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}], n = {r['n']}, {p}")
+        lines.append(
+            f"{tag} {r['condition']:>14}: distractor {metric} shift {r['mean_diff']:+.3f} "
+            f"[CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}], n = {r['n']}, {p}"
+        )
     return lines

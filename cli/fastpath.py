@@ -19,28 +19,24 @@ import os
 from pathlib import Path
 from typing import Any
 
+from entrainment import stages
 from entrainment.config import Config
 from entrainment.paths import DATA_DIR, PROJECT_ROOT
-from entrainment.tables import file_sha256 as _sha_file
+from entrainment.files import file_sha256 as _sha_file
 
 CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
-READS: dict[str, tuple[str, ...]] = {  # input tables of each command (run makes its own)
-    "generate": (), "measure": ("prompts", "heads"), "stats": ("measurements", "prompts", "models"),
-    "discover": ("prompts",), "scan": ("prompts", "heads"), "ablate": ("prompts", "heads"),
-    "report": ("prompts", "measurements", "stats", "contrasts", "heads", "discovery", "ablation", "side_effects",
-               "null_draws", "head_scores", "head_agreement", "models", "scaling"),
-    "run": (),
-}
 
 
 def _code() -> list[str]:
-    files = sorted(p for d in ("entrainment", "tasks", "flows") for p in (PROJECT_ROOT / d).glob("*.py"))
-    return [f"{p.name}:{_sha_file(p)}" for p in files]
+    files = sorted(p for d in ("entrainment", "tasks", "flows", "cli") for p in (PROJECT_ROOT / d).glob("*.py"))
+    return [f"{p.relative_to(PROJECT_ROOT)}:{_sha_file(p)}" for p in files]
 
 
 def _data(cfg: Config) -> list[str]:
     files = sorted(Path(cfg.data_dir).rglob("*.json")) + sorted((DATA_DIR / "icl").glob("*.json"))
     files += [DATA_DIR / "random_words.txt", DATA_DIR / "irrelevant_facts.json"]
+    if cfg.items is not None:
+        files.append(Path(cfg.items))
     return [f"{p}:{_sha_file(p)}" for p in files if p.is_file()]
 
 
@@ -50,12 +46,22 @@ def key(command: str, cfg: Config, extra: Any = None) -> str:
 
     srcs = [models.resolve(m) for m in cfg.model_specs()]
     device = models.pick_device_light(cfg.device)
-    tables = {name: _sha_file(cfg.out / f"{name}.parquet") for name in READS[command]
-              if (cfg.out / f"{name}.parquet").is_file()}
+    tables = {
+        name: _sha_file(cfg.out / f"{name}.parquet")
+        for name in stages.reads(command)
+        if (cfg.out / f"{name}.parquet").is_file()
+    }
     heads_file = cfg.ablation_heads if cfg.ablation_heads and Path(cfg.ablation_heads).is_file() else None
-    parts = {"command": command, "config": {k: v for k, v in cfg.to_dict().items() if k not in CONTROL},
-             "tables": tables, "heads_file": _sha_file(Path(heads_file)) if heads_file else None,
-             "model": [[s.spec, s.identity] for s in srcs] + [device], "data": _data(cfg), "code": _code(), "extra": extra}
+    parts = {
+        "command": command,
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in CONTROL},
+        "tables": tables,
+        "heads_file": _sha_file(Path(heads_file)) if heads_file else None,
+        "model": [[s.spec, s.identity] for s in srcs] + [device],
+        "data": _data(cfg),
+        "code": _code(),
+        "extra": extra,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -83,10 +89,13 @@ def lookup(command: str, cfg: Config, extra: Any = None) -> list[str] | None:
 
 def store(command: str, cfg: Config, lines: list[str], outputs: list[str], extra: Any = None) -> None:
     """Record a success (atomically): the key, the printed lines and the hash of every output."""
-    from entrainment.tables import atomic_write_bytes
+    from entrainment.files import atomic_write_bytes
 
-    rec = {"key": key(command, cfg, extra), "lines": lines,
-           "outputs": {str(p): _sha_file(Path(p)) for p in outputs if Path(p).is_file()}}
+    rec = {
+        "key": key(command, cfg, extra),
+        "lines": lines,
+        "outputs": {str(p): _sha_file(Path(p)) for p in outputs if Path(p).is_file()},
+    }
     atomic_write_bytes(_record_path(cfg, command), json.dumps(rec, indent=1).encode())
 
 

@@ -1,0 +1,224 @@
+"""Checks a command makes before any stage starts: every bad input fails here, in one line, before Prefect loads.
+
+Each ``check_<command>`` takes the Config (and the --relations filter) and raises ``InputError``; none loads
+model weights (models are resolved and their config/GGUF header read).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from entrainment import stages
+from entrainment.config import Config
+from entrainment.errors import InputError
+
+MIN_FREE_MB = 64  # a full disk fails here, in one line, not halfway through a stage
+
+
+def writable(out: Path) -> None:
+    """--out must be a folder this process can create and write to, with some free space."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "--out", str(out), "is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(out, "--out", str(out), f"cannot create the output folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(out, "--out", str(out), "the output folder is not writable (read-only mount or permissions)")
+    free_mb = shutil.disk_usage(out).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise InputError(
+            out, "--out", str(out), f"only {free_mb:.1f} MB free on its disk; need at least {MIN_FREE_MB} MB"
+        )
+
+
+def models_ok(cfg: Config) -> list[str]:
+    """Every model SPEC resolves and can be loaded (without loading weights), no two name the same model, and the
+    device exists; returns their normalised specs."""
+    from entrainment.models import pick_device, preflight
+
+    srcs = [preflight(m) for m in cfg.model_specs()]
+    seen: dict[str, str] = {}
+    for given, src in zip(cfg.model_specs(), srcs):
+        if src.spec in seen:
+            raise InputError("--models", "model", given, f"names the same model as {seen[src.spec]!r} ({src.spec})")
+        seen[src.spec] = given
+    pick_device(cfg.device)  # --device cuda without CUDA: one line here
+    return [s.spec for s in srcs]
+
+
+SPECIAL_TOKENS = 8  # at most this many tokens a tokenizer adds to a text (BOS, EOS, a SentencePiece prefix space)
+
+
+def lengths_ok(
+    cfg: Config,
+    specs: list[str],
+    only: tuple[str, ...] | None = None,
+    columns: tuple[str, ...] = ("text_ctx", "text_base"),
+) -> None:
+    """No prompt of prompts.parquet (with its longer answer) is longer than a model's context window, in one line
+    naming the item. A token is at least one byte, so only texts whose UTF-8 length could exceed the window are
+    tokenised -- normally none, and then no tokenizer is loaded. (The stages check every prompt again as they
+    tokenise it: ``tokens.Tokens.max_len``.)"""
+    import polars as pl
+
+    from entrainment import tables
+    from entrainment.models import resolve
+    from entrainment.sources import context_length, tokenizer_folder
+
+    df = tables.read_table(cfg.out, "prompts")
+    if only:
+        df = df.filter(pl.col("relation").is_in(list(only)))
+    answer = pl.max_horizontal(pl.col("gold").str.len_bytes(), pl.col("distractor").str.len_bytes()) + 1
+    for spec in specs:
+        src = resolve(spec)
+        limit = context_length(src)
+        if limit is None:
+            continue
+        tok = None
+        for col in (c for c in columns if c in df.columns):
+            suspect = df.filter(pl.col(col).str.len_bytes() + answer + SPECIAL_TOKENS > limit)
+            if suspect.is_empty():
+                continue
+            folder = tokenizer_folder(src)
+            if folder is None:
+                break  # no tokenizer on disk yet: the stage checks these prompts as it tokenises them
+            if tok is None:
+                try:
+                    from transformers import AutoTokenizer
+
+                    tok = AutoTokenizer.from_pretrained(str(folder))
+                except Exception:  # noqa: BLE001 -- an odd tokenizer: left to the stage's own check
+                    break
+            for row in suspect.iter_rows(named=True):
+                n = (
+                    len(tok(row[col]).input_ids)
+                    + (cfg.bos == "always")
+                    + max(len(tok(" " + row[a], add_special_tokens=False).input_ids) for a in ("gold", "distractor"))
+                )
+                if n > limit:
+                    raise InputError(
+                        f"{cfg.out / 'prompts.parquet'} (prompt_id {row['prompt_id']}, relation {row['relation']!r})",
+                        col,
+                        row[col],
+                        f"{n} tokens to score, more than the context window of {spec} ({limit} tokens); "
+                        "shorten it or use a model with a longer context",
+                    )
+
+
+def relations_ok(cfg: Config) -> None:
+    """Relation files (or the items file): known, well-formed, and enough for generation."""
+    if cfg.items is not None:
+        from entrainment.items import build_items
+
+        build_items(cfg.items, cfg.seed, cfg.split)  # every check, splits included
+        return
+    from entrainment.lre_prompts import check_relations
+    from entrainment.relations import load_relations
+
+    check_relations(load_relations(cfg.data_dir, cfg.relations), cfg.split)
+
+
+def present(cfg: Config, only: tuple[str, ...] | None) -> None:
+    """--relations of a stage that reads prompts.parquet must be in it."""
+    from entrainment import tables
+
+    have = set(tables.read_table(cfg.out, "prompts")["relation"].unique())
+    for r in only or ():
+        if r not in have:
+            raise InputError(
+                cfg.out / "prompts.parquet",
+                "relation",
+                r,
+                f"not in prompts.parquet (it holds: {', '.join(sorted(have))}); run generate with it first",
+            )
+
+
+def fresh(cfg: Config, *names: str) -> None:
+    """The named input tables exist where required, are readable, and are not stale."""
+    from entrainment import tables
+    from entrainment.provenance import require_fresh
+
+    for name in names:
+        tables.read_table(cfg.out, name)
+        require_fresh(cfg.out, name)
+
+
+def check_generate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    relations_ok(cfg)
+
+
+def check_measure(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    from entrainment.heads import parse_ablation
+    from entrainment.models import dims, resolve
+
+    fresh(cfg, "prompts")
+    present(cfg, only)
+    specs = models_ok(cfg)
+    lengths_ok(cfg, specs, only)
+    for spec in specs:
+        shape = dims(resolve(spec))
+        for hs in parse_ablation(cfg.ablation_heads, spec):
+            if shape:
+                hs.mask(*shape)  # heads outside the model: one line, before any stage starts
+
+
+def check_stats(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    fresh(cfg, "measurements", "prompts")  # never test measurements of other prompts
+
+
+def check_discover(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    fresh(cfg, "prompts")
+    lengths_ok(cfg, models_ok(cfg), only or cfg.discover_relations)
+    present(cfg, only or cfg.discover_relations)
+
+
+def check_scan(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    fresh(cfg, "prompts")
+    if (cfg.out / "heads.parquet").exists():
+        fresh(cfg, "heads")
+    lengths_ok(cfg, models_ok(cfg), only or cfg.discover_relations)
+    present(cfg, only or cfg.discover_relations)
+
+
+def check_ablate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    from entrainment import tables
+
+    fresh(cfg, "prompts", "heads")
+    heads = tables.read_table(cfg.out, "heads")
+    specs = models_ok(cfg)
+    lengths_ok(cfg, specs, columns=("text_ctx", "text_base", "text_prompted"))
+    for spec in specs:
+        if heads.filter(tables.pl.col("model") == spec).is_empty():
+            raise InputError(cfg.out / "heads.parquet", "model", spec, "no mask for this model (run discover first)")
+
+
+def check_report(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    fresh(cfg, "prompts")
+    for name in stages.reads("report"):  # the report shows every table: none may be stale
+        if (cfg.out / f"{name}.parquet").exists():
+            fresh(cfg, name)
+    models_ok(cfg)
+
+
+def check_run(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    relations_ok(cfg)
+    if cfg.items is None:
+        missing = [r for r in cfg.discover_relations if r not in cfg.relations]
+        if missing:
+            raise InputError("--discover-relations", "relation", missing[0], "must be one of --relations")
+    models_ok(cfg)
+
+
+CHECKS = {
+    "generate": check_generate,
+    "measure": check_measure,
+    "stats": check_stats,
+    "discover": check_discover,
+    "scan": check_scan,
+    "ablate": check_ablate,
+    "report": check_report,
+    "run": check_run,
+}

@@ -1,0 +1,439 @@
+"""The Python API for notebooks: ``import entrainment as en``.
+
+    model = en.load_model("smollm2-135m")                      # loaded once, reused by every call
+    p = en.prompts(relations=["country capital city"], max_pairs=20)
+    m = en.measure(model, p)                                   # measurements.parquet's frame
+    s = en.stats(m, p).stats                                   # stats.parquet's frame (and .contrasts)
+    h = en.discover(model, p, seeds=[0], epochs=4).heads       # heads.parquet's frame (and the other tables)
+    a = en.ablate(model, p, [(10, 3)])                         # ablation.parquet's frame for these heads
+    r = en.results("results"); r.stats; r.sql("select ...")   # an output folder, read-only
+
+Every function returns polars frames with the schemas of ``entrainment.schema`` and computes them with the same
+library functions the pipeline's tasks call, so for the same inputs and options the result equals the table the
+CLI writes. Options are ``entrainment.config.Config`` fields (``epochs=4``, ``ablation_method="mean"``, ...),
+validated the same way. Nothing here imports Prefect. The names in ``__all__`` are the stable surface.
+
+It is longer than 300 lines on purpose: the whole public surface is kept in this one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import polars as pl
+
+__all__ = [
+    "Model",
+    "Frames",
+    "Results",
+    "load_model",
+    "prompts",
+    "measure",
+    "top_tokens",
+    "stats",
+    "discover",
+    "scan",
+    "ablate",
+    "results",
+]
+
+HeadsLike = Any  # None | [(layer, head), ...] | a heads frame | "3.4,10.7" | a heads.parquet path
+
+
+@dataclass
+class Model:
+    """A loaded model with its --bos convention (``load_model``)."""
+
+    loaded: Any
+    bos: str = "auto"
+
+    @property
+    def spec(self) -> str:
+        return self.loaded.info.spec
+
+    @property
+    def n_layers(self) -> int:
+        return self.loaded.info.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.loaded.info.n_heads
+
+    def __repr__(self) -> str:
+        i = self.loaded.info
+        return (
+            f"Model({i.spec!r}: {i.n_layers} layers x {i.n_heads} heads, {i.n_params / 1e6:.0f}M params, "
+            f"{i.device}, {i.dtype})"
+        )
+
+
+class Frames(dict):
+    """Several tables of one stage: ``frames.stats`` or ``frames["stats"]``."""
+
+    def __getattr__(self, name: str) -> pl.DataFrame:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no table {name!r} here (have: {', '.join(self)})") from None
+
+
+def _config(_model: Model | None = None, **options: Any):
+    """A Config from keyword options (lists become tuples); a Model fixes model and bos."""
+    from entrainment.config import make
+
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items() if v is not None}
+    if _model is not None:
+        given.setdefault("model", _model.spec)
+        given.setdefault("bos", _model.bos)
+    return make("en", **given)
+
+
+def load_model(spec: str = "smollm2-135m", device: str = "auto", dtype: str = "auto", bos: str = "auto") -> Model:
+    """Load a model (once per process; a second call with the same arguments returns the loaded one).
+
+    Args:
+        spec: smollm2-135m | gemma3-270m | a Hugging Face id | a local folder | a .gguf file.
+        device: auto | cpu | cuda | cuda:N | mps.
+        dtype: auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16.
+        bos: auto | always | never: the BOS convention of every prompt this model scores.
+    Returns:
+        The Model.
+    """
+    from entrainment import models
+
+    cfg = _config(model=spec, device=device, dtype=dtype, bos=bos)
+    return Model(models.load(cfg.model, cfg.device, cfg.dtype), cfg.bos)
+
+
+def prompts(
+    relations: Iterable[str] | None = None,
+    max_pairs: int | None = None,
+    seed: int | None = None,
+    items: str | Path | None = None,
+    **options: Any,
+) -> pl.DataFrame:
+    """The prompt table (prompts.parquet's schema) for LRE relations or your own items file.
+
+    Args:
+        relations: LRE relation names (default: the pipeline's four).
+        max_pairs: items per relation and condition.
+        seed: the sampling seed.
+        items: a JSONL / CSV / Parquet file of your own items instead (docs/own-items.md).
+        **options: other generate options (discover_relations, search_pairs, template_holdout, n_passages, ...).
+    Returns:
+        The prompts frame.
+    """
+    from entrainment import dataset
+
+    cfg = _config(
+        relations=list(relations) if relations is not None else None,
+        max_pairs=max_pairs,
+        seed=seed,
+        items=str(items) if items is not None else None,
+        **options,
+    )
+    return dataset.from_config(cfg)
+
+
+def _head_sets(heads: HeadsLike, model: Model) -> list:
+    """HeadSets from any accepted form (see HeadsLike)."""
+    from entrainment import masks
+
+    if heads is None:
+        return []
+    if isinstance(heads, pl.DataFrame):
+        return [m.head_set for m in masks.learned_masks(heads, model.spec)]
+    if isinstance(heads, (str, Path)):
+        return masks.parse_ablation(str(heads), model.spec)
+    pairs = tuple(sorted({(int(a), int(b)) for a, b in heads}))
+    return [masks.parse_head_list(",".join(f"{a}.{b}" for a, b in pairs))]
+
+
+def _mean(model: Model, prompt_rows: pl.DataFrame, relations, batch_size: int):
+    from entrainment import means
+    from entrainment.tokens import Tokens
+
+    rels = [relations] if isinstance(relations, str) else sorted(relations)
+    rows = prompt_rows.filter(pl.col("relation").is_in(rels))
+    mu, _ = means.head_means(
+        model.loaded, means.reference_prompts(rows, Tokens(model.loaded.tokenizer, model.bos)), batch_size
+    )
+    return mu
+
+
+def measure(model: Model, prompts: pl.DataFrame, heads: HeadsLike = None, **options: Any) -> pl.DataFrame:
+    """measurements.parquet's frame: every prompt scored with and without context, the intact model and (with
+    `heads`) with those heads removed.
+
+    Args:
+        model: from load_model.
+        prompts: a prompts frame.
+        heads: heads to remove: [(layer, head), ...], a heads frame (every mask in it), "3.4,10.7" or a heads.parquet.
+        **options: ablation_method (zero | mean | resample), batch_size, seed.
+    Returns:
+        The measurements frame (intact rows, then one block per head set).
+    """
+    from entrainment import measurement as meas
+    from entrainment.tokens import Tokens
+
+    cfg = _config(model, **options)
+    sets = [None] + _head_sets(heads, model)
+    frames = []
+    for hs in sets:
+        method = cfg.ablation_method if hs is not None else "zero"
+        for relation in sorted(prompts["relation"].unique()):
+            rows = prompts.filter(pl.col("relation") == relation)
+            mean = _mean(model, prompts, relation, cfg.batch_size) if hs is not None and method != "zero" else None
+            tk = Tokens(model.loaded.tokenizer, model.bos)
+            for lo in range(0, len(rows), meas.CHUNK):  # the chunks the pipeline's resumable parts use
+                frames.append(
+                    meas.measure_frame(
+                        model.loaded,
+                        rows.slice(lo, meas.CHUNK),
+                        hs,
+                        cfg.batch_size,
+                        tokens=tk,
+                        method=method,
+                        mean=mean,
+                        seed=cfg.seed,
+                    )
+                )
+    return pl.concat(frames).sort("model", "ablation", "relation", "prompt_id")
+
+
+def top_tokens(model: Model, row: dict, k: int = 10) -> dict:
+    """The paper's Figure 1 for one prompt row: the top-k next tokens with and without its context.
+
+    Args:
+        model: from load_model.
+        row: one prompts row (a dict, e.g. ``prompts.row(0, named=True)``).
+        k: how many tokens.
+    Returns:
+        {"ctx": [(token, prob), ...], "base": [...], "p_gold": {"ctx", "base"}, "p_distractor": {...}, and the row's
+        text_ctx, text_base, gold, distractor}.
+    """
+    from entrainment.scoring import top_tokens as top
+    from entrainment.tokens import Tokens
+
+    return top(model.loaded, row, Tokens(model.loaded.tokenizer, model.bos), k)
+
+
+def stats(measurements: pl.DataFrame, prompts: pl.DataFrame, confidence: float = 0.95) -> Frames:
+    """stats.parquet and contrasts.parquet's frames: paired t-tests per condition, condition contrasts.
+
+    Args:
+        measurements: from measure.
+        prompts: the prompts those rows measured.
+        confidence: the CI level.
+    Returns:
+        Frames(stats=..., contrasts=...).
+    """
+    from entrainment.shift_stats import compute_frames
+
+    s, c = compute_frames(measurements, prompts, confidence)
+    return Frames(stats=s, contrasts=c)
+
+
+def _relations(cfg, prompts: pl.DataFrame) -> list[str]:
+    """The discovery relations present in the prompts (own items: every relation when none is named)."""
+    present = sorted(prompts["relation"].unique())
+    out = [r for r in present if r in cfg.discover_relations]
+    return out or (present if cfg.items is not None else out)
+
+
+def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
+    """The mask searches (every seed x resample) and their tables.
+
+    Args:
+        model: from load_model.
+        prompts: a prompts frame holding the relations' train and dev items.
+        **options: discover_relations (the relations searched; default: those present), seeds,
+            search_resamples, epochs, early_stop_patience, lr, lam, tau, init, ablation_method,
+            stability_threshold, train_conditions, ...
+    Returns:
+        Frames(heads, discovery, discovery_masks, head_overlap, head_stability).
+    """
+    from entrainment import searches
+
+    cfg = _config(model, **options)
+    found = []
+    for rel in _relations(cfg, prompts):
+        rows = prompts.filter(pl.col("relation") == rel)
+        mean = _mean(model, prompts, rel, cfg.batch_size) if cfg.ablation_method != "zero" else None
+        found += [
+            searches.one_search(model.loaded, rows, rel, seed, r, cfg, mean)
+            for seed in cfg.seeds
+            for r in range(cfg.search_resamples)
+        ]
+    t = searches.tables(found, cfg)
+    return Frames({k: v for k, v in t.items() if k != "timings"})
+
+
+def scan(
+    model: Model,
+    prompts: pl.DataFrame,
+    heads: pl.DataFrame | None = None,
+    **options: Any,
+) -> Frames:
+    """Head-importance maps (single-head scan with bootstrap CIs, AtP) under every method, their agreement with the
+    learned mask (k-curves, faithfulness) and between methods.
+
+    Args:
+        model: from load_model.
+        prompts: a prompts frame with the relations' dev and test items.
+        heads: a heads frame (from discover) whose first seed's mask is compared; None = no mask.
+        **options: discover_relations (the relations scanned), ablation_method, compare_methods,
+            scan_items, scan_k, null_items, random_draws, ...
+    Returns:
+        Frames(head_scores, head_agreement, method_agreement).
+    """
+    from entrainment import importance
+
+    cfg = _config(model, **options)
+    scores, agree = [], []
+    for rel in _relations(cfg, prompts):
+        rows = prompts.filter(pl.col("relation") == rel)
+        for method in cfg.methods():
+            mean = _mean(model, prompts, rel, cfg.batch_size) if method != "zero" else None
+            s, _, _ = importance.score_heads(model.loaded, rows, rel, method, cfg, mean)
+            scores.append(s)
+            agree.append(importance.agreement_rows(model.loaded, rows, rel, method, s, heads, cfg, mean))
+    sc = pl.concat(scores).sort("model", "relation", "ablation_method", "method", "layer", "head")
+    return Frames(
+        head_scores=sc,
+        head_agreement=pl.concat(agree).sort("model", "relation", "ablation_method", "method", "k"),
+        method_agreement=importance.method_table(sc),
+    )
+
+
+def ablate(
+    model: Model, prompts: pl.DataFrame, heads: HeadsLike, relation: str | None = None, **options: Any
+) -> Frames:
+    """Evaluate head sets on every relation's test split: ablated vs original, random heads, no context, the
+    prompting baseline, every compared method on the own relation; the null; side effects.
+
+    Args:
+        model: from load_model.
+        prompts: a prompts frame (its test split is evaluated; train/dev give the seen templates).
+        heads: a heads frame (every mask in it, labelled as in heads.parquet) or [(layer, head), ...].
+        relation: the relation a plain head list belongs to (default: the first discovery relation present).
+        **options: ablation_method, compare_methods, random_draws, null_draws, null_items, seed, side_effects=False
+            to skip the side effects.
+    Returns:
+        Frames(ablation, null_draws, side_effects).
+    """
+    from entrainment import evaluation, masks
+    from entrainment.paths import ICL_DIR
+    from entrainment.searches import source_relations
+
+    with_side = options.pop("side_effects", True)
+    cfg = _config(model, **options)
+    if isinstance(heads, pl.DataFrame):
+        found = masks.learned_masks(heads, model.spec)
+    else:
+        hs = _head_sets(heads, model)[0]
+        rel = relation or _relations(cfg, prompts)[0]
+        found = [masks.LearnedMask(model.spec, rel, 0, None, masks.HeadSet(hs.id, hs.heads, hs.label))]
+    evals, sides, done, done_side = [], [], {}, {}
+    needed = bool(set(cfg.methods()) - {"zero"})
+    by_relation: dict[str, list] = {}  # mask relation -> its distinct head sets (evaluated together, as the CLI)
+    for m in found:
+        by_relation.setdefault(m.relation, [])
+        if m.head_set.heads not in by_relation[m.relation]:
+            by_relation[m.relation].append(m.head_set.heads)
+    means = {
+        r: _mean(model, prompts, source_relations(cfg, r), cfg.batch_size) if needed else None for r in by_relation
+    }
+    for mrel, sets in by_relation.items():
+        for rel in sorted(prompts["relation"].unique()):
+            for h, res in zip(
+                sets, evaluation.evaluate_relation(model.loaded, prompts, mrel, sets, rel, cfg, means[mrel])
+            ):
+                done[(mrel, h, rel)] = res
+    if with_side:
+        for mrel, sets in by_relation.items():
+            side_mean = means[mrel] if cfg.ablation_method != "zero" or cfg.compare_everywhere else None
+            frames = evaluation.side_effect_rows(model.loaded, mrel, sets, cfg, ICL_DIR, side_mean)
+            done_side.update({(mrel, h): f for h, f in zip(sets, frames)})
+    for m in found:
+        for rel in sorted(prompts["relation"].unique()):
+            evals.append((m, *done[(m.relation, m.head_set.heads, rel)]))
+        if with_side:
+            sides.append((m, done_side[(m.relation, m.head_set.heads)]))
+    if not sides:  # no side effects asked for: an empty table of the right schema
+        from entrainment.schema import SIDE_EFFECTS
+
+        sides_frame = pl.DataFrame(schema=SIDE_EFFECTS.polars_schema())
+        t = evaluation.tables(evals, [(found[0], sides_frame)])
+    else:
+        t = evaluation.tables(evals, sides)
+    return Frames(t)
+
+
+@dataclass
+class Results:
+    """An output folder: every table as a frame (read lazily, validated, refused when stale the way the CLI does)
+    and read-only SQL over them (``sql``, ``connect``)."""
+
+    out: Path
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def tables(self) -> list[str]:
+        """The tables present in the folder."""
+        from entrainment.schema import TABLES
+
+        return [n for n, t in TABLES.items() if (Path(self.out) / t.file).exists()]
+
+    def __getitem__(self, name: str) -> pl.DataFrame:
+        from entrainment import tables
+        from entrainment.errors import InputError
+        from entrainment.provenance import require_fresh
+        from entrainment.schema import TABLES
+
+        if name not in TABLES:
+            raise InputError(self.out, "table", name, f"unknown table (known: {', '.join(TABLES)})")
+        if name not in self._cache:
+            df = tables.read_table(self.out, name)
+            require_fresh(self.out, name)
+            self._cache[name] = df
+        return self._cache[name]
+
+    def __getattr__(self, name: str) -> pl.DataFrame:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def sql(self, query: str) -> pl.DataFrame:
+        """Run one read-only SELECT over the folder's views (as `entrainment sql`)."""
+        from entrainment.sql import query as run
+
+        return run(Path(self.out), query)
+
+    def connect(self):
+        """A read-only DuckDB connection with one view per table (as `entrainment sql` has)."""
+        from entrainment.sql import connect
+
+        return connect(Path(self.out))
+
+    def __repr__(self) -> str:
+        return f"Results({str(self.out)!r}: {', '.join(self.tables) or 'no tables'})"
+
+
+def results(out: str | Path = "results") -> Results:
+    """An output folder of the pipeline (default `results`).
+
+    Args:
+        out: the folder.
+    Returns:
+        Results: ``r.stats`` / ``r["stats"]`` read a table (a stale one is refused with the CLI's one-line message),
+        ``r.sql("select ...")`` queries, ``r.tables`` lists what is there.
+    """
+    from entrainment.errors import InputError
+
+    out = Path(out).expanduser().resolve()
+    if not out.is_dir():
+        raise InputError(out, "out", str(out), "not a folder")
+    return Results(out)

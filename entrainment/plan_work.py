@@ -1,0 +1,223 @@
+"""The work of every stage of a configured run, counted without a model: rows x tokens through each unit of the cost
+model (items x epochs x seeds x resamples, heads x items, draws x items, passes x items, ...), from the prompts table
+the Config generates and the stage formulas. ``entrainment plan`` prices it (entrainment/plan.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from entrainment.model_shape import Lengths, Shape
+
+# = entrainment.evaluation's constants (not imported: that module imports torch); tests/test_plan.py checks they agree
+SIDE_RECALL_ITEMS = 10
+SIDE_RANDOM_DRAWS = 1
+ICL_SHOTS = 3
+
+
+@dataclass(frozen=True)
+class Work:
+    """One kind of work of a stage: `rows` rows of `tokens` tokens each through the unit `unit`.
+
+    `factor` multiplies the unit cost (resample's donor rows), `batch` is the rows per forward call (GPU overhead)."""
+
+    stage: str
+    unit: str
+    rows: float
+    tokens: float
+    factor: float = 1.0
+    batch: int = 32
+
+
+def _rows(df, **eq):
+    import polars as pl
+
+    expr = pl.lit(True)
+    for k, v in eq.items():
+        expr = expr & (pl.col(k).is_in(list(v)) if isinstance(v, (list, tuple, set)) else (pl.col(k) == v))
+    return df.filter(expr)
+
+
+def _donor_factor(method: str) -> float:
+    """Resample runs about one donor row per item beside each item (mean and zero: none)."""
+    return 2.0 if method == "resample" else 1.0
+
+
+def side_texts(cfg, mask_relation: str) -> list[str]:
+    """The side-effect prompts of one mask (recall on the other eligible relations, the ICL tasks), as texts.
+    Mirrors entrainment.evaluation.side_tasks without importing torch; the shots are the first other items (the
+    pipeline draws them at random: same lengths on average)."""
+    from entrainment import relations
+    from entrainment.paths import ICL_DIR
+
+    out: list[str] = []
+    for path in relations.relation_files(cfg.data_dir):
+        try:
+            rel = relations.load_relation(path)
+        except Exception:  # noqa: BLE001 -- as side_tasks: an unreadable file is no task
+            continue
+        if rel.eligible and rel.name != mask_relation:
+            pairs = sorted(rel.pairs)[:SIDE_RECALL_ITEMS]
+            out += [rel.query_templates[0].format(s) for s, _ in pairs]
+    for p in sorted(Path(ICL_DIR).glob("*.json")):
+        items = json.loads(p.read_text())
+        for i, it in enumerate(items):
+            others = [x for j, x in enumerate(items) if j != i][:ICL_SHOTS]
+            out.append("".join(f"{x['input']} -> {x['output']}\n" for x in others) + f"{it['input']} ->")
+    return out
+
+
+def known_head_sets(cfg, spec: str) -> dict[str, list[tuple]] | None:
+    """mask relation -> the distinct head sets of this model's masks in ``--out``/heads.parquet (a previous run's
+    discovery), or None when there is none (a fresh run: the sets are not known before discovery)."""
+    path = Path(cfg.out) / "heads.parquet"
+    if not path.is_file():
+        return None
+    try:
+        import polars as pl
+
+        from entrainment.sources import resolve
+
+        df = pl.read_parquet(path, columns=["model", "relation", "seed", "layer", "head", "removed"])
+        df = df.filter(pl.col("model") == resolve(spec).spec)
+    except Exception:  # noqa: BLE001 -- unreadable or foreign: as if there were none
+        return None
+    if df.is_empty():
+        return None
+    out: dict[str, set[tuple]] = {}
+    for (rel, _seed), g in df.group_by("relation", "seed"):
+        r = g.filter(pl.col("removed"))
+        out.setdefault(rel, set()).add(tuple(sorted(zip(r["layer"].to_list(), r["head"].to_list()))))
+    return {rel: sorted(sets) for rel, sets in out.items()}
+
+
+def known_epochs(cfg, spec: str) -> dict[str, int] | None:
+    """mask relation -> the epochs its searches ran in total, from ``--out``/discovery.parquet of a previous run with
+    this model and the same seeds, resamples and epoch budget (early stopping is deterministic: a cold rerun of the
+    same configuration stops at the same epochs); None when there is no such table."""
+    path = Path(cfg.out) / "discovery.parquet"
+    if not path.is_file():
+        return None
+    try:
+        import polars as pl
+
+        from entrainment.sources import resolve
+
+        df = pl.read_parquet(path, columns=["model", "relation", "seed", "resample", "epoch"])
+        df = df.filter(pl.col("model") == resolve(spec).spec)
+    except Exception:  # noqa: BLE001 -- unreadable or foreign: as if there were none
+        return None
+    runs = df.group_by("relation", "seed", "resample").agg(pl.col("epoch").max())
+    want = {(s, r) for s in cfg.seeds for r in range(cfg.search_resamples)}
+    out: dict[str, int] = {}
+    for (rel,), g in runs.group_by("relation"):
+        got = set(zip(g["seed"].to_list(), g["resample"].to_list()))
+        if got != want or int(g["epoch"].max()) > cfg.epochs:
+            return None  # another configuration's searches: no guide to this one
+        out[rel] = int(g["epoch"].sum())
+    return out
+
+
+def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list[tuple]] | None = None,
+         epochs: dict[str, int] | None = None) -> list[Work]:
+    """Every stage's work for one model: the stage formulas over the prompts table.
+
+    Args:
+        cfg: the run's Config.
+        prompts: the prompts table the run generates (dataset.from_config).
+        shape: the model's Shape.
+        lengths: token counter.
+        head_sets: the distinct head sets per mask relation when known (known_head_sets); None = each seed's mask
+            and the stable set, all distinct, non-empty and of different sizes (the most a run can evaluate).
+        epochs: the epochs each mask relation's searches run in total when known (known_epochs); None = every search
+            runs the full --epochs (early stopping can only make it fewer).
+    Returns:
+        Work items (stage, unit, rows, tokens per row, cost factor, batch).
+    """
+    out: list[Work] = []
+    methods = cfg.methods()
+    relations = sorted(prompts["relation"].unique().to_list())
+    # measure: each shard (relation) scores its distinct with- and without-context prompts once; head means (mean
+    # and resample references) run every relation's distinct no-context train prompts once
+    n_sets = 1 + (1 if cfg.ablation_heads else 0)
+    for rel in relations:
+        r = _rows(prompts, relation=rel)
+        for col in ("text_ctx", "text_base"):
+            texts = r[col].unique().to_list()
+            out.append(Work("measure", "measure", len(texts) * n_sets, lengths.mean(texts), batch=cfg.batch_size))
+        base = _rows(r, split="train")["text_base"].unique().to_list()
+        out.append(Work("measure", "evaluate", len(base), lengths.mean(base), batch=cfg.batch_size))
+    out.append(Work("measure", "task", len(relations) * n_sets + 1, 0))  # a shard per relation + the model facts
+    disc = [r for r in relations if r in cfg.discover_relations] or (relations if cfg.items is not None else [])
+    searches = list(disc) + (["shared"] if cfg.shared_mask and len(disc) > 1 else [])
+    n_searches = len(cfg.seeds) * cfg.search_resamples
+    out.append(Work("discover", "task", len(searches) * n_searches, 0))
+    f = _donor_factor(cfg.ablation_method)
+    for rel in searches:
+        src = disc if rel == "shared" else [rel]
+        train = _rows(prompts, relation=src, split="train", condition=cfg.train_conditions)["text_ctx"].to_list()
+        dev = _rows(prompts, relation=src, split="dev", condition=cfg.train_conditions)["text_ctx"].to_list()
+        ran = epochs.get(rel, cfg.epochs * n_searches) if epochs is not None else cfg.epochs * n_searches
+        out.append(Work("discover", "discover", len(train) * ran, lengths.mean(train), f, cfg.discover_batch_size))
+        out.append(Work("discover", "evaluate", len(dev) * (ran + n_searches), lengths.mean(dev), f,
+                        cfg.batch_size))
+    if cfg.scan:
+        out.append(Work("scan", "task", 2 * len(disc) * len(methods), 0))  # scan + agreement per relation and method
+        for rel in disc:
+            dev = _rows(prompts, relation=rel, split="dev", condition=cfg.train_conditions)["text_ctx"].to_list()
+            test = _rows(prompts, relation=rel, split="test", condition=cfg.train_conditions)
+            n_scan = min(cfg.scan_items or len(dev), len(dev))
+            n_k = min(cfg.null_items, len(test))
+            k = min(cfg.scan_k, shape.n_total_heads)
+            k_masks = 1 + 3 * k + k * cfg.random_draws
+            for m in methods:
+                fm = 1.25 if m == "resample" else 1.0  # donors: + one row per item per batch of 4 masks x 16 items
+                out.append(Work("scan", "scan", n_scan * shape.n_total_heads, lengths.mean(dev), fm, 64))
+                out.append(Work("scan", "atp", n_scan, lengths.mean(dev), _donor_factor(m), cfg.discover_batch_size))
+                out.append(Work("scan", "null", n_k * k_masks, lengths.mean(test["text_ctx"].to_list()), fm,
+                                max(cfg.batch_size, 64)))
+                out.append(Work("scan", "null", n_k, lengths.mean(test["text_base"].to_list()), 1.0,
+                                max(cfg.batch_size, 64)))
+    for rel in searches:
+        # the ablate stage evaluates a mask relation's distinct head sets together (ablation.evaluate_masks): the
+        # intact passes once, an ablated pass per head set and method, random heads and the null once per set size
+        upper = [("?",) * (i + 1) for i in range(len(cfg.seeds) + 1)]  # seeds + stable set, sizes 1, 2, ...
+        sets = head_sets.get(rel, []) if head_sets is not None else upper
+        full = [hs for hs in sets if hs]      # sets that remove heads (a set removing none is the intact model)
+        sizes = {len(hs) for hs in full}
+        out.append(Work("ablate", "task", len(relations) + 1, 0))  # one task per evaluated relation + side effects
+        if not sets:
+            continue
+        for evaluated in relations:
+            is_own = evaluated == rel or (rel == "shared" and evaluated in disc)
+            ms = methods if is_own or cfg.compare_everywhere else methods[:1]
+            test = _rows(prompts, relation=evaluated, split="test")
+            n = len(test)
+            t_ctx, t_base = lengths.mean(test["text_ctx"].to_list()), lengths.mean(test["text_base"].to_list())
+            prompted = [t for t in test["text_prompted"].to_list() if t] if "text_prompted" in test.columns else []
+            t_pr = lengths.mean(prompted) if prompted else t_ctx
+            for text_tokens in (t_ctx, t_base, t_pr):  # original, no_context, prompted
+                out.append(Work("ablate", "ablate", n, text_tokens, batch=cfg.batch_size))
+            for j, m in enumerate(ms):  # ablated per head set; random heads per size under the search method
+                draws = len(sizes) * cfg.random_draws if j == 0 or cfg.compare_everywhere else 0
+                out.append(Work("ablate", "ablate", n * (len(full) + draws), t_ctx, _donor_factor(m), cfg.batch_size))
+            if is_own and full:
+                for cond in cfg.train_conditions:
+                    sub = _rows(test, condition=cond)
+                    n_null = min(cfg.null_items, len(sub))
+                    for m in ms[: len(ms) if cfg.compare_everywhere else 1]:
+                        # per size: the intact mask, that size's head sets and the draws, on the same items
+                        masks = len(sizes) * (1 + cfg.null_draws) + len(full)
+                        out.append(Work("ablate", "null", n_null * masks, lengths.mean(sub["text_ctx"].to_list()),
+                                        1.25 if m == "resample" else 1.0, max(cfg.batch_size, 64)))
+        side = side_texts(cfg, rel)
+        n_methods = len(methods) if cfg.compare_everywhere else 1
+        passes = 1 + len(full) + len(sizes) * min(SIDE_RANDOM_DRAWS, cfg.random_draws)
+        out.append(Work("ablate", "evaluate", len(side) * passes * n_methods, lengths.mean(side),
+                        batch=cfg.batch_size))
+    ex = prompts.head(1)
+    if len(ex):
+        out.append(Work("report", "evaluate", 2, lengths.mean(ex["text_ctx"].to_list() + ex["text_base"].to_list())))
+    return out

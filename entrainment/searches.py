@@ -1,0 +1,281 @@
+"""The discovery stage as library functions: one mask search as table rows, and the tables made from all searches.
+
+``one_search`` runs a search (a seed on the full training split or on a bootstrap resample of it) and returns its
+rows; ``tables`` turns every search's rows into heads.parquet (each seed's search on the full training split, plus
+the stable set), discovery.parquet, discovery_masks.parquet, head_overlap.parquet and head_stability.parquet. The
+Prefect tasks (tasks/mask_search.py) and the Python API call the same two functions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from entrainment import mask_search, donors, models, stability
+from entrainment.config import Config
+from entrainment.masks import STABLE_SEED, mask_label
+from entrainment.models import Loaded
+from entrainment.schema import DISCOVERY, DISCOVERY_MASKS, HEAD_OVERLAP, HEAD_STABILITY, HEADS
+from entrainment.summaries import model_prefix
+from entrainment.tokens import Tokens
+
+SHARED = mask_search.SHARED
+
+
+def source_relations(cfg: Config, relation: str) -> str | tuple[str, ...]:
+    """The relation(s) whose items train a mask: itself, or every discovery relation for the shared mask."""
+    return cfg.discover_relations if relation == SHARED else relation
+
+
+def params(cfg: Config, seed: int, device: str) -> mask_search.SearchParams:
+    """The search hyper-parameters of a Config."""
+    return mask_search.SearchParams(
+        epochs=cfg.epochs,
+        batch_size=cfg.discover_batch_size,
+        lr=cfg.lr,
+        lam=cfg.lam,
+        tau=cfg.tau,
+        weight_decay=cfg.weight_decay,
+        init=cfg.init,
+        seed=seed,
+        bf16=models.search_bf16(cfg.search_dtype, device),
+        patience=cfg.early_stop_patience,
+    )
+
+
+@dataclass
+class Search:
+    """One search's rows: log (with `seconds`), every epoch's mask, the selected mask, and a few facts."""
+
+    log: pl.DataFrame
+    masks: pl.DataFrame
+    heads: pl.DataFrame
+    facts: dict
+
+
+def one_search(
+    loaded: Loaded,
+    rows: pl.DataFrame,
+    relation: str,
+    seed: int,
+    resample: int,
+    cfg: Config,
+    mean=None,
+    checkpoint: Path | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> Search:
+    """Run one mask search on these prompt rows (the mask relation's, all splits) and return its rows.
+
+    Args:
+        loaded: the model.
+        rows: prompt rows of the mask's source relation(s).
+        relation: the mask relation (a relation name, or `shared`).
+        seed: the search seed.
+        resample: 0 = the full training split; r >= 1 = the r-th bootstrap resample of it.
+        cfg: search options (epochs, lr, lambda, tau, method, early stopping, ...).
+        mean: the reference means [L, H, D] (mean and resample methods).
+        checkpoint: resume file (saved after every epoch).
+        progress: called with each epoch's log row.
+    Returns:
+        The search's rows (Search).
+    """
+    rows = rows.filter(pl.col("condition").is_in(list(cfg.train_conditions)))
+    tk = Tokens(loaded.tokenizer, cfg.bos)
+    train_pairs = mask_search.items_with_rows(rows.filter(pl.col("split") == "train"), tk)
+    dev_pairs = mask_search.items_with_rows(rows.filter(pl.col("split") == "dev"), tk)
+    train = mask_search.bootstrap([it for it, _ in train_pairs], resample, seed)
+    dev = [it for it, _ in dev_pairs]
+    p = params(cfg, seed, loaded.info.device)
+    pairs = train_pairs + dev_pairs
+    ablation = donors.ablation_for(
+        cfg.ablation_method,
+        mean,
+        [it.prompt for it, _ in pairs],
+        [(r["relation"], r["condition"]) for _, r in pairs],
+        f"donors|{cfg.seed}|{relation}",
+    )
+    log_rows, history = mask_search.search(loaded, train, dev, p, checkpoint, progress, ablation)
+    chosen = mask_search.select_epoch(log_rows)
+    spec = loaded.info.spec
+    dtype = "bfloat16" if p.bf16 else "float32"
+    stopped = log_rows[-1]["epoch"] < p.epochs
+    key = {"model": spec, "relation": relation, "seed": seed, "resample": resample}
+    log_df = pl.DataFrame(
+        [
+            dict(
+                r,
+                **key,
+                selected=r["epoch"] == chosen,
+                search_dtype=dtype,
+                ablation_method=cfg.ablation_method,
+                stopped_early=stopped,
+            )
+            for r in log_rows
+        ]
+    )
+    masks = pl.DataFrame(
+        [
+            key
+            | {
+                "epoch": e,
+                "layer": layer,
+                "head": h,
+                "mask_logit": float(m[layer, h]),
+                "removed": bool(m[layer, h] <= 0),
+            }
+            for e, m in enumerate(history)
+            for layer in range(m.shape[0])
+            for h in range(m.shape[1])
+        ],
+        schema=DISCOVERY_MASKS.polars_schema(),
+    )
+    sel = (
+        masks.filter(pl.col("epoch") == chosen)
+        .drop("epoch", "resample")
+        .with_columns(
+            pl.lit(mask_label(relation, seed)).alias("ablation_label"),
+            pl.lit(cfg.ablation_method).alias("ablation_method"),
+        )
+    )
+    r0, rs = log_rows[0], log_rows[chosen]
+    facts = {
+        "model": spec,
+        "relation": relation,
+        "seed": seed,
+        "resample": resample,
+        "epoch": chosen,
+        "n_removed": rs["n_removed"],
+        "dev_delta_start": r0["dev_delta"],
+        "dev_delta": rs["dev_delta"],
+        "epochs_run": log_rows[-1]["epoch"],
+        "search_dtype": dtype,
+        "n_train": len(train),
+        "n_dev": len(dev),
+    }
+    return Search(log_df, masks, sel.select(HEADS.names), facts)
+
+
+def _sets(selected: pl.DataFrame) -> dict[tuple, set]:
+    """(model, relation, seed, resample) -> the removed heads of that search's selected mask."""
+    out: dict[tuple, set] = {}
+    for k, g in selected.group_by("model", "relation", "seed", "resample"):
+        r = g.filter(pl.col("removed"))
+        out[tuple(k)] = set(zip(r["layer"].to_list(), r["head"].to_list()))
+    return out
+
+
+def overlap(sets: dict[tuple, set]) -> pl.DataFrame:
+    """Pairwise Jaccard of every pair of searches per (model, relation), with the mean and its bootstrap CI."""
+    rows = []
+    for (model, relation), keys in itertools.groupby(sorted(sets), key=lambda k: k[:2]):
+        keys = list(keys)
+        mean, lo, hi = stability.mean_jaccard([sets[k] for k in keys], key=f"jaccard|{model}|{relation}")
+        for a, b in itertools.combinations(keys, 2):
+            rows.append(
+                {
+                    "model": model,
+                    "relation": relation,
+                    "seed_a": a[2],
+                    "resample_a": a[3],
+                    "seed_b": b[2],
+                    "resample_b": b[3],
+                    "n_removed_a": len(sets[a]),
+                    "n_removed_b": len(sets[b]),
+                    "n_shared": len(sets[a] & sets[b]),
+                    "jaccard": stability.jaccard(sets[a], sets[b]),
+                    "mean_jaccard": mean,
+                    "mean_jaccard_ci_low": lo,
+                    "mean_jaccard_ci_high": hi,
+                }
+            )
+    return pl.DataFrame(rows, schema=HEAD_OVERLAP.polars_schema())
+
+
+def stability_rows(
+    sets: dict[tuple, set], shapes: dict[str, tuple[int, int]], threshold: float, method: str
+) -> pl.DataFrame:
+    """head_stability rows per (model, relation) over all its searches."""
+    out = []
+    for (model, relation), keys in itertools.groupby(sorted(sets), key=lambda k: k[:2]):
+        n_l, n_h = shapes[model]
+        rows = stability.inclusion([sets[k] for k in keys], n_l, n_h, threshold)
+        out += [{"model": model, "relation": relation, "ablation_method": method} | r for r in rows]
+    return pl.DataFrame(out, schema=HEAD_STABILITY.polars_schema())
+
+
+def stable_heads(stab: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """heads.parquet rows of the stable sets (seed -1, mask_logit = threshold - frequency)."""
+    return stab.select(
+        "model",
+        "relation",
+        pl.lit(STABLE_SEED, pl.Int64).alias("seed"),
+        "layer",
+        "head",
+        (pl.lit(threshold) - pl.col("frequency")).alias("mask_logit"),
+        pl.col("stable").alias("removed"),
+        pl.format("stable:{}", pl.col("relation")).alias("ablation_label"),
+        "ablation_method",
+    )
+
+
+def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
+    """Every discovery table from the searches' rows (module docstring); `timings` holds the per-epoch seconds."""
+    masks = pl.concat([s.masks for s in searches]).sort(
+        "model", "relation", "seed", "resample", "epoch", "layer", "head"
+    )
+    log_df = pl.concat([s.log for s in searches]).sort("model", "relation", "seed", "resample", "epoch")
+    chosen = log_df.filter(pl.col("selected")).select("model", "relation", "seed", "resample", "epoch")
+    sets = _sets(masks.join(chosen, on=["model", "relation", "seed", "resample", "epoch"]))
+    shapes = {m: (int(g["layer"].max()) + 1, int(g["head"].max()) + 1) for (m,), g in masks.group_by("model")}
+    stab = stability_rows(sets, shapes, cfg.stability_threshold, cfg.ablation_method).sort(
+        "model", "relation", "layer", "head"
+    )
+    seeds = pl.concat([s.heads for s in searches if s.facts["resample"] == 0])
+    heads = pl.concat([seeds, stable_heads(stab, cfg.stability_threshold).select(seeds.columns)]).sort(
+        "model", "relation", "seed", "layer", "head"
+    )
+    timings = log_df.select("model", pl.lit("discover").alias("stage"), "relation", "seed", "epoch", "seconds")
+    return {
+        "heads": heads,
+        "discovery": log_df.drop("seconds").select(DISCOVERY.names),
+        "discovery_masks": masks,
+        "head_overlap": overlap(sets),
+        "head_stability": stab,
+        "timings": timings,
+    }
+
+
+def summary(facts: list[dict], ov: pl.DataFrame, stab: pl.DataFrame) -> list[str]:
+    """The lines `discover` and `run` print: every search, the overlap between searches, the stable set."""
+    multi = len({m["model"] for m in facts}) > 1
+    lines = [
+        f"{model_prefix(m['model'], multi)}{m['relation']} seed {m['seed']}"
+        + (f" resample {m['resample']}" if m["resample"] else "")
+        + f": epoch {m['epoch']} of {m['epochs_run']} run removes {m['n_removed']} heads, "
+        f"dev delta {m['dev_delta_start']:.2f} -> {m['dev_delta']:.2f} ({m['search_dtype']})"
+        + ("  (no head found: try more --epochs, a lower --lambda or a lower --init)" if m["n_removed"] == 0 else "")
+        for m in sorted(facts, key=lambda m: (m["model"], m["relation"], m["seed"], m["resample"]))
+    ]
+    for (model, relation), g in sorted(ov.group_by("model", "relation"), key=lambda kv: kv[0]):
+        r = g.row(0, named=True)
+        lines.append(
+            f"{model_prefix(model, multi)}{relation}: {len(g)} pairs of searches, mean Jaccard "
+            f"{r['mean_jaccard']:.2f} [95% CI {r['mean_jaccard_ci_low']:.2f}, {r['mean_jaccard_ci_high']:.2f}] "
+            "(Niu et al.: 0.32-0.55)"
+        )
+    for (model, relation), g in sorted(stab.group_by("model", "relation"), key=lambda kv: kv[0]):
+        top = g.filter(pl.col("selected") > 0).sort(["frequency", "layer", "head"], descending=[True, False, False])
+        stable = g.filter(pl.col("stable")).sort("layer", "head")
+        heads = ", ".join(f"L{r['layer']}.H{r['head']}" for r in stable.iter_rows(named=True)) or "none"
+        freq = ", ".join(
+            f"L{r['layer']}.H{r['head']} {r['selected']}/{r['searches']}" for r in top.head(5).iter_rows(named=True)
+        )
+        lines.append(
+            f"{model_prefix(model, multi)}{relation}: stable set ({len(stable)} heads): {heads}; "
+            f"most often removed: {freq or 'none'}"
+        )
+    return lines

@@ -1,0 +1,206 @@
+"""The stage graph, declared once: which stage writes which table, from which tables, reading which Config fields.
+
+Everything that needs the graph is derived from ``STAGES`` here (kedro's "declare each node's inputs and outputs
+once"): a table's provenance inputs (``inputs_of``), the command that refreshes it (``producer``), the tables a
+command's fast-path key hashes (``reads``), the tables the report reads, and the Config fields in each stage's
+cache key (``fields``). A leaf module: plain data, no project imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage (= one CLI command).
+
+    Attributes:
+        name: the stage and command name.
+        writes: table -> the tables it is made from (recorded as its provenance; () = from files only).
+        reads: every table the command reads when present (its fast-path key hashes them).
+        fields: the Config fields the stage's results depend on (its cache key).
+    """
+
+    name: str
+    writes: dict[str, tuple[str, ...]]
+    reads: tuple[str, ...]
+    fields: tuple[str, ...]
+
+
+_MODEL = ("model", "device", "dtype", "bos")
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "generate",
+        {"prompts": ()},
+        (),
+        (
+            "relations",
+            "items",
+            "seed",
+            "max_pairs",
+            "split",
+            "discover_relations",
+            "search_pairs",
+            "train_conditions",
+            "template_holdout",
+            "n_passages",
+            "passage_items",
+            "passage_distractor",
+            "prompt_instruction",
+        ),
+    ),
+    Stage(
+        "measure",
+        {"measurements": ("prompts",), "models": ("prompts",), "head_means": ("prompts",)},
+        ("prompts", "heads"),
+        ("model", "device", "dtype", "batch_size", "ablation_heads", "ablation_method", "bos"),
+    ),
+    Stage(
+        "stats",
+        {
+            "stats": ("measurements", "prompts"),
+            "contrasts": ("measurements", "prompts"),
+            "scaling": ("measurements", "prompts", "models"),
+        },
+        ("measurements", "prompts", "models"),
+        ("confidence",),
+    ),
+    Stage(
+        "discover",
+        {
+            "heads": ("prompts",),
+            "discovery": ("prompts",),
+            "discovery_masks": ("prompts",),
+            "head_overlap": ("prompts",),
+            "head_stability": ("prompts",),
+        },
+        ("prompts",),
+        (
+            "model",
+            "device",
+            "dtype",
+            "discover_relations",
+            "epochs",
+            "early_stop_patience",
+            "discover_batch_size",
+            "lr",
+            "lam",
+            "tau",
+            "weight_decay",
+            "init",
+            "seeds",
+            "search_resamples",
+            "stability_threshold",
+            "train_conditions",
+            "bos",
+            "search_dtype",
+            "ablation_method",
+        ),
+    ),
+    Stage(
+        "scan",
+        {
+            "head_scores": ("prompts",),
+            "head_agreement": ("head_scores", "heads", "prompts"),
+            "method_agreement": ("head_scores",),
+        },
+        ("prompts", "heads"),
+        (
+            "model",
+            "device",
+            "dtype",
+            "bos",
+            "train_conditions",
+            "discover_batch_size",
+            "batch_size",
+            "scan_k",
+            "scan_items",
+            "random_draws",
+            "null_items",
+            "seed",
+            "search_dtype",
+            "ablation_method",
+            "compare_methods",
+        ),
+    ),
+    Stage(
+        "ablate",
+        {"ablation": ("heads", "prompts"), "side_effects": ("heads", "prompts"), "null_draws": ("heads", "prompts")},
+        ("prompts", "heads"),
+        (
+            "model",
+            "device",
+            "dtype",
+            "batch_size",
+            "random_draws",
+            "seed",
+            "bos",
+            "null_draws",
+            "null_items",
+            "train_conditions",
+            "search_dtype",
+            "ablation_method",
+            "compare_methods",
+            "compare_everywhere",
+            "stability_threshold",
+        ),
+    ),
+    Stage(
+        "report",
+        {"timings": ()},
+        (
+            "prompts",
+            "measurements",
+            "stats",
+            "contrasts",
+            "heads",
+            "discovery",
+            "head_overlap",
+            "head_stability",
+            "ablation",
+            "side_effects",
+            "null_draws",
+            "head_scores",
+            "head_agreement",
+            "method_agreement",
+            "models",
+            "scaling",
+        ),
+        _MODEL,
+    ),
+)
+
+BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+
+
+def producer(table: str) -> str:
+    """The stage (command) that writes `table`."""
+    for s in STAGES:
+        if table in s.writes:
+            return s.name
+    raise KeyError(table)
+
+
+def inputs_of(table: str) -> tuple[str, ...]:
+    """The tables `table` is made from (its provenance record); () for a table made from files only."""
+    return BY_NAME[producer(table)].writes[table]
+
+
+def reads(command: str) -> tuple[str, ...]:
+    """The tables a command reads (`run` makes its own, so it reads none)."""
+    return () if command == "run" else BY_NAME[command].reads
+
+
+def fields(stage: str) -> tuple[str, ...]:
+    """The Config fields in a stage's cache key."""
+    return BY_NAME[stage].fields
+
+
+def tables_of(stage: str) -> tuple[str, ...]:
+    """The tables a stage writes."""
+    return tuple(BY_NAME[stage].writes)
+
+
+TABLES: tuple[str, ...] = tuple(t for s in STAGES for t in s.writes)

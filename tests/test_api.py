@@ -1,0 +1,180 @@
+"""The Python API returns the pipeline's tables: every function's frame equals the Parquet table the CLI writes for
+the same tiny inputs and options; `en.results` reads a folder the way the CLI does; no Prefect on this path."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import entrainment as en
+from entrainment import tables
+from entrainment.errors import InputError
+from tests import tiny
+from tests.test_cli import ROOT, cli
+
+OPTIONS = dict(
+    relations=["toy capital", "toy color"],
+    discover_relations=["toy capital"],
+    max_pairs=4,
+    search_pairs=[3, 2, 3],
+    passage_items=2,
+    seeds=[0, 1],
+    search_resamples=2,
+    epochs=3,
+    discover_batch_size=4,
+    random_draws=2,
+    null_draws=4,
+    null_items=4,
+    scan_items=3,
+    scan_k=2,
+    compare_methods=["zero", "mean", "resample"],
+    lam=0.0,  # no sparsity pull and logits near 0: the tiny random model's searches remove heads,
+    init=0.5,  # so the null, side-effect and k-curve tables have rows to compare
+)
+
+
+def _toml(opts: dict) -> str:
+    def value(v):
+        if isinstance(v, list):
+            return "[" + ", ".join(f'"{x}"' if isinstance(x, str) else str(x) for x in v) + "]"
+        return f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return "".join(f"{k} = {value(v)}\n" for k, v in opts.items())
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    from tests.conftest import toy_lre
+
+    d = tmp_path_factory.mktemp("api")
+    lre = toy_lre(d / "lre")
+    model = tiny.save("llama", d / "model")
+    (d / "c.toml").write_text(_toml(OPTIONS))
+    out = d / "out"
+    r = cli(
+        "run", "--out", str(out), "--model", model, "--data-dir", str(lre), "--config", str(d / "c.toml"), timeout=1200
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d, lre, model, out
+
+
+def _same(api: pl.DataFrame, out, name: str) -> None:
+    table = tables.read_table(out, name)
+    assert len(table) > 0, name
+    assert_frame_equal(api.select(table.columns), table, check_exact=False, abs_tol=1e-6, check_dtypes=False)
+
+
+@pytest.fixture(scope="module")
+def api_frames(project):
+    d, lre, model, out = project
+    m = en.load_model(model)
+    opts = dict(OPTIONS, data_dir=str(lre))
+    p = en.prompts(**opts)
+    meas = en.measure(m, p)
+    s = en.stats(meas, p)
+    disc = en.discover(m, p, **opts)
+    sc = en.scan(m, p, heads=disc.heads, **opts)
+    ab = en.ablate(m, p, disc.heads, **opts)
+    return {"prompts": p, "measurements": meas, "stats": s.stats, "contrasts": s.contrasts, **disc, **sc, **ab}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "prompts",
+        "measurements",
+        "stats",
+        "contrasts",
+        "heads",
+        "discovery",
+        "discovery_masks",
+        "head_overlap",
+        "head_stability",
+        "head_scores",
+        "head_agreement",
+        "method_agreement",
+        "ablation",
+        "null_draws",
+        "side_effects",
+    ],
+)
+def test_each_api_frame_equals_the_cli_table(project, api_frames, name):
+    _same(api_frames[name], project[3], name)
+
+
+def test_results_reads_tables_and_queries_read_only(project):
+    out = project[3]
+    r = en.results(out)
+    assert {"prompts", "measurements", "stats", "ablation"} <= set(r.tables)
+    assert r.stats.equals(tables.read_table(out, "stats")) and r["prompts"].height == r.prompts.height
+    n = r.sql("select count(*) as n from measurements")["n"][0]
+    assert n == r.measurements.height
+    with pytest.raises(InputError, match="only SELECT"):
+        r.sql("create table x as select 1")
+    with pytest.raises(InputError, match="unknown table"):
+        r["nope"]
+
+
+def test_results_refuses_a_stale_table_with_the_cli_message(project, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(project[3], out, ignore=shutil.ignore_patterns(".lock", ".cache", "shards"))
+    from entrainment import lre_prompts as prompts
+
+    fewer = prompts.build(project[1], ("toy capital",), 0, 2, (0.6, 0.2, 0.2))
+    tables.write_table(fewer, out, "prompts")  # another prompts table: measurements are stale now
+    with pytest.raises(InputError) as e:
+        en.results(out).measurements
+    r = cli("stats", "--out", str(out))
+    assert r.returncode == 2 and r.stderr.strip() == f"entrainment: error: {e.value}"
+
+
+def test_the_api_path_imports_no_prefect(project):
+    code = (
+        "import sys\nimport entrainment as en\n"
+        f"m = en.load_model({project[2]!r})\n"
+        f"p = en.prompts(relations=['toy capital'], max_pairs=2, data_dir={str(project[1])!r})\n"
+        "x = en.measure(m, p)\ns = en.stats(x, p)\n"
+        "assert not [k for k in sys.modules if k == 'prefect' or k.startswith('prefect.')]\nprint(len(x))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and int(r.stdout.strip()) > 0, r.stderr[-2000:]
+
+
+def test_measure_with_heads_and_methods(project):
+    d, lre, model, _ = project
+    m = en.load_model(model)
+    p = en.prompts(relations=["toy capital"], max_pairs=3, data_dir=str(lre))
+    a = en.measure(m, p, heads=[(1, 2), (0, 1)])
+    b = en.measure(m, p, heads="0.1,1.2", ablation_method="mean")
+    assert set(a["ablation"]) == {"none", "heads-0.1,1.2"} and set(b["ablation"]) == {"none", "heads-0.1,1.2@mean"}
+    x = a.filter(pl.col("ablation") != "none")["gold_logit_ctx"].to_numpy()
+    y = b.filter(pl.col("ablation") != "none")["gold_logit_ctx"].to_numpy()
+    assert abs(x - y).max() > 1e-6  # mean ablation is not zero ablation
+
+
+def test_accuracy_columns_equal_a_recomputation_from_the_measurements(project):
+    """original / no_context top-1 accuracy in ablation.parquet = the share of items whose gold first token has rank 1
+    with / without context in measurements.parquet (the intact model), per evaluated relation and condition."""
+    out = project[3]
+    abl = tables.read_table(out, "ablation").filter(pl.col("templates") == "all")
+    meas = tables.read_table(out, "measurements").filter((pl.col("ablation") == "none") & (pl.col("split") == "test"))
+    checked = 0
+    for r in abl.filter(pl.col("variant").is_in(["original", "no_context"])).iter_rows(named=True):
+        g = meas.filter((pl.col("relation") == r["relation"]) & (pl.col("condition") == r["condition"]))
+        assert len(g) == r["n"]
+        col = "gold_rank_ctx" if r["variant"] == "original" else "gold_rank_base"
+        assert r["top1_acc"] == pytest.approx((g[col] == 1).mean(), abs=1e-12), r
+        checked += 1
+    assert checked >= 4
+    # gains on the prompted and ablated rows are paired differences of those 0/1 outcomes
+    pr = abl.filter((pl.col("variant") == "prompted") & (pl.col("relation") == pl.col("mask_relation")))
+    orig = abl.filter((pl.col("variant") == "original") & (pl.col("relation") == pl.col("mask_relation")))
+    j = pr.join(
+        orig, on=["model", "mask_relation", "seed", "ablation_method", "relation", "condition", "split"], suffix="_o"
+    )
+    assert ((j["top1_gain"] - (j["top1_acc"] - j["top1_acc_o"])).abs() < 1e-9).all()
