@@ -37,7 +37,6 @@ FILTERS = ("measure", "discover", "scan")
 INT_LISTS = ("seeds",)
 NUM_LISTS = ("split",)
 INT_TRIPLES = ("search_pairs",)
-CONTROL = ("refresh", "runner", "dask_address")
 
 
 def flag(field: str, command: str = "") -> str:

@@ -16,7 +16,7 @@ distributions at the last real token, computed chunk by chunk (memory does not g
 Evidence on `ablated` (and `random_heads`, `prompted`) rows: the per-item paired gain in Δ and in top-1
 correctness vs original (mean, 95% t CI, paired-t p; for 0/1 correctness that is the paired t-test on the 0/1
 differences) and, for the mask's own relation, its null conditions and the search method, the random-head null
-(``random_heads.null_gains``) on a fixed seeded subsample: empirical p and z. ``templates`` = seen / unseen rows
+(``random_heads.null_gains_many``) on a fixed seeded subsample: empirical p and z. ``templates`` = seen / unseen rows
 split the mask's own relation by whether its search saw the item's query template.
 
 Every score comes from ``scoring.score`` (the measurement stage's path) with the method's keep-mask.

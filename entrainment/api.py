@@ -24,6 +24,8 @@ from typing import Any, Iterable
 
 import polars as pl
 
+from entrainment.errors import InputError
+
 __all__ = [
     "Model",
     "Frames",
@@ -236,11 +238,21 @@ def stats(measurements: pl.DataFrame, prompts: pl.DataFrame, confidence: float =
     return Frames(stats=s, contrasts=c)
 
 
-def _relations(cfg, prompts: pl.DataFrame) -> list[str]:
-    """The discovery relations present in the prompts (own items: every relation when none is named)."""
+def _relations(cfg, prompts: pl.DataFrame, options: dict) -> list[str]:
+    """The discovery relations present in the prompts; without a `discover_relations` option and none of the
+    default ones present (own items, other LRE relations), every relation present."""
     present = sorted(prompts["relation"].unique())
     out = [r for r in present if r in cfg.discover_relations]
-    return out or (present if cfg.items is not None else out)
+    if not out and "discover_relations" not in options:
+        out = present
+    if not out:
+        raise InputError(
+            "prompts",
+            "discover_relations",
+            ",".join(cfg.discover_relations),
+            f"none of them is in the prompts ({present})",
+        )
+    return out
 
 
 def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
@@ -249,7 +261,8 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
     Args:
         model: from load_model.
         prompts: a prompts frame holding the relations' train and dev items.
-        **options: discover_relations (the relations searched; default: those present), seeds,
+        **options: discover_relations (the relations searched; default: the
+            pipeline's discovery relations that are present, else every relation present), seeds,
             search_resamples, epochs, early_stop_patience, lr, lam, tau, init, ablation_method,
             stability_threshold, train_conditions, ...
     Returns:
@@ -259,7 +272,7 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
 
     cfg = _config(model, **options)
     found = []
-    for rel in _relations(cfg, prompts):
+    for rel in _relations(cfg, prompts, options):
         rows = prompts.filter(pl.col("relation") == rel)
         mean = _mean(model, prompts, rel, cfg.batch_size) if cfg.ablation_method != "zero" else None
         found += [
@@ -293,7 +306,7 @@ def scan(
 
     cfg = _config(model, **options)
     scores, agree = [], []
-    for rel in _relations(cfg, prompts):
+    for rel in _relations(cfg, prompts, options):
         rows = prompts.filter(pl.col("relation") == rel)
         for method in cfg.methods():
             mean = _mean(model, prompts, rel, cfg.batch_size) if method != "zero" else None
@@ -334,7 +347,7 @@ def ablate(
         found = masks.learned_masks(heads, model.spec)
     else:
         hs = _head_sets(heads, model)[0]
-        rel = relation or _relations(cfg, prompts)[0]
+        rel = relation or _relations(cfg, prompts, options)[0]
         found = [masks.LearnedMask(model.spec, rel, 0, None, masks.HeadSet(hs.id, hs.heads, hs.label))]
     evals, sides, done, done_side = [], [], {}, {}
     needed = bool(set(cfg.methods()) - {"zero"})
@@ -389,7 +402,7 @@ class Results:
 
     def __getitem__(self, name: str) -> pl.DataFrame:
         from entrainment import tables
-        from entrainment.errors import InputError
+
         from entrainment.provenance import require_fresh
         from entrainment.schema import TABLES
 

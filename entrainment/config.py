@@ -316,7 +316,7 @@ def parse_numbers(text: str, field_name: str) -> tuple[float, ...]:
         raise InputError("command line", field_name, text, "expected comma-separated numbers") from None
 
 
-_ALIASES = {"lambda": "lam", "max-pairs": "max_pairs"}
+_ALIASES = {"lambda": "lam"}
 LIST_FIELDS = ("relations", "discover_relations", "train_conditions", "models", "compare_methods")
 
 

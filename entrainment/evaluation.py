@@ -3,7 +3,7 @@
 ``evaluate_relation`` -> ablation and null_draws rows of one head set on one relation's test split (the search
 method everywhere, every compared method on the mask's own relation); ``side_effect_rows`` -> side_effects rows;
 ``tables`` labels the rows of every mask (masks with the same heads share one evaluation) and finishes the tables.
-The Prefect tasks (tasks/ablation.py) and the Python API call the same functions.
+The Prefect tasks (tasks/ablate.py) and the Python API call the same functions.
 """
 
 from __future__ import annotations

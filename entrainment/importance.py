@@ -3,7 +3,7 @@ the learned mask, and the agreement between methods.
 
 ``score_heads`` -> head_scores rows (+ the per-item effects the bootstrap CIs come from); ``agreement_rows`` ->
 head_agreement rows (k-curves with CIs, faithfulness); ``method_table`` -> method_agreement rows. The Prefect tasks
-(tasks/head_scan.py) and the Python API call the same functions.
+(tasks/scan.py) and the Python API call the same functions.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ anything below it) and nothing is stored per item.
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -34,7 +33,6 @@ from entrainment.models import Loaded
 from entrainment.oom import halving
 from entrainment.scoring import collate, forward_last, model_device
 
-log = logging.getLogger(__name__)
 
 
 def _take_rows(x, rows: torch.Tensor):

@@ -1,7 +1,7 @@
 """The random-head control and null: head sets of a mask's size drawn at random, scored like the mask.
 
 ``random_head_sets`` draws seeded sets (never the selected set); ``null_subsample`` fixes the items the null is
-scored on; ``null_gains`` scores the mask and every draw on them in batched multi-mask passes
+scored on; ``null_gains_many`` scores the masks and every draw on them in batched multi-mask passes
 (``multimask.probe_logits``), under any ablation method. The statistics of the comparison are in ``null``.
 """
 
@@ -72,24 +72,3 @@ def null_gains_many(loaded: Loaded, prompts: list, gold: list[int], dist: list[i
     gains = (delta[1:] - delta[0]).mean(axis=1)     # the selected sets, then each draw
     return [float(g) for g in gains[: len(selected)]], gains[len(selected):]
 
-
-def null_gains(
-    loaded: Loaded,
-    prompts: list,
-    gold: list[int],
-    dist: list[int],
-    selected: HeadSet,
-    draws: list[HeadSet],
-    batch_size: int,
-    bf16: bool = False,
-    ablation: Ablation = ZERO,
-) -> tuple[float, np.ndarray]:
-    """(observed mean gain, mean gain of each draw) on the same items, all from one batched multi-mask pass."""
-    info = loaded.info
-    masks = head_masks([(), selected.heads] + [d.heads for d in draws], info.n_layers, info.n_heads)
-    logits = probe_logits(
-        loaded, prompts, list(zip(gold, dist)), masks, max(batch_size, 64), bf16=bf16, ablation=ablation
-    )
-    delta = logits[..., 0] - logits[..., 1]  # [masks, items]
-    gains = (delta[1:] - delta[0]).mean(axis=1)  # selected, then each draw
-    return float(gains[0]), gains[1:]

@@ -15,7 +15,6 @@ distinct donor), and the continuation tokens of multi-token answers -- positions
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -24,7 +23,6 @@ import torch
 from entrainment.heads import ZERO, Ablation, HeadScaler, donor_rows, intervened, set_batch
 from entrainment.oom import halving
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

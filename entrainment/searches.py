@@ -3,7 +3,7 @@
 ``one_search`` runs a search (a seed on the full training split or on a bootstrap resample of it) and returns its
 rows; ``tables`` turns every search's rows into heads.parquet (each seed's search on the full training split, plus
 the stable set), discovery.parquet, discovery_masks.parquet, head_overlap.parquet and head_stability.parquet. The
-Prefect tasks (tasks/mask_search.py) and the Python API call the same two functions.
+Prefect tasks (tasks/discover.py) and the Python API call the same two functions.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ STAGES: tuple[Stage, ...] = (
         "measure",
         {"measurements": ("prompts",), "models": ("prompts",), "head_means": ("prompts",)},
         ("prompts", "heads"),
-        ("model", "device", "dtype", "batch_size", "ablation_heads", "ablation_method", "bos"),
+        ("model", "device", "dtype", "batch_size", "ablation_heads", "ablation_method", "bos", "seed"),  # seed: donors
     ),
     Stage(
         "stats",
@@ -81,6 +81,7 @@ STAGES: tuple[Stage, ...] = (
             "model",
             "device",
             "dtype",
+            "seed",  # resample donors
             "discover_relations",
             "epochs",
             "early_stop_patience",
@@ -196,11 +197,6 @@ def reads(command: str) -> tuple[str, ...]:
 def fields(stage: str) -> tuple[str, ...]:
     """The Config fields in a stage's cache key."""
     return BY_NAME[stage].fields
-
-
-def tables_of(stage: str) -> tuple[str, ...]:
-    """The tables a stage writes."""
-    return tuple(BY_NAME[stage].writes)
 
 
 TABLES: tuple[str, ...] = tuple(t for s in STAGES for t in s.writes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from entrainment.mask_search import SHARED
 from entrainment.models import short_name
 from entrainment.null import holm
 
@@ -20,8 +21,9 @@ def model_prefix(model: str, multi: bool) -> str:
 
 
 def _own(abl: pl.DataFrame) -> pl.DataFrame:
-    """Rows of each mask on its own relation, all templates."""
-    return abl.filter((pl.col("relation") == pl.col("mask_relation")) & (pl.col("templates") == "all"))
+    """Rows of each mask on its own relation (the shared mask: every relation it was evaluated on), all templates."""
+    own = (pl.col("relation") == pl.col("mask_relation")) | (pl.col("mask_relation") == SHARED)
+    return abl.filter(own & (pl.col("templates") == "all"))
 
 
 def pooled_variants(abl: pl.DataFrame) -> pl.DataFrame:
@@ -190,7 +192,7 @@ def summary_lines(abl: pl.DataFrame) -> list[str]:
             continue
         lines.append(
             f"{model_prefix(key[0], multi)}{_name(v['ablated'])} [{key[4]}] "
-            f"({v['ablated']['n_heads_removed']} heads, test split): delta "
+            f"({v['ablated']['n_heads_removed']} heads, test split, all conditions): delta "
             f"original {v['original']['delta']:.2f} | ablated {v['ablated']['delta']:.2f} | "
             f"random heads {v['random_heads']['delta']:.2f} (p95 {v['random_heads']['delta_p95']:.2f}) | "
             f"no context {v['no_context']['delta']:.2f}; distractor rank "
