@@ -178,3 +178,12 @@ def test_accuracy_columns_equal_a_recomputation_from_the_measurements(project):
         orig, on=["model", "mask_relation", "seed", "ablation_method", "relation", "condition", "split"], suffix="_o"
     )
     assert ((j["top1_gain"] - (j["top1_acc"] - j["top1_acc_o"])).abs() < 1e-9).all()
+
+
+def test_the_package_exports_exactly_the_api_names():
+    """entrainment/__init__.py keeps its own copy of the names (so `import entrainment` stays free of polars and the
+    API module until a name is used); the copy must equal entrainment.api.__all__."""
+    import entrainment.api
+
+    assert set(en.__all__) == set(entrainment.api.__all__)
+    assert all(getattr(en, name) is getattr(entrainment.api, name) for name in entrainment.api.__all__)
