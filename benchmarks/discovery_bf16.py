@@ -4,6 +4,7 @@ Same model, items, epochs and seed; evaluation (dev delta, the selection rule) s
 Prints seconds per epoch, `ratio: X.XX` (float32 / bf16), and the heads each selects.
 
     .venv/bin/python benchmarks/discovery_bf16.py [--relation "country capital city"] [--epochs 6]
+    .venv/bin/python benchmarks/discovery_bf16.py --quick    # tiny random model, seconds (the test suite runs this)
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import polars as pl  # noqa: E402
 
+import _quick  # noqa: E402
+
 from entrainment import mask_search as discover, models, dataset  # noqa: E402
 from entrainment.config import Config  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--relation", default="country capital city")
     ap.add_argument("--epochs", type=int, default=6)
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help=_quick.HELP)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.model, args.epochs = _quick.tiny_model(), 1
     cfg = Config()
     loaded = models.load(args.model, "cpu", "float32")
     df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))

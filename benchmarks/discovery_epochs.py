@@ -1,13 +1,14 @@
 """What a longer mask search buys: dev Δ and the selected head set against the epoch budget.
 
 One search (seed 0, the default head-search data of one relation, template holdout included, float32) runs for the
-largest budget; the trajectory does not depend on the budget (no schedule), so the selection rule applied to the first
-E epochs is
-exactly what a run with ``epochs = E`` selects. For every budget it prints the selected epoch, the heads, dev Δ
-and the test Δ (intact -> heads removed, mean paired gain with its 95% CI), and where early stopping with
-patience P would have stopped and what it would have picked.
+largest budget, with neither the step budget nor the convergence test cutting it short; the trajectory does not
+depend on the budget (no schedule), so the selection rule applied to the first E epochs is exactly what a run with
+``epochs = E`` selects. For every budget it prints the selected epoch, the heads, dev Δ and the test Δ (intact ->
+heads removed, mean paired gain with its 95% CI), and where the default step budget (``max_steps``) ends the search
+and what it picks there. (The old patience rule is gone from the library; see entrainment/mask_search.py.)
 
-    .venv/bin/python benchmarks/discovery_epochs.py [--epochs 100] [--budgets 10,30,100] [--patience 3]
+    .venv/bin/python benchmarks/discovery_epochs.py [--epochs 100] [--budgets 10,30,100] [--max-steps 48]
+    .venv/bin/python benchmarks/discovery_epochs.py --quick  # tiny random model, seconds (the test suite runs this)
 """
 
 from __future__ import annotations
@@ -22,23 +23,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+import _quick  # noqa: E402
+
 from entrainment import dataset, models  # noqa: E402
 from entrainment import mask_search as discover  # noqa: E402
-from entrainment.config import Config  # noqa: E402
+from entrainment.config import Config, default  # noqa: E402
 from entrainment.null import paired_gain  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--relation", default="country capital city")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--budgets", default="10,30,100")
-    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--max-steps", type=int, default=default("max_steps"), help="the step budget to report on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the per-epoch rows here")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help=_quick.HELP)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.model, args.epochs, args.budgets, args.max_steps = _quick.tiny_model(), 2, "1,2", 2
     loaded = models.load(args.model)
     cfg = Config(relations=(args.relation,), discover_relations=(args.relation,))
     df = dataset.from_config(cfg)  # the default head-search data (template holdout included)
@@ -51,7 +57,10 @@ def main() -> None:
     )
     t = time.perf_counter()
     rows, hist = discover.search(
-        loaded, split["train"], split["dev"], discover.SearchParams(epochs=args.epochs, seed=args.seed, bf16=False)
+        loaded,
+        split["train"],
+        split["dev"],
+        discover.SearchParams(epochs=args.epochs, seed=args.seed, bf16=False, max_steps=10**9, converge_steps=10**9),
     )
     print(f"{args.epochs} epochs in {time.perf_counter() - t:.0f} s")
     print("epoch dev_delta n_removed: " + " ".join(f"{r['epoch']}:{r['dev_delta']:.2f}/{r['n_removed']}" for r in rows))
@@ -66,11 +75,9 @@ def main() -> None:
             f"test delta {base.mean():.2f} -> {ablated.mean():.2f}, gain {g['gain']:+.2f} "
             f"[{g['gain_ci_low']:+.2f}, {g['gain_ci_high']:+.2f}]"
         )
-    stop = discover.early_stop_epoch(rows, args.patience)
+    stop = next((r["epoch"] for r in rows if r["step"] >= args.max_steps), rows[-1]["epoch"])
     e = discover.select_epoch(rows[: stop + 1])
-    print(
-        f"early stopping (patience {args.patience}): stops after epoch {stop}, selects epoch {e}, heads {heads_of(e)}"
-    )
+    print(f"step budget {args.max_steps}: ends the search after epoch {stop}, selects epoch {e}, heads {heads_of(e)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

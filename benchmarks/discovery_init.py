@@ -4,6 +4,7 @@ Same model, data, epochs and seed; prints per-epoch dev delta and heads removed 
 the selection rule picks, its held-out (test split) delta, and the seconds per epoch.
 
     .venv/bin/python benchmarks/discovery_init.py [--relation "country capital city"] [--max-pairs 60] [--epochs 12]
+    .venv/bin/python benchmarks/discovery_init.py --quick    # tiny random model, seconds (the test suite runs this)
 """
 
 from __future__ import annotations
@@ -16,19 +17,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import polars as pl  # noqa: E402
 
+import _quick  # noqa: E402
+
 from entrainment import mask_search as discover, models, lre_prompts as prompts  # noqa: E402
 from entrainment.paths import LRE_DIR  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--relation", default="country capital city")
     ap.add_argument("--max-pairs", type=int, default=60)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--inits", default="0,3")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help=_quick.HELP)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.model, args.max_pairs, args.epochs = _quick.tiny_model(), 20, 1
     loaded = models.load(args.model)
     df = prompts.build(LRE_DIR, (args.relation,), 0, args.max_pairs, (0.8, 0.1, 0.1)).filter(
         pl.col("condition") == "related"

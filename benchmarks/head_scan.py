@@ -7,6 +7,7 @@ Prints seconds for each, `ratio: X.XX` (naive / batched), the max |score differe
 and AtP's Spearman correlation with the scan.
 
     .venv/bin/python benchmarks/head_scan.py [--relation "country capital city"] [--skip-naive]
+    .venv/bin/python benchmarks/head_scan.py --quick         # tiny random model, seconds (the test suite runs this)
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
+import _quick  # noqa: E402
+
 from entrainment import mask_search as discover, models, dataset, head_scan as scan  # noqa: E402
 from entrainment.config import Config  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--relation", default="country capital city")
@@ -35,7 +38,10 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=0, help="use only the first N dev items (0 = all)")
     ap.add_argument("--scan-batch", type=int, default=0, help="rows per batched-scan pass (0 = scan_scores' default)")
     ap.add_argument("--skip-atp", action="store_true", help="skip AtP and the discovery epoch")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help=_quick.HELP)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.model, args.items = _quick.tiny_model(), 4
     cfg = Config()
     loaded = models.load(args.model, "cpu", "float32")
     df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))

@@ -11,6 +11,7 @@ All run on the same prompts, interleaved over `--rounds` rounds; the best time o
 
     .venv/bin/python benchmarks/measure_throughput.py [--relations "country capital city,fruit inside color"]
         [--max-pairs 60]
+    .venv/bin/python benchmarks/measure_throughput.py --quick   # tiny random model, seconds (the test suite runs it)
 
 Prints prompts/s for both, `ratio: X.XX` (project / anchor) and the max |delta logit| between them.
 """
@@ -24,6 +25,8 @@ import time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+
+import _quick  # noqa: E402
 
 from entrainment import models, lre_prompts as prompts  # noqa: E402
 from entrainment.measurement import measure_frame  # noqa: E402
@@ -86,14 +89,17 @@ def anchor_same_table(loaded, df, tk: Tokens) -> list[tuple[float, float, float,
     return first_token_logits(rows, tk, first[0::4], first[2::4])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--relations", default="country capital city,fruit inside color")
     ap.add_argument("--max-pairs", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--passages", type=int, default=12, help="queries per split with 4-passage contexts (0: none)")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help=_quick.HELP)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.model, args.max_pairs, args.rounds, args.passages = _quick.tiny_model(), 10, 1, 2
     loaded = models.load(args.model)
     rels = tuple(r.strip() for r in args.relations.split(","))
     search = prompts.SearchData(passage_items=args.passages) if args.passages else None

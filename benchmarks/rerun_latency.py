@@ -7,6 +7,8 @@ a breakdown: Python + CLI imports, the fast-path check, Prefect + torch imports,
 bookkeeping, cache lookups).
 
     .venv/bin/python benchmarks/rerun_latency.py [--out results] [--repeats 3] [--config run.toml]
+    .venv/bin/python benchmarks/rerun_latency.py --quick     # the breakdown only, once, on an empty folder (seconds;
+                                                              # the test suite runs this)
 """
 
 from __future__ import annotations
@@ -34,20 +36,27 @@ def median(cmd: list[str], env: dict, n: int) -> float:
     return statistics.median(wall(cmd, env) for _ in range(n))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="results")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--config", default=None, help="TOML passed to both commands (model, data_dir, ...)")
-    a = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="smoke test: only the import and fast-path-check breakdown, "
+                    "once, on a fresh folder (no finished run needed, no server started)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        import tempfile
+
+        a.repeats, a.out = 1, str(Path(tempfile.mkdtemp(prefix="bench-rerun-")) / "results")
     py, cli = sys.executable, str(Path(sys.executable).with_name("entrainment"))
     base = dict(os.environ)
     base.pop("PREFECT_API_URL", None)
     slow = base | {"ENTRAINMENT_NO_FASTPATH": "1"}
     extra = ["--config", a.config] if a.config else []
     run, stats = [cli, "run", "--out", a.out, *extra], [cli, "stats", "--out", a.out, *extra]
-    wall(run, base)  # make sure the fast-path records exist
-    wall(stats, base)
+    if not a.quick:
+        wall(run, base)  # make sure the fast-path records exist
+        wall(stats, base)
     rows = {}
     imports = median([py, "-c", "import cli.app"], base, a.repeats)
     heavy = median([py, "-c", "import cli.app, prefect, torch, transformers, tasks.measure"], base, a.repeats)
@@ -61,6 +70,10 @@ def main() -> None:
         base,
         a.repeats,
     )
+    if a.quick:
+        print(f"python + CLI imports {imports:.2f} s; + fast-path check of `run` {check - imports:+.2f} s; "
+              f"prefect + torch + transformers imports {heavy - imports:.2f} s (quick: breakdown only)")
+        return
     rows["fast path (default)"] = (median(run, base, a.repeats), median(stats, base, a.repeats))
     rows["no fast path, temporary server"] = (median(run, slow, a.repeats), median(stats, slow, a.repeats))
     subprocess.run([cli, "server", "start"], cwd=ROOT, env=base, capture_output=True)

@@ -21,7 +21,8 @@ against log(parameters) and log(heads). Peak RSS is fitted linearly on the weigh
 ``entrainment/cost_model.json`` (read by ``entrainment plan``); a Markdown table is printed.
 
     .venv/bin/python benchmarks/scale.py [--sizes 135m,250m,360m,600m,1b] [--items 32] [--repeats 2]
-    .venv/bin/python benchmarks/scale.py --quick            # smoke test: two tiny sizes, no cost-model write
+    .venv/bin/python benchmarks/scale.py --quick            # smoke test: two tiny sizes and the rehearsal on the
+                                                            # tiny one, no cost-model write (the test suite runs it)
     .venv/bin/python benchmarks/scale.py --rehearsal 1b     # the whole pipeline, flow-free, on the 1B shape
 
 ``--rehearsal SIZE`` runs every stage's library functions (dataset, measurement, head means, statistics, mask
@@ -664,12 +665,33 @@ def rehearsal_config(**over: Any):
     from entrainment.config import Config
 
     base = dict(relations=("country capital city", "country currency"), discover_relations=("country capital city",),
-                seeds=(0,), search_resamples=1, epochs=2, early_stop_patience=0, scan_items=2,
+                seeds=(0,), search_resamples=1, epochs=2, scan_items=2,
                 scan_k=2, random_draws=1, null_draws=8, null_items=4, max_pairs=12)
     return Config(**(base | over))
 
 
-def main() -> None:
+def run_rehearsal(size: str, json_path: Path | None = None) -> None:
+    """``--rehearsal SIZE``: build the random model, rehearse every stage on it, print (and write) the numbers."""
+    peak = Peak("cpu")
+    tok, tok_name = rehearsal_tokenizer(SIZES[size]["vocab_size"])
+    t0 = time.perf_counter()
+    loaded = build(size, "cpu", "float32", tokenizer=tok)
+    print(f"rehearsal on random-llama-{size} ({loaded.info.n_params / 1e6:.0f}M parameters, "
+          f"{loaded.info.n_layers} x {loaded.info.n_heads} heads; tokenizer {tok_name}); built in "
+          f"{time.perf_counter() - t0:.1f} s, RSS {peak.rss_mb():.0f} MB", flush=True)
+    counter = LayerFlops(loaded)
+    stages = rehearse(loaded, rehearsal_config(), peak, log=lambda s: print(s, flush=True), counter=counter)
+    counter.close()
+    total = sum(v["seconds"] for v in stages.values())
+    top = max(v["peak_mb"] for v in stages.values())
+    print(f"total {total:.1f} s, peak RSS {top:.0f} MB ({top / 1024:.2f} GiB)")
+    if json_path:
+        json_path.write_text(json.dumps({"size": size, "stages": stages, "total_seconds": total, "peak_mb": top,
+                                         "machine": machine()}, indent=1))
+    peak.close()
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default=",".join(DEFAULT_SIZES), help=f"comma-separated, of {', '.join(SIZES)}")
     ap.add_argument("--items", type=int, default=32, help="items per unit measurement (32: the pipeline's batches)")
@@ -682,30 +704,13 @@ def main() -> None:
     ap.add_argument("--rehearsal-json", type=Path, help="write the rehearsal's per-stage numbers here")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.one:
         args.json_out.write_text(json.dumps(one_size(args.one, args.items, args.repeats,
                                                      scan_layers=args.scan_layers, scan_items=args.scan_items)))
         return
     if args.rehearsal:
-        peak = Peak("cpu")
-        tok, tok_name = rehearsal_tokenizer(SIZES[args.rehearsal]["vocab_size"])
-        t0 = time.perf_counter()
-        loaded = build(args.rehearsal, "cpu", "float32", tokenizer=tok)
-        print(f"rehearsal on random-llama-{args.rehearsal} ({loaded.info.n_params / 1e6:.0f}M parameters, "
-              f"{loaded.info.n_layers} x {loaded.info.n_heads} heads; tokenizer {tok_name}); built in "
-              f"{time.perf_counter() - t0:.1f} s, RSS {peak.rss_mb():.0f} MB", flush=True)
-        counter = LayerFlops(loaded)
-        stages = rehearse(loaded, rehearsal_config(), peak, log=lambda s: print(s, flush=True), counter=counter)
-        counter.close()
-        total = sum(v["seconds"] for v in stages.values())
-        top = max(v["peak_mb"] for v in stages.values())
-        print(f"total {total:.1f} s, peak RSS {top:.0f} MB ({top / 1024:.2f} GiB)")
-        if args.rehearsal_json:
-            args.rehearsal_json.write_text(json.dumps({"size": args.rehearsal, "stages": stages,
-                                                       "total_seconds": total, "peak_mb": top,
-                                                       "machine": machine()}, indent=1))
-        peak.close()
+        run_rehearsal(args.rehearsal, args.rehearsal_json)
         return
     sizes = ["tiny", "tiny2"] if args.quick else [s.strip() for s in args.sizes.split(",") if s.strip()]
     if args.quick:
@@ -714,7 +719,10 @@ def main() -> None:
     fits = fit(records)
     print()
     print(markdown(records, fits))
-    if not args.quick:
+    if args.quick:
+        print()
+        run_rehearsal("tiny")
+    else:
         write_cost_model(args.out_json, "cpu", records, fits, machine())
         print(f"\nwrote {args.out_json}")
 

@@ -19,6 +19,7 @@ from cli.output import emit
 from entrainment.config import Config, default, make_config
 from entrainment.errors import InputError
 from entrainment.lock import folder_lock
+from entrainment.paths import QUICK_CONFIG
 
 app = typer.Typer(
     add_completion=False,
@@ -70,10 +71,13 @@ def _first(m: dict) -> str:
     return next(iter(m["outputs"]))
 
 
-def _run_lines(result: dict) -> tuple[list[str], list[str]]:
-    out = [
+SMOKE = "SMOKE RUN (quick configuration): these numbers check that every stage works; they are not evidence."
+
+
+def _run_lines(result: dict, smoke: bool = False) -> tuple[list[str], list[str]]:
+    out = ([SMOKE] if smoke else []) + [
         line
-        for stage in ("generate", "stats", "discover", "scan", "ablate")
+        for stage in ("generate", "stats", "discover", "scan", "ablate", "heads", "sentences")
         if stage in result
         for line in result[stage].get("summary", [])
     ]
@@ -131,15 +135,39 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
             _outputs(m),
         ),
     ),
+    "heads": (
+        "What the entrainment heads are: previous-token, duplicate, induction, OV copying and copy-suppression "
+        "scores of every head, its attention to and logit attribution for the distractor -> head_types.parquet; "
+        "agreement with the scan and the searches, and the induction/entrainment dissociation -> "
+        "head_type_agreement.parquet.",
+        lambda cfg, only: _flow("head_types")(cfg),
+        lambda cfg, m: (
+            m["summary"]
+            + [f"head types: {cfg.out / 'head_types.parquet'}, agreement: {cfg.out / 'head_type_agreement.parquet'}"],
+            _outputs(m),
+        ),
+    ),
+    "sentences": (
+        "Sentence-level entrainment: whole sentences scored with their context present vs absent (Δ_self, Δ_net, "
+        "the counterfactual-vs-gold gap), and with the stable heads removed vs random heads -> "
+        "sentence_scores.parquet, sentence_stats.parquet.",
+        lambda cfg, only: _flow("sentences")(cfg),
+        lambda cfg, m: (
+            m["summary"]
+            + [f"sentence scores: {cfg.out / 'sentence_scores.parquet'}, stats: {cfg.out / 'sentence_stats.parquet'}"],
+            _outputs(m),
+        ),
+    ),
     "report": (
         "Write report.html (self-contained, embedded images) from the tables in --out.",
         lambda cfg, only: _flow("report")(cfg),
         lambda cfg, m: ([f"report: {_first(m)}"], _outputs(m)),
     ),
     "run": (
-        "The whole pipeline: generate -> measure -> stats -> discover -> scan -> ablate -> report.",
+        "The whole pipeline: generate -> measure -> stats -> discover -> scan -> ablate -> heads -> sentences -> "
+        "report.",
         lambda cfg, only: _flow("pipeline", "pipeline")(cfg.to_dict()),
-        lambda cfg, m: _run_lines(m),
+        lambda cfg, m: _run_lines(m, cfg.smoke),
     ),
 }
 
@@ -148,7 +176,12 @@ def config_for(command: str, given: dict[str, Any]) -> tuple[Config, tuple[str, 
     """The Config of one command line (defaults < --config file < flags) and its --relations filter."""
     only = options.names("--relations", given.get("only")) if command in options.FILTERS else None
     kwargs = options.to_config_kwargs(command, given)
-    cfg = make_config(given.get("config"), refresh=given.get("refresh") or None, **kwargs)
+    toml = given.get("config")
+    if given.get("quick"):
+        if toml is not None:
+            raise InputError("command line", "--quick", str(toml), "give --quick or --config, not both")
+        toml = QUICK_CONFIG
+    cfg = make_config(toml, refresh=given.get("refresh") or None, **kwargs)
     preflight.writable(cfg.out)
     return cfg, only
 

@@ -6,12 +6,12 @@ input -- a full disk, a closed or full stdout, an unreachable Prefect API. 130: 
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from typing import Any
 
 from entrainment.errors import InputError
+from entrainment.files import no_space
 
 
 def _say(text: str) -> None:
@@ -56,8 +56,9 @@ def known_failure(e: BaseException) -> str | None:
             return f"{x}: its output was not printed (any table the command wrote is saved)"
         if isinstance(x, BrokenPipeError):
             return "stdout was closed before the output was written"
-        if isinstance(x, OSError) and x.errno == errno.ENOSPC:
-            where = f" ({x.filename})" if getattr(x, "filename", None) else ""
+        full, filename = no_space(x)  # ENOSPC, or PyTorch's failed write under torch.save
+        if full:
+            where = f" ({filename})" if filename else ""
             return (
                 f"no space left on the device while writing{where}; free some space and rerun "
                 "(finished shards are kept)"

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from entrainment import stages
+from entrainment import imports, stages
 from entrainment.config import Config
 from entrainment.paths import DATA_DIR, PROJECT_ROOT
 from entrainment.files import file_sha256 as _sha_file
@@ -27,13 +27,17 @@ from entrainment.files import file_sha256 as _sha_file
 CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
 
 
-def _code() -> list[str]:
-    files = sorted(p for d in ("entrainment", "tasks", "flows", "cli") for p in (PROJECT_ROOT / d).glob("*.py"))
-    return [f"{p.relative_to(PROJECT_ROOT)}:{_sha_file(p)}" for p in files]
+def _code(root: Path = PROJECT_ROOT) -> list[str]:
+    """``path:sha256`` of every project source file, subfolders included (the walk the stage cache keys use)."""
+    files = sorted(imports.module_files(root).values())
+    return [f"{p.relative_to(root)}:{_sha_file(p)}" for p in files]
 
 
 def _data(cfg: Config) -> list[str]:
-    files = sorted(Path(cfg.data_dir).rglob("*.json")) + sorted((DATA_DIR / "icl").glob("*.json"))
+    from entrainment import relations  # the bounded walk the stages read relations with (no link loops)
+
+    files = relations.relation_files(cfg.data_dir) if Path(cfg.data_dir).is_dir() else []
+    files += sorted((DATA_DIR / "icl").glob("*.json"))
     files += [DATA_DIR / "random_words.txt", DATA_DIR / "irrelevant_facts.json"]
     if cfg.items is not None:
         files.append(Path(cfg.items))

@@ -29,6 +29,8 @@ EXTRA = {
     "discover": ("models",),
     "scan": ("models",),
     "ablate": ("models", "data_dir"),
+    "heads": ("models",),
+    "sentences": ("models", "data_dir"),
     "report": ("models",),
     "stats": (),
 }
@@ -36,7 +38,7 @@ EXTRA = {
 FILTERS = ("measure", "discover", "scan")
 INT_LISTS = ("seeds",)
 NUM_LISTS = ("split",)
-INT_TRIPLES = ("search_pairs",)
+INT_TRIPLES = ("search_pairs", "crossfit_items")  # comma-separated ints (the Config checks their count)
 
 
 def flag(field: str, command: str = "") -> str:
@@ -113,6 +115,17 @@ def parameters(command: str) -> list[inspect.Parameter]:
                         "--relations", help="Only these relations of prompts.parquet, comma-separated (default: all)."
                     ),
                 ],
+            )
+        )
+    if command in ("run", "plan"):
+        params.append(
+            inspect.Parameter(
+                "quick",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=False,
+                annotation=Annotated[bool, typer.Option(
+                    "--quick", help="Use configs/quick.toml: every stage at its smallest, about 3 minutes on a "
+                                    "2-core CPU; a smoke run, not evidence (other flags still override it).")],
             )
         )
     params.append(

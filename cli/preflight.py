@@ -1,7 +1,8 @@
 """Checks a command makes before any stage starts: every bad input fails here, in one line, before Prefect loads.
 
 Each ``check_<command>`` takes the Config (and the --relations filter) and raises ``InputError``; none loads
-model weights (models are resolved and their config/GGUF header read).
+model weights (models are resolved and their config/GGUF header read). It is longer than 300 lines because every
+command's door checks are kept in this one place.
 """
 
 from __future__ import annotations
@@ -108,17 +109,70 @@ def lengths_ok(
                     )
 
 
-def relations_ok(cfg: Config) -> None:
-    """Relation files (or the items file): known, well-formed, and enough for generation."""
-    if cfg.items is not None:
-        from entrainment.items import build_items
+def relations_ok(cfg: Config):
+    """Relation files (or the items file): known, well-formed, and enough for generation; returns the prompts the
+    dataset stage will make (generation is cheap: every check it makes, e.g. passages, happens here)."""
+    from entrainment import dataset
+    from entrainment.config import default
 
-        build_items(cfg.items, cfg.seed, cfg.split)  # every check, splits included
-        return
+    if cfg.items is not None:
+        if cfg.relations != default("relations"):
+            raise InputError("--relations", "relations", ",".join(cfg.relations),
+                             "does not apply with --items (the items file names its relations; filter it instead)")
+        return dataset.from_config(cfg)  # every check, splits included
     from entrainment.lre_prompts import check_relations
     from entrainment.relations import load_relations
 
     check_relations(load_relations(cfg.data_dir, cfg.relations), cfg.split)
+    return dataset.from_config(cfg)
+
+
+def discovery_of(cfg: Config, present: list[str], only: tuple[str, ...] | None = None) -> list[str]:
+    """The relations discover searches (as ``tasks.inputs.discover_relations``), refusing a named one that is not
+    there: `only`, else --discover-relations; with own items and that option not given, every relation of them."""
+    from entrainment.config import default
+
+    wanted = only or cfg.discover_relations
+    rels = [r for r in present if r in wanted]
+    if cfg.items is not None and not only and not rels and cfg.discover_relations == default("discover_relations"):
+        return list(present)
+    missing = [r for r in wanted if r not in present]
+    if missing:
+        flag = "--relations" if only else "--discover-relations"
+        raise InputError(flag, "relation", missing[0],
+                         f"not among the relations of the prompts (they are: {', '.join(sorted(present)[:20])})")
+    return rels
+
+
+def search_data_ok(cfg: Config, df, rels: list[str], where: object) -> None:
+    """Every searched relation has train and dev items of the training conditions (else discover would die)."""
+    import polars as pl
+
+    use = df.filter(pl.col("condition").is_in(list(cfg.train_conditions))).select("relation", "split").unique()
+    have = set(use.iter_rows())  # one pass: linear in the rows, however many relations
+    for r in rels:
+        lacking = [s for s in ("train", "dev") if (r, s) not in have]
+        if lacking:
+            raise InputError(
+                where, "relation", r,
+                f"no {lacking[0]} items of the training conditions ({', '.join(cfg.train_conditions)}), so no mask "
+                f"can be searched on it; give it {lacking[0]} items (a split column, or at least 3 queries) or "
+                "search other relations (--discover-relations)",
+            )
+
+
+def means_ok(cfg: Config, df, rels: list[str], where: object) -> None:
+    """Mean (and resample) ablation needs each relation's no-context train prompts as its reference."""
+    import polars as pl
+
+    have = set(df.filter(pl.col("split") == "train")["relation"].unique())
+    for r in rels:
+        if r not in have:
+            raise InputError(
+                where, "relation", r,
+                f"no train items, so no mean-ablation reference (--ablation-method {cfg.ablation_method}); give it "
+                "train items or use --ablation-method zero",
+            )
 
 
 def present(cfg: Config, only: tuple[str, ...] | None) -> None:
@@ -151,11 +205,16 @@ def check_generate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 
 def check_measure(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    from entrainment import tables
     from entrainment.heads import parse_ablation
     from entrainment.models import dims, resolve
 
     fresh(cfg, "prompts")
     present(cfg, only)
+    if cfg.ablation_heads and cfg.ablation_method != "zero":
+        df = tables.read_table(cfg.out, "prompts")
+        means_ok(cfg, df, sorted(r for r in df["relation"].unique() if not only or r in only),
+                 cfg.out / "prompts.parquet")
     specs = models_ok(cfg)
     lengths_ok(cfg, specs, only)
     for spec in specs:
@@ -170,9 +229,13 @@ def check_stats(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 
 def check_discover(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    from entrainment import tables
+
     fresh(cfg, "prompts")
-    lengths_ok(cfg, models_ok(cfg), only or cfg.discover_relations)
-    present(cfg, only or cfg.discover_relations)
+    df = tables.read_table(cfg.out, "prompts")
+    rels = discovery_of(cfg, sorted(df["relation"].unique()), only)
+    search_data_ok(cfg, df, rels, cfg.out / "prompts.parquet")
+    lengths_ok(cfg, models_ok(cfg), tuple(rels))
 
 
 def check_scan(cfg: Config, only: tuple[str, ...] | None = None) -> None:
@@ -195,21 +258,59 @@ def check_ablate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
             raise InputError(cfg.out / "heads.parquet", "model", spec, "no mask for this model (run discover first)")
 
 
-def check_report(cfg: Config, only: tuple[str, ...] | None = None) -> None:
-    fresh(cfg, "prompts")
-    for name in stages.reads("report"):  # the report shows every table: none may be stale
+def check_heads(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    from entrainment import tables
+
+    fresh(cfg, "prompts", "heads")
+    for name in ("head_scores", "head_stability"):  # read when present: never stale
         if (cfg.out / f"{name}.parquet").exists():
             fresh(cfg, name)
-    models_ok(cfg)
+    heads = tables.read_table(cfg.out, "heads")
+    specs = models_ok(cfg)
+    lengths_ok(cfg, specs)
+    for spec in specs:
+        if heads.filter(tables.pl.col("model") == spec).is_empty():
+            raise InputError(cfg.out / "heads.parquet", "model", spec, "no mask for this model (run discover first)")
+
+
+def check_report(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    fresh(cfg, "prompts")
+    from entrainment import tables
+
+    for name in stages.reads("report"):  # the report shows every table: none may be stale or edited by hand
+        if (cfg.out / f"{name}.parquet").exists():
+            fresh(cfg, name)
+            tables.check_unedited(cfg.out, name)
+    specs = models_ok(cfg)
+    for name in ("measurements", "heads"):  # --model of another run: say so, not "run the stage first"
+        if (cfg.out / f"{name}.parquet").exists():
+            have = sorted(tables.read_table(cfg.out, name)["model"].unique())
+            for spec in specs:
+                if have and spec not in have:
+                    raise InputError(cfg.out / f"{name}.parquet", "model", spec,
+                                     f"no rows of this model (the table holds: {', '.join(have)}); pass --model "
+                                     "with one of those, or measure this model first")
 
 
 def check_run(cfg: Config, only: tuple[str, ...] | None = None) -> None:
-    relations_ok(cfg)
+    df = relations_ok(cfg)
     if cfg.items is None:
         missing = [r for r in cfg.discover_relations if r not in cfg.relations]
         if missing:
             raise InputError("--discover-relations", "relation", missing[0], "must be one of --relations")
+    where = cfg.items or cfg.data_dir
+    rels = discovery_of(cfg, sorted(df["relation"].unique()))
+    search_data_ok(cfg, df, rels, where)
+    if set(cfg.methods()) - {"zero"}:
+        means_ok(cfg, df, rels, where)  # the masks' references (ablate, scan)
     models_ok(cfg)
+
+
+def check_sentences(cfg: Config, only: tuple[str, ...] | None = None) -> None:
+    fresh(cfg, "prompts")
+    if (cfg.out / "heads.parquet").exists():
+        fresh(cfg, "heads")
+    lengths_ok(cfg, models_ok(cfg))
 
 
 CHECKS = {
@@ -219,6 +320,8 @@ CHECKS = {
     "discover": check_discover,
     "scan": check_scan,
     "ablate": check_ablate,
+    "heads": check_heads,
+    "sentences": check_sentences,
     "report": check_report,
     "run": check_run,
 }

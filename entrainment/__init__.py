@@ -1,8 +1,9 @@
 """entrainment: measure contextual entrainment in language models and find the attention heads behind it.
 
 The Python API (``import entrainment as en``): ``en.load_model``, ``en.prompts``, ``en.measure``, ``en.stats``,
-``en.discover``, ``en.scan``, ``en.ablate``, ``en.results`` -- see ``entrainment.api`` and docs/api.md. The names are
-loaded on first use, so importing a submodule (the CLI's fast path does) stays cheap; nothing here imports Prefect.
+``en.discover``, ``en.scan``, ``en.ablate``, ``en.sentences``, ``en.results`` -- see ``entrainment.api`` and
+docs/api.md. The names are loaded on first use, so importing a submodule (the CLI's fast path does) stays cheap;
+nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ __all__ = [
     "discover",
     "scan",
     "ablate",
+    "head_types",
+    "sentences",
     "results",
     "Model",
     "Frames",

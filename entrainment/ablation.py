@@ -21,6 +21,10 @@ split the mask's own relation by whether its search saw the item's query templat
 
 Every score comes from ``scoring.score`` (the measurement stage's path) with the method's keep-mask.
 
+First-token collisions (gold and distractor share their first token, so Δ ≡ 0 under every variant) are left out of
+every evaluation (``without_collisions``), as the mask search and the scan leave them out
+(``mask_search.items_with_rows``): the gains, CIs and nulls are over the items where Δ can move; ``n`` counts those.
+
 Longer than 300 lines on purpose: one evaluation (the passes, their per-item arrays and the summaries and evidence
 of those arrays) kept in one place, so a reader follows one head set from its passes to its ablation.parquet rows.
 """
@@ -28,6 +32,7 @@ of those arrays) kept in one place, so a reader follows one head set from its pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -130,13 +135,17 @@ def variant_passes(
     passes: dict[str, Pass],
     batch_size: int,
     chunk: int = 64,
+    progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, PerItem]:
     """Every pass over every item. `inputs` maps ctx / base / prompted to each item's prompt ids; `original` (intact,
     ctx) and `no_context` (intact, base) are always computed (KL references). Items are processed `chunk` at a time
-    and each chunk's next-token distributions are dropped once its KLs are computed."""
+    and each chunk's next-token distributions are dropped once its KLs are computed; `progress(pass name, rows)` is
+    called after each pass over each chunk."""
     names = ["original", "no_context"] + [n for n in passes if n not in ("original", "no_context")]
     parts: dict[str, list[PerItem]] = {name: [] for name in names}
     n = len(inputs["ctx"])
+    if n == 0:  # e.g. every item a first-token collision: nothing to score
+        return {name: PerItem(*(np.array([]) for _ in FIELDS)) for name in names}
     for lo in range(0, n, chunk):
         sl = slice(lo, lo + chunk)
         g, d = gold[sl], dist[sl]
@@ -161,6 +170,8 @@ def variant_passes(
                     kl(s.dist, ref["no_context"].dist),
                 )
             )
+            if progress is not None:
+                progress(name, len(g))
     return {name: PerItem(*(np.concatenate([getattr(x, f) for x in p]) for f in FIELDS)) for name, p in parts.items()}
 
 
@@ -222,6 +233,9 @@ class Plan:
         null: the random-head null (only for the mask's own relation(s); None elsewhere).
         seen_templates: query templates the mask's search saw (own relation only: seen / unseen rows).
         random_all: random heads (and the null) under every method, not only the first.
+        subject_conditions: conditions whose items (templates all) also get per-item rows for subject_gains: Δ with
+            and without context, intact and with the heads removed (the no-context arm runs once more, heads removed;
+            the mask's own relation only).
     """
 
     methods: tuple[str, ...] = ("zero",)
@@ -234,6 +248,9 @@ class Plan:
     batch_size: int = 32
     chunk: int = 64
     draws_out: list[dict] | None = field(default=None, compare=False)
+    subject_conditions: tuple[str, ...] = ()
+    # progress(what is running, rows scored so far, rows in all): the passes of every head set / method, then the nulls
+    progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
 
 
 def _groups(items: pl.DataFrame, seen: frozenset[str] | None) -> list[tuple[dict, np.ndarray]]:
@@ -256,6 +273,22 @@ def _groups(items: pl.DataFrame, seen: frozenset[str] | None) -> list[tuple[dict
     return out
 
 
+def without_collisions(items: pl.DataFrame, tk: Tokens) -> pl.DataFrame:
+    """The prompt rows whose gold and distractor first tokens differ (the search's rule: a collision has Δ ≡ 0).
+
+    Args:
+        items: prompt rows (prompts.parquet schema).
+        tk: the tokenizer front end.
+    Returns:
+        The rows without first-token collisions, in order.
+    """
+    if items.is_empty():
+        return items
+    keep = [tk.answer(r["text_base"], r["gold"])[0] != tk.answer(r["text_base"], r["distractor"])[0]
+            for r in items.select("text_base", "gold", "distractor").iter_rows(named=True)]
+    return items.filter(pl.Series(keep, dtype=pl.Boolean))
+
+
 def evaluate_mask(
     loaded: Loaded, items: pl.DataFrame, selected: HeadSet, mask_key: dict, plan: Plan, tokens: Tokens | None = None
 ) -> pl.DataFrame:
@@ -271,22 +304,54 @@ def evaluate_mask(
     Returns:
         ablation.parquet rows; each null draw's mean gain is appended to plan.draws_out (null_draws rows).
     """
-    df, draws = evaluate_masks(loaded, items, [selected], mask_key, plan, tokens)[0]
+    df, draws, _ = evaluate_masks(loaded, items, [selected], mask_key, plan, tokens)[0]
     if plan.draws_out is not None:
         plan.draws_out.extend(draws)
     return df
 
 
+def _pass_label(name: str, selected: list[HeadSet]) -> str:
+    """A variant pass's readable name: ``0|ablated|mean`` -> ``head set 1/2 (<id>), mean``."""
+    parts = name.split("|")
+    if len(parts) < 3:
+        return f"intact ({name})"
+    if parts[1] == "ablated":
+        s = int(parts[0])
+        return f"head set {s + 1}/{len(selected)} ({selected[s].id}), {parts[2]}"
+    return f"random {parts[0][1:]} heads, {parts[2]}"
+
+
+def _reporter(plan: Plan, items: pl.DataFrame, selected: list[HeadSet], sizes: list[int], n_passes: int,
+              n_null: int) -> Callable[[str, int], None]:
+    """report(what, rows) for plan.progress, counting rows scored against every pass and null draw's rows."""
+    null_rows = 0
+    if plan.null and n_null and plan.progress is not None and len(items):
+        methods = len(plan.methods) if plan.random_all else 1
+        counts = (items.filter(pl.col("condition").is_in(list(plan.null.conditions)))
+                  .group_by("condition", "split").len()["len"].to_list())
+        null_rows = sum(1 for k in sizes if k) * methods * n_null * sum(min(c, plan.null.items) for c in counts)
+    total = n_passes * len(items) + null_rows
+    done = [0]
+
+    def report(what: str, rows: int) -> None:
+        done[0] += rows
+        if plan.progress is not None:
+            plan.progress(what, min(done[0], total), total)
+
+    return report
+
+
 def evaluate_masks(
     loaded: Loaded, items: pl.DataFrame, selected: list[HeadSet], mask_key: dict, plan: Plan,
     tokens: Tokens | None = None,
-) -> list[tuple[pl.DataFrame, list[dict]]]:
+) -> list[tuple[pl.DataFrame, list[dict], list[dict]]]:
     """evaluate_mask for several head sets on the same items at once. Shared work: the intact passes (original, no
     context, prompted) run once; head sets of one size share their random head sets (drawn never equal to any of
     them), so their random_heads passes and the null's draws run once per size. Returns (ablation rows, null_draws
-    rows) per head set, in order."""
+    rows, per-item rows of plan.subject_conditions: ``subject_items``) per head set, in order."""
     info = loaded.info
     tk = tokens or Tokens(loaded.tokenizer)
+    items = without_collisions(items, tk)
     rows = items.to_dicts()
     gold = [tk.answer(r["text_base"], r["gold"])[0] for r in rows]
     dist = [tk.answer(r["text_base"], r["distractor"])[0] for r in rows]
@@ -307,7 +372,9 @@ def evaluate_masks(
         if j == 0 or plan.random_all:
             passes |= {f"k{k}|random-{i}|{m}": Pass("ctx", mask(r), how[m])
                        for k in sizes for i, r in enumerate(draws_of[k][: plan.random_draws])}
-    per = variant_passes(loaded, inputs, gold, dist, passes, plan.batch_size, plan.chunk)
+    report = _reporter(plan, items, selected, sizes, len(passes) + 2, n_null)
+    per = variant_passes(loaded, inputs, gold, dist, passes, plan.batch_size, plan.chunk,
+                         lambda name, n: report(_pass_label(name, selected), n))
     nulls: dict[tuple, tuple[dict, np.ndarray, int]] = {}  # (size, method, condition, split) -> observed, draws, n
 
     def null_for(k: int, m: str, gkey: dict, idx: np.ndarray) -> tuple[dict, np.ndarray, int]:
@@ -319,18 +386,23 @@ def evaluate_masks(
                                               [dist[i] for i in sub], same, draws_of[k][:n_null], plan.batch_size,
                                               plan.null.bf16, how[m])
             nulls[key] = ({hs.id: o for hs, o in zip(same, observed)}, gains, len(sub))
+            report(f"null: {k} heads, {m}, {gkey['condition']}/{gkey['split']}", n_null * len(sub))
         return nulls[key]
 
     results = []
     for s, hs in enumerate(selected):
         k = len(hs.heads)
-        out, draws_out = [], []
+        out, draws_out, item_rows = [], [], []
         for gkey, idx in _groups(items, plan.seen_templates):
             orig = per["original"].sub(idx)
             base = mask_key | {"model": info.spec} | gkey
             for j, m in enumerate(plan.methods):
                 key = base | {"ablation_method": m}
                 abl = per[f"{s}|ablated|{m}"].sub(idx)
+                if gkey["templates"] == "all" and gkey["condition"] in plan.subject_conditions:
+                    item_rows += subject_items(loaded, rows, idx, inputs["base"], gold, dist, mask(hs), m, plan,
+                                               orig.delta, abl.delta, per["no_context"].sub(idx).delta,
+                                               key | {"model": info.spec})
                 gain = dict(NO_GAIN) | paired_gain(abl.delta, orig.delta) | _top1_gain(abl.top1, orig.top1)
                 with_null = (plan.null and n_null and hs.heads and (j == 0 or plan.random_all)
                              and gkey["condition"] in plan.null.conditions and gkey["templates"] == "all")
@@ -354,5 +426,38 @@ def evaluate_masks(
                 pr = per["prompted"].sub(idx)
                 out.append(key | {"variant": "prompted"} | _summary(pr, 0) | NO_GAIN
                            | paired_gain(pr.delta, orig.delta) | _top1_gain(pr.top1, orig.top1))
-        results.append((pl.DataFrame(out, schema=ABLATION.polars_schema()), draws_out))
+        results.append((pl.DataFrame(out, schema=ABLATION.polars_schema()), draws_out, item_rows))
     return results
+
+
+def subject_items(loaded: Loaded, rows: list[dict], idx: np.ndarray, base_inputs: list, gold: list[int],
+                  dist: list[int], keep: torch.Tensor | None, method: str, plan: Plan, d_orig: np.ndarray,
+                  d_abl: np.ndarray, d_noctx: np.ndarray, key: dict) -> list[dict]:
+    """Per-item rows for subject_gains: Δ intact / heads removed, with context (already computed) and without context
+    (the no-context prompts scored once more with the heads removed, the same method; resample donors are drawn among
+    the no-context prompts of the same relation and condition).
+
+    Args:
+        loaded: the model.
+        rows: every evaluated prompt row; idx: the group's item indices into it.
+        base_inputs: every item's no-context prompt ids; gold, dist: every item's probe tokens.
+        keep: the head set's keep-mask (None: no head removed).
+        method: the ablation method; plan: its means, seed and batch size.
+        d_orig, d_abl, d_noctx: the group's Δ intact with context, heads removed with context, intact without.
+        key: identity columns copied onto each row.
+    Returns:
+        One dict per item: key, prompt_id, subject and the four Δ.
+    """
+    base = [base_inputs[i] for i in idx]
+    how = ablation_for(method, plan.mean, base, [(rows[i]["relation"], rows[i]["condition"]) for i in idx],
+                       f"donors-base|{plan.seed}|{key.get('mask_relation')}")
+    if keep is None:
+        d_noctx_abl = d_noctx
+    else:
+        sc = run_pass(loaded, base, [gold[i] for i in idx], [dist[i] for i in idx], keep, plan.batch_size,
+                      ablation=how)
+        d_noctx_abl = sc.gold - sc.distractor
+    return [key | {"prompt_id": rows[i]["prompt_id"], "subject": rows[i]["subject"],
+                   "delta_original": float(a), "delta_ablated": float(b), "delta_noctx": float(c),
+                   "delta_noctx_ablated": float(d)}
+            for i, a, b, c, d in zip(idx, d_orig, d_abl, d_noctx, d_noctx_abl)]

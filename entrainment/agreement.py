@@ -10,6 +10,7 @@ All k-curve masks run as batched multi-mask passes (entrainment.multimask) on th
 method. Each point carries the per-item paired gain's 95% CI and p, and the **faithfulness** of the ranking in the
 spirit of MIB (arXiv 2504.13151), adapted to removing heads: the share of the entrainment gap closed,
 f(k) = (Δ_k − Δ_ctx) / (Δ_noctx − Δ_ctx) (Δ_ctx: intact with context, Δ_noctx: intact without context, same items),
+capped at 1 (the excess is ``overshoot``: pushing Δ past the no-context margin is not more faithfulness),
 and its normalised area over k = 0..K (trapezoid rule / K). f is NaN when |Δ_noctx − Δ_ctx| < GAP_MIN logits: the
 context barely moves Δ, so there is no gap to close.
 
@@ -18,8 +19,6 @@ and the Jaccard of their top-5 heads.
 """
 
 from __future__ import annotations
-
-import random
 
 import itertools
 
@@ -30,6 +29,7 @@ from entrainment.heads import ZERO, Ablation
 from entrainment.models import Loaded
 from entrainment.multimask import head_masks, probe_logits
 from entrainment.null import paired_gain
+from entrainment.random_heads import random_sets
 
 GAP_MIN = 0.25  # logits: below this |Δ_noctx − Δ_ctx| the gap_closed ratio is not computed
 
@@ -42,10 +42,12 @@ def top_k(scores: np.ndarray, k: int) -> tuple[tuple[int, int], ...]:
     return tuple(sorted((int(i) // n_heads, int(i) % n_heads) for i in order))
 
 
-def random_k_sets(n_layers: int, n_heads: int, k: int, draws: int, key: str) -> list[tuple[tuple[int, int], ...]]:
-    every = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    rng = random.Random(key)
-    return [tuple(sorted(rng.sample(every, k))) for _ in range(draws)]
+def capped(f: float) -> dict[str, float]:
+    """gap_closed capped at 1 and the overshoot beyond it: removing heads can push Δ past the no-context margin,
+    which is not more faithfulness (NaN stays NaN in both)."""
+    if not np.isfinite(f):
+        return {"gap_closed": f, "overshoot": f}
+    return {"gap_closed": min(f, 1.0), "overshoot": max(0.0, f - 1.0)}
 
 
 def k_curves(
@@ -73,7 +75,8 @@ def k_curves(
         sets += [(method, k, top_k(scores, k)) for k in range(1, max_k + 1)]
     for k in range(1, max_k + 1):
         sets += [
-            ("random", k, s) for s in random_k_sets(info.n_layers, info.n_heads, k, random_draws, f"kcurve|{seed}|{k}")
+            ("random", k, s.heads)
+            for s in random_sets(k, info.n_layers, info.n_heads, random_draws, seed, key=f"kcurve|{seed}|{k}")
         ]
     logits = probe_logits(
         loaded,
@@ -124,7 +127,7 @@ def k_curves(
                 **g,
                 "delta_context": d_ctx,
                 "delta_no_context": d_noctx,
-                "gap_closed": closed(float(item.mean())),
+                **capped(closed(float(item.mean()))),
             }
         )
     rows.sort(key=lambda r: (r["method"], r["k"]))

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 import polars as pl
 
+from entrainment import api_checks
 from entrainment.errors import InputError
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "discover",
     "scan",
     "ablate",
+    "head_types",
+    "sentences",
     "results",
 ]
 
@@ -96,7 +99,8 @@ def load_model(spec: str = "smollm2-135m", device: str = "auto", dtype: str = "a
     """Load a model (once per process; a second call with the same arguments returns the loaded one).
 
     Args:
-        spec: smollm2-135m | gemma3-270m | a Hugging Face id | a local folder | a .gguf file.
+        spec: smollm2-135m | gemma3-270m | qwen2.5-coder-0.5b | qwen2.5-coder-1.5b | a Hugging Face id | a local
+            folder | a .gguf file.
         device: auto | cpu | cuda | cuda:N | mps.
         dtype: auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16.
         bos: auto | always | never: the BOS convention of every prompt this model scores.
@@ -149,7 +153,7 @@ def _head_sets(heads: HeadsLike, model: Model) -> list:
         return [m.head_set for m in masks.learned_masks(heads, model.spec)]
     if isinstance(heads, (str, Path)):
         return masks.parse_ablation(str(heads), model.spec)
-    pairs = tuple(sorted({(int(a), int(b)) for a, b in heads}))
+    pairs = api_checks.head_pairs(heads)  # (0, 1) alone or float heads: one line, never truncated
     return [masks.parse_head_list(",".join(f"{a}.{b}" for a, b in pairs))]
 
 
@@ -159,6 +163,7 @@ def _mean(model: Model, prompt_rows: pl.DataFrame, relations, batch_size: int):
 
     rels = [relations] if isinstance(relations, str) else sorted(relations)
     rows = prompt_rows.filter(pl.col("relation").is_in(rels))
+    api_checks.has_train(prompt_rows, rels, "a mean-ablation reference (or use ablation_method='zero')")
     mu, _ = means.head_means(
         model.loaded, means.reference_prompts(rows, Tokens(model.loaded.tokenizer, model.bos)), batch_size
     )
@@ -180,6 +185,8 @@ def measure(model: Model, prompts: pl.DataFrame, heads: HeadsLike = None, **opti
     from entrainment import measurement as meas
     from entrainment.tokens import Tokens
 
+    api_checks.model(model)
+    api_checks.frame(prompts, "prompts")
     cfg = _config(model, **options)
     sets = [None] + _head_sets(heads, model)
     frames = []
@@ -219,7 +226,8 @@ def top_tokens(model: Model, row: dict, k: int = 10) -> dict:
     from entrainment.scoring import top_tokens as top
     from entrainment.tokens import Tokens
 
-    return top(model.loaded, row, Tokens(model.loaded.tokenizer, model.bos), k)
+    api_checks.model(model)
+    return top(model.loaded, api_checks.prompt_row(row), Tokens(model.loaded.tokenizer, model.bos), k)
 
 
 def stats(measurements: pl.DataFrame, prompts: pl.DataFrame, confidence: float = 0.95) -> Frames:
@@ -234,25 +242,20 @@ def stats(measurements: pl.DataFrame, prompts: pl.DataFrame, confidence: float =
     """
     from entrainment.shift_stats import compute_frames
 
+    api_checks.same_prompts(measurements, prompts)  # as the CLI refuses stale measurements
     s, c = compute_frames(measurements, prompts, confidence)
     return Frames(stats=s, contrasts=c)
 
 
 def _relations(cfg, prompts: pl.DataFrame, options: dict) -> list[str]:
     """The discovery relations present in the prompts; without a `discover_relations` option and none of the
-    default ones present (own items, other LRE relations), every relation present."""
-    present = sorted(prompts["relation"].unique())
-    out = [r for r in present if r in cfg.discover_relations]
-    if not out and "discover_relations" not in options:
-        out = present
-    if not out:
-        raise InputError(
-            "prompts",
-            "discover_relations",
-            ",".join(cfg.discover_relations),
-            f"none of them is in the prompts ({present})",
-        )
-    return out
+    default ones present (own items, other LRE relations), every relation present (searches.discovery_relations,
+    the rule the CLI's tasks use)."""
+    from entrainment.searches import discovery_relations
+
+    every = "discover_relations" not in options
+    return discovery_relations(prompts["relation"].unique(), cfg.discover_relations, every, "prompts",
+                               "discover_relations")
 
 
 def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
@@ -263,24 +266,33 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
         prompts: a prompts frame holding the relations' train and dev items.
         **options: discover_relations (the relations searched; default: the
             pipeline's discovery relations that are present, else every relation present), seeds,
-            search_resamples, epochs, early_stop_patience, lr, lam, tau, init, ablation_method,
-            stability_threshold, train_conditions, ...
+            search_resamples, search_resampling, epochs, max_steps, converge_steps, selection_rule, lr, lam, tau,
+            init, ablation_method, stability_threshold, train_conditions, ...
     Returns:
         Frames(heads, discovery, discovery_masks, head_overlap, head_stability).
     """
     from entrainment import searches
 
+    api_checks.model(model)
+    api_checks.frame(prompts, "prompts")
     cfg = _config(model, **options)
-    found = []
-    for rel in _relations(cfg, prompts, options):
-        rows = prompts.filter(pl.col("relation") == rel)
-        mean = _mean(model, prompts, rel, cfg.batch_size) if cfg.ablation_method != "zero" else None
-        found += [
-            searches.one_search(model.loaded, rows, rel, seed, r, cfg, mean)
-            for seed in cfg.seeds
-            for r in range(cfg.search_resamples)
-        ]
+    rels = _relations(cfg, prompts, options)
+    api_checks.has_train(prompts, rels, "the mask search")
+    found, means = [], {}
+    for rel, seed, r in searches.search_jobs(cfg, rels):  # the discover stage's jobs, the shared mask included
+        source = searches.source_relations(cfg, rel)
+        rows = prompts.filter(pl.col("relation").is_in([source] if isinstance(source, str) else list(source)))
+        if cfg.ablation_method != "zero" and rel not in means:
+            means[rel] = _mean(model, prompts, source, cfg.batch_size)
+        found.append(searches.one_search(model.loaded, rows, rel, seed, r, cfg, means.get(rel)))
     t = searches.tables(found, cfg)
+    if "fold" in prompts.columns:  # the cross-fitted verdict's per-fold searches, as the discover stage runs them
+        from entrainment import crossfit
+
+        folds = [crossfit.fold_search(model.loaded, prompts.filter(pl.col("relation") == rel), rel, f, cfg,
+                                      means.get(rel)).heads
+                 for rel in rels if rel != searches.SHARED for f in range(cfg.crossfit_folds)]
+        t["heads"] = crossfit.with_fold_heads(t["heads"], folds)
     return Frames({k: v for k, v in t.items() if k != "timings"})
 
 
@@ -304,6 +316,9 @@ def scan(
     """
     from entrainment import importance
 
+    api_checks.model(model)
+    api_checks.frame(prompts, "prompts")
+    api_checks.heads_frame(heads)
     cfg = _config(model, **options)
     scores, agree = [], []
     for rel in _relations(cfg, prompts, options):
@@ -321,6 +336,65 @@ def scan(
     )
 
 
+def head_types(
+    model: Model,
+    prompts: pl.DataFrame | None = None,
+    heads: pl.DataFrame | None = None,
+    head_scores: pl.DataFrame | None = None,
+    head_stability: pl.DataFrame | None = None,
+    **options: Any,
+) -> Frames:
+    """What the heads are: previous-token, duplicate-token, induction, OV copying and copy-suppression scores of
+    every head, its attention to the distractor and its direct logit attribution for it; their agreement with
+    entrainment importance and the induction/entrainment dissociation (docs/head-types.md).
+
+    Args:
+        model: from load_model.
+        prompts: a prompts frame with the discovery relation's dev and test items (None: no entrainment readings).
+        heads: a heads frame (from discover): its stable set (else first mask) is the dissociation's entrainment set.
+        head_scores: scan's head_scores frame (agreement with the scan and AtP); head_stability: discover's
+            head_stability frame (agreement with the inclusion frequency).
+        **options: discover_relations, head_types_k, head_types_seqs, head_types_len, head_types_tokens,
+            head_types_draws, scan_items, null_items, seed, ...
+    Returns:
+        Frames(head_types, head_type_agreement).
+    """
+    from entrainment import head_type_scores as ht
+
+    api_checks.model(model)
+    if prompts is not None:
+        api_checks.frame(prompts, "prompts")
+    api_checks.heads_frame(heads)
+    cfg = _config(model, **options)
+    rel = _relations(cfg, prompts, options)[0] if prompts is not None else None
+    rows = prompts.filter(pl.col("relation") == rel) if prompts is not None else None
+    types, agree = ht.compute(model.loaded, rows, rel, cfg, heads, head_scores, head_stability)
+    return Frames(head_types=types, head_type_agreement=agree)
+
+
+def sentences(model: Model, prompts: pl.DataFrame, heads: pl.DataFrame | None = None, **options: Any) -> Frames:
+    """Sentence-level entrainment: whole sentences scored teacher-forced with their context present vs absent
+    (Δ_self, Δ_net = Δ_self − Δ_control, the counterfactual-vs-gold gap), subject-level CIs, and with each stable set
+    of `heads` removed against random head sets of its size (docs/sentences.md).
+
+    Args:
+        model: from load_model.
+        prompts: a prompts frame (prompts.parquet's schema).
+        heads: a heads frame (from discover): its stable sets are removed; None = no heads part.
+        **options: sentence_items, sentence_absent (drop | neutral), sentence_draws, seed, batch_size, confidence,
+            discover_relations (whose train subjects are left out), data_dir, ...
+    Returns:
+        Frames(sentence_scores, sentence_stats).
+    """
+    from entrainment import sentence_level as sent
+
+    api_checks.model(model)
+    api_checks.frame(prompts, "prompts")
+    api_checks.heads_frame(heads)
+    res = sent.run(model.loaded, prompts, _config(model, **options), heads)
+    return Frames(sentence_scores=res.scores, sentence_stats=res.stats)
+
+
 def ablate(
     model: Model, prompts: pl.DataFrame, heads: HeadsLike, relation: str | None = None, **options: Any
 ) -> Frames:
@@ -335,16 +409,20 @@ def ablate(
         **options: ablation_method, compare_methods, random_draws, null_draws, null_items, seed, side_effects=False
             to skip the side effects.
     Returns:
-        Frames(ablation, null_draws, side_effects).
+        Frames(ablation, null_draws, side_effects, subject_gains, verdict): the verdict of each mask with the query
+        subject as the unit (docs/verdict.md; the cross-fitted verdict needs the pipeline's per-fold masks).
     """
     from entrainment import evaluation, masks
     from entrainment.paths import ICL_DIR
     from entrainment.searches import source_relations
 
     with_side = options.pop("side_effects", True)
+    api_checks.model(model)
+    api_checks.frame(prompts, "prompts")
+    api_checks.relation(relation, prompts)
     cfg = _config(model, **options)
     if isinstance(heads, pl.DataFrame):
-        found = masks.learned_masks(heads, model.spec)
+        found = [m for m in masks.learned_masks(heads, model.spec) if m.fold is None]  # per-fold: entrainment.crossfit
     else:
         hs = _head_sets(heads, model)[0]
         rel = relation or _relations(cfg, prompts, options)[0]
@@ -375,13 +453,24 @@ def ablate(
             evals.append((m, *done[(m.relation, m.head_set.heads, rel)]))
         if with_side:
             sides.append((m, done_side[(m.relation, m.head_set.heads)]))
+    fits = []
+    if isinstance(heads, pl.DataFrame):  # the cross-fitted verdict of each relation with per-fold masks
+        from entrainment import crossfit
+
+        by_fold: dict[str, list] = {}
+        for m in masks.learned_masks(heads, model.spec):
+            if m.fold is not None:
+                by_fold.setdefault(m.relation, []).append((m.fold, m.head_set.heads))
+        for rel, folds in sorted(by_fold.items()):
+            mean = _mean(model, prompts, rel, cfg.batch_size) if cfg.ablation_method != "zero" else None
+            fits.append(crossfit.evaluate(model.loaded, prompts, rel, folds, cfg, mean))
     if not sides:  # no side effects asked for: an empty table of the right schema
         from entrainment.schema import SIDE_EFFECTS
 
         sides_frame = pl.DataFrame(schema=SIDE_EFFECTS.polars_schema())
-        t = evaluation.tables(evals, [(found[0], sides_frame)])
+        t = evaluation.tables(evals, [(found[0], sides_frame)], cfg, fits)
     else:
-        t = evaluation.tables(evals, sides)
+        t = evaluation.tables(evals, sides, cfg, fits)
     return Frames(t)
 
 
@@ -408,11 +497,19 @@ class Results:
 
         if name not in TABLES:
             raise InputError(self.out, "table", name, f"unknown table (known: {', '.join(TABLES)})")
-        if name not in self._cache:
+        path = Path(self.out) / TABLES[name].file
+        try:  # a table deleted or rewritten since it was read is never served from memory
+            st = path.stat()
+            sig = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            self._cache.pop(name, None)
+            sig = None
+        if name not in self._cache or self._cache[name][0] != sig:
             df = tables.read_table(self.out, name)
             require_fresh(self.out, name)
-            self._cache[name] = df
-        return self._cache[name]
+            tables.check_unedited(self.out, name)  # rows cut or changed by hand since their stage wrote them
+            self._cache[name] = (sig, df)
+        return self._cache[name][1]
 
     def __getattr__(self, name: str) -> pl.DataFrame:
         if name.startswith("_"):
@@ -446,7 +543,12 @@ def results(out: str | Path = "results") -> Results:
     """
     from entrainment.errors import InputError
 
-    out = Path(out).expanduser().resolve()
+    from entrainment.config import resolved
+
+    try:
+        out = resolved(Path(out))
+    except ValueError as e:
+        raise InputError(out, "out", str(out), str(e)) from None
     if not out.is_dir():
         raise InputError(out, "out", str(out), "not a folder")
     return Results(out)

@@ -39,6 +39,7 @@ CONDITIONS: tuple[str, ...] = ("related", "irrelevant", "random", "counterfactua
 ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + ("passages", "none")
 ABLATION_METHODS: tuple[str, ...] = ("zero", "mean", "resample")
 INT64_MAX = 2**63 - 1
+MAX_SEARCHES = 1_000  # mask searches per relation (seeds x search_resamples): an upper bound on runaway options
 
 
 def _number(v: Any) -> float:
@@ -54,7 +55,16 @@ def _path(v: Any) -> Path:
         raise ValueError(f"expected a path, got {type(v).__name__}")
     if not str(v).strip():
         raise ValueError("empty path")
-    return Path(v).expanduser().resolve()
+    return resolved(Path(v))
+
+
+def resolved(path: Path) -> Path:
+    """The absolute path, links followed; a symlink loop is a ValueError (Python 3.11 raises RuntimeError,
+    later versions OSError)."""
+    try:
+        return path.expanduser().resolve()
+    except (RuntimeError, OSError) as e:
+        raise ValueError(f"cannot resolve the path (a symlink loop?): {e}") from None
 
 
 def _seq(v: Any) -> tuple:
@@ -92,14 +102,20 @@ class Config(BaseModel):
     relations: Names = _f(DEFAULT_RELATIONS, "LRE relation names (the `name` field), comma-separated.")
     items: AbsPath | None = _f(None, "Your own items (JSONL, CSV or Parquet) instead of LRE relations; "
                                      "see docs/own-items.md.")
-    model: StrictStr = _f("smollm2-135m", "smollm2-135m | gemma3-270m | a Hugging Face id | a local folder | a .gguf.")
+    model: StrictStr = _f("smollm2-135m", "smollm2-135m | gemma3-270m | qwen2.5-coder-0.5b | qwen2.5-coder-1.5b "
+                                          "(embedded: `entrainment models`) | a Hugging Face id | a local folder | "
+                                          "a .gguf.")
     models: Names = _f((), "Several models side by side in one --out (each cached per model); "
                                   "the first is the report's example model.")
     seed: StrictInt = _f(0, "Sampling seed (prompts, random heads, donors).")
     device: StrictStr = _f("auto", "auto | cpu | cuda | cuda:N | mps.")
     dtype: StrictStr = _f("auto", "auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16.")
     # generate
-    max_pairs: StrictInt = _f(60, "Items per relation and condition (split train/dev/test by --split).")
+    max_pairs: StrictInt = _f(60, "Items per relation and condition for the shift statistics (split train/dev/test "
+                                  "by --split). It does not size the head search (--search-pairs, --seeds, "
+                                  "--search-resamples, --epochs), the scan (--scan-items), the ablation controls "
+                                  "(--null-draws, --null-items, --random-draws) or the methods (--compare-methods): "
+                                  "for a small run of every stage use `run --quick` (configs/quick.toml).")
     split: Annotated[tuple[Number, Number, Number], BeforeValidator(_seq)] = _f(
         (0.8, 0.1, 0.1), "Train, dev, test fractions of the query subjects.")
     search_pairs: Annotated[tuple[StrictInt, StrictInt, StrictInt], BeforeValidator(_seq)] = _f(
@@ -127,9 +143,17 @@ class Config(BaseModel):
     ablation_heads: StrictStr | None = _f(None, "Measure with these heads removed: a heads.parquet, or 3.4,10.7.")
     # discover
     discover_relations: Names = _f(("country capital city",), "Relations to search heads for.")
-    epochs: StrictInt = _f(30, "Mask-search epochs (the most; early stopping usually ends a search sooner).")
-    early_stop_patience: StrictInt = _f(3, "Stop a search once the selected epoch has not changed for this many "
-                                           "epochs (counted from the first epoch that removes a head); 0 = off.")
+    epochs: StrictInt = _f(30, "Mask-search epochs (passes over a search's training sample): a cap beside "
+                               "max_steps; the search ends at whichever comes first, or at convergence.")
+    max_steps: StrictInt = _f(40, "Mask-search budget in optimiser steps (each a batch of discover_batch_size rows).")
+    converge_steps: StrictInt = _f(16, "A search has converged (and stops) once its deterministic mask has not "
+                                       "changed for this many optimiser steps, counted after it first changed.")
+    selection_rule: StrictStr = _f("one_se", "Which epoch's mask a search reports: one_se (the fewest heads whose "
+                                             "dev delta is within one subject-bootstrap standard error of the best) "
+                                             "| within_5pct (within 5% of the best).")
+    search_resampling: StrictStr = _f("half", "Training samples of the searches with resample >= 1: half (subject-"
+                                              "level half-samples, complementary pairs, without replacement) | "
+                                              "bootstrap (items with replacement).")
     discover_batch_size: StrictInt = _f(16, "Mask-search batch size.")
     lr: Number = _f(1.0, "AdamW learning rate of the mask logits.")
     lam: Number = _f(1.0, "Sparsity weight lambda.")
@@ -137,8 +161,9 @@ class Config(BaseModel):
     weight_decay: Number = _f(0.0, "AdamW weight decay (the paper's code used 0.01).")
     init: Number = _f(3.0, "Start value of the mask logits (3 = all kept; the paper: 0).")
     seeds: Ints = _f((0, 1, 2), "Search seeds.")
-    search_resamples: StrictInt = _f(2, "Training sets per seed: the full training split, then seeded bootstrap "
-                                        "resamples of it (stability selection; searches = seeds x resamples).")
+    search_resamples: StrictInt = _f(2, "Training sets per seed: the full training split, then subject half-samples "
+                                        "(or bootstrap resamples, search_resampling) of it (stability selection; "
+                                        "searches = seeds x resamples).")
     stability_threshold: Number = _f(0.5, "A head is in the stable set if at least this share of searches removed it.")
     train_conditions: Names = _f(("related",), "Conditions the masks are trained (and the scan scored) on.")
     shared_mask: StrictBool = _f(False, "Also learn one mask on the union of the discovery relations (`shared`).")
@@ -149,11 +174,39 @@ class Config(BaseModel):
     compare_everywhere: StrictBool = _f(False, "Evaluate every method of compare_methods everywhere (transfer, random "
                                                "heads, the null, side effects); default: the other methods only on "
                                                "the masks' own relation.")
+    # heads (head types)
+    head_types: StrictBool = _f(True, "Run the head-types stage (entrainment heads) in `run`.")
+    head_types_k: StrictInt = _f(5, "Head types: top-k heads per score in the overlap tests and the dissociation.")
+    head_types_seqs: StrictInt = _f(4, "Head types: sequences of repeated random tokens [BOS] r1..rT r1..rT.")
+    head_types_len: StrictInt = _f(50, "Head types: T, the random tokens per half of each sequence.")
+    head_types_tokens: StrictInt = _f(1000, "Head types: tokens in the copy-suppression subset (the prompts' tokens, "
+                                            "then the lowest ordinary ids).")
+    head_types_draws: StrictInt = _f(3, "Head types: random head sets per dissociation control.")
+    # sentences
+    sentences: StrictBool = _f(True, "Run the sentence-level stage (entrainment sentences) in `run`.")
+    sentence_items: StrictInt = _f(6, "Sentence items per relation and condition (seeded sample, distinct query "
+                                      "subjects first; discovery relations: dev and test subjects only).")
+    sentence_absent: StrictStr = _f("drop", "The absent arm of sentence scoring: drop (the query alone) | neutral (a "
+                                            "length-matched neutral sentence in the context's place).")
+    sentence_draws: StrictInt = _f(20, "Random head sets of the stable set's size the sentence-level head removal "
+                                       "is compared with (0 = none).")
     # ablate
     random_draws: StrictInt = _f(2, "Random head sets averaged in the random_heads rows.")
     null_draws: StrictInt = _f(100, "Random head sets in the significance null.")
     null_items: StrictInt = _f(32, "Test items (fixed seeded subsample) the null and the k-curves use.")
+    # cross-fitting over subjects (the verdict)
+    crossfit_folds: StrictInt = _f(3, "Cross-fitting folds of each discovery relation's query subjects: one search "
+                                      "per fold on the other folds' subjects, tested on the fold's (verdict.parquet, "
+                                      "`crossfit:<relation>`); 0 = off.")
+    crossfit_items: Annotated[tuple[StrictInt, StrictInt], BeforeValidator(_seq)] = _f(
+        (50, 24), "Most training and dev items of each fold's search (seeded subsamples; the default search's size).")
+    side_random_draws: StrictInt = _f(1, "Random head sets of each mask's size in the side-effect control (each costs "
+                                         "a full pass over the recall and ICL items); configs/heads.toml: 20.")
+    crossfit_draws: StrictInt = _f(20, "Random head sets (one of each fold's size per draw) in the cross-fitted "
+                                       "verdict's null; configs/heads.toml: 100.")
     # control
+    smoke: StrictBool = _f(False, "A smoke run (configs/quick.toml, `run --quick`): the console and the report label "
+                                  "its numbers as a check of the install, not evidence.")
     refresh: StrictBool = _f(False, "Ignore caches for this command.")
     runner: StrictStr = _f("default", "default | dask (fan shards out over a Dask cluster).")
     dask_address: StrictStr | None = _f(None, "An existing Dask scheduler (else a LocalCluster).")
@@ -235,11 +288,24 @@ def _bad(name: str, value: Any, problem: str) -> None:
 def check(cfg: Config) -> None:
     """Reject impossible values with a one-line InputError (types are pydantic's, ranges are checked here)."""
     at_least = {"max_pairs": 1, "batch_size": 1, "discover_batch_size": 1, "epochs": 1, "random_draws": 1,
-                "null_draws": 0, "null_items": 2, "scan_k": 1, "search_resamples": 1, "early_stop_patience": 0,
-                "n_passages": 2, "passage_items": 0, "scan_items": 0}
+                "null_draws": 0, "null_items": 2, "scan_k": 1, "search_resamples": 1,
+                "max_steps": 1, "converge_steps": 1, "n_passages": 2, "passage_items": 0, "scan_items": 0,
+                "sentence_items": 1, "sentence_draws": 0,
+                "head_types_k": 1, "head_types_seqs": 1, "head_types_len": 2, "head_types_tokens": 2,
+                "head_types_draws": 1}
+    at_least["crossfit_draws"] = 0
+    at_least["side_random_draws"] = 1
     for name, low in at_least.items():
         if getattr(cfg, name) < low:
             _bad(name, getattr(cfg, name), f"must be at least {low}")
+    at_most = {"epochs": 10_000, "random_draws": 1_000, "null_draws": 100_000, "search_resamples": MAX_SEARCHES}
+    for name, high in at_most.items():  # runaway values: weeks of work from one typo
+        if getattr(cfg, name) > high:
+            _bad(name, getattr(cfg, name), f"must be at most {high}")
+    if len(cfg.seeds) * cfg.search_resamples > MAX_SEARCHES:
+        _bad("search_resamples", cfg.search_resamples,
+             f"seeds x search_resamples = {len(cfg.seeds) * cfg.search_resamples} searches per relation; at most "
+             f"{MAX_SEARCHES}")
     if not 0 <= cfg.seed <= INT64_MAX:
         _bad("seed", cfg.seed, "must be between 0 and 2**63 - 1")
     if not cfg.seeds:
@@ -275,6 +341,10 @@ def check(cfg: Config) -> None:
         _bad("runner", cfg.runner, "expected default or dask")
     if len(cfg.search_pairs) != 3 or any(x < 1 for x in cfg.search_pairs):
         _bad("search_pairs", cfg.search_pairs, "three positive pair counts (train, dev, test)")
+    if cfg.crossfit_folds < 0 or cfg.crossfit_folds == 1:
+        _bad("crossfit_folds", cfg.crossfit_folds, "must be 0 (off) or at least 2")
+    if len(cfg.crossfit_items) != 2 or any(x < 1 for x in cfg.crossfit_items):
+        _bad("crossfit_items", cfg.crossfit_items, "two positive item counts (train, dev)")
     if cfg.search_dtype not in ("auto", "float32", "bfloat16"):
         _bad("search_dtype", cfg.search_dtype, "expected auto, float32 or bfloat16")
     if cfg.bos not in ("auto", "always", "never"):
@@ -284,6 +354,12 @@ def check(cfg: Config) -> None:
     for m in cfg.compare_methods:
         if m not in ABLATION_METHODS:
             _bad("compare_methods", m, f"expected one of {', '.join(ABLATION_METHODS)}")
+    if cfg.sentence_absent not in ("drop", "neutral"):
+        _bad("sentence_absent", cfg.sentence_absent, "expected drop or neutral")
+    if cfg.selection_rule not in ("one_se", "within_5pct"):
+        _bad("selection_rule", cfg.selection_rule, "expected one_se or within_5pct")
+    if cfg.search_resampling not in ("half", "bootstrap"):
+        _bad("search_resampling", cfg.search_resampling, "expected half or bootstrap")
     if cfg.passage_distractor not in ("counterfactual", "related"):
         _bad("passage_distractor", cfg.passage_distractor, "expected counterfactual or related")
     if not cfg.prompt_instruction.strip():
@@ -336,8 +412,12 @@ def from_toml(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise InputError(path, "--config", str(path), f"cannot read ({e.strerror})") from None
     out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in raw.items():
         name = _ALIASES.get(key, key.replace("-", "_"))
+        if name in spelled:  # `max-pairs` and `max_pairs` (or `lambda` and `lam`) name one option
+            raise InputError(path, key, value, f"sets the same option as {spelled[name]!r} (give it once)")
+        spelled[name] = key
         if name in LIST_FIELDS and isinstance(value, str):
             value = parse_list(value)
         if name == "seeds" and isinstance(value, str):
@@ -355,8 +435,16 @@ def from_toml(path: Path) -> dict[str, Any]:
 def make_config(toml_path: Path | None = None, **overrides: Any) -> Config:
     """Defaults, then the TOML file, then explicit overrides (None means "not given")."""
     kwargs: dict[str, Any] = from_toml(toml_path) if toml_path else {}
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return make(toml_path or "command line", **kwargs)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    kwargs.update(given)
+    try:
+        return make(toml_path or "command line", **kwargs)
+    except InputError as e:
+        top = e.field.split(".")[0]
+        if toml_path and (top in given or e.where == "config"):  # blame where the value came from
+            where = "command line" if top in given else toml_path
+            raise InputError(where, e.field, e.value, e.problem) from None
+        raise
 
 
 def markdown() -> str:

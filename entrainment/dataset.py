@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from entrainment import items, lre_prompts
+from entrainment import crossfit, items, lre_prompts
 
 
 def from_config(cfg) -> pl.DataFrame:
@@ -15,14 +15,15 @@ def from_config(cfg) -> pl.DataFrame:
     Args:
         cfg: an entrainment.config.Config.
     Returns:
-        A frame with lre_prompts.parquet's schema.
+        A frame with prompts.parquet's schema; `fold` is set on the discovery relations' rows (crossfit_folds).
     """
     if cfg.items is not None:
-        return items.build_items(cfg.items, cfg.seed, cfg.split, cfg.prompt_instruction)
+        own = items.build_items(cfg.items, cfg.seed, cfg.split, cfg.prompt_instruction)
+        return crossfit.assign_folds(own, cfg.discover_relations, cfg.crossfit_folds, cfg.seed)
     search = lre_prompts.SearchData(
         cfg.search_pairs, cfg.template_holdout, cfg.passage_items, cfg.n_passages, cfg.passage_distractor
     )
-    return lre_prompts.build(
+    built = lre_prompts.build(
         cfg.data_dir,
         cfg.relations,
         cfg.seed,
@@ -32,6 +33,7 @@ def from_config(cfg) -> pl.DataFrame:
         search,
         cfg.prompt_instruction,
     )
+    return crossfit.assign_folds(built, cfg.discover_relations, cfg.crossfit_folds, cfg.seed)
 
 
 def input_files(cfg) -> list[Path]:

@@ -9,10 +9,11 @@ The Prefect tasks (tasks/ablate.py) and the Python API call the same functions.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 
-from entrainment import ablation, models, relations, side_effects
+from entrainment import ablation, models, relations, side_effects, verdict
 from entrainment.config import Config
 from entrainment.masks import HeadSet, LearnedMask, heads_digest
 from entrainment.models import Loaded
@@ -23,7 +24,6 @@ from entrainment.summaries import with_holm
 from entrainment.tokens import Tokens
 
 SIDE_RECALL_ITEMS = 10  # subjects per other relation (factual recall without context)
-SIDE_RANDOM_DRAWS = 1  # random head sets for the side-effect control (each costs a full pass)
 PLACEHOLDER = {"seed": -2, "ablation_label": ""}  # rows of a head set before `tables` labels them per mask
 
 
@@ -56,6 +56,7 @@ def evaluate_relation(
     relation: str,
     cfg: Config,
     mean=None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
     """(ablation rows, null_draws rows) of each head set on one relation's test split, unlabelled (PLACEHOLDER
     seed); the intact passes run once for all of them.
@@ -68,8 +69,10 @@ def evaluate_relation(
         relation: the evaluated relation.
         cfg: methods, random draws, null, seed, batch size, bos.
         mean: the mask relation's reference means [L, H, D] (mean, resample).
+        progress: called with (what is running, rows scored, rows in all) as the passes and the null run.
     Returns:
-        One (ablation rows, null_draws rows) per head set, in order.
+        One (ablation rows, null_draws rows, per-item rows for subject_gains) per head set, in order; the per-item
+        rows are the training conditions' items on the mask's own relation (empty elsewhere).
     """
     items = prompts.filter((pl.col("relation") == relation) & (pl.col("split") == "test"))
     is_own = own(cfg, mask_relation, relation)
@@ -93,6 +96,8 @@ def evaluate_relation(
         seen_templates(prompts, cfg, mask_relation) if is_own else None,
         cfg.compare_everywhere,
         cfg.batch_size,
+        subject_conditions=cfg.train_conditions if relation == mask_relation else (),
+        progress=progress,
     )
     done = ablation.evaluate_masks(
         loaded,
@@ -102,7 +107,20 @@ def evaluate_relation(
         plan,
         Tokens(loaded.tokenizer, cfg.bos),
     )
-    return [(df, pl.DataFrame(draws, schema=NULL_DRAWS.polars_schema())) for df, draws in done]
+    return [(df, pl.DataFrame(draws, schema=NULL_DRAWS.polars_schema()), item_frame(items_))
+            for df, draws, items_ in done]
+
+
+ITEM_SCHEMA = {"model": pl.String, "mask_relation": pl.String, "seed": pl.Int64, "ablation_label": pl.String,
+               "relation": pl.String, "condition": pl.String, "split": pl.String, "templates": pl.String,
+               "ablation_method": pl.String, "prompt_id": pl.String, "subject": pl.String,
+               "delta_original": pl.Float64, "delta_ablated": pl.Float64, "delta_noctx": pl.Float64,
+               "delta_noctx_ablated": pl.Float64}
+
+
+def item_frame(rows: list[dict]) -> pl.DataFrame:
+    """The per-item rows of ablation.subject_items as a frame (an internal shard, not a table)."""
+    return pl.DataFrame([{k: r.get(k) for k in ITEM_SCHEMA} for r in rows], schema=ITEM_SCHEMA)
 
 
 def side_tasks(cfg: Config, mask_relation: str, icl_dir: Path) -> tuple[dict[str, list[tuple[str, str]]], set[str]]:
@@ -126,7 +144,7 @@ def side_effect_rows(
     intact passes run once, and head sets of one size share their random control."""
     sets = [head_set(mask_relation, h) for h in heads_sets]
     tasks_, icl = side_tasks(cfg, mask_relation, icl_dir)
-    n = min(SIDE_RANDOM_DRAWS, cfg.random_draws)
+    n = cfg.side_random_draws
     rand = {k: random_sets(k, loaded.info.n_layers, loaded.info.n_heads, n, cfg.seed,
                            frozenset(tuple(s.heads) for s in sets if len(s.heads) == k))
             for k in {len(s.heads) for s in sets}}
@@ -146,11 +164,22 @@ def label(df: pl.DataFrame, mask: LearnedMask) -> pl.DataFrame:
 
 
 def tables(
-    evals: list[tuple[LearnedMask, pl.DataFrame, pl.DataFrame]], sides: list[tuple[LearnedMask, pl.DataFrame]]
+    evals: list[tuple], sides: list[tuple[LearnedMask, pl.DataFrame]], cfg: Config | None = None,
+    crossfit: list[tuple[pl.DataFrame, dict]] | None = None,
 ) -> dict[str, pl.DataFrame]:
-    """ablation, null_draws and side_effects: every mask's rows from the evaluation of its head set, labelled."""
+    """ablation, null_draws, side_effects, subject_gains and verdict: every mask's rows from the evaluation of its
+    head set, labelled.
+
+    Args:
+        evals: (mask, ablation rows, null_draws rows[, per-item rows]) per mask and evaluated relation.
+        sides: (mask, side_effects rows) per mask.
+        cfg: its train_conditions choose the null behind each verdict row (default: related).
+        crossfit: (labelled per-item rows, verdict facts) of each cross-fitted verdict (entrainment.crossfit).
+    Returns:
+        The five tables.
+    """
     abl = with_holm(
-        pl.concat([label(a, m) for m, a, _ in evals]).sort(
+        pl.concat([label(e[1], e[0]) for e in evals]).sort(
             "model",
             "mask_relation",
             "seed",
@@ -162,10 +191,20 @@ def tables(
             "variant",
         )
     )
-    draws = pl.concat([label(d, m) for m, _, d in evals]).sort(
+    draws = pl.concat([label(e[2], e[0]) for e in evals]).sort(
         "model", "mask_relation", "seed", "ablation_method", "relation", "condition", "split", "draw"
     )
     side = pl.concat([label(s, m) for m, s in sides]).sort(
         "model", "mask_relation", "seed", "ablation_method", "task", "metric"
     )
-    return {"ablation": abl, "null_draws": draws, "side_effects": side}
+    conditions = cfg.train_conditions if cfg is not None else ("related",)
+    items = [label(e[3], e[0]) for e in evals if len(e) > 3 and len(e[3])]
+    items_df = pl.concat(items).with_columns(pl.lit(None, pl.Int64).alias("fold")) if items else pl.DataFrame()
+    null_p, n_heads = verdict.null_from_ablation(abl, conditions), verdict.heads_of(abl)
+    for rows, facts in crossfit or []:
+        items_df = pl.concat([items_df, rows.select(items_df.columns)]) if len(items_df) else rows
+        null_p[facts["key"]] = (facts["null_p"], facts["null_draws"])
+        n_heads[facts["key"]] = facts["n_heads"]
+    sg = verdict.subject_gains(items_df)
+    return {"ablation": abl, "null_draws": draws, "side_effects": side, "subject_gains": sg,
+            "verdict": verdict.verdict_rows(sg, null_p, n_heads)}

@@ -59,16 +59,22 @@ def shifts_plot(stats: pl.DataFrame, metric: str = "logprob") -> str | None:
         for k, (target, color) in enumerate((("distractor", "#d62728"), ("gold", "#1f77b4"))):
             sub = rows.filter((pl.col("model") == model) & (pl.col("target") == target))
             vals = {r["condition"]: r for r in sub.iter_rows(named=True)}
-            mean = [vals[c]["mean_diff"] if c in vals else np.nan for c in conds]
+            # the subject as the unit (stats.parquet's subject_* columns) where present, else the prompt-level CI
+            by_subject = "subject_ci_low" in rows.columns
+            m_col, lo, hi = (("subject_mean_diff", "subject_ci_low", "subject_ci_high") if by_subject
+                             else ("mean_diff", "ci_low", "ci_high"))
+            mean = [vals[c][m_col] if c in vals else np.nan for c in conds]
             err = [
-                [vals[c]["mean_diff"] - vals[c]["ci_low"] if c in vals else 0 for c in conds],
-                [vals[c]["ci_high"] - vals[c]["mean_diff"] if c in vals else 0 for c in conds],
+                [vals[c][m_col] - vals[c][lo] if c in vals else 0 for c in conds],
+                [vals[c][hi] - vals[c][m_col] if c in vals else 0 for c in conds],
             ]
+            err = np.nan_to_num(np.array(err, float))
             ax.bar(x + (k - 0.5) * 0.38, mean, 0.38, yerr=err, capsize=3, color=color, label=f"{target} token")
         ax.axhline(0, color="#444", lw=0.8)
         ax.set_xticks(x, conds)
         ax.set_ylabel(f"{metric} with context − without (nats)")
-        ax.set_title(f"{model}: context-induced shift, pooled over relations (95% CI)")
+        unit = "subjects" if "subject_ci_low" in rows.columns else "prompts"
+        ax.set_title(f"{model}: context-induced shift, relations weighted equally (95% CI over {unit})")
         ax.legend(frameon=False)
     return png(fig)
 

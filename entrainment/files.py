@@ -6,6 +6,7 @@ the cache keys and the fast path can all share it without import cycles.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -38,8 +39,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and not e.filename:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e  # name the file in the one line
         raise
 
 
@@ -50,3 +53,30 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# How PyTorch reports a write that failed part-way (a full disk under torch.save): a RuntimeError from its C++
+# stream writer, with the OSError (if any) only as context.
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "PytorchStreamWriter failed writing")
+
+
+def no_space(e: BaseException) -> tuple[bool, str | None]:
+    """Whether a failure is a full disk, and the file being written if known: an OSError with ENOSPC anywhere in
+    the exception chain (Prefect wraps the cause in its own errors), or PyTorch's write-failure RuntimeError.
+
+    Args:
+        e: the exception caught.
+    Returns:
+        (True, file name or None) for a full disk, else (False, None).
+    """
+    seen: set[int] = set()
+    x: BaseException | None = e
+    torch_write = False
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno == errno.ENOSPC:
+            return True, getattr(x, "filename", None)
+        if isinstance(x, RuntimeError) and any(t in str(x) for t in _TORCH_WRITE_FAILED):
+            torch_write = True
+        x = x.__cause__ or x.__context__
+    return torch_write, None

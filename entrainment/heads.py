@@ -201,15 +201,17 @@ def set_batch(
     ablation: Ablation,
     attention_mask: torch.Tensor,
 ) -> None:
-    """Resample, one batch of ``prompts + extra`` rows: the prompts' rows under `keep` (may carry gradients), the
-    donor rows intact, and each prompt row's donor row (-1: none, the mean)."""
+    """Resample, one batch of ``prompts + extra`` rows: the prompts' rows under `keep` (``[L, H]`` for all of them or
+    ``[len(prompts), L, H]`` one per row; may carry gradients), the donor rows intact, and each prompt row's donor
+    row (-1: none, the mean)."""
     n, e = len(prompts), len(extra)
     where = {d: n + k for k, d in enumerate(extra)}
     donor = torch.tensor(
         [where.get(ablation.donors.get(p), -1) for p in prompts] + [-1] * e, device=attention_mask.device
     )
+    shape = keep.shape[-2:]
     hook.scale = torch.cat(
-        [keep.expand(n, *keep.shape), torch.ones(e, *keep.shape, dtype=keep.dtype, device=keep.device)]
+        [keep.expand(n, *shape), torch.ones(e, *shape, dtype=keep.dtype, device=keep.device)]
     )
     hook.donor = donor
     hook.donor_ok = attention_mask[donor.clamp(min=0)].bool()

@@ -111,7 +111,8 @@ def learned_mask(heads: pl.DataFrame | None, model: str, relation: str) -> masks
     """The first seed's learned mask of the relation (the stable set is not a ranking), if any."""
     if heads is None or heads.is_empty():
         return None
-    found = [m for m in masks.learned_masks(heads) if m.model == model and m.relation == relation and m.seed >= 0]
+    found = [m for m in masks.learned_masks(heads)
+             if m.model == model and m.relation == relation and m.seed >= 0 and m.fold is None]
     return found[0] if found else None
 
 

@@ -2,13 +2,18 @@
 
 ``graph(root)`` maps every project module (``entrainment.x``, ``tasks.x``, ``flows.x``, ``cli.x``,
 ``deployments.x``) to the project modules it imports anywhere in its file, function-level imports included.
-Two users: cache keys (a task's code hash covers every module it can reach, ``reachable``) and the layering test
-(no cycles, no import from a lower layer to a higher one, ``LAYERS``).
+Two users: cache keys (a task's code hash covers every module it can reach, ``reachable``; the CLI's fast path
+hashes every file ``module_files`` lists) and the layering test (no cycles, no import from a lower layer to a higher
+one, ``LAYERS``). The walk is recursive, so a module in a subfolder (``entrainment/heads/search.py`` is
+``entrainment.heads.search``) is in every cache key; it is bounded (``MAX_DEPTH`` folders, symlinked folders not
+followed, so a symlink loop cannot make it run forever) and a tree deeper than the bound is an error, not a silently
+shorter key.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,26 +22,69 @@ PACKAGES = ("entrainment", "tasks", "flows", "cli", "deployments")
 LAYERS = {"entrainment": 0, "tasks": 1, "flows": 2, "deployments": 3, "cli": 3}
 
 
+MAX_DEPTH = 6  # package folders below a top-level package; deeper is a layout error (see python_files)
+
+
+def python_files(folder: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
+    """Every .py file under folder, in its subfolders too, sorted.
+
+    Args:
+        folder: the top of the walk (a missing folder has no files).
+        max_depth: how many folders deep the walk may go below folder.
+
+    Returns:
+        The regular .py files (a symlink to a file counts; symlinked folders are not entered, so a link loop
+        cannot recurse), skipping ``__pycache__`` and hidden folders.
+
+    Raises:
+        RuntimeError: a folder holds subfolders deeper than max_depth (their modules would drop out of the keys).
+    """
+    folder = Path(folder)
+    out: list[Path] = []
+    for here, dirs, names in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        if dirs and len(Path(here).relative_to(folder).parts) >= max_depth:
+            raise RuntimeError(f"{here}: source folders nested more than {max_depth} deep; raise imports.MAX_DEPTH")
+        out += [Path(here) / n for n in names if n.endswith(".py") and (Path(here) / n).is_file()]
+    return sorted(out)
+
+
+def module_name(root: Path, path: Path) -> str:
+    """The dotted module name of a project file: ``entrainment/heads/__init__.py`` -> ``entrainment.heads``."""
+    parts = list(Path(path).relative_to(Path(root)).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def module_files(root: Path) -> dict[str, Path]:
-    """Module name -> file, for every .py file of the project packages under root."""
-    out = {}
+    """Module name -> file, for every .py file of the project packages under root, subfolders included.
+
+    Raises:
+        RuntimeError: two files give one module name (``x.py`` beside a package folder ``x/``): one would shadow
+            the other and drop out of the keys.
+    """
+    out: dict[str, Path] = {}
     for pkg in PACKAGES:
-        for p in sorted((Path(root) / pkg).glob("*.py")):
-            out[pkg if p.stem == "__init__" else f"{pkg}.{p.stem}"] = p
+        for p in python_files(Path(root) / pkg):
+            name = module_name(root, p)
+            if name in out:
+                raise RuntimeError(f"{out[name]} and {p} are both module {name}; remove or rename one")
+            out[name] = p
     return out
 
 
-def _targets(tree: ast.AST, name: str, known: set[str]) -> set[str]:
-    pkg = name if name in PACKAGES else name.rsplit(".", 1)[0]
+def _targets(tree: ast.AST, name: str, known: set[str], is_package: bool = False) -> set[str]:
+    pkg = name if is_package or name in PACKAGES else name.rsplit(".", 1)[0]
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for a in node.names:
-                found |= {m for m in (a.name, a.name.split(".")[0]) if m in known}
+            for a in node.names:  # import a.b.c runs a, a.b and a.b.c
+                parts = a.name.split(".")
+                found |= {m for m in (".".join(parts[: i + 1]) for i in range(len(parts))) if m in known}
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:  # relative import
-                base = f"{pkg}.{base}" if base else pkg
+            if node.level:  # relative import: one dot is this package, each further dot one package up
+                up = pkg.split(".")[: max(len(pkg.split(".")) - node.level + 1, 0)]
+                base = ".".join(up + ([base] if base else []))
             subs = [f"{base}.{a.name}" for a in node.names]
             found |= {sub for sub in subs if sub in known}
             if base in known and not all(sub in known for sub in subs):  # an attribute of base itself
@@ -50,7 +98,7 @@ def _graph(root: str) -> dict[str, frozenset[str]]:
     files = module_files(Path(root))
     known = set(files)
     return {
-        name: frozenset(_targets(ast.parse(path.read_text(encoding="utf-8")), name, known))
+        name: frozenset(_targets(ast.parse(path.read_text(encoding="utf-8")), name, known, path.stem == "__init__"))
         for name, path in files.items()
     }
 

@@ -2,27 +2,30 @@
 
 One row per item with the fields ``relation`` (any label), ``query``, ``gold``, ``distractor``, ``context``
 (empty only for condition ``none``: measured without context) and ``condition`` (related, irrelevant, random,
-counterfactual, passages or none), and optionally ``split`` (train | dev | test) and ``pair_id`` (items that share
-it are matched, e.g. a related/counterfactual pair). The model input is ``context + " " + query`` with context and
+counterfactual, passages or none), and optionally ``split`` (train | dev | test) and ``pair_id`` (items of one
+relation that share it are matched, e.g. a related/counterfactual pair; prompts.parquet stores it as
+``<relation>:<pair_id>``, so pairs never match across relations, and a pair id naming two items of one condition
+is refused). The model input is ``context + " " + query`` with context and
 ``query`` without; the no-context baseline therefore comes from the same queries. Items without a split are
 assigned one by query (all items of a query share a split; seeded, per relation, like the LRE subjects).
 
-Every problem is one ``InputError`` naming the file, the line (JSONL, CSV: line numbers of the file) or row
-(Parquet: 0-based) and the field: a missing or extra field, an empty or non-string value, gold equal to the
-distractor (after Unicode normalisation, ``text.answer_key``), an unknown condition, a duplicate item, a context
-without the distractor, a file that is not what its extension says.
+Every problem is one ``InputError`` naming the file, the line (JSONL, CSV: line numbers of the file, where a
+record starts) or row (Parquet: 0-based) and the field: a missing, extra or twice-given field (a CSV header or a
+JSON object naming one field twice), an empty or non-string value, two spellings of one relation or query,
+gold equal to the distractor (after Unicode normalisation, ``text.answer_key``), an unknown condition, a duplicate
+item, a pair id naming two items of one condition, a context without the distractor, a file that is not what its
+extension says.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
+import unicodedata
 from pathlib import Path
 
 import polars as pl
 
+from entrainment import item_files
 from entrainment.errors import InputError
 from entrainment.lre_prompts import SPLITS, prompt_id, prompted_text, split_subjects
 from entrainment.schema import PROMPTS
@@ -30,54 +33,8 @@ from entrainment.text import answer_key, visible
 
 REQUIRED = ("relation", "query", "gold", "distractor", "context", "condition")
 OPTIONAL = ("split", "pair_id")
+LABELS = ("relation", "condition", "split", "pair_id")
 CONDITIONS = ("related", "irrelevant", "random", "counterfactual", "passages", "none")
-
-
-def _records(path: Path) -> list[tuple[str, dict]]:
-    """(where, record) per item: where = 'line N' or 'row N'."""
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise InputError(path, "--items", str(path), "no such file")
-    if suffix == ".parquet":
-        try:
-            df = pl.read_parquet(path)
-        except Exception as e:  # noqa: BLE001 -- any decode failure means "not Parquet"
-            raise InputError(path, "parquet", type(e).__name__, "not a Parquet file (unreadable)") from None
-        return [(f"row {i}", r) for i, r in enumerate(df.to_dicts())]
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(path, "encoding", suffix, f"not a UTF-8 text file (is it really {suffix}?)") from None
-    if suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"line {n}", line[:60], f"not a JSON object ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise InputError(path, f"line {n}", line[:60], "expected a JSON object per line")
-            out.append((f"line {n}", rec))
-        return out
-    if suffix == ".csv":
-        try:
-            reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-            rows = list(reader)
-        except csv.Error as e:
-            raise InputError(path, "csv", str(e)[:80], "not a valid CSV file") from None
-        if reader.fieldnames is None:
-            raise InputError(path, "csv", "", "empty file (expected a header line)")
-        if reader.fieldnames[0].lstrip().startswith(("{", "[")):
-            raise InputError(path, "csv", reader.fieldnames[0][:40], "looks like JSON, not CSV (is it a .jsonl file?)")
-        out = []
-        for n, r in enumerate(rows, 2):
-            if None in r:
-                raise InputError(path, f"line {n}", r[None], "more values than header fields")
-            out.append((f"line {n}", r))
-        return out
-    raise InputError(path, "--items", str(path), "expected a .jsonl, .csv or .parquet file")
 
 
 def _check(path: Path, where: str, rec: dict) -> dict:
@@ -103,6 +60,12 @@ def _check(path: Path, where: str, rec: dict) -> dict:
         if f != "context" and not visible(v):
             raise InputError(path, f"{where}: {f}", v, "empty (or only invisible characters)")
         out[f] = v if f in ("context",) else v.strip()
+    for f in LABELS:  # labels are compared as typed, so they are stored normalised (NFKC, no invisible characters)
+        if out[f] is not None:
+            out[f] = visible(unicodedata.normalize("NFKC", out[f]))
+    for f in ("condition", "split"):  # fixed vocabularies: case does not matter
+        if out[f] is not None:
+            out[f] = out[f].casefold()
     if out["condition"] not in CONDITIONS:
         raise InputError(path, f"{where}: condition", out["condition"], f"expected one of {', '.join(CONDITIONS)}")
     if out["split"] is not None and out["split"] not in SPLITS:
@@ -131,27 +94,74 @@ def _check(path: Path, where: str, rec: dict) -> dict:
     return out
 
 
+def _same_spelling(path: Path, it: dict, field: str, scope: tuple, seen: dict[tuple, tuple[str, str]]) -> None:
+    """Two spellings of one text (equal after NFKC, case folding and invisible characters removed) are refused:
+    they would silently count as two relations, or two queries with different splits."""
+    key = scope + (answer_key(it[field]),)
+    first = seen.setdefault(key, (it[field], it["_where"]))
+    if first[0] != it[field]:
+        raise InputError(
+            path,
+            f"{it['_where']}: {field}",
+            it[field],
+            f"another spelling of {first[0]!r} ({first[1]}); use one spelling (compared after Unicode "
+            "normalisation, case folding and invisible characters removed)",
+        )
+
+
+def _pairs(path: Path, items: list[dict]) -> None:
+    """A pair id (scoped by relation) names at most one related/counterfactual couple: at most one item of each
+    condition."""
+    seen: dict[tuple, str] = {}
+    scoped: dict[str, tuple[str, str]] = {}
+    for it in items:
+        if it["pair_id"] is None:
+            continue
+        sid = scoped_pair_id(it["relation"], it["pair_id"])
+        if scoped.setdefault(sid, (it["relation"], it["pair_id"])) != (it["relation"], it["pair_id"]):
+            raise InputError(path, f"{it['_where']}: pair_id", it["pair_id"],
+                             f"with relation {it['relation']!r} it reads as {sid!r}, the same as a pair of "
+                             f"relation {scoped[sid][0]!r}; choose another pair id")
+        key = (it["relation"], it["pair_id"], it["condition"])
+        if key in seen:
+            raise InputError(
+                path,
+                f"{it['_where']}: pair_id",
+                it["pair_id"],
+                f"already names a {it['condition']} item of relation {it['relation']!r} ({seen[key]}); a pair id "
+                "names one related/counterfactual couple (one item per condition)",
+            )
+        seen[key] = it["_where"]
+
+
 def read_items(path: Path) -> list[dict]:
     """The validated items of a file, in file order (InputError on the first problem)."""
     path = Path(path)
     items = []
     seen: dict[tuple, str] = {}
-    for where, rec in _records(path):
-        it = _check(path, where, rec)
+    spellings: dict[tuple, tuple[str, str]] = {}
+    for where, rec in item_files.records(path):
+        it = _check(path, where, rec) | {"_where": where}
+        _same_spelling(path, it, "relation", ("relation",), spellings)
+        _same_spelling(path, it, "query", ("query", it["relation"]), spellings)
         key = (it["relation"], it["condition"], it["query"], it["context"], it["gold"], it["distractor"])
         if key in seen:
             raise InputError(path, where, it["query"], f"duplicate item (same as {seen[key]})")
         seen[key] = where
-        items.append(it | {"_where": where})
+        items.append(it)
     if not items:
         raise InputError(path, "--items", str(path), "holds no items")
+    _pairs(path, items)
     return items
 
 
 def _splits(path: Path, items: list[dict], seed: int, fractions: tuple[float, float, float]) -> dict[tuple, str]:
-    """(relation, query) -> split: the given ones (consistent per query), the rest assigned by query."""
+    """(relation, query) -> split: the given ones (consistent per query), the rest assigned by query (linear in
+    the number of items: each relation's queries are collected in one pass)."""
     given: dict[tuple, tuple[str, str]] = {}
+    queries: dict[str, set[str]] = {}
     for it in items:
+        queries.setdefault(it["relation"], set()).add(it["query"])
         if it["split"] is not None:
             key = (it["relation"], it["query"])
             if key in given and given[key][0] != it["split"]:
@@ -164,10 +174,8 @@ def _splits(path: Path, items: list[dict], seed: int, fractions: tuple[float, fl
                 )
             given.setdefault(key, (it["split"], it["_where"]))
     out = {k: v[0] for k, v in given.items()}
-    for relation in sorted({it["relation"] for it in items}):
-        free = sorted(
-            {it["query"] for it in items if it["relation"] == relation} - {q for r, q in out if r == relation}
-        )
+    for relation in sorted(queries):
+        free = sorted(q for q in queries[relation] if (relation, q) not in out)
         if free:
             rng = random.Random(f"{seed}|{relation}|items")
             if len(free) >= 3:
@@ -175,6 +183,12 @@ def _splits(path: Path, items: list[dict], seed: int, fractions: tuple[float, fl
             else:  # too few to split three ways: all test (they can still be measured and evaluated)
                 out.update({(relation, q): "test" for q in free})
     return out
+
+
+def scoped_pair_id(relation: str, pair_id: str | None) -> str | None:
+    """The pair_id prompts.parquet stores for an own item: ``<relation>:<pair_id>``, so pairs never match across
+    relations (pair ids 1, 2, ... in each relation stay apart)."""
+    return None if pair_id is None else f"{relation}:{pair_id}"
 
 
 def build_items(
@@ -212,7 +226,7 @@ def build_items(
                 "text_ctx": f"{ctx} {q}" if ctx else q,
                 "text_base": q,
                 "split": split_of[(it["relation"], q)],
-                "pair_id": it["pair_id"],
+                "pair_id": scoped_pair_id(it["relation"], it["pair_id"]),
                 "context_subject": "",
                 "query_template": None,
                 "position": None,

@@ -343,6 +343,18 @@ def generate_prompts(
         )
     df = pl.DataFrame(rows, schema=PROMPTS.polars_schema())
     assert df["prompt_id"].n_unique() == len(df), "prompt ids must be unique"
+    if search.passage_items > 0:  # asked for passages: a relation that cannot have them is said, not dropped
+        have = set(df.filter(pl.col("condition") == "passages")["relation"].unique())
+        for rel in relations:
+            if rel.name in search_relations and rel.name not in have:
+                raise InputError(
+                    rel.path,
+                    "n_passages",
+                    search.n_passages,
+                    f"relation {rel.name!r} has too few subjects for {search.n_passages}-passage contexts (each "
+                    f"needs {search.n_passages - 1} true facts of other subjects); lower --n-passages or set "
+                    "--passage-items 0",
+                )
     return df
 
 

@@ -86,6 +86,12 @@ class LearnedMask:
     seed: int
     logits: np.ndarray
     head_set: HeadSet
+    fold: int | None = None  # the cross-fitted verdict's per-fold masks: the fold it never saw (else None)
+
+
+def crossfit_label(relation: str, fold: int | None = None) -> str:
+    """The cross-fitted verdict's label (`crossfit:<relation>`), or one fold's mask (`crossfit:<relation>:fold<f>`)."""
+    return f"crossfit:{relation}" if fold is None else f"crossfit:{relation}:fold{fold}"
 
 
 def learned_masks(df, model: str | None = None, where: object = "heads.parquet") -> list[LearnedMask]:
@@ -96,23 +102,33 @@ def learned_masks(df, model: str | None = None, where: object = "heads.parquet")
         model: keep only this model's masks; a model with none is a one-line InputError naming `where`.
         where: the file named in that error.
     Returns:
-        One LearnedMask per (model, relation, seed).
+        One LearnedMask per (model, relation, seed[, fold]): the per-fold masks of the cross-fitted verdict (rows
+        with a `fold`) are masks of their own, labelled `crossfit:<relation>:fold<f>`.
     """
     import polars as pl
 
+    if "fold" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.Int64).alias("fold"))
     if model is not None:
         if model not in set(df["model"]):
             found = ", ".join(sorted(set(df["model"]))) or "none"
             raise InputError(where, "model", model, f"no mask for this model in the file (masks for: {found})")
         df = df.filter(pl.col("model") == model)
     out = []
-    for (m, relation, seed), g in sorted(df.group_by("model", "relation", "seed"), key=lambda kv: kv[0]):
+    groups = df.group_by("model", "relation", "seed", "fold")
+    order = lambda kv: (kv[0][:3], -1 if kv[0][3] is None else kv[0][3])  # noqa: E731  (non-fold masks first)
+    for (m, relation, seed, fold), g in sorted(groups, key=order):
         n_l, n_h = int(g["layer"].max()) + 1, int(g["head"].max()) + 1
         logits = np.zeros((n_l, n_h))
         logits[g["layer"].to_numpy(), g["head"].to_numpy()] = g["mask_logit"].to_numpy()
         removed = g.filter(pl.col("removed")).sort("layer", "head")
         heads = tuple(zip(removed["layer"].to_list(), removed["head"].to_list()))
-        out.append(LearnedMask(m, relation, int(seed), logits, mask_set(relation, int(seed), heads)))
+        if fold is None:
+            hs = mask_set(relation, int(seed), heads)
+        else:
+            label = crossfit_label(relation, int(fold))
+            hs = HeadSet(f"{label}:{heads_digest(heads)}", tuple(sorted(heads)), label)
+        out.append(LearnedMask(m, relation, int(seed), logits, hs, None if fold is None else int(fold)))
     return out
 
 

@@ -11,3 +11,4 @@ WORDS_FILE = DATA_DIR / "random_words.txt"
 FACTS_FILE = DATA_DIR / "irrelevant_facts.json"
 ICL_DIR = DATA_DIR / "icl"
 CACHE_DIR = PROJECT_ROOT / ".cache"
+QUICK_CONFIG = PROJECT_ROOT / "configs" / "quick.toml"  # `run --quick`: every stage at its smallest

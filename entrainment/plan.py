@@ -17,8 +17,9 @@ No model weights are loaded and neither torch nor transformers is imported. Thre
 
 On a CUDA device without a measured GPU cost model (``scripts/gpu_rehearsal.py`` writes one), the seconds are a
 **projection**: FLOPs at an assumed achieved rate plus a per-layer launch overhead per forward call; the device
-string says so. Early stopping and repeated head sets can only make a run shorter than predicted: discovery is
-predicted at the full ``epochs`` and ablation with ``seeds + 1`` distinct head sets per discovery relation.
+string says so. Convergence and repeated head sets can only make a run shorter than predicted: discovery is
+predicted at the full step budget (``max_steps``, capped by ``epochs``) and ablation with ``seeds + 1`` distinct
+head sets per discovery relation.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ STAGE_ORDER = ("generate", "measure", "stats", "discover", "scan", "ablate", "re
 # of one forward call (kernel launches, hooks). Assumed, not measured: see docs/scaling-and-gpus.md.
 GPU_ASSUMED_FLOPS = 2.0e14
 GPU_LAYER_OVERHEAD_S = 1.5e-4
+# Peak RSS (MiB) of the one-time GGUF dequantisation: base + per_weight x the float weights' MiB, fitted on the two
+# Qwen2.5-Coder models (3827 MiB at 2404 MiB of weights, 8855 MiB at 6779 MiB; /usr/bin/time -v, docs/models.md).
+DEQUANT_BASE_MB = 1064.0
+DEQUANT_PER_WEIGHT_MB = 1.149
 
 
 def load_cost_model(path: Path | None = None) -> dict[str, Any]:
@@ -156,6 +161,10 @@ def predict_model(cfg, spec: str, prompts, cost: dict[str, Any]) -> tuple[dict[s
     load = weights_mb / over.get("load_mb_per_s", 400.0)
     if gguf_file is not None and folder is None:
         load += over.get("dequantise_s_per_gb", 150.0) * weights_mb / 1024
+        # dequantising a GGUF holds the quantised tensors, the float copies and the model at once: measured peak RSS
+        # 3.74 GiB (Qwen2.5-Coder-0.5B) and 8.65 GiB (1.5B) on CPU in float32 (docs/models.md)
+        stages["measure"]["peak_mb"] = max(stages["measure"]["peak_mb"], over.get("dequantise_base_mb", DEQUANT_BASE_MB)
+                                           + over.get("dequantise_per_weight_mb", DEQUANT_PER_WEIGHT_MB) * weights_mb)
     stages["measure"]["seconds"] += load
     if measured is not None:
         label = f"{device}: {measured['machine'].get('cpu' if device == 'cpu' else 'gpu', '?')}"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from entrainment.model_shape import Lengths, Shape
 
-# = entrainment.evaluation's constants (not imported: that module imports torch); tests/test_plan.py checks they agree
+# = entrainment.evaluation's constant (not imported: that module imports torch); tests/test_plan.py checks they agree
 SIDE_RECALL_ITEMS = 10
-SIDE_RANDOM_DRAWS = 1
 ICL_SHOTS = 3
 
 
@@ -95,8 +94,8 @@ def known_head_sets(cfg, spec: str) -> dict[str, list[tuple]] | None:
 
 def known_epochs(cfg, spec: str) -> dict[str, int] | None:
     """mask relation -> the epochs its searches ran in total, from ``--out``/discovery.parquet of a previous run with
-    this model and the same seeds, resamples and epoch budget (early stopping is deterministic: a cold rerun of the
-    same configuration stops at the same epochs); None when there is no such table."""
+    this model and the same seeds, resamples and epoch budget (the convergence test is deterministic: a cold rerun of
+    the same configuration stops at the same epochs); None when there is no such table."""
     path = Path(cfg.out) / "discovery.parquet"
     if not path.is_file():
         return None
@@ -120,6 +119,21 @@ def known_epochs(cfg, spec: str) -> dict[str, int] | None:
     return out
 
 
+def _search_budget(cfg, n_train: int) -> tuple[int, int]:
+    """(training rows, epochs) of all of a mask relation's searches run to their full budget: each search runs
+    min(max_steps, epochs x steps per epoch) steps of min(batch, n) rows (equal-size batches); resample >= 1 trains
+    on a subject half-sample (about n / 2 items) under search_resampling = half. Convergence can only make it less."""
+    rows = ran = 0
+    for r in range(cfg.search_resamples):
+        n = max(1, n_train // 2 if r and cfg.search_resampling == "half" else n_train)
+        b = min(cfg.discover_batch_size, n)
+        per_epoch = -(-n // b)
+        steps = min(cfg.max_steps, cfg.epochs * per_epoch)
+        rows += steps * b * len(cfg.seeds)
+        ran += -(-steps // per_epoch) * len(cfg.seeds)
+    return rows, ran
+
+
 def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list[tuple]] | None = None,
          epochs: dict[str, int] | None = None) -> list[Work]:
     """Every stage's work for one model: the stage formulas over the prompts table.
@@ -132,7 +146,7 @@ def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list
         head_sets: the distinct head sets per mask relation when known (known_head_sets); None = each seed's mask
             and the stable set, all distinct, non-empty and of different sizes (the most a run can evaluate).
         epochs: the epochs each mask relation's searches run in total when known (known_epochs); None = every search
-            runs the full --epochs (early stopping can only make it fewer).
+            runs its full budget (max_steps / epochs; convergence can only make it less).
     Returns:
         Work items (stage, unit, rows, tokens per row, cost factor, batch).
     """
@@ -159,8 +173,10 @@ def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list
         src = disc if rel == "shared" else [rel]
         train = _rows(prompts, relation=src, split="train", condition=cfg.train_conditions)["text_ctx"].to_list()
         dev = _rows(prompts, relation=src, split="dev", condition=cfg.train_conditions)["text_ctx"].to_list()
-        ran = epochs.get(rel, cfg.epochs * n_searches) if epochs is not None else cfg.epochs * n_searches
-        out.append(Work("discover", "discover", len(train) * ran, lengths.mean(train), f, cfg.discover_batch_size))
+        rows, ran = _search_budget(cfg, len(train))
+        if epochs is not None and rel in epochs:  # the epochs a previous run of this configuration took
+            rows, ran = rows * epochs[rel] / max(ran, 1), epochs[rel]
+        out.append(Work("discover", "discover", rows, lengths.mean(train), f, cfg.discover_batch_size))
         out.append(Work("discover", "evaluate", len(dev) * (ran + n_searches), lengths.mean(dev), f,
                         cfg.batch_size))
     if cfg.scan:
@@ -214,7 +230,7 @@ def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list
                                         1.25 if m == "resample" else 1.0, max(cfg.batch_size, 64)))
         side = side_texts(cfg, rel)
         n_methods = len(methods) if cfg.compare_everywhere else 1
-        passes = 1 + len(full) + len(sizes) * min(SIDE_RANDOM_DRAWS, cfg.random_draws)
+        passes = 1 + len(full) + len(sizes) * cfg.side_random_draws
         out.append(Work("ablate", "evaluate", len(side) * passes * n_methods, lengths.mean(side),
                         batch=cfg.batch_size))
     ex = prompts.head(1)

@@ -19,12 +19,13 @@ from entrainment.multimask import head_masks, probe_logits
 
 
 def random_sets(k: int, n_layers: int, n_heads: int, draws: int, seed: int,
-                exclude: frozenset[tuple] = frozenset()) -> list[HeadSet]:
+                exclude: frozenset[tuple] = frozenset(), key: str | None = None) -> list[HeadSet]:
     """`draws` seeded sets of k heads drawn uniformly, none equal to a set in `exclude` (unless k is 0 or every head).
     Seeded by (seed, k) only, so every mask of one size is compared with the same draws; the first draws do not
-    depend on `draws`."""
+    depend on `draws`. The one random-set generator of the project (the null, the random_heads rows, the k-curves'
+    random arm): `key` replaces the RNG key ``random-heads|seed|k`` (the k-curves use ``kcurve|seed|k``)."""
     every = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    rng = random.Random(f"random-heads|{seed}|{k}")
+    rng = random.Random(f"random-heads|{seed}|{k}" if key is None else key)
     out = []
     for i in range(draws):
         for _ in range(1000):

@@ -5,7 +5,11 @@ context_figures, model_figures), all on the shared plotting base. Panels: (a) sh
 paper's Figure 1 example, (c) removed heads, (d) Δ and rank with the heads removed, (e) the discovery curve, (f) the
 statistics table; (g) the random-head null, (h) transfer, (i) head maps, (j) k-curves, (n) stability across
 searches, (o) faithfulness per ablation method, (p) the heads under every ablation method, (q) does removing the
-heads make answers right, (r) the shift by passage position; (k)-(m) several models.
+heads make answers right, (r) the shift by passage position, (t) what the heads are (head types), (u) sentence-level
+entrainment, (v) the head verdict with the subject as the unit, (w) the cross-fitted verdict per subject; (k)-(m)
+several models.
+
+Longer than 300 lines on purpose: every panel's title and caption is written here, in one place, in page order.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import polars as pl
 from entrainment import context_figures as cf
 from entrainment import figures as fg
 from entrainment import head_figures as hf
+from entrainment import head_type_figures as tf
 from entrainment import model_figures as mf
+from entrainment import sentence_figures as sf
+from entrainment import verdict_figures as vf
 from entrainment.scaling import absent_reason
 from entrainment.tables import read_parquet
 
@@ -40,7 +47,13 @@ td,th{white-space:nowrap}
 td.l,th.l{text-align:left}
 .kv td{text-align:left}
 .missing{color:#a00}
+.smoke{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;font-weight:bold}
 """
+SMOKE_BANNER = (
+    '<p class="smoke" id="smoke-run">Smoke run (the quick configuration, configs/quick.toml): every stage ran at its '
+    "smallest size to check that the pipeline works. These numbers are not evidence; the head claims come from the "
+    "default run and configs/heads.toml.</p>"
+)
 
 
 def _figure(panel: str, title: str, uri: str | None, caption: str) -> str:
@@ -186,6 +199,67 @@ def context_sections(stats: pl.DataFrame, abl: pl.DataFrame) -> list[str]:
     ]
 
 
+def verdict_sections(out: Path) -> list[str]:
+    """Panels (v)-(w): the head verdict with the subject as the unit, and the cross-fitted verdict per subject."""
+    ver, sg = _read(out, "verdict"), _read(out, "subject_gains")
+    return [
+        _figure(
+            "v",
+            "The head verdict: gain with and without context, and their difference, per subject",
+            _when(ver, vf.verdict_plot),
+            "verdict.parquet: per mask on its own relation's test items (crossfit: every subject, each tested by the "
+            "fold mask that never saw it), the mean over query subjects of each subject's mean change in Δ when the "
+            "heads are removed, with context (green), without context (grey, heads removed in both arms) and their "
+            "difference (purple: the context-specific part). Error bars: 95% t CI over subjects (df = subjects − 1).",
+        ),
+        _figure(
+            "w",
+            "Cross-fitted verdict: one point per subject, intact vs its fold's heads removed",
+            _when(sg, vf.subject_plot),
+            "subject_gains.parquet rows of `crossfit:<relation>`: each subject's mean Δ with context, intact (x) and "
+            "with the heads its fold's search found without it removed (y); above the diagonal = the heads help that "
+            "subject; point size grows with its items.",
+        ),
+    ]
+
+
+def type_sections(out: Path) -> list[str]:
+    """Panel (t): what the entrainment heads are (head_types.parquet, head_type_agreement.parquet)."""
+    types, scores, agree = _read(out, "head_types"), _read(out, "head_scores"), _read(out, "head_type_agreement")
+    return [
+        _figure(
+            "t",
+            "What the entrainment heads are: head-type scores and the induction dissociation",
+            tf.head_types_plot(types, scores, agree) if not types.is_empty() else None,
+            "Layers × heads maps (first model): previous-token, duplicate-token and induction attention on repeated "
+            "random tokens, OV copying (eigenvalue positivity) and copy suppression, attention to the distractor and "
+            "its direct logit attribution (context minus none), beside the scan's entrainment map. Right: removing "
+            "the top induction / copying heads outside the entrainment heads, and the entrainment heads outside "
+            "them; bars = entrainment gain (Δ change) and induction loss (nats), ticks = random sets of the same "
+            "size (head_type_agreement.parquet; docs/head-types.md).",
+        ),
+    ]
+
+
+def sentence_sections(out: Path) -> list[str]:
+    """Panel (u): sentence-level entrainment (sentence_stats.parquet)."""
+    st = _read(out, "sentence_stats")
+    return [
+        _figure(
+            "u",
+            "Sentence-level entrainment: a whole sentence read in the context, scored again",
+            _when(st, sf.sentence_plot),
+            "Mean log-prob per token of a sentence with its context present minus absent (the query alone), pooled "
+            "over relations (weighted equally), 95% CIs over query subjects. Δ_self: the context sentence itself; "
+            "Δ_net: Δ_self minus the same for a length-matched true sentence of the relation that is nowhere in the "
+            "prompt; gap: a counterfactual statement about the query's own subject vs the true one, after reading "
+            "the counterfactual. Right: on the stable set's relation, intact vs the stable heads removed (zero "
+            "ablation); ticks = the mean over random head sets of the same size (sentence_stats.parquet; "
+            "docs/sentences.md).",
+        ),
+    ]
+
+
 def model_sections(out: Path, stats: pl.DataFrame, heads: pl.DataFrame) -> list[str]:
     """Panels (k)-(m), shown when several models are in --out: shifts side by side, heads removed per model,
     and the scaling fit (scaling.parquet, >= 3 models)."""
@@ -217,8 +291,17 @@ def model_sections(out: Path, stats: pl.DataFrame, heads: pl.DataFrame) -> list[
     ]
 
 
-def build(out: Path, example: dict | None = None) -> str:
-    """The whole page from the tables in `out` (missing tables give 'not available' panels)."""
+def build(out: Path, example: dict | None = None, smoke: bool = False) -> str:
+    """The whole page from the tables in `out` (missing tables give 'not available' panels).
+
+    Args:
+        out: the output folder.
+        example: the example item's top tokens (the report's first panel), or None.
+        smoke: label the page a smoke run (the quick configuration): its numbers are not evidence.
+
+    Returns:
+        The self-contained HTML page.
+    """
     stats, abl, heads, log, prompts = (_read(out, n) for n in ("stats", "ablation", "heads", "discovery", "prompts"))
     facts = []
     if not prompts.is_empty():
@@ -232,6 +315,9 @@ def build(out: Path, example: dict | None = None) -> str:
     sections = first_sections(example, stats, abl, heads, log)
     sections += head_sections(out, abl, heads)
     sections += context_sections(stats, abl)
+    sections += verdict_sections(out)
+    sections += type_sections(out)
+    sections += sentence_sections(out)
     sections += model_sections(out, stats, heads)
     table = (
         fg.stats_table(stats)[1]
@@ -249,7 +335,8 @@ def build(out: Path, example: dict | None = None) -> str:
         f"<style>{CSS}</style></head><body><h1>Contextual entrainment report</h1>"
         f'<p class="sub">Niu et al., "Llama See, Llama Do", ACL 2025 (arXiv 2505.09338). Output folder: '
         f'{html.escape(str(out))}</p>'
-        f'<table class="kv">{kv}</table>' + "".join(sections) + "</body></html>"
+        + (SMOKE_BANNER if smoke else "")
+        + f'<table class="kv">{kv}</table>' + "".join(sections) + "</body></html>"
     )
 
 

@@ -87,6 +87,13 @@ PROMPTS = Table(
             "the prompting baseline's input: context + ' ' + instruction + ' ' + query "
             "(Config.prompt_instruction); differs from text_ctx only by the instruction",
         ),
+        (
+            "fold",
+            I,
+            "cross-fitting fold (0..crossfit_folds-1) of the row's query subject, for discovery relations: the "
+            "subjects are split into folds by a seeded shuffle, and fold f's subjects are tested by masks searched "
+            "on the other folds only; null elsewhere (and with crossfit_folds = 0)",
+        ),
     ),
     key=("prompt_id",),
     not_null=(
@@ -168,12 +175,12 @@ STATS = Table(
         ("target", S, "gold | distractor"),
         ("metric", S, "logit | logprob | prob (= exp logprob) | rank | seq_logprob"),
         ("n", I, "pairs used"),
-        ("mean_ctx", F, "mean with context"),
-        ("mean_base", F, "mean without context"),
-        ("mean_diff", F, "mean of diff = ctx - base"),
-        ("sd_diff", F, "sample sd of diff"),
-        ("t", F, "paired t statistic"),
-        ("df", F, "n - 1"),
+        ("mean_ctx", F, "mean with context (ALL: the mean of the relations' means)"),
+        ("mean_base", F, "mean without context (ALL: the mean of the relations' means)"),
+        ("mean_diff", F, "mean of diff = ctx - base, prompt level (ALL: the relations' means averaged, see pooling)"),
+        ("sd_diff", F, "sample sd of diff over the items (ALL: over every item of every relation)"),
+        ("t", F, "paired t statistic, prompt level (ALL: mean_diff / sqrt(sum_r sd_r^2 / n_r) * R)"),
+        ("df", F, "n - 1 (ALL: Welch-Satterthwaite df of the equal-weight combination)"),
         ("p_value", F, "two-sided p"),
         ("ci_low", F, "95% CI of mean_diff, low"),
         ("ci_high", F, "95% CI of mean_diff, high"),
@@ -184,6 +191,27 @@ STATS = Table(
             "Holm-adjusted within each (model, ablation, target, metric) family (position rows: a family of their own)",
         ),
         ("note", S, "why t/p are NaN (n < 2, zero variance), else empty"),
+        (
+            "pooling",
+            S,
+            "ALL rows: how relations are weighted -- relations_equal (each relation's mean counts once, whatever "
+            "its number of items: mean_diff, mean_ctx, mean_base and the subject_* columns); null on per-relation rows",
+        ),
+        ("n_subjects", I, "query subjects behind the row (the unit of the subject_* columns; ALL: summed)"),
+        (
+            "subject_mean_diff",
+            F,
+            "subject level: mean over query subjects of each subject's mean diff (ALL: mean of the relations' values)",
+        ),
+        (
+            "subject_ci_low",
+            F,
+            "subject level: 95% t CI of subject_mean_diff, low (t over the subject means, df = n_subjects - 1; "
+            "ALL: equal-weight combination, Welch-Satterthwaite df)",
+        ),
+        ("subject_ci_high", F, "subject level: same, high"),
+        ("subject_p", F, "subject level: two-sided t-test of subject_mean_diff against 0 (not Holm-adjusted)"),
+        ("subject_df", F, "subject level: degrees of freedom of that t (NaN with fewer than 2 subjects)"),
     ),
 )
 
@@ -226,8 +254,14 @@ HEADS = Table(
             "learned keep logit l (kept iff l > 0); the stable set: stability_threshold - inclusion frequency",
         ),
         ("removed", B, "true: the head is removed by this mask"),
-        ("ablation_label", S, "`mask:<relation>:seed<N>` or `stable:<relation>`"),
+        ("ablation_label", S, "`mask:<relation>:seed<N>`, `stable:<relation>` or `crossfit:<relation>:fold<f>`"),
         ("ablation_method", S, "the method the search removed heads with (zero | mean | resample)"),
+        (
+            "fold",
+            I,
+            "the per-fold masks of the cross-fitted verdict (`crossfit:<relation>:fold<f>`): the fold whose subjects "
+            "the mask never saw (trained on the other folds); null for every other mask",
+        ),
     ),
 )
 
@@ -238,18 +272,27 @@ DISCOVERY = Table(
         ("model", S, "model spec"),
         ("relation", S, "relation"),
         ("seed", I, "search seed"),
-        ("resample", I, "0 = the full training split; r >= 1 = the r-th seeded bootstrap resample of it"),
-        ("epoch", I, "epoch, 0 = before training"),
+        ("resample", I, "0 = the full training split; r >= 1 = the r-th subject half-sample of it (odd r: a random "
+                        "half of the training subjects, even r: its complement) or, with search_resampling = "
+                        "bootstrap, the r-th seeded bootstrap resample"),
+        ("epoch", I, "epoch (pass over the search's training sample), 0 = before training; the last row may close "
+                     "a partial epoch (the search converged or reached max_steps in it)"),
+        ("step", I, "optimiser steps so far (each a batch of exactly discover_batch_size rows)"),
         ("loss", F, "mean training loss of the epoch"),
         ("effect_loss", F, "mean 2-way CE(gold, distractor) term"),
         ("sparsity", F, "mean sigmoid(mask logit) = expected share of kept heads, at the end of the epoch"),
         ("n_removed", I, "heads removed by the deterministic mask (l <= 0)"),
         ("dev_delta", F, "mean gold - distractor logit on the dev split with that mask"),
         ("dev_acc", F, "share of dev items where gold outscores distractor"),
+        ("dev_se", F, "standard error of dev_delta from a bootstrap over the dev query subjects (200 fixed draws)"),
         ("selected", B, "the epoch the selection rule picked (its mask is in heads.parquet for resample 0)"),
+        ("selection_rule", S, "the rule that picked it: one_se (fewest heads with dev_delta within one dev_se of the "
+                              "best) | within_5pct (within 5% of the best dev_delta)"),
+        ("converged", B, "on the search's last row: the deterministic mask had not changed for converge_steps "
+                         "steps (after first changing), so the search stopped; false there = the budget "
+                         "(max_steps or epochs) ended it; false on every other row"),
         ("search_dtype", S, "dtype of the search-side passes actually used: float32 | bfloat16 (autocast)"),
         ("ablation_method", S, "how the search removed heads (zero | mean | resample)"),
-        ("stopped_early", B, "the search ended before `epochs` (early stopping); on every row of the search"),
     ),
 )
 
@@ -302,6 +345,12 @@ HEAD_OVERLAP = Table(
         ("n_removed_b", I, "same for search b"),
         ("n_shared", I, "heads removed by both"),
         ("jaccard", F, "n_shared / size of the union (1.0 when both are empty)"),
+        ("jaccard_chance", F, "E[J]: the expected jaccard of two uniformly random head sets of sizes n_removed_a and "
+                              "n_removed_b among the model's heads (exact, hypergeometric intersection)"),
+        ("jaccard_corrected", F, "(jaccard - jaccard_chance) / (1 - jaccard_chance): 0 = chance, 1 = identical; NaN "
+                                 "when jaccard_chance = 1"),
+        ("overlap", F, "overlap coefficient n_shared / min(n_removed_a, n_removed_b); 1.0 when both are empty, NaN "
+                       "when one is"),
         ("mean_jaccard", F, "mean jaccard over every pair of searches of this (model, relation); same on each row"),
         ("mean_jaccard_ci_low", F, "95% bootstrap CI of mean_jaccard (searches resampled with replacement), low"),
         ("mean_jaccard_ci_high", F, "same, high"),
@@ -318,11 +367,16 @@ HEAD_STABILITY = Table(
         ("layer", I, "layer index"),
         ("head", I, "query-head index"),
         ("searches", I, "searches that ran (seeds x resamples)"),
+        ("half_samples", I, "how many of those searches trained on a subject half-sample (resample >= 1 under "
+                            "search_resampling = half; 0 under bootstrap)"),
         ("selected", I, "searches whose selected mask removed it"),
         ("frequency", F, "selected / searches (inclusion frequency)"),
         ("ci_low", F, "Wilson 95% CI of the frequency, low"),
         ("ci_high", F, "Wilson 95% CI, high"),
         ("stable", B, "frequency >= stability_threshold: in the stable set"),
+        ("pfer_bound", F, "Meinshausen-Buehlmann bound on the expected number of falsely selected heads in the "
+                          "stable set: q^2 / ((2 stability_threshold - 1) p), q = mean heads per search, p = heads; "
+                          "inf when stability_threshold <= 0.5 (no bound); same on every row of a (model, relation)"),
     ),
 )
 
@@ -512,13 +566,14 @@ HEAD_AGREEMENT = Table(
         (
             "gap_closed",
             F,
-            "faithfulness f(k) = (Δ_k − Δ_ctx) / (Δ_noctx − Δ_ctx): the share of the entrainment gap "
-            "closed by removing the top-k heads; NaN when |Δ_noctx − Δ_ctx| < 0.25 logits",
+            "faithfulness f(k) = min(1, (Δ_k − Δ_ctx) / (Δ_noctx − Δ_ctx)): the share of the entrainment gap "
+            "closed by removing the top-k heads, capped at 1; NaN when |Δ_noctx − Δ_ctx| < 0.25 logits",
         ),
+        ("overshoot", F, "max(0, uncapped f(k) − 1): how far removing the heads pushes Δ past the no-context margin"),
         (
             "gap_closed_area",
             F,
-            "normalised area under f(k) over k = 0..K (trapezoid / K), per (method); same on each row",
+            "normalised area under the capped f(k) over k = 0..K (trapezoid / K), per (method); same on each row",
         ),
     ),
 )
@@ -537,6 +592,113 @@ METHOD_AGREEMENT = Table(
         ("top5_b", S, "same under method_b"),
         ("jaccard_top5", F, "Jaccard overlap of the two top-5 sets"),
     ),
+)
+
+HEAD_TYPES = Table(
+    "head_types",
+    "what each head is: head-type scores, one row per (model, layer, head) (docs/head-types.md)",
+    (
+        ("model", S, "model spec"),
+        ("layer", I, "layer index"),
+        ("head", I, "query-head index"),
+        ("kv_head", I, "the key/value head this query head reads (grouped-query attention)"),
+        (
+            "prev_token",
+            F,
+            "mean attention from a query to the previous token, on repeated random tokens [BOS] r1..rT r1..rT "
+            "(TransformerLens detect_head 'mul' score, averaged over the queries that have the expected key)",
+        ),
+        ("duplicate_token", F, "same, second-half queries on their token's first occurrence"),
+        ("induction", F, "same, second-half queries on the token after their token's first occurrence"),
+        (
+            "copying",
+            F,
+            "OV-circuit eigenvalue positivity Σ Re λ / Σ |λ| of W_E W_V W_O W_U (d_head-sized form, norm gains "
+            "folded), in [−1, 1]: 1 = copies what it attends to, −1 = suppresses it",
+        ),
+        (
+            "copy_suppression",
+            F,
+            "share of the token subset whose own logit is the lowest of its row of the OV circuit restricted to "
+            "the subset (attending to a token lowers that token)",
+        ),
+        (
+            "distractor_attention",
+            F,
+            "attention from the final position to the distractor's tokens in the context (summed over its tokens), "
+            "mean over the discovery relation's scan items, with context",
+        ),
+        (
+            "dla_distractor",
+            F,
+            "the head's direct logit attribution to ℓ(distractor) − ℓ(gold) at the final position (through the "
+            "linearised norms), with context minus without, mean over the same items; positive = entrainment-like",
+        ),
+        ("copying_top1", F, "share of the token subset whose own logit is the highest of its OV row (top-1 copying)"),
+        ("relation", S, "the discovery relation of the entrainment readings (null without prompts)"),
+        ("n_seqs", I, "repeated random-token sequences (each [BOS] + 2T tokens)"),
+        ("n_items", I, "items behind distractor_attention and dla_distractor"),
+        ("n_tokens", I, "tokens in the copy-suppression subset (the prompts' tokens, then the lowest ordinary ids)"),
+    ),
+    key=("model", "layer", "head"),
+    not_null=("model", "layer", "head"),
+)
+
+HEAD_TYPE_AGREEMENT = Table(
+    "head_type_agreement",
+    "head types against entrainment importance: agreement rows per (model, relation, score, ranking) and "
+    "dissociation rows per (model, relation, score, removed)",
+    (
+        ("model", S, "model spec"),
+        ("relation", S, "relation of the entrainment ranking (dissociation: the discovery relation)"),
+        ("score", S, "head-type score (a head_types column); dissociation: induction | copying"),
+        (
+            "ranking",
+            S,
+            "agreement: scan | atp (head_scores.parquet, the search's ablation method) | frequency (inclusion "
+            "frequency, head_stability.parquet); dissociation: where the entrainment heads come from (stable | "
+            "mask:seedN | scan)",
+        ),
+        ("kind", S, "agreement | dissociation"),
+        ("spearman", F, "agreement: Spearman correlation of the score and the ranking over all heads"),
+        ("spearman_ci_low", F, "95% percentile-bootstrap CI over heads (1,000 resamples of the heads), low"),
+        ("spearman_ci_high", F, "same, high"),
+        ("spearman_p", F, "p-value of the Spearman correlation"),
+        ("k", I, "heads of the type compared / removed per type (top-k)"),
+        ("topk_overlap", I, "agreement: heads in both the type's top-k and the entrainment heads"),
+        ("chance_overlap", F, "hypergeometric expectation of that overlap: k · k_entrainment / n_heads"),
+        ("overlap_p", F, "one-sided hypergeometric p = P(overlap >= observed) for random sets of those sizes"),
+        ("k_entrainment", I, "entrainment heads: the ranking's top-k (scan, atp) or the stable set (frequency)"),
+        ("n_heads", I, "heads in the model"),
+        ("heads_type", S, "agreement: the type's top-k heads; dissociation: the removed heads (layer.head)"),
+        ("heads_entrainment", S, "the entrainment heads (layer.head)"),
+        (
+            "removed",
+            S,
+            "dissociation: the population removed: induction | copying (top-k outside the entrainment heads) | "
+            "entrainment (the entrainment heads outside the type's top-k)",
+        ),
+        ("excluded", S, "dissociation: the population spared"),
+        ("n_removed", I, "dissociation: heads removed (zero ablation)"),
+        (
+            "entrainment_gain",
+            F,
+            "dissociation: mean Δ(removed) − Δ(intact) on the discovery relation's test subsample (training "
+            "condition, with context), Δ = ℓ(gold) − ℓ(distractor); positive = less entrainment",
+        ),
+        ("entrainment_gain_random", F, "the same, mean over random head sets of the same size"),
+        (
+            "induction_loss",
+            F,
+            "dissociation: increase of the mean next-token loss (nats) on the second half of the repeated random "
+            "tokens with the heads removed",
+        ),
+        ("induction_loss_random", F, "the same, mean over random head sets of the same size"),
+        ("n_items", I, "dissociation: test items behind entrainment_gain"),
+        ("draws", I, "dissociation: random head sets per control"),
+    ),
+    not_null=("model", "relation", "score", "ranking", "kind"),
+    allowed=(("kind", ("agreement", "dissociation")),),
 )
 
 MODELS = Table(
@@ -584,6 +746,133 @@ SCALING = Table(
     ),
 )
 
+SENTENCE_SCORES = Table(
+    "sentence_scores",
+    "one row per (model, relation, item, target, arm, ablation): a whole sentence scored teacher-forced "
+    "(entrainment/sentence_level.py)",
+    (
+        ("model", S, "model spec"),
+        ("relation", S, "LRE relation name (own items: their label)"),
+        ("condition", S, "the item's context: related | counterfactual | irrelevant | random (a prompt row's context) "
+                         "| self_cf (a counterfactual statement about the query's own subject)"),
+        ("item", S, "item id: sha1 of (relation, condition, subject, context, query)"),
+        ("subject", S, "the query subject (the statistical unit)"),
+        ("target", S, "self (y = the context) | self_cf (y = the counterfactual statement about the query subject, "
+                      "which is the context) | gold (the true statement about the query subject) | control (a "
+                      "same-relation statement nowhere in the prompt, length-matched within 2 tokens)"),
+        ("arm", S, "present (context + query) | absent (the query alone, or a length-matched neutral sentence in "
+                   "the context's place: sentence_absent)"),
+        ("ablation", S, "`none`, or the id of the head set removed (zero ablation)"),
+        ("prompt", S, "the exact model input before the scored sentence (BOS per --bos)"),
+        ("sentence", S, "the scored text, appended after one space"),
+        ("n_tokens", I, "tokens of the sentence scored"),
+        ("sum_logprob", F, "sum of the sentence tokens' log-probs (teacher-forced)"),
+        ("mean_logprob", F, "sum_logprob / n_tokens"),
+        ("first_logprob", F, "log-prob of the sentence's first token"),
+        ("boundary_ok", B, "tokenising prompt + ' ' + sentence gave the prompt's ids followed by the sentence's; "
+                           "False: a merge crossed the boundary and the sentence's tokens were found by offsets"),
+    ),
+    key=("model", "relation", "item", "target", "arm", "ablation"),
+    not_null=("model", "relation", "item", "target", "arm", "ablation", "mean_logprob"),
+    allowed=(("target", ("self", "self_cf", "gold", "control")), ("arm", ("present", "absent"))),
+)
+
+SENTENCE_STATS = Table(
+    "sentence_stats",
+    "one row per (model, relation or ALL, condition, measure, ablation): sentence-level entrainment, the subject as "
+    "the unit",
+    (
+        ("model", S, "model spec"),
+        ("relation", S, "relation name, or `ALL` = pooled with relations weighted equally (stratified mean, "
+                        "Welch-Satterthwaite df)"),
+        ("condition", S, "related | counterfactual | irrelevant | random | self_cf"),
+        ("measure", S, "self: Δ_self = mean_logprob(y | present) − mean_logprob(y | absent) of the item's own "
+                       "sentence | net: Δ_self − Δ_control | gap: Δ(self_cf) − Δ(gold) (self_cf items)"),
+        ("ablation", S, "`none`, or the id of the head set removed (a stable set; zero ablation)"),
+        ("n", I, "items"),
+        ("n_subjects", I, "query subjects (the unit)"),
+        ("mean", F, "mean over subjects of the subject's mean (nats per token)"),
+        ("ci_low", F, "CI low (t over subjects, stats.confidence)"),
+        ("ci_high", F, "CI high"),
+        ("p_value", F, "two-sided one-sample t over subjects (H0: mean = 0)"),
+        ("p_adjusted", F, "Holm within each (model, ablation, measure) family"),
+        ("heads", I, "heads removed (0 for `none`)"),
+        ("null_draws", I, "random head sets of the same size scored on the same items (0 for `none`)"),
+        ("null_mean", F, "mean of `mean` over those random sets (null for `none`)"),
+        ("null_p", F, "(1 + #{random sets lowering the measure at least as much}) / (1 + null_draws), the drop "
+                      "measured from the intact model's `mean`"),
+    ),
+    key=("model", "relation", "condition", "measure", "ablation"),
+    not_null=("model", "relation", "condition", "measure", "ablation"),
+    allowed=(("measure", ("self", "net", "gap")),),
+)
+
+SUBJECT_GAINS = Table(
+    "subject_gains",
+    "one row per (model, relation, ablation_label, ablation_method, fold, subject): each evaluated mask on its own "
+    "relation's training-condition test items (the cross-fitted verdict: every subject of the relation, on its "
+    "fold's mask), first-token collisions left out",
+    (
+        ("model", S, "model spec"),
+        ("relation", S, "the mask's relation (the items' relation)"),
+        ("ablation_label", S, "`mask:<relation>:seed<N>`, `stable:<relation>` or `crossfit:<relation>` (all folds)"),
+        ("ablation_method", S, "how the heads are removed: zero | mean | resample"),
+        ("fold", I, "cross-fitted verdict: the subject's fold (tested by the mask searched without it); else null"),
+        ("subject", S, "query subject"),
+        ("n_items", I, "the subject's items"),
+        ("delta_original", F, "mean Δ = ℓ(gold) − ℓ(distractor) over the subject's items, intact, with context"),
+        ("delta_ablated", F, "the same with the heads removed"),
+        ("gain", F, "mean over the subject's items of Δ_ablated − Δ_original, with context"),
+        (
+            "gain_noctx",
+            F,
+            "mean over the subject's items of Δ_ablated − Δ_original on the no-context prompt (heads removed in the "
+            "ablated arm, intact in the original arm)",
+        ),
+        ("interaction", F, "gain − gain_noctx: what removing the heads does because of the context"),
+    ),
+    key=("model", "relation", "ablation_label", "ablation_method", "fold", "subject"),
+)
+
+VERDICT = Table(
+    "verdict",
+    "one row per (model, relation, ablation_label, ablation_method): the head verdict with the query subject as "
+    "the unit (entrainment/verdict.py); the cross-fitted verdict is `crossfit:<relation>`",
+    (
+        ("model", S, "model spec"),
+        ("relation", S, "relation (the mask's own)"),
+        ("ablation_label", S, "the mask: `mask:<relation>:seed<N>`, `stable:<relation>` or `crossfit:<relation>`"),
+        ("ablation_method", S, "zero | mean | resample"),
+        ("n_heads", I, "heads removed (crossfit: the mean over its folds' masks, rounded)"),
+        ("n_folds", I, "crossfit: folds (each subject tested by the one mask that never saw it); 0 otherwise"),
+        ("n_subjects", I, "query subjects (the unit)"),
+        ("n_items", I, "items over those subjects"),
+        ("subjects_helped", I, "subjects with gain > 0"),
+        ("gain", F, "mean over subjects of subject_gains.gain"),
+        ("gain_ci_low", F, "95% t CI of gain over the subjects (df = n_subjects − 1), low"),
+        ("gain_ci_high", F, "same, high"),
+        ("gain_p", F, "two-sided one-sample t-test of the subject gains against 0"),
+        ("gain_noctx", F, "mean over subjects of subject_gains.gain_noctx (heads removed without context)"),
+        ("gain_noctx_ci_low", F, "its 95% t CI over subjects, low"),
+        ("gain_noctx_ci_high", F, "same, high"),
+        ("interaction", F, "mean over subjects of gain − gain_noctx: the context-specific part of the gain"),
+        ("interaction_ci_low", F, "95% t CI of interaction over the subjects, low"),
+        ("interaction_ci_high", F, "same, high"),
+        ("interaction_p", F, "two-sided one-sample t-test of the subject interactions against 0"),
+        (
+            "null_p",
+            F,
+            "empirical p against random head sets of the same size, (1 + #{draws ≥ observed}) / (1 + draws): "
+            "seed and stable masks: ablation.parquet's null (null_items test items, mean item gain); crossfit: each "
+            "draw removes a random set of each fold's size on that fold, statistic = the mean subject gain; NaN "
+            "without a null",
+        ),
+        ("null_draws", I, "random head sets behind null_p (0: none)"),
+        ("unit", S, "the unit of inference: subject"),
+    ),
+    key=("model", "relation", "ablation_label", "ablation_method"),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -601,11 +890,17 @@ TABLES: dict[str, Table] = {
         SIDE_EFFECTS,
         TIMINGS,
         NULL_DRAWS,
+        SUBJECT_GAINS,
+        VERDICT,
         HEAD_SCORES,
         HEAD_AGREEMENT,
         METHOD_AGREEMENT,
+        HEAD_TYPES,
+        HEAD_TYPE_AGREEMENT,
         MODELS,
         SCALING,
+        SENTENCE_SCORES,
+        SENTENCE_STATS,
     )
 }
 

@@ -1,9 +1,13 @@
 """The discovery stage as library functions: one mask search as table rows, and the tables made from all searches.
 
-``one_search`` runs a search (a seed on the full training split or on a bootstrap resample of it) and returns its
-rows; ``tables`` turns every search's rows into heads.parquet (each seed's search on the full training split, plus
-the stable set), discovery.parquet, discovery_masks.parquet, head_overlap.parquet and head_stability.parquet. The
-Prefect tasks (tasks/discover.py) and the Python API call the same two functions.
+``one_search`` runs a search (a seed on the full training split or on a subject half-sample of it) and returns
+its rows (``many_searches`` runs several in one batched pass); ``tables`` turns every search's rows into
+heads.parquet (each seed's search on the full training split, plus the stable set), discovery.parquet,
+discovery_masks.parquet, head_overlap.parquet and head_stability.parquet. The Prefect tasks (tasks/discover.py) and
+the Python API call the same functions.
+
+Longer than 300 lines on purpose: every discovery table (search logs, masks, overlap, stability, the stable set, the
+summary) is built from the same search rows, so they stay in one place.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import polars as pl
 
 from entrainment import mask_search, donors, models, stability
 from entrainment.config import Config
+from entrainment.errors import InputError
 from entrainment.masks import STABLE_SEED, mask_label
 from entrainment.models import Loaded
 from entrainment.schema import DISCOVERY, DISCOVERY_MASKS, HEAD_OVERLAP, HEAD_STABILITY, HEADS
@@ -31,6 +36,50 @@ def source_relations(cfg: Config, relation: str) -> str | tuple[str, ...]:
     return cfg.discover_relations if relation == SHARED else relation
 
 
+def discovery_relations(present: Iterable[str], wanted: Iterable[str], every_if_none: bool, where: object,
+                        field: str = "relation") -> list[str]:
+    """The relations a discovery-side stage searches (the CLI's tasks and the Python API share this rule).
+
+    Args:
+        present: the relations of the prompt rows.
+        wanted: the relations asked for (--discover-relations, or a stage's `only`).
+        every_if_none: when none of `wanted` is present, take every present relation instead (the caller decides:
+            own items with the default discovery relations, or an API call without a discover_relations option).
+        where: the input named in the error (prompts.parquet's path, or "prompts").
+        field: the field named in the error.
+    Returns:
+        The wanted relations that are present, sorted.
+    Raises:
+        InputError: none of them is present (and no fallback applies).
+    """
+    present, wanted = sorted(set(present)), tuple(wanted)
+    rels = [r for r in present if r in wanted]
+    if not rels and every_if_none:
+        rels = present
+    if not rels:
+        raise InputError(where, field, ", ".join(wanted),
+                         f"not in {Path(str(where)).name} (it holds: {', '.join(present) or 'no relation'})")
+    return rels
+
+
+def search_jobs(cfg: Config, relations: list[str], only: bool = False) -> list[tuple[str, int, int]]:
+    """Every mask search of the discover stage: (mask relation, seed, resample) for each relation, plus the shared
+    mask (``SHARED``, trained on the union of the discovery relations) with --shared-mask and several discovery
+    relations, unless the stage was restricted to some relations (`only`).
+
+    Args:
+        cfg: the run's Config (seeds, search_resamples, shared_mask, discover_relations).
+        relations: the relations searched (``discovery_relations``).
+        only: the stage runs for a subset of relations only (no shared mask then).
+    Returns:
+        The jobs, relation-major, in the order the tables list them.
+    """
+    rels = list(relations)
+    if cfg.shared_mask and len(cfg.discover_relations) > 1 and not only:
+        rels.append(SHARED)
+    return [(rel, seed, r) for rel in rels for seed in cfg.seeds for r in range(cfg.search_resamples)]
+
+
 def params(cfg: Config, seed: int, device: str) -> mask_search.SearchParams:
     """The search hyper-parameters of a Config."""
     return mask_search.SearchParams(
@@ -43,7 +92,9 @@ def params(cfg: Config, seed: int, device: str) -> mask_search.SearchParams:
         init=cfg.init,
         seed=seed,
         bf16=models.search_bf16(cfg.search_dtype, device),
-        patience=cfg.early_stop_patience,
+        max_steps=cfg.max_steps,
+        converge_steps=cfg.converge_steps,
+        selection_rule=cfg.selection_rule,
     )
 
 
@@ -55,6 +106,23 @@ class Search:
     masks: pl.DataFrame
     heads: pl.DataFrame
     facts: dict
+
+
+def _prepare(loaded: Loaded, rows: pl.DataFrame, relation: str, cfg: Config, mean) -> tuple:
+    """(training items of the full split, dev items, the ablation) of a mask relation's prompt rows."""
+    rows = rows.filter(pl.col("condition").is_in(list(cfg.train_conditions)))
+    tk = Tokens(loaded.tokenizer, cfg.bos)
+    train_pairs = mask_search.items_with_rows(rows.filter(pl.col("split") == "train"), tk)
+    dev_pairs = mask_search.items_with_rows(rows.filter(pl.col("split") == "dev"), tk)
+    pairs = train_pairs + dev_pairs
+    ablation = donors.ablation_for(
+        cfg.ablation_method,
+        mean,
+        [it.prompt for it, _ in pairs],
+        [(r["relation"], r["condition"]) for _, r in pairs],
+        f"donors|{cfg.seed}|{relation}",
+    )
+    return [it for it, _ in train_pairs], [it for it, _ in dev_pairs], ablation
 
 
 def one_search(
@@ -75,44 +143,82 @@ def one_search(
         rows: prompt rows of the mask's source relation(s).
         relation: the mask relation (a relation name, or `shared`).
         seed: the search seed.
-        resample: 0 = the full training split; r >= 1 = the r-th bootstrap resample of it.
-        cfg: search options (epochs, lr, lambda, tau, method, early stopping, ...).
+        resample: 0 = the full training split; r >= 1 = the r-th half-sample (or bootstrap resample) of it.
+        cfg: search options (budget, lr, lambda, tau, method, convergence, selection rule, ...).
         mean: the reference means [L, H, D] (mean and resample methods).
         checkpoint: resume file (saved after every epoch).
         progress: called with each epoch's log row.
     Returns:
         The search's rows (Search).
     """
-    rows = rows.filter(pl.col("condition").is_in(list(cfg.train_conditions)))
-    tk = Tokens(loaded.tokenizer, cfg.bos)
-    train_pairs = mask_search.items_with_rows(rows.filter(pl.col("split") == "train"), tk)
-    dev_pairs = mask_search.items_with_rows(rows.filter(pl.col("split") == "dev"), tk)
-    train = mask_search.bootstrap([it for it, _ in train_pairs], resample, seed)
-    dev = [it for it, _ in dev_pairs]
-    p = params(cfg, seed, loaded.info.device)
-    pairs = train_pairs + dev_pairs
-    ablation = donors.ablation_for(
-        cfg.ablation_method,
-        mean,
-        [it.prompt for it, _ in pairs],
-        [(r["relation"], r["condition"]) for _, r in pairs],
-        f"donors|{cfg.seed}|{relation}",
-    )
-    log_rows, history = mask_search.search(loaded, train, dev, p, checkpoint, progress, ablation)
-    chosen = mask_search.select_epoch(log_rows)
+    return many_searches(
+        loaded, rows, relation, [(seed, resample)], cfg, mean, checkpoint,
+        (lambda _i, r: progress(r)) if progress else None,
+    )[0]
+
+
+def many_searches(
+    loaded: Loaded,
+    rows: pl.DataFrame,
+    relation: str,
+    jobs: list[tuple[int, int]],
+    cfg: Config,
+    mean=None,
+    checkpoint: Path | None = None,
+    progress: Callable[[int, dict], None] | None = None,
+) -> list[Search]:
+    """Several mask searches, (seed, resample) each, batched on the batch axis of one pass
+    (mask_search.search_many); each search's rows equal those of one_search up to floating-point order.
+
+    Args:
+        loaded: the model.
+        rows: prompt rows of the mask's source relation(s).
+        relation: the mask relation.
+        jobs: the (seed, resample) of every search.
+        cfg: search options.
+        mean: the reference means (mean and resample methods).
+        checkpoint: resume file.
+        progress: called with (job index, log row) after each logged epoch.
+    Returns:
+        One Search per job, in order.
+    """
+    full, dev, ablation = _prepare(loaded, rows, relation, cfg, mean)
+    trains = [mask_search.resample_items(full, r, seed, cfg.search_resampling) for seed, r in jobs]
+    ps = [params(cfg, seed, loaded.info.device) for seed, _ in jobs]
+    found = mask_search.search_many(loaded, trains, dev, ps, checkpoint, progress, ablation)
+    return [
+        _search_rows(loaded, relation, seed, r, cfg, p, lr, hist, len(t), len(dev))
+        for (seed, r), p, (lr, hist), t in zip(jobs, ps, found, trains)
+    ]
+
+
+def _search_rows(
+    loaded: Loaded,
+    relation: str,
+    seed: int,
+    resample: int,
+    cfg: Config,
+    p: mask_search.SearchParams,
+    log_rows: list[dict],
+    history: list,
+    n_train: int,
+    n_dev: int,
+) -> Search:
+    chosen = mask_search.select_epoch(log_rows, rule=p.selection_rule)
     spec = loaded.info.spec
     dtype = "bfloat16" if p.bf16 else "float32"
-    stopped = log_rows[-1]["epoch"] < p.epochs
     key = {"model": spec, "relation": relation, "seed": seed, "resample": resample}
+    last = log_rows[-1]["epoch"]
     log_df = pl.DataFrame(
         [
             dict(
                 r,
                 **key,
+                converged=bool(r["converged"]) and r["epoch"] == last,
                 selected=r["epoch"] == chosen,
+                selection_rule=p.selection_rule,
                 search_dtype=dtype,
                 ablation_method=cfg.ablation_method,
-                stopped_early=stopped,
             )
             for r in log_rows
         ]
@@ -139,6 +245,7 @@ def one_search(
         .with_columns(
             pl.lit(mask_label(relation, seed)).alias("ablation_label"),
             pl.lit(cfg.ablation_method).alias("ablation_method"),
+            pl.lit(None, pl.Int64).alias("fold"),  # the cross-fitted masks set it (entrainment.crossfit)
         )
     )
     r0, rs = log_rows[0], log_rows[chosen]
@@ -151,10 +258,12 @@ def one_search(
         "n_removed": rs["n_removed"],
         "dev_delta_start": r0["dev_delta"],
         "dev_delta": rs["dev_delta"],
-        "epochs_run": log_rows[-1]["epoch"],
+        "epochs_run": last,
+        "steps_run": log_rows[-1]["step"],
+        "converged": bool(log_rows[-1]["converged"]),
         "search_dtype": dtype,
-        "n_train": len(train),
-        "n_dev": len(dev),
+        "n_train": n_train,
+        "n_dev": n_dev,
     }
     return Search(log_df, masks, sel.select(HEADS.names), facts)
 
@@ -168,13 +277,18 @@ def _sets(selected: pl.DataFrame) -> dict[tuple, set]:
     return out
 
 
-def overlap(sets: dict[tuple, set]) -> pl.DataFrame:
-    """Pairwise Jaccard of every pair of searches per (model, relation), with the mean and its bootstrap CI."""
+def overlap(sets: dict[tuple, set], shapes: dict[str, tuple[int, int]] | None = None) -> pl.DataFrame:
+    """Pairwise agreement of every pair of searches per (model, relation): Jaccard, its chance level for random
+    sets of the same sizes (shapes: model -> (layers, heads); without it the chance columns are NaN), the
+    chance-corrected Jaccard, the overlap coefficient, and the mean Jaccard with its bootstrap CI."""
     rows = []
     for (model, relation), keys in itertools.groupby(sorted(sets), key=lambda k: k[:2]):
         keys = list(keys)
         mean, lo, hi = stability.mean_jaccard([sets[k] for k in keys], key=f"jaccard|{model}|{relation}")
+        n_heads = shapes[model][0] * shapes[model][1] if shapes and model in shapes else 0
         for a, b in itertools.combinations(keys, 2):
+            j = stability.jaccard(sets[a], sets[b])
+            chance = stability.expected_jaccard(len(sets[a]), len(sets[b]), n_heads) if n_heads else float("nan")
             rows.append(
                 {
                     "model": model,
@@ -186,7 +300,10 @@ def overlap(sets: dict[tuple, set]) -> pl.DataFrame:
                     "n_removed_a": len(sets[a]),
                     "n_removed_b": len(sets[b]),
                     "n_shared": len(sets[a] & sets[b]),
-                    "jaccard": stability.jaccard(sets[a], sets[b]),
+                    "jaccard": j,
+                    "jaccard_chance": chance,
+                    "jaccard_corrected": stability.corrected_jaccard(j, chance),
+                    "overlap": stability.overlap_coefficient(sets[a], sets[b]),
                     "mean_jaccard": mean,
                     "mean_jaccard_ci_low": lo,
                     "mean_jaccard_ci_high": hi,
@@ -196,14 +313,23 @@ def overlap(sets: dict[tuple, set]) -> pl.DataFrame:
 
 
 def stability_rows(
-    sets: dict[tuple, set], shapes: dict[str, tuple[int, int]], threshold: float, method: str
+    sets: dict[tuple, set], shapes: dict[str, tuple[int, int]], threshold: float, method: str,
+    resampling: str = "half",
 ) -> pl.DataFrame:
-    """head_stability rows per (model, relation) over all its searches."""
+    """head_stability rows per (model, relation) over all its searches, with the number of half-sample searches
+    among them and the Meinshausen-Buehlmann bound at `threshold` (the keys' last element is the resample;
+    resample >= 1 is a half-sample when `resampling` is half)."""
     out = []
     for (model, relation), keys in itertools.groupby(sorted(sets), key=lambda k: k[:2]):
+        keys = list(keys)
         n_l, n_h = shapes[model]
         rows = stability.inclusion([sets[k] for k in keys], n_l, n_h, threshold)
-        out += [{"model": model, "relation": relation, "ablation_method": method} | r for r in rows]
+        q = sum(len(sets[k]) for k in keys) / len(keys)
+        extra = {
+            "half_samples": sum(k[3] >= 1 for k in keys) if resampling == "half" else 0,
+            "pfer_bound": stability.pfer_bound(q, n_l * n_h, threshold),
+        }
+        out += [{"model": model, "relation": relation, "ablation_method": method} | r | extra for r in rows]
     return pl.DataFrame(out, schema=HEAD_STABILITY.polars_schema())
 
 
@@ -219,6 +345,7 @@ def stable_heads(stab: pl.DataFrame, threshold: float) -> pl.DataFrame:
         pl.col("stable").alias("removed"),
         pl.format("stable:{}", pl.col("relation")).alias("ablation_label"),
         "ablation_method",
+        pl.lit(None, pl.Int64).alias("fold"),
     )
 
 
@@ -231,7 +358,7 @@ def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
     chosen = log_df.filter(pl.col("selected")).select("model", "relation", "seed", "resample", "epoch")
     sets = _sets(masks.join(chosen, on=["model", "relation", "seed", "resample", "epoch"]))
     shapes = {m: (int(g["layer"].max()) + 1, int(g["head"].max()) + 1) for (m,), g in masks.group_by("model")}
-    stab = stability_rows(sets, shapes, cfg.stability_threshold, cfg.ablation_method).sort(
+    stab = stability_rows(sets, shapes, cfg.stability_threshold, cfg.ablation_method, cfg.search_resampling).sort(
         "model", "relation", "layer", "head"
     )
     seeds = pl.concat([s.heads for s in searches if s.facts["resample"] == 0])
@@ -243,7 +370,7 @@ def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
         "heads": heads,
         "discovery": log_df.drop("seconds").select(DISCOVERY.names),
         "discovery_masks": masks,
-        "head_overlap": overlap(sets),
+        "head_overlap": overlap(sets, shapes),
         "head_stability": stab,
         "timings": timings,
     }
@@ -255,7 +382,8 @@ def summary(facts: list[dict], ov: pl.DataFrame, stab: pl.DataFrame) -> list[str
     lines = [
         f"{model_prefix(m['model'], multi)}{m['relation']} seed {m['seed']}"
         + (f" resample {m['resample']}" if m["resample"] else "")
-        + f": epoch {m['epoch']} of {m['epochs_run']} run removes {m['n_removed']} heads, "
+        + f": epoch {m['epoch']} of {m['epochs_run']} run ({m.get('steps_run', '?')} steps, "
+        + ("converged" if m.get("converged") else "not converged") + f") removes {m['n_removed']} heads, "
         f"dev delta {m['dev_delta_start']:.2f} -> {m['dev_delta']:.2f} ({m['search_dtype']})"
         + ("  (no head found: try more --epochs, a lower --lambda or a lower --init)" if m["n_removed"] == 0 else "")
         for m in sorted(facts, key=lambda m: (m["model"], m["relation"], m["seed"], m["resample"]))
@@ -264,8 +392,9 @@ def summary(facts: list[dict], ov: pl.DataFrame, stab: pl.DataFrame) -> list[str
         r = g.row(0, named=True)
         lines.append(
             f"{model_prefix(model, multi)}{relation}: {len(g)} pairs of searches, mean Jaccard "
-            f"{r['mean_jaccard']:.2f} [95% CI {r['mean_jaccard_ci_low']:.2f}, {r['mean_jaccard_ci_high']:.2f}] "
-            "(Niu et al.: 0.32-0.55)"
+            f"{r['mean_jaccard']:.2f} [95% CI {r['mean_jaccard_ci_low']:.2f}, {r['mean_jaccard_ci_high']:.2f}], "
+            f"chance {g['jaccard_chance'].mean():.2f}, chance-corrected {g['jaccard_corrected'].mean():.2f} "
+            "(Niu et al.: 0.32-0.55 raw)"
         )
     for (model, relation), g in sorted(stab.group_by("model", "relation"), key=lambda kv: kv[0]):
         top = g.filter(pl.col("selected") > 0).sort(["frequency", "layer", "head"], descending=[True, False, False])
@@ -274,8 +403,10 @@ def summary(facts: list[dict], ov: pl.DataFrame, stab: pl.DataFrame) -> list[str
         freq = ", ".join(
             f"L{r['layer']}.H{r['head']} {r['selected']}/{r['searches']}" for r in top.head(5).iter_rows(named=True)
         )
+        bound = g["pfer_bound"][0] if "pfer_bound" in g.columns and len(g) else float("inf")
         lines.append(
             f"{model_prefix(model, multi)}{relation}: stable set ({len(stable)} heads): {heads}; "
-            f"most often removed: {freq or 'none'}"
+            f"most often removed: {freq or 'none'}; expected false selections <= "
+            + (f"{bound:.2f}" if bound == bound and bound != float("inf") else "n/a (threshold <= 0.5)")
         )
     return lines

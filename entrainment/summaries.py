@@ -48,16 +48,20 @@ def pooled_variants(abl: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+HOLM_FAMILY = ("model", "seed", "ablation_method", "condition", "split", "_shared")
+
+
 def with_holm(abl: pl.DataFrame) -> pl.DataFrame:
     """Fill null_p_holm: Holm across relations within each (model, seed, method, condition, split) family of
     `ablated` rows with a null (per-relation masks on their own relation form one family, the shared mask's rows
-    another)."""
+    another). The family key (HOLM_FAMILY) leaves out ``ablation_label``: it names the relation
+    (`mask:<relation>:seed<N>`), so keying on it would make every family a single test."""
     abl = abl.with_row_index("_i")
     fam = abl.filter((pl.col("variant") == "ablated") & (pl.col("null_draws") > 0)).with_columns(
         (pl.col("relation") != pl.col("mask_relation")).alias("_shared")
     )
     adjusted: dict[int, float] = {}
-    for _, g in fam.group_by("model", "seed", "ablation_label", "ablation_method", "condition", "split", "_shared"):
+    for _, g in fam.group_by(*HOLM_FAMILY):
         adjusted.update(zip(g["_i"].to_list(), holm(g["null_p"].to_list())))
     col = pl.Series("null_p_holm", [adjusted.get(i, float("nan")) for i in abl["_i"].to_list()], dtype=pl.Float64)
     return abl.with_columns(col).drop("_i")

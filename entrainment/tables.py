@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -48,11 +49,46 @@ def write_parquet(
     return path
 
 
+ROWS_KEY = b"entrainment.rows"  # metadata: the digest of the rows as written (rows_digest)
+
+
+def rows_digest(df: pl.DataFrame) -> str:
+    """sha256 of a frame's column names and types and its seeded row hashes, in row order: equal for the rows
+    written and read back, different after a row is cut, added or changed."""
+    h = hashlib.sha256(json.dumps([[c, str(t)] for c, t in df.schema.items()]).encode())
+    if len(df) and df.width:
+        h.update(df.hash_rows(seed=0).to_numpy().tobytes())
+    return h.hexdigest()
+
+
 def write_table(df: pl.DataFrame, out_dir: Path, name: str) -> Path:
     """Write one of the named tables into out_dir under its standard file name, recording the current
-    hashes of the tables it is made from (stages.inputs_of) in its metadata."""
+    hashes of the tables it is made from (stages.inputs_of) and the digest of its own rows in its metadata."""
     table = TABLES[name]
-    return write_parquet(df, Path(out_dir) / table.file, table, source_record(out_dir, name))
+    arrow = to_arrow(df, table)
+    arrow = arrow.replace_schema_metadata({ROWS_KEY: rows_digest(pl.from_arrow(arrow)).encode()})
+    return write_parquet(arrow, Path(out_dir) / table.file, None, source_record(out_dir, name))
+
+
+def check_unedited(out_dir: Path, name: str) -> None:
+    """A table whose rows are not the ones its stage wrote (edited by hand: rows cut, values changed, even with
+    its metadata kept) is refused in one line naming the stage that rewrites it. Tables written before the digest
+    was recorded pass.
+
+    Args:
+        out_dir: the output folder.
+        name: the table's name.
+    """
+    path = Path(out_dir) / TABLES[name].file
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:  # noqa: BLE001 -- read_table names an unreadable file
+        return
+    want = meta.get(ROWS_KEY)
+    if want is not None and want.decode() != rows_digest(pl.read_parquet(path)):
+        raise InputError(path, "table", name, f"its rows are not the ones entrainment {producer(name)} wrote "
+                                              f"(edited by hand?): regenerate it with entrainment {producer(name)} "
+                                              "(or entrainment run)")
 
 
 def write_table_file(df: pl.DataFrame, path: Path, name: str) -> Path:

@@ -1,11 +1,12 @@
-"""Flow: heads.parquet + test splits -> ablation.parquet (controls, methods, transfer), side_effects.parquet."""
+"""Flow: heads.parquet + test splits -> ablation.parquet (controls, methods, transfer), side_effects.parquet,
+subject_gains.parquet and verdict.parquet (each mask, and the cross-fitted verdict of each discovery relation)."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from entrainment.config import Config
-from tasks.ablate import ablate_relation, combine, learned, side_effects_task
+from tasks.ablate import ablate_relation, combine, crossfit_task, fold_masks, learned, side_effects_task
 from tasks.cache import run_jobs
 from tasks.inputs import stage_relations
 
@@ -30,4 +31,6 @@ def ablate_flow(cfg: Config) -> dict:
         (mask, rel, done_evals[(m.model, mask.relation, rel)]) for m, mask in found for rel in stage_relations(m, None)
     ]
     side = [(mask, done_sides[(m.model, mask.relation)]) for m, mask in found]
-    return combine(cfg, jobs, side)
+    fits = [(m, (rel, tuple((mask.fold, mask.head_set.heads) for mask in masks_)))
+            for m in cfg.per_model() for rel, masks_ in sorted(fold_masks(m).items())]
+    return combine(cfg, jobs, side, run_jobs(crossfit_task, fits) if fits else [])

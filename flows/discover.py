@@ -7,21 +7,16 @@ from prefect import flow
 
 from entrainment.config import Config
 from entrainment.mask_search import SHARED
+from entrainment.searches import search_jobs
 from tasks.cache import run_jobs
-from tasks.discover import combine, discover_shard
+from tasks.discover import combine, crossfit_shard, discover_shard
 from tasks.inputs import discover_relations
 
 
 @flow(name="discover", validate_parameters=False)
 def discover_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
     rels = discover_relations(cfg, only)
-    if cfg.shared_mask and len(cfg.discover_relations) > 1 and not only:
-        rels = rels + [SHARED]  # one more mask, trained on the union of the discovery relations' items
-    jobs = [
-        (m, (rel, seed, r))
-        for m in cfg.per_model()
-        for rel in rels
-        for seed in cfg.seeds
-        for r in range(cfg.search_resamples)
-    ]
-    return combine(cfg, run_jobs(discover_shard, jobs))
+    jobs = [(m, job) for m in cfg.per_model() for job in search_jobs(cfg, rels, bool(only))]  # shared mask included
+    folds = [(m, (rel, f)) for m in cfg.per_model() for rel in rels if rel != SHARED
+             for f in range(cfg.crossfit_folds)]  # cross-fitting over subjects (entrainment.crossfit)
+    return combine(cfg, run_jobs(discover_shard, jobs) + (run_jobs(crossfit_shard, folds) if folds else []))

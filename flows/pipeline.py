@@ -1,4 +1,5 @@
-"""The whole pipeline as one Prefect flow: generate -> measure -> stats -> discover -> scan -> ablate -> report.
+"""The whole pipeline as one Prefect flow: generate -> measure -> stats -> discover -> scan -> ablate -> heads ->
+sentences -> report.
 
 Each stage is a subflow whose tasks are cached on their inputs, parameters and code, so a rerun
 recomputes only what changed. ``options`` is a plain dict of Config fields (JSON-able, so the same
@@ -14,10 +15,12 @@ from entrainment.lock import folder_lock
 from flows.ablate import ablate_flow
 from flows.discover import discover_flow
 from flows.generate import generate_flow
+from flows.head_types import head_types_flow
 from flows.measure import measure_flow
 from flows.report import report_flow
 from flows.runners import dask_address, with_runner
 from flows.scan import scan_flow
+from flows.sentences import sentences_flow
 from flows.stats import stats_flow
 
 
@@ -34,6 +37,10 @@ def pipeline(options: dict | None = None) -> dict:
         if cfg.scan:
             out["scan"] = with_runner(scan_flow, address)(cfg)
         out["ablate"] = with_runner(ablate_flow, address)(cfg)
+        if cfg.head_types:
+            out["heads"] = with_runner(head_types_flow, address)(cfg)
+        if cfg.sentences:  # after ablate: the heads part reads heads.parquet
+            out["sentences"] = with_runner(sentences_flow, address)(cfg)
         out["report"] = report_flow(cfg)
     logger = get_run_logger()
     for stage, m in out.items():

@@ -30,6 +30,10 @@ take all of them. `entrainment discover` calls `discover_batch_size` `--batch-si
 `scan_k` `--k`. Values are type-checked strictly and unknown keys are refused, each with one line naming the key and
 the file. Back to the [README](../README.md); what the options do is in [method.md](method.md).
 
+`entrainment run --quick` (and `plan --quick`) loads [configs/quick.toml](../configs/quick.toml): every stage at its
+smallest, about 2-3 minutes on a 2-core CPU, labelled a smoke run in the console and the report. `--max-pairs` alone
+does not make a run small: it sizes only the shift statistics' items (see its row below).
+
 """
 
 TABLES_HEADER = """# Tables

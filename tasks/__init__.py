@@ -23,6 +23,8 @@ for _key, _value in {
 
 import logging  # noqa: E402
 
+from entrainment.files import no_space as _no_space  # noqa: E402
+
 # What README promises at INFO (cleaning fixes, resumes, cache hits, dropped rows) reaches the console and the
 # Prefect run log: Prefect attaches its handlers to the `entrainment` logger (PREFECT_LOGGING_EXTRA_LOGGERS).
 logging.getLogger("entrainment").setLevel(logging.INFO)
@@ -30,14 +32,16 @@ logging.getLogger("entrainment").setLevel(logging.INFO)
 
 class _BadInputIsOneLine(logging.Filter):
     """Prefect logs a failed task or flow with its traceback; for bad input (entrainment.errors.InputError) the CLI
-    prints the one line that matters and exits 2, so Prefect's records about it are dropped."""
+    prints the one line that matters and exits 2, and for a full disk one line and exit 1, so Prefect's records
+    about them are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and type(exc).__name__ == "InputError":
-            return False
+        if exc is not None and (type(exc).__name__ == "InputError" or _no_space(exc)[0]):
+            return False  # bad input, or a full disk: the CLI's one line says it
         try:
-            return "InputError" not in record.getMessage()
+            msg = record.getMessage()
+            return not any(t in msg for t in ("InputError", "No space left on device", "unexpected pos"))
         except Exception:  # noqa: BLE001 -- a malformed record: let Prefect's own handling decide
             return True
 

@@ -8,12 +8,14 @@ Masks with the same heads (a seed and the stable set often agree) share one eval
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment import evaluation, masks, models, relations, tables
+from entrainment import crossfit, evaluation, masks, models, relations, tables, verdict
 from entrainment.config import Config
 from entrainment.paths import ICL_DIR
 from entrainment.schema import ABLATION, NULL_DRAWS, SIDE_EFFECTS
@@ -22,6 +24,7 @@ from entrainment.summaries import summary_lines
 from tasks.cache import files_hash, key_fn, manifest, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
+from tasks.progress import progress_bar
 
 SHARDS = Path("shards") / "ablation"
 
@@ -29,7 +32,17 @@ SHARDS = Path("shards") / "ablation"
 def learned(cfg: Config) -> list[masks.LearnedMask]:
     """This model's masks in heads.parquet (each seed's search and the stable set)."""
     spec = models.resolve(cfg.model).spec
-    return [m for m in masks.learned_masks(tables.read_table(cfg.out, "heads")) if m.model == spec]
+    return [m for m in masks.learned_masks(tables.read_table(cfg.out, "heads")) if m.model == spec and m.fold is None]
+
+
+def fold_masks(cfg: Config) -> dict[str, list[masks.LearnedMask]]:
+    """This model's per-fold masks of the cross-fitted verdict, by relation (heads.parquet rows with a fold)."""
+    spec = models.resolve(cfg.model).spec
+    out: dict[str, list[masks.LearnedMask]] = {}
+    for m in masks.learned_masks(tables.read_table(cfg.out, "heads")):
+        if m.model == spec and m.fold is not None:
+            out.setdefault(m.relation, []).append(m)
+    return out
 
 
 def _mean(cfg: Config, loaded, mask_relation: str, needed: bool):
@@ -58,6 +71,26 @@ def side_path(cfg: Config, spec: str, mask_relation: str, heads: tuple) -> Path:
     return cfg.out / SHARDS / shard_name(spec) / f"{shard_name(hs.id)}.side.parquet"
 
 
+def _progress(stack: ExitStack, description: str) -> Callable[[str, int, int], None]:
+    """The ablate stage's progress: a rich bar over the rows scored (every pass of every head set and method, then
+    the null), opened on the first report; each new head set / method / null group is logged once."""
+    bar: list[Callable[[float], None]] = []
+    shown = [0]
+    seen: set[str] = set()
+    logger = get_run_logger()
+
+    def report(what: str, done: int, total: int) -> None:
+        if not bar:
+            bar.append(stack.enter_context(progress_bar(description, total)))
+        bar[0](done - shown[0])
+        shown[0] = done
+        if what not in seen:
+            seen.add(what)
+            logger.info("%s: %s (%d of %d rows scored)", description, what, done, total)
+
+    return report
+
+
 @task(name="ablate", tags=["gpu"], cache_key_fn=key_fn("ablate", __name__, _inputs_eval))
 def ablate_relation(cfg: Config, mask_relation: str, heads_sets: tuple, relation: str) -> dict:
     """Every distinct head set of one mask relation on one relation's test split (the intact passes shared)."""
@@ -72,21 +105,24 @@ def ablate_relation(cfg: Config, mask_relation: str, heads_sets: tuple, relation
         relation,
         cfg.random_draws,
     )
-    done = evaluation.evaluate_relation(
-        loaded,
-        tables.read_table(cfg.out, "prompts"),
-        mask_relation,
-        list(heads_sets),
-        relation,
-        cfg,
-        _mean(cfg, loaded, mask_relation, needed),
-    )
+    with ExitStack() as stack:
+        done = evaluation.evaluate_relation(
+            loaded,
+            tables.read_table(cfg.out, "prompts"),
+            mask_relation,
+            list(heads_sets),
+            relation,
+            cfg,
+            _mean(cfg, loaded, mask_relation, needed),
+            _progress(stack, f"ablate {mask_relation} on {relation}"),
+        )
     paths = []
-    for heads, (df, draws) in zip(heads_sets, done):
+    for heads, (df, draws, items) in zip(heads_sets, done):
         stem = eval_stem(cfg, loaded.info.spec, mask_relation, heads, relation)
         paths += [
             tables.write_parquet(df, stem.with_name(stem.name + ".eval.parquet"), ABLATION),
             tables.write_parquet(draws, stem.with_name(stem.name + ".null.parquet"), NULL_DRAWS),
+            tables.write_parquet(items, stem.with_name(stem.name + ".items.parquet")),
         ]
     return manifest(paths, seconds=time.perf_counter() - t0)
 
@@ -94,7 +130,7 @@ def ablate_relation(cfg: Config, mask_relation: str, heads_sets: tuple, relation
 def _inputs_side(cfg: Config, mask_relation: str, heads_sets: tuple) -> dict:
     files = relations.relation_files(cfg.data_dir) + sorted(ICL_DIR.glob("*.json"))
     return {"model": model_key(cfg), "heads": [mask_relation, [list(h) for h in heads_sets]],
-            "data": files_hash(files), "knobs": [evaluation.SIDE_RECALL_ITEMS, evaluation.SIDE_RANDOM_DRAWS],
+            "data": files_hash(files), "knobs": [evaluation.SIDE_RECALL_ITEMS, cfg.side_random_draws],
             "train": rows_hash(relation_rows(cfg.out, source_relations(cfg, mask_relation)))}
 
 
@@ -113,9 +149,29 @@ def side_effects_task(cfg: Config, mask_relation: str, heads_sets: tuple) -> dic
     return manifest(paths, seconds=time.perf_counter() - t0)
 
 
+def _inputs_crossfit(cfg: Config, relation: str, folds: tuple) -> dict:
+    return {"model": model_key(cfg), "relation": relation, "folds": [[f, [list(h) for h in hs]] for f, hs in folds],
+            "rows": rows_hash(relation_rows(cfg.out, relation))}
+
+
+@task(name="crossfit-verdict", tags=["gpu"], cache_key_fn=key_fn("ablate", __name__, _inputs_crossfit))
+def crossfit_task(cfg: Config, relation: str, folds: tuple) -> dict:
+    """The cross-fitted verdict of one relation: each fold's mask on its fold's subjects, and the null."""
+    t0 = time.perf_counter()
+    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    get_run_logger().info("cross-fitted verdict: %s, %d folds (%s heads), %d random draws", relation, len(folds),
+                          "/".join(str(len(h)) for _, h in folds), cfg.crossfit_draws)
+    mean = _mean(cfg, loaded, relation, cfg.ablation_method != "zero")
+    rows, facts = crossfit.evaluate(loaded, tables.read_table(cfg.out, "prompts"), relation, list(folds), cfg, mean)
+    stem = cfg.out / SHARDS / shard_name(loaded.info.spec) / f"crossfit.{shard_name(relation)}"
+    paths = crossfit.write_result(rows, facts, stem)
+    return manifest(paths, model=loaded.info.spec, relation=relation, seconds=time.perf_counter() - t0)
+
+
 def combine(cfg: Config, jobs: list[tuple[masks.LearnedMask, str, dict]],
-            sides: list[tuple[masks.LearnedMask, dict]]) -> dict:
-    """ablation, null_draws and side_effects: each mask's rows from the shard of its head set, labelled."""
+            sides: list[tuple[masks.LearnedMask, dict]], crossfits: list[dict] | None = None) -> dict:
+    """ablation, null_draws, side_effects, subject_gains and verdict: each mask's rows from the shard of its head
+    set, labelled; the cross-fitted verdicts from their shards."""
 
     def read(m: dict, path: Path) -> pl.DataFrame:
         assert str(path) in m["outputs"], path
@@ -125,15 +181,21 @@ def combine(cfg: Config, jobs: list[tuple[masks.LearnedMask, str, dict]],
     for mask, relation, m in jobs:
         stem = eval_stem(cfg, mask.model, mask.relation, mask.head_set.heads, relation)
         evals.append((mask, read(m, stem.with_name(stem.name + ".eval.parquet")),
-                      read(m, stem.with_name(stem.name + ".null.parquet"))))
+                      read(m, stem.with_name(stem.name + ".null.parquet")),
+                      read(m, stem.with_name(stem.name + ".items.parquet"))))
     side = [(mask, read(m, side_path(cfg, mask.model, mask.relation, mask.head_set.heads))) for mask, m in sides]
-    t = evaluation.tables(evals, side)
+    fits = [crossfit.read_result(Path(p)) for m in (crossfits or []) for p in m["outputs"] if p.endswith(".json")]
+    t = evaluation.tables(evals, side, cfg, fits)
     timed: dict[str, dict] = {}  # one row per distinct task (several masks share one)
     for stage, ms in (("ablate", [(j[0], j[2]) for j in jobs]), ("side-effects", sides)):
         for mask, m in ms:
             timed.setdefault(min(m["outputs"]), {"model": mask.model, "stage": stage, "relation": mask.relation,
                                                  "seed": mask.seed, "epoch": -1,
                                                  "seconds": m.get("seconds", float("nan"))})
-    paths = [tables.write_table(t[name], cfg.out, name) for name in ("ablation", "side_effects", "null_draws")]
+    for m in crossfits or []:
+        timed.setdefault(min(m["outputs"]), {"model": m["model"], "stage": "crossfit", "relation": m["relation"],
+                                             "seed": -1, "epoch": -1, "seconds": m.get("seconds", float("nan"))})
+    paths = [tables.write_table(t[name], cfg.out, name)
+             for name in ("ablation", "side_effects", "null_draws", "subject_gains", "verdict")]
     paths.append(write_timings(cfg, "ablate", pl.DataFrame(list(timed.values()))))
-    return manifest(paths, summary=summary_lines(t["ablation"]))
+    return manifest(paths, summary=summary_lines(t["ablation"]) + verdict.lines(t["verdict"]))

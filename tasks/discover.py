@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from entrainment import models, searches, tables
+from entrainment import crossfit, models, searches, tables
 from entrainment.config import Config
 from entrainment.schema import DISCOVERY_MASKS, HEADS
 from tasks.cache import key_fn, manifest, stage_key, write_timings
@@ -45,12 +45,13 @@ def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> 
     work = stage_key("discover", __name__, cfg, _inputs(cfg, relation, seed, resample))[:16]
     what = f"{relation} s{seed}" + (f" r{resample}" if resample else "")
     logger.info(
-        "mask search: %s / %s, seed %d, resample %d, %d heads, <= %d epochs, %s, %s",
+        "mask search: %s / %s, seed %d, resample %d, %d heads, <= %d steps / %d epochs, %s, %s",
         loaded.info.spec,
         relation,
         seed,
         resample,
         loaded.info.n_total_heads,
+        cfg.max_steps,
         cfg.epochs,
         "bfloat16" if models.search_bf16(cfg.search_dtype, loaded.info.device) else "float32",
         cfg.ablation_method,
@@ -82,14 +83,40 @@ def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> 
     ckpt.unlink(missing_ok=True)
     f = s.facts
     logger.info(
-        "selected epoch %d: %d heads removed, dev delta %.2f -> %.2f (%d epochs run)",
+        "selected epoch %d: %d heads removed, dev delta %.2f -> %.2f (%d epochs, %d steps run, %s)",
         f["epoch"],
         f["n_removed"],
         f["dev_delta_start"],
         f["dev_delta"],
         f["epochs_run"],
+        f["steps_run"],
+        "converged" if f["converged"] else "not converged",
     )
     return manifest(paths, **f, seconds=time.perf_counter() - t0)
+
+
+def _inputs_fold(cfg: Config, relation: str, fold: int) -> dict:
+    return {"model": model_key(cfg), "relation": relation, "fold": fold,
+            "rows": rows_hash(relation_rows(cfg.out, relation))}
+
+
+@task(name="crossfit-search", tags=["gpu"], cache_key_fn=key_fn("discover", __name__, _inputs_fold))
+def crossfit_shard(cfg: Config, relation: str, fold: int) -> dict:
+    """One fold's search of the cross-fitted verdict (entrainment.crossfit.fold_search): trained and selected on the
+    other folds' subjects only."""
+    t0 = time.perf_counter()
+    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    rows = relation_rows(cfg.out, relation)
+    mean = reference(cfg, loaded, relation) if cfg.ablation_method != "zero" else None
+    work = stage_key("discover", __name__, cfg, _inputs_fold(cfg, relation, fold))[:16]
+    get_run_logger().info("cross-fitting: %s / %s, fold %d of %d", loaded.info.spec, relation, fold,
+                          cfg.crossfit_folds)
+    ckpt = cfg.out / SHARDS / ".ckpt" / f"{work}.pt"
+    s = crossfit.fold_search(loaded, rows, relation, fold, cfg, mean, ckpt)
+    folder, stem = cfg.out / SHARDS / shard_name(loaded.info.spec), f"{shard_name(relation)}.fold{fold}"
+    paths = [tables.write_parquet(s.heads, folder / f"{stem}.heads.parquet", HEADS)]
+    ckpt.unlink(missing_ok=True)
+    return manifest(paths, **s.facts, seconds=time.perf_counter() - t0)
 
 
 def _search(m: dict) -> searches.Search:
@@ -98,8 +125,13 @@ def _search(m: dict) -> searches.Search:
 
 
 def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
-    """Every discovery table from this run's shards (entrainment.searches.tables)."""
+    """Every discovery table from this run's shards (entrainment.searches.tables); the cross-fitting folds' masks
+    (manifests with a `fold`) are added to heads.parquet."""
+    folds = [m for m in shard_manifests if m.get("fold") is not None]
+    shard_manifests = [m for m in shard_manifests if m.get("fold") is None]
     t = searches.tables([_search(m) for m in shard_manifests], cfg)
+    t["heads"] = crossfit.with_fold_heads(t["heads"], [tables.read_parquet(Path(p)) for m in folds
+                                                       for p in m["outputs"]])
     timings = pl.concat(
         [
             t["timings"],
@@ -129,4 +161,5 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
             table=t["head_overlap"].to_dicts(),
             description="Jaccard overlap of removed heads across searches",
         )
-    return manifest(paths, summary=searches.summary(shard_manifests, t["head_overlap"], t["head_stability"]))
+    return manifest(paths, summary=searches.summary(shard_manifests, t["head_overlap"], t["head_stability"])
+                    + crossfit.summary(folds))

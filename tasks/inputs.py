@@ -15,7 +15,6 @@ import polars as pl
 
 from entrainment import models, tables
 from entrainment.config import Config
-from entrainment.errors import InputError
 
 
 def shard_name(text: str, width: int = 40) -> str:
@@ -52,12 +51,9 @@ def stage_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
 
 def discover_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
     """The relations to search heads for: `only`, else the configured discovery relations (with own items whose
-    relations are not among them: every relation of the items file)."""
-    wanted = only or cfg.discover_relations
-    rels = stage_relations(cfg, wanted)
-    if not rels and not only and cfg.items is not None:
-        rels = stage_relations(cfg, None)
-    if not rels:
-        raise InputError(cfg.out / "prompts.parquet", "relation", ", ".join(wanted),
-                         "not in prompts.parquet (generate it first)")
-    return rels
+    relations are not among them and --discover-relations not given: every relation of the items file)."""
+    from entrainment.config import default
+    from entrainment.searches import discovery_relations as pick
+
+    fallback = not only and cfg.items is not None and cfg.discover_relations == default("discover_relations")
+    return pick(stage_relations(cfg, None), only or cfg.discover_relations, fallback, cfg.out / "prompts.parquet")

@@ -38,7 +38,7 @@ def report_task(cfg: Config) -> dict:
         )
         example = scoring.top_tokens(loaded, row, tokens.Tokens(loaded.tokenizer, cfg.bos)) if row else None
     path = cfg.out / "report.html"
-    files.atomic_write_bytes(path, report.build(cfg.out, example).encode())
+    files.atomic_write_bytes(path, report.build(cfg.out, example, smoke=cfg.smoke).encode())
     paths = [path]
     shards = _timing_shards(cfg)
     if shards:

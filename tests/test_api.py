@@ -4,7 +4,6 @@ the same tiny inputs and options; `en.results` reads a folder the way the CLI do
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 
 import polars as pl
@@ -15,7 +14,7 @@ import entrainment as en
 from entrainment import tables
 from entrainment.errors import InputError
 from tests import tiny
-from tests.test_cli import ROOT, cli
+from tests.helpers import run_watched, cli
 
 OPTIONS = dict(
     relations=["toy capital", "toy color"],
@@ -57,7 +56,7 @@ def project(tmp_path_factory):
     (d / "c.toml").write_text(_toml(OPTIONS))
     out = d / "out"
     r = cli(
-        "run", "--out", str(out), "--model", model, "--data-dir", str(lre), "--config", str(d / "c.toml"), timeout=1200
+        "run", "--out", str(out), "--model", model, "--data-dir", str(lre), "--config", str(d / "c.toml")
     )
     assert r.returncode == 0, r.stderr[-3000:]
     return d, lre, model, out
@@ -80,7 +79,9 @@ def api_frames(project):
     disc = en.discover(m, p, **opts)
     sc = en.scan(m, p, heads=disc.heads, **opts)
     ab = en.ablate(m, p, disc.heads, **opts)
-    return {"prompts": p, "measurements": meas, "stats": s.stats, "contrasts": s.contrasts, **disc, **sc, **ab}
+    se = en.sentences(m, p, disc.heads, **opts)
+    return {"prompts": p, "measurements": meas, "stats": s.stats, "contrasts": s.contrasts, **disc, **sc, **ab,
+            **se}
 
 
 @pytest.mark.parametrize(
@@ -101,6 +102,10 @@ def api_frames(project):
         "ablation",
         "null_draws",
         "side_effects",
+        "subject_gains",
+        "verdict",
+        "sentence_scores",
+        "sentence_stats",
     ],
 )
 def test_each_api_frame_equals_the_cli_table(project, api_frames, name):
@@ -141,7 +146,7 @@ def test_the_api_path_imports_no_prefect(project):
         "x = en.measure(m, p)\ns = en.stats(x, p)\n"
         "assert not [k for k in sys.modules if k == 'prefect' or k.startswith('prefect.')]\nprint(len(x))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = run_watched([sys.executable, "-c", code])
     assert r.returncode == 0 and int(r.stdout.strip()) > 0, r.stderr[-2000:]
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from entrainment import imports, stages
 from entrainment.schema import TABLES
+from tests.helpers import run_watched, CEILING_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -234,7 +235,7 @@ def test_importing_the_library_and_the_api_loads_no_prefect():
         "assert not [m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')], 'prefect imported'\n"
         "print('ok')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = run_watched([sys.executable, "-c", code])
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
@@ -242,7 +243,7 @@ def test_linter_passes_on_the_tree():
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         pytest.fail("ruff is not installed (it is in the dev extra)")
-    r = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=CEILING_S)
     assert r.returncode == 0, r.stdout[-3000:]
 
 

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(*args: str, cwd: Path = ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.app", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
-    )
-
-
-def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stdout[-500:], r.stderr[-500:])
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+from tests.helpers import ROOT, cli, one_line_error, tmpfs  # noqa: F401  (ROOT: other modules' old import path)
 
 
 def _valid_prompts(folder: Path, lre: Path) -> None:
@@ -225,18 +209,6 @@ def test_unknown_option_is_one_line_not_a_box(tmp_path):
     one_line_error(r, "--device")
     r = cli("stats", "--out", str(tmp_path), "--confidence", "abc")
     one_line_error(r, "--confidence")
-
-
-@contextmanager
-def tmpfs(where: Path, options: str):
-    """A small tmpfs mounted at `where` for the block (skips the test where mounting is not allowed)."""
-    where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], capture_output=True)
 
 
 def test_full_disk_is_one_line(tmp_path):

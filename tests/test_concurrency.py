@@ -17,7 +17,7 @@ import pytest
 from entrainment.errors import InputError
 from entrainment.lock import folder_lock, holder
 from tests import tiny
-from tests.test_cli import ROOT, cli
+from tests.helpers import CEILING_S, ROOT, cli
 from tests.test_stale import CONFIG
 
 pytestmark = pytest.mark.slow
@@ -61,8 +61,8 @@ def test_two_concurrent_runs_on_one_out(project):
     deadline = time.time() + 60
     while time.time() < deadline and f"pid {first.pid}" not in holder(out):
         time.sleep(0.2)
-    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    _, err = first.communicate(timeout=300)
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=CEILING_S)
+    _, err = first.communicate(timeout=CEILING_S)
     assert first.returncode == 0, err[-1500:]
     assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr
     assert "in use by another entrainment process" in second.stderr and f"pid {first.pid}" in second.stderr
@@ -113,7 +113,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_tables(project, stage, marker
         shutil.copy(ref / f"{name}.parquet", out / f"{name}.parquet")
     cmd = [sys.executable, "-m", "cli.app", stage, "--out", str(out), *args]
     _kill_during(cmd, marker, d / f"{stage}.log")
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=CEILING_S)
     assert r.returncode == 0, r.stderr[-1500:]
     for name in tables:
         assert (out / f"{name}.parquet").read_bytes() == (ref / f"{name}.parquet").read_bytes(), name

@@ -131,7 +131,7 @@ def test_selection_rule_on_a_synthetic_log():
         {"epoch": 4, "dev_delta": 9.5, "n_removed": 12},  # within 5%, same count, later
         {"epoch": 5, "dev_delta": 9.4, "n_removed": 2},
     ]  # outside 5%
-    assert discover.select_epoch(log) == 3
+    assert discover.select_epoch(log, rule="within_5pct") == 3
     assert discover.select_epoch([{"epoch": 0, "dev_delta": 8.0, "n_removed": 0}]) == 0
     # a search that only makes dev worse than the intact model selects the intact model (no heads)
     worse = [

@@ -26,9 +26,8 @@ import pytest
 from entrainment import tables
 from entrainment.errors import InputError
 from tests.conftest import toy_lre, write_relation
-from tests.test_cli import ROOT, cli, one_line_error, tmpfs
+from tests.helpers import CEILING_S, ROOT, run_watched, cli, one_line_error, tmpfs
 
-STAGE_TIMEOUT = 600  # a stage command on a tiny model: ~15 s on a quiet machine, far more on a busy 2-core one
 
 
 def write_prompts(folder: Path, lre: Path, relations: tuple[str, ...] = ("toy capital",),
@@ -154,8 +153,7 @@ def test_two_long_model_paths_and_punctuation_relations_give_every_set_of_rows(t
     w = long / "checkpoint-2000" / "model.safetensors"
     w.write_bytes(_other_weights(w.parent))  # tiny models are seeded: make the second checkpoint another model
     p = write_prompts(tmp_path / "out", tmp_path / "punct", ("toy capital!", "toy capital?"))
-    r = cli("measure", "--out", str(tmp_path / "out"), "--models", ",".join(specs), "--device", "cpu",
-            timeout=STAGE_TIMEOUT)
+    r = cli("measure", "--out", str(tmp_path / "out"), "--models", ",".join(specs), "--device", "cpu")
     assert r.returncode == 0, r.stderr[-2000:]
     m = pl.read_parquet(tmp_path / "out" / "measurements.parquet")
     counts = {(model, rel): n for model, rel, n in m.group_by("model", "relation").len().iter_rows()}
@@ -173,7 +171,7 @@ def test_long_head_lists_sharing_a_prefix_give_two_sets_of_rows(tmp_path, lre):
     n = len(write_prompts(tmp_path / "out", lre))
     for last in ("3.6", "3.7"):  # 31 heads each, the first 30 shared
         r = cli("measure", "--out", str(tmp_path / "out"), "--model", model, "--device", "cpu",
-                "--ablation-heads", f"{common},{last}", timeout=STAGE_TIMEOUT)
+                "--ablation-heads", f"{common},{last}")
         assert r.returncode == 0, r.stderr[-2000:]
     m = pl.read_parquet(tmp_path / "out" / "measurements.parquet")
     sizes = dict(m.group_by("ablation").len().iter_rows())
@@ -235,7 +233,7 @@ def test_replaced_weights_of_the_same_size_and_mtime_change_the_identity(tmp_pat
     assert resolve(str(model)).identity != before
     assert subprocess.run([sys.executable, "-c", f"from entrainment.sources import resolve; "
                            f"print(resolve({str(model)!r}).identity)"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120).stdout.strip() not in ("", before)  # the on-disk memo agrees
+                          timeout=CEILING_S).stdout.strip() not in ("", before)  # the on-disk memo agrees
 
 
 def test_replaced_weights_are_measured_again(tmp_path, lre):
@@ -245,11 +243,11 @@ def test_replaced_weights_are_measured_again(tmp_path, lre):
     out = tmp_path / "out"
     write_prompts(out, lre)
     args = ("measure", "--out", str(out), "--model", str(model), "--device", "cpu")
-    r = cli(*args, timeout=STAGE_TIMEOUT)
+    r = cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     first = pl.read_parquet(out / "measurements.parquet").sort("prompt_id")["gold_logit_ctx"].to_list()
     _replace_weights(model)
-    r = cli(*args, timeout=STAGE_TIMEOUT)
+    r = cli(*args)
     assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stderr[-2000:]
     again = pl.read_parquet(out / "measurements.parquet").sort("prompt_id")["gold_logit_ctx"].to_list()
     assert again != first and len(again) == len(first)
@@ -361,7 +359,7 @@ def test_a_prompt_longer_than_the_context_window_is_one_line_naming_it(tmp_path)
     write_relation(lre, "long.json", "toy long", [{"subject": f"{s} {long}", "object": o} for s, o in pairs])
     p = write_prompts(tmp_path / "out", lre, ("toy long",))
     model = tiny.save("gpt2", tmp_path / "gpt2")  # 128 positions: an IndexError inside the model before
-    r = cli("measure", "--out", str(tmp_path / "out"), "--model", model, "--device", "cpu", timeout=STAGE_TIMEOUT)
+    r = cli("measure", "--out", str(tmp_path / "out"), "--model", model, "--device", "cpu")
     one_line_error(r, "prompts.parquet", "prompt_id", "context window", "128 tokens")
     bad = r.stderr.split("prompt_id ", 1)[1].split(",", 1)[0]
     assert "Berlin Berlin" in p.filter(pl.col("prompt_id") == bad)["text_ctx"][0]
@@ -486,7 +484,7 @@ def test_every_stray_entry_at_once_through_the_cli_and_no_hang(tmp_path):
     for kind in STRAYS:
         _stray(kind, d)
     r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(d), "--relations", "toy capital,toy color",
-            "--max-pairs", "2", timeout=STAGE_TIMEOUT)
+            "--max-pairs", "2")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert set(pl.read_parquet(tmp_path / "o" / "prompts.parquet")["relation"]) == {"toy capital", "toy color"}
 
@@ -531,14 +529,14 @@ def test_sql_prints_nested_blob_and_hugeint_values(tmp_path, lre, fmt):
 def test_a_non_utf8_byte_in_the_query_is_one_line(tmp_path, lre):
     write_prompts(tmp_path, lre)
     r = subprocess.run([sys.executable.encode(), b"-m", b"cli.app", b"sql", b"--out", str(tmp_path).encode(),
-                        b"select '\xff' as x"], capture_output=True, cwd=ROOT, timeout=120)
+                        b"select '\xff' as x"], capture_output=True, cwd=ROOT, timeout=CEILING_S)
     r = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode("utf-8", "replace"))
     one_line_error(r, "query", "not valid UTF-8")
 
 
 def _to(stdout, *args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cli.app", *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
-                          cwd=ROOT, timeout=kw.pop("timeout", 120), **kw)
+                          cwd=ROOT, timeout=CEILING_S, **kw)
 
 
 def test_a_full_stdout_is_one_line(tmp_path, lre):
@@ -547,7 +545,7 @@ def test_a_full_stdout_is_one_line(tmp_path, lre):
         one_line_failure(_to(full, "sql", "--out", str(tmp_path), "select * from prompts"), "No space left")
         one_line_failure(_to(full, "models"), "No space left")
         r = _to(full, "generate", "--out", str(tmp_path / "g"), "--data-dir", str(lre), "--relations", "toy capital",
-                "--max-pairs", "2", timeout=STAGE_TIMEOUT)
+                "--max-pairs", "2")
     one_line_failure(r, "No space left", "saved")
     assert (tmp_path / "g" / "prompts.parquet").exists()  # the work is kept
 
@@ -578,17 +576,15 @@ def test_a_disk_that_fills_during_a_stage_is_one_line(tmp_path, lre):
                 pass
         code = ("import sys; import cli.preflight as p; p.MIN_FREE_MB = 0; from cli.app import main; "
                 "sys.argv = ['entrainment'] + sys.argv[1:]; main()")
-        r = subprocess.run([sys.executable, "-c", code, "generate", "--out", str(small / "out"), "--data-dir", str(lre),
-                            "--relations", "toy capital", "--max-pairs", "2"], capture_output=True, text=True,
-                           cwd=ROOT, timeout=STAGE_TIMEOUT)
+        r = run_watched([sys.executable, "-c", code, "generate", "--out", str(small / "out"), "--data-dir", str(lre),
+                         "--relations", "toy capital", "--max-pairs", "2"])
         one_line_failure(r, "no space left")
         assert not (small / "out" / "prompts.parquet").exists()
 
 
 def test_an_unreachable_prefect_api_is_one_line(tmp_path, lre):
     env = dict(os.environ, PREFECT_API_URL="http://127.0.0.1:9/api")
-    r = subprocess.run([sys.executable, "-m", "cli.app", "generate", "--out", str(tmp_path / "o"), "--data-dir",
-                        str(lre), "--relations", "toy capital", "--max-pairs", "2"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=STAGE_TIMEOUT, env=env)
+    r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(lre), "--relations", "toy capital",
+            "--max-pairs", "2", env=env)
     one_line_failure(r, "Prefect API", "http://127.0.0.1:9/api")
     assert len(r.stderr.strip().splitlines()) <= 3, r.stderr  # not a 141-line traceback

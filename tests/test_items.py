@@ -14,7 +14,7 @@ from entrainment import dataset, items, lre_prompts as prompts
 from entrainment.config import Config
 from entrainment.errors import InputError
 from tests import tiny
-from tests.test_cli import cli, one_line_error
+from tests.helpers import cli, one_line_error
 
 GOOD = [
     {
@@ -196,7 +196,7 @@ def test_own_items_run_through_every_stage(tmp_path):
         'compare_methods = ["zero", "mean"]\n'
     )
     out = tmp_path / "out"
-    r = cli("run", "--out", str(out), "--model", model, "--items", str(path), "--config", str(toml), timeout=900)
+    r = cli("run", "--out", str(out), "--model", model, "--items", str(path), "--config", str(toml))
     assert r.returncode == 0, r.stderr[-3000:]
     p = pl.read_parquet(out / "prompts.parquet")
     assert set(p["relation"]) == {"capitals"} and len(p) == len(GOOD)

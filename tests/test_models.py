@@ -11,7 +11,7 @@ from entrainment import models, scaling
 from entrainment.config import Config, make
 from entrainment.errors import InputError
 from tests import tiny
-from tests.test_cli import cli
+from tests.helpers import cli
 from tests.test_stale import CONFIG
 
 # three (then four) tiny llama models of different sizes
@@ -66,7 +66,6 @@ def three_models(tmp_path_factory):
         ",".join(specs[k] for k in "abc"),
         "--config",
         str(d / "c.toml"),
-        timeout=900,
     )
     assert first.returncode == 0, first.stderr[-3000:]
     tables = {
@@ -82,7 +81,6 @@ def three_models(tmp_path_factory):
         ",".join(specs[k] for k in "abcd"),
         "--config",
         str(d / "c.toml"),
-        timeout=900,
     )
     assert second.returncode == 0, second.stderr[-3000:]
     return specs, out, first, tables, page, second

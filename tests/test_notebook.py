@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import tiny
-from tests.test_cli import ROOT, cli
+from tests.helpers import CEILING_S, ROOT, cli
 
 NOTEBOOK = ROOT / "docs" / "example.ipynb"
 SOURCE = ROOT / "docs" / "example.py"
@@ -55,7 +55,7 @@ def tiny_project(tmp_path_factory):
     model = tiny.save("llama", d / "model", num_hidden_layers=2)
     (d / "c.toml").write_text(CONFIG + f"data_dir = {str(lre)!r}\n")
     out = d / "out"
-    r = cli("run", "--out", str(out), "--model", model, "--config", str(d / "c.toml"), timeout=900)
+    r = cli("run", "--out", str(out), "--model", model, "--config", str(d / "c.toml"))
     assert r.returncode == 0, r.stderr[-3000:]
     return model, out
 
@@ -71,7 +71,8 @@ def _execute(model: str, results: Path, monkeypatch) -> list[str]:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
-        nb, timeout=900, kernel_name="python3", allow_errors=False, resources={"metadata": {"path": str(ROOT / "docs")}}
+        nb, timeout=CEILING_S, kernel_name="python3", allow_errors=False,
+        resources={"metadata": {"path": str(ROOT / "docs")}},
     ).execute()  # raises on a failing cell
     texts = []
     for cell in nb.cells:
@@ -153,7 +154,7 @@ def test_python_examples_in_the_docs_run(tiny_project, page, tmp_path):
     )  # the tiny model has 2 layers x 4 heads
     script = tmp_path / "example.py"
     script.write_text(code)
-    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
 
 

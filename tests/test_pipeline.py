@@ -24,6 +24,10 @@ STAGES = (
     "agreement",
     "ablate",
     "side-effects",
+    "crossfit-search",
+    "crossfit-verdict",
+    "head-types",
+    "sentences",
     "report",
 )
 
@@ -99,7 +103,7 @@ def test_report_is_self_contained_and_matches_stats(first_run, setup):
 
     cfg, _ = setup
     page = (cfg.out / "report.html").read_text()
-    for panel in "abcdefghijnopqr":
+    for panel in "abcdefghijnopqrtuvw":
         assert f'id="panel-{panel}"' in page
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
@@ -107,7 +111,7 @@ def test_report_is_self_contained_and_matches_stats(first_run, setup):
     missing = {p for p, body in sections if "not available" in body}
     # one mask relation (no transfer heatmap); the tiny model's masks may remove no head (no null to draw); the
     # faithfulness curve needs a context-induced gap of at least 0.25 logits, which a random tiny model may lack
-    assert missing <= {"g", "h", "o"} and len(images) == 14 - len(missing)
+    assert missing <= {"g", "h", "o"} and len(images) == 18 - len(missing)  # (v), (w): the verdict panels
     assert not re.search(r'(src|href)="(?!data:)', page) and "http://" not in page and "https://" not in page
     stats = (
         pl.read_parquet(cfg.out / "stats.parquet")
@@ -152,9 +156,9 @@ def test_rerun_only_on_change(first_run, setup):
             break
     assert min(times) <= 20, times
 
-    # (b) a stats-only parameter: only stats and report
+    # (b) the confidence level: only the stages that compute CIs (stats, sentences) and report
     _, states, _ = _run(cfg.replace(confidence=0.9))
-    assert recomputed(states) == {"stats", "report"}
+    assert recomputed(states) == {"stats", "sentences", "report"}
 
     # (c) one relation's file changed: generate, then only that relation's shards downstream
     f = cfg.data_dir / "commonsense" / "colors.json"
@@ -175,7 +179,7 @@ def test_rerun_only_on_change(first_run, setup):
     # set (masks with the same heads -- seeds, the stable set -- share one evaluation)
     distinct = {
         tuple(sorted(zip(g["layer"], g["head"])))
-        for _, g in pl.read_parquet(cfg.out / "heads.parquet").group_by("seed")
+        for _, g in pl.read_parquet(cfg.out / "heads.parquet").filter(pl.col("fold").is_null()).group_by("seed")
         for g in [g.filter(pl.col("removed"))]
     }
     assert len(distinct) >= 1

@@ -12,7 +12,7 @@ import pytest
 from entrainment import plan
 from entrainment.config import make_config
 from tests import tiny
-from tests.test_cli import ROOT, cli
+from tests.helpers import run_watched, CEILING_S, ROOT, cli
 
 OPTIONS = dict(relations=["toy capital", "toy color"], discover_relations=["toy capital"], max_pairs=4,
                search_pairs=[3, 2, 3], passage_items=2, seeds=[0, 1], search_resamples=2, epochs=3,
@@ -60,7 +60,7 @@ def test_predict_loads_no_model(project):
             "from entrainment import plan\n"
             f"pred = plan.predict(make_config({str(d / 'c.toml')!r}, out={str(d / 'out')!r}))\n"
             f"print(json.dumps({{'pred': pred, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = run_watched([sys.executable, "-c", code])
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["heavy"] == []
@@ -110,7 +110,7 @@ def test_gpu_rehearsal_dry_run(tmp_path):
     """scripts/gpu_rehearsal.py --dry-run: the GPU script's whole code path on the CPU with tiny models."""
     out = tmp_path / "dry.json"
     r = subprocess.run([sys.executable, "scripts/gpu_rehearsal.py", "--dry-run", "--out", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+                       capture_output=True, text=True, cwd=ROOT, timeout=CEILING_S)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(out.read_text())
     assert got["dry_run"] is True and "gpu_rehearsal.py --dry-run" in got["command"]
@@ -131,8 +131,8 @@ def test_gpu_rehearsal_dry_run(tmp_path):
 
 
 def test_the_plans_side_effect_counts_follow_the_evaluation_module():
-    """plan_work copies two constants of entrainment.evaluation (which imports torch); they must agree."""
+    """plan_work copies a constant of entrainment.evaluation (which imports torch); they must agree (the side
+    effects' random draws are Config.side_random_draws in both)."""
     from entrainment import evaluation, plan_work
 
     assert plan_work.SIDE_RECALL_ITEMS == evaluation.SIDE_RECALL_ITEMS
-    assert plan_work.SIDE_RANDOM_DRAWS == evaluation.SIDE_RANDOM_DRAWS

@@ -14,6 +14,7 @@ from entrainment.errors import InputError
 from entrainment.paths import LRE_DIR
 from entrainment.relations import eligible_names, load_relation, load_relations
 from tests.conftest import write_relation
+from tests.helpers import CEILING_S
 
 
 def test_shipped_dirt_is_cleaned_and_reported(caplog):
@@ -96,7 +97,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
-        timeout=120,
+        timeout=CEILING_S,
     )
 
 

@@ -1,12 +1,10 @@
-"""Head sets you can trust: processor-independent numerics, stability selection, scan CIs, held-out templates,
-early stopping."""
+"""Head sets you can trust: processor-independent numerics, stability selection, scan CIs, held-out templates."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from scipy import stats as sps
 
 from entrainment import (
@@ -140,33 +138,6 @@ def test_template_holdout_keeps_one_query_template_out_of_train_and_dev():
     assert df["query"].to_list() == formatted
     off = dataset.from_config(cfg.replace(template_holdout=False))
     assert held in set(off.filter(pl.col("split") == "train")["query_template"])
-
-
-def test_early_stopping_on_a_synthetic_log():
-    rows = [
-        {"epoch": e, "dev_delta": d, "n_removed": n}
-        for e, (d, n) in enumerate(
-            [(8.0, 0), (8.0, 0), (8.1, 0), (9.0, 1), (9.0, 1), (9.1, 1), (9.05, 1), (9.0, 2), (9.3, 1), (9.0, 1)]
-        )
-    ]
-    assert discover.early_stop_epoch(rows, 0) == 9
-    assert discover.early_stop_epoch(rows, 3) == 6  # the pick (epoch 3) found at epoch 3, unchanged through 6
-    assert discover.select_epoch(rows[:7]) == discover.select_epoch(rows) == 3
-    nothing = [{"epoch": e, "dev_delta": 8.0, "n_removed": 0} for e in range(6)]
-    assert discover.early_stop_epoch(nothing, 2) == 5  # still the intact model: the search goes on
-
-
-def test_early_stopping_returns_the_full_budget_selection_when_the_pick_is_fixed_early():
-    m = copy_head_model()
-    items = _items(m, 16)
-    full_rows, full = discover.search(m, items, items, SearchParams(epochs=12, batch_size=8, lam=0.0, init=3.0))
-    early_rows, early = discover.search(
-        m, items, items, SearchParams(epochs=12, batch_size=8, lam=0.0, init=3.0, patience=2)
-    )
-    assert len(early_rows) < len(full_rows)  # it stopped
-    a, b = discover.select_epoch(full_rows), discover.select_epoch(early_rows)
-    assert a == b and discover.removed_heads(full[a]) == discover.removed_heads(early[b]) == ((0, 0),)
-    assert all(torch.equal(x, y) for x, y in zip(full, early))  # the same trajectory, cut short
 
 
 def test_discovery_tables_record_the_dtype_and_every_search(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from entrainment import heads, measurement as measure, lre_prompts as prompts, provenance, sql, tables
 from tests import tiny
-from tests.test_cli import ROOT, cli, one_line_error
+from tests.helpers import ROOT, cli, one_line_error
 
 CONFIG = """relations = ["toy capital", "toy color"]
 discover_relations = ["toy capital"]

@@ -1,0 +1,158 @@
+"""Shared test helpers: run a command the way a user does, and tell a slow run from a hung one.
+
+A subprocess test on a busy laptop can take many times its quiet time, so no wall-clock limit decides whether a
+command failed. ``run_watched`` watches for *progress* instead: new bytes on stdout or stderr, or CPU time used by
+the process and its children (at least 5% of one core over the window: a watchdog's or an idle server's polling
+stays below that). A command that shows neither for ``idle`` seconds is hung: its process group is
+killed and the test fails with ``Hang``. A slow but healthy command (it computes, so its CPU time grows; or it
+prints) is never killed, however loaded the machine is. ``ceiling`` is a last-resort bound for a command that spins
+without output (one hour by default: far above any test command's time on a machine loaded 3x).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IDLE_S = 300.0  # no output and no CPU use for 5 minutes: hung (a healthy stage is never that still)
+CEILING_S = 3600.0
+MIN_CPU_SHARE = 0.05  # below 5% of one core over the idle window counts as "no CPU use" (a watchdog's or an idle
+# server's polling stays under it; a healthy run on a machine loaded 10x gets more)
+
+
+class Hang(AssertionError):
+    """A command stopped making progress (no output, no CPU use) and was killed."""
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of a process and all its live descendants (0 for one that is gone)."""
+    total = 0.0
+    try:
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for p in family:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _pump(stream, sink: list[bytes], stamp: list[float]) -> None:
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        sink.append(chunk)
+        stamp[0] = time.monotonic()
+
+
+def run_watched(
+    cmd: Sequence[str],
+    *,
+    cwd: Path = ROOT,
+    env: dict | None = None,
+    input: str | None = None,
+    idle: float = IDLE_S,
+    ceiling: float = CEILING_S,
+    poll: float = 1.0,
+) -> subprocess.CompletedProcess:
+    """Run `cmd` to completion unless it hangs.
+
+    Args:
+        cmd: the command and its arguments.
+        cwd: working folder.
+        env: environment (default: this process's).
+        input: text written to stdin (then closed).
+        idle: seconds without new output and without CPU use after which the command counts as hung.
+        ceiling: seconds after which even a busy command is stopped (a spin without output).
+        poll: seconds between progress checks.
+
+    Returns:
+        The CompletedProcess with text stdout and stderr.
+
+    Raises:
+        Hang: the command made no progress for `idle` seconds, or ran past `ceiling`; it was killed.
+    """
+    p = subprocess.Popen(
+        list(cmd), cwd=cwd, env=env, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    out: list[bytes] = []
+    err: list[bytes] = []
+    stamp = [time.monotonic()]
+    pumps = [threading.Thread(target=_pump, args=(s, b, stamp), daemon=True) for s, b in ((p.stdout, out),
+                                                                                        (p.stderr, err))]
+    for t in pumps:
+        t.start()
+    if input is not None:
+        p.stdin.write(input.encode())
+        p.stdin.close()
+    watched = psutil.Process(p.pid)
+    start = time.monotonic()
+    samples: deque[tuple[float, float]] = deque([(start, 0.0)])  # (time, CPU seconds of the process tree)
+    why = None
+    while p.poll() is None:
+        time.sleep(poll)
+        now = time.monotonic()
+        samples.append((now, _cpu_seconds(watched)))
+        while len(samples) > 2 and samples[1][0] <= now - idle:
+            samples.popleft()  # keep one sample at least `idle` seconds old
+        then, cpu_then = samples[0]
+        quiet = now - max(stamp[0], start) > idle and now - then >= idle
+        if quiet and (samples[-1][1] - cpu_then) / (now - then) < MIN_CPU_SHARE:
+            why = f"no output and no CPU use for {idle:.0f} s"
+        elif now - start > ceiling:
+            why = f"still running after {ceiling:.0f} s"
+        if why:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+            break
+    for t in pumps:
+        t.join(timeout=10)
+    stdout = b"".join(out).decode(errors="replace")
+    stderr = b"".join(err).decode(errors="replace")
+    if why:
+        raise Hang(f"hang: {why}: {' '.join(map(str, cmd))[:300]}\nlast output: {(stdout + stderr)[-1500:]}")
+    return subprocess.CompletedProcess(list(cmd), p.returncode, stdout, stderr)
+
+
+def cli(*args: str, cwd: Path = ROOT, env: dict | None = None, input: str | None = None,
+        idle: float = IDLE_S) -> subprocess.CompletedProcess:
+    """`entrainment <args>` as a real subprocess (the project's CLI module), watched for hangs."""
+    return run_watched([sys.executable, "-m", "cli.app", *args], cwd=cwd, env=env, input=input, idle=idle)
+
+
+def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    """Assert a bad-input exit: status 2 and exactly one stderr line holding every needle."""
+    assert r.returncode == 2, (r.returncode, r.stdout[-500:], r.stderr[-500:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@contextmanager
+def tmpfs(where: Path, options: str):
+    """A small tmpfs mounted at `where` for the block (skips the test where mounting is not allowed)."""
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True)

@@ -1,0 +1,217 @@
+"""The cache-key walk sees every library file, in subfolders too, and stays bounded (issue 29)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cli import fastpath
+from entrainment import imports
+from tasks.cache import code_hash
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _all_py(root: Path) -> set[Path]:
+    """Every .py file of the project packages, found independently of the code under test."""
+    return {
+        p
+        for pkg in imports.PACKAGES
+        for p in (root / pkg).rglob("*.py")
+        if "__pycache__" not in p.parts and p.is_file()
+    }
+
+
+def _copy(tmp_path: Path) -> Path:
+    for pkg in imports.PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def test_every_library_file_of_the_tree_is_in_both_cache_key_walks():
+    files = _all_py(ROOT)
+    assert {p for p in files if p.parts[-2] == "entrainment"} and {p for p in files if p.parts[-2] == "tasks"}
+    assert set(imports.module_files(ROOT).values()) == files
+    assert {line.rsplit(":", 1)[0] for line in fastpath._code(ROOT)} == {str(p.relative_to(ROOT)) for p in files}
+
+
+def test_a_module_in_a_subfolder_is_hashed_and_its_edit_changes_the_stage_key(tmp_path):
+    """A module moved into a subfolder (entrainment/house/deep.py, tasks/sub/more.py) is walked by the stage keys and
+    the fast path; editing it changes the code hash of a task that reaches it (relative and absolute imports)."""
+    root = _copy(tmp_path)
+    sub = root / "entrainment" / "house"
+    sub.mkdir()
+    (sub / "__init__.py").write_text("from . import deep  # noqa: F401\n")
+    (sub / "deep.py").write_text("from ..text import visible  # noqa: F401\nX = 1\n")
+    (root / "tasks" / "sub").mkdir()
+    (root / "tasks" / "sub" / "more.py").write_text("import entrainment.house.deep  # noqa: F401\n")
+    oom = root / "entrainment" / "oom.py"
+    oom.write_text(oom.read_text() + "\nfrom entrainment.house import deep as _deep  # noqa: E402,F401\n")
+
+    files = imports.module_files(root)
+    assert set(files.values()) == _all_py(root)  # nothing missing, the new files included
+    assert files["entrainment.house.deep"] == sub / "deep.py" and files["entrainment.house"] == sub / "__init__.py"
+    assert "tasks.sub.more" in files
+    g = imports.graph(root)
+    assert g["entrainment.house"] == {"entrainment.house.deep"}
+    assert g["entrainment.house.deep"] == {"entrainment.text"}  # two dots: one package up
+    assert {"entrainment", "entrainment.house", "entrainment.house.deep"} <= g["tasks.sub.more"]
+    assert imports.cycles(root) == [] and imports.upward(root) == []
+    assert "entrainment.house.deep" in imports.reachable(root, "tasks.report")  # through scoring -> oom -> house
+    coded = {line.rsplit(":", 1)[0] for line in fastpath._code(root)}
+    assert {"entrainment/house/deep.py", "entrainment/house/__init__.py", "tasks/sub/more.py"} <= coded
+
+    code_hash.cache_clear()
+    try:
+        before, fast_before = code_hash("tasks.report", str(root)), fastpath._code(root)
+        (sub / "deep.py").write_text((sub / "deep.py").read_text() + "X = 2\n")
+        code_hash.cache_clear()
+        imports._graph.cache_clear()
+        assert code_hash("tasks.report", str(root)) != before
+        assert fastpath._code(root) != fast_before
+    finally:
+        code_hash.cache_clear()
+        imports._graph.cache_clear()
+
+
+def test_the_walk_is_bounded_and_survives_a_symlink_loop(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "a").mkdir(parents=True)
+    (pkg / "a" / "m.py").write_text("")
+    (pkg / "top.py").write_text("")
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__" / "junk.py").write_text("")
+    os.symlink(pkg, pkg / "a" / "loop")  # a folder link back to the top: not entered
+    os.symlink(pkg / "top.py", pkg / "alias.py")  # a link to a file is a file
+    os.symlink(tmp_path / "gone.py", pkg / "dangling.py")  # a broken link is no file
+    assert imports.python_files(pkg) == [pkg / "a" / "m.py", pkg / "alias.py", pkg / "top.py"]
+
+    deep = pkg / "b"
+    for i in range(imports.MAX_DEPTH):
+        deep = deep / f"d{i}"
+    deep.mkdir(parents=True)
+    (deep / "x.py").write_text("")
+    with pytest.raises(RuntimeError, match="nested more than"):  # too deep: an error, never a shorter key
+        imports.python_files(pkg)
+    assert imports.python_files(pkg, max_depth=imports.MAX_DEPTH + 1)[-1].name == "top.py"
+
+
+def test_a_module_name_given_by_two_files_is_an_error(tmp_path):
+    root = _copy(tmp_path)
+    (root / "entrainment" / "masks").mkdir()  # a package folder beside masks.py: one would shadow the other
+    (root / "entrainment" / "masks" / "__init__.py").write_text("")
+    with pytest.raises(RuntimeError, match="both module entrainment.masks"):
+        imports.module_files(root)
+
+
+SHARED_OPTIONS = dict(
+    relations=["toy capital", "toy color"],
+    discover_relations=["toy capital", "toy color"],
+    shared_mask=True,
+    max_pairs=4,
+    search_pairs=[3, 2, 3],
+    passage_items=0,
+    seeds=[0],
+    search_resamples=1,
+    epochs=2,
+    discover_batch_size=4,
+    crossfit_folds=0,
+    lam=0.0,
+    init=0.5,
+)
+
+
+def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included(tmp_path):
+    """en.discover(..., shared_mask=True) runs the discover stage's jobs (searches.search_jobs): the shared mask's
+    rows are there and every discovery table equals the CLI's for the same config."""
+    from polars.testing import assert_frame_equal
+
+    import entrainment as en
+    from entrainment import tables
+    from entrainment.searches import SHARED
+    from tests import tiny
+    from tests.conftest import toy_lre
+    from tests.helpers import cli
+
+    lre = toy_lre(tmp_path / "lre")
+    model = tiny.save("llama", tmp_path / "model")
+    toml = "".join(
+        f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v).replace(chr(39), chr(34))}\n"
+        for k, v in SHARED_OPTIONS.items()
+    )
+    (tmp_path / "c.toml").write_text(toml + f"data_dir = {str(lre)!r}\n")
+    out = tmp_path / "out"
+    for stage in ("generate", "discover"):
+        model_arg = ("--model", model) if stage == "discover" else ()
+        r = cli(stage, "--out", str(out), *model_arg, "--config", str(tmp_path / "c.toml"))
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    opts = dict(SHARED_OPTIONS, data_dir=str(lre))
+    p = en.prompts(**opts)
+    assert_frame_equal(p, tables.read_table(out, "prompts").select(p.columns), check_dtypes=False)
+    disc = en.discover(en.load_model(model), p, **opts)
+    assert SHARED in set(disc.discovery["relation"])  # the option is honoured, not validated and dropped
+    for name in ("heads", "discovery", "discovery_masks", "head_overlap", "head_stability"):
+        table = tables.read_table(out, name)
+        assert len(table) or name == "head_overlap", name
+        assert_frame_equal(disc[name].select(table.columns), table, check_exact=False, abs_tol=1e-6,
+                           check_dtypes=False)
+    without = en.discover(en.load_model(model), p, **dict(opts, shared_mask=False))
+    assert SHARED not in set(without.discovery["relation"].to_list())
+    assert len(without.discovery) < len(disc.discovery)
+
+
+def test_the_ablation_reports_its_progress_per_head_set_method_and_null(tmp_path):
+    """The ablate stage's evaluation calls plan.progress as it goes: rows scored rise to exactly the total, and the
+    labels name each head set and method and each null group."""
+    import polars as pl
+    import torch
+
+    from entrainment import ablation, lre_prompts
+    from entrainment.masks import HeadSet
+    from entrainment.random_heads import NullPlan
+    from tests import tiny
+    from tests.conftest import toy_lre
+
+    lre = toy_lre(tmp_path / "lre")
+    items = lre_prompts.build(lre, ("toy capital",), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")
+    calls: list[tuple[str, int, int]] = []
+    model = tiny.model("llama")
+    info = model.info
+    mean = torch.zeros(info.n_layers, info.n_heads, model.model.config.hidden_size // info.n_heads)
+    plan = ablation.Plan(methods=("zero", "mean"), mean=mean, random_draws=2, seed=0, chunk=5,
+                         null=NullPlan(draws=3, items=4, conditions=("related",)),
+                         progress=lambda what, done, total: calls.append((what, done, total)))
+    sets = [HeadSet("mask:a", ((1, 0),)), HeadSet("mask:b", ((0, 1), (1, 2)))]
+    key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "x"}
+    ablation.evaluate_masks(model, items, sets, key, plan)
+    done = [c[1] for c in calls]
+    assert done == sorted(done) and len({c[2] for c in calls}) == 1 and done[-1] == calls[-1][2] > 0
+    labels = {c[0] for c in calls}
+    assert {"head set 1/2 (mask:a), zero", "head set 2/2 (mask:b), mean"} <= labels
+    assert any(w.startswith("null: 1 heads, zero, related/") for w in labels)
+    assert any(w.startswith("null: 2 heads, zero, related/") for w in labels)
+
+
+def test_one_rule_for_the_discover_stage_jobs_and_relations():
+    """searches.search_jobs / discovery_relations: what the flow and en.discover both run."""
+    from entrainment.config import Config
+    from entrainment.errors import InputError
+    from entrainment.searches import SHARED, discovery_relations, search_jobs
+
+    cfg = Config(relations=("a", "b"), discover_relations=("a", "b"), seeds=(0, 1), search_resamples=2,
+                 shared_mask=True)
+    jobs = search_jobs(cfg, ["a", "b"])
+    assert jobs[:2] == [("a", 0, 0), ("a", 0, 1)] and len(jobs) == 3 * 2 * 2
+    assert {j[0] for j in jobs} == {"a", "b", SHARED}
+    assert SHARED not in {j[0] for j in search_jobs(cfg, ["a"], only=True)}  # a restricted stage: no shared mask
+    assert SHARED not in {j[0] for j in search_jobs(cfg.replace(shared_mask=False), ["a", "b"])}
+    assert SHARED not in {j[0] for j in search_jobs(cfg.replace(discover_relations=("a",)), ["a"])}
+
+    assert discovery_relations(["c", "a", "b"], ("b", "a", "x"), False, "prompts") == ["a", "b"]
+    assert discovery_relations(["c", "d"], ("a",), True, "prompts") == ["c", "d"]  # the fallback: every one present
+    with pytest.raises(InputError, match="not in prompts.parquet"):
+        discovery_relations(["c"], ("a",), False, Path("out/prompts.parquet"))
