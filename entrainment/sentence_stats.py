@@ -47,7 +47,7 @@ def _t(mean: float, se: float, df: float, level: float) -> tuple[float, float, f
 
 
 def _subject_means(g: pl.DataFrame) -> np.ndarray:
-    return g.group_by("subject").agg(pl.col("value").mean())["value"].to_numpy()
+    return g.group_by("subject").agg(pl.col("value").mean()).sort("subject")["value"].to_numpy()  # fixed order
 
 
 def subject_stats(effects: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:

@@ -72,7 +72,7 @@ def connect(measurements: Path, prompts: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the measurements, prompts and shifts views (paths taken literally)."""
     from entrainment.tables import arrow_dataset
 
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": 1})  # one thread: float sums in one order, byte-identical reruns
     con.register("measurements", arrow_dataset(measurements))  # no path is spliced into SQL text or globbed
     con.register("prompts", arrow_dataset(prompts))
     con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")
@@ -314,7 +314,7 @@ def compute_frames(
     measurements: pl.DataFrame, prompts: pl.DataFrame, level: float = 0.95
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(stats, contrasts) from frames in memory (the Python API): the same SQL as ``compute``."""
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": 1})  # as ``connect``: one summation order
     try:
         con.register("measurements", measurements.to_arrow())
         con.register("prompts", prompts.to_arrow())
@@ -335,6 +335,9 @@ def summary_lines(stats: pl.DataFrame, metric: str = "logprob") -> list[str]:
     lines = []
     for r in rows.sort("model", "ablation", "condition").iter_rows(named=True):
         tag = f"{r['model']} [{r['ablation']}]" if r["ablation"] != "none" else r["model"]
+        if r["mean_diff"] is None:  # a pooled row with no relation of >= 2 items (equal-weight pooling leaves it empty)
+            lines.append(f"{tag} {r['condition']:>14}: distractor {metric} shift n/a ({r['note'] or 'too few items'})")
+            continue
         p = "p = n/a (" + r["note"] + ")" if r["note"] else f"p = {r['p_value']:.2g} (Holm {r['p_adjusted']:.2g})"
         lines.append(
             f"{tag} {r['condition']:>14}: distractor {metric} shift {r['mean_diff']:+.3f} "

@@ -28,6 +28,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 IDLE_S = 300.0  # no output and no CPU use for 5 minutes: hung (a healthy stage is never that still)
 CEILING_S = 3600.0
+# prompts of several lengths (padding matters) shared by the scoring tests
+TEXTS = [
+    "The capital of France is the city of",
+    "window. The capital of Germany is the city of",
+    "On the outside, bananas are",
+    "Rome.",
+    "The capital city of Italy is Rome. The capital of Peru is",
+]
 MIN_CPU_SHARE = 0.05  # below 5% of one core over the idle window counts as "no CPU use" (a watchdog's or an idle
 # server's polling stays under it; a healthy run on a machine loaded 10x gets more)
 

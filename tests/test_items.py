@@ -193,7 +193,7 @@ def test_own_items_run_through_every_stage(tmp_path):
     toml.write_text(
         "max_pairs = 4\nepochs = 2\nseeds = [0]\nsearch_resamples = 2\ndiscover_batch_size = 4\n"
         "random_draws = 1\nnull_draws = 3\nnull_items = 3\nscan_items = 2\nscan_k = 2\n"
-        'compare_methods = ["zero", "mean"]\n'
+        'compare_methods = ["zero", "mean"]\ncrossfit_folds = 0\n'  # 3 queries: too few subjects to cross-fit
     )
     out = tmp_path / "out"
     r = cli("run", "--out", str(out), "--model", model, "--items", str(path), "--config", str(toml))

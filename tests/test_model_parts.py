@@ -16,6 +16,7 @@ from entrainment.model_shape import shape_from_config
 from entrainment.scoring import Request, score
 from entrainment.tokens import Tokens
 from tests import tiny
+from tests.helpers import TEXTS
 
 # --------------------------------------------------------------------------------------------------- part assembly
 
@@ -173,13 +174,6 @@ QWEN = {
     "12/2": dict(hidden_size=48, num_attention_heads=12, intermediate_size=64, num_hidden_layers=3,
                  tie_word_embeddings=False),
 }
-TEXTS = [
-    "The capital of France is the city of",
-    "window. The capital of Germany is the city of",
-    "On the outside, bananas are",
-    "Rome.",
-    "The capital city of Italy is Rome. The capital of Peru is",
-]
 
 
 @pytest.fixture(scope="module", params=list(QWEN))

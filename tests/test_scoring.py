@@ -8,14 +8,8 @@ import torch
 from entrainment.scoring import Request, score
 from entrainment.tokens import Tokens
 from tests import tiny
+from tests.helpers import TEXTS
 
-TEXTS = [
-    "The capital of France is the city of",
-    "window. The capital of Germany is the city of",
-    "On the outside, bananas are",
-    "Rome.",
-    "The capital city of Italy is Rome. The capital of Peru is",
-]
 
 
 def _requests(m, answer="Madrid"):

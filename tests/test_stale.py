@@ -63,6 +63,7 @@ def test_mask_of_another_model_is_refused(tmp_path, lre_dir):
             "removed": [True, False],
             "ablation_label": ["mask:toy capital:seed0"] * 2,
             "ablation_method": ["zero"] * 2,
+            "fold": pl.Series([None] * 2, dtype=pl.Int64),  # not a cross-fitting fold's mask
         }
     ).write_parquet(tmp_path / "heads.parquet")
     with pytest.raises(Exception, match="no mask for this model"):
@@ -112,6 +113,7 @@ def test_rediscovery_drops_rows_of_the_outdated_mask(prefect_api, tmp_path, lre_
                     "removed": removed,
                     "ablation_label": ["mask:toy capital:seed0"] * 3,
                     "ablation_method": ["zero"] * 3,
+                    "fold": pl.Series([None] * 3, dtype=pl.Int64),
                 }
             ),
             cfg.out,
