@@ -161,6 +161,21 @@ def search_data_ok(cfg: Config, df, rels: list[str], where: object) -> None:
             )
 
 
+def crossfit_ok(cfg: Config, df, rels: list[str], where: object) -> None:
+    """Every fold of the cross-fitted verdict has train, dev and test subjects (else discover would die mid-run)."""
+    from entrainment import crossfit
+
+    if "fold" not in df.columns:
+        return
+    gap = crossfit.fold_gap(df, rels, cfg)
+    if gap:
+        rel, fold, split = gap
+        n = df.filter(df["relation"] == rel)["subject"].n_unique()
+        raise InputError(where, "crossfit_folds", cfg.crossfit_folds,
+                         f"fold {fold} of {rel} ({n} query subjects) leaves no {split} items for its search: "
+                         "use fewer folds, more subjects, or crossfit_folds = 0 (off)")
+
+
 def means_ok(cfg: Config, df, rels: list[str], where: object) -> None:
     """Mean (and resample) ablation needs each relation's no-context train prompts as its reference."""
     import polars as pl
@@ -235,6 +250,7 @@ def check_discover(cfg: Config, only: tuple[str, ...] | None = None) -> None:
     df = tables.read_table(cfg.out, "prompts")
     rels = discovery_of(cfg, sorted(df["relation"].unique()), only)
     search_data_ok(cfg, df, rels, cfg.out / "prompts.parquet")
+    crossfit_ok(cfg, df, rels, cfg.out / "prompts.parquet")
     lengths_ok(cfg, models_ok(cfg), tuple(rels))
 
 
@@ -301,6 +317,7 @@ def check_run(cfg: Config, only: tuple[str, ...] | None = None) -> None:
     where = cfg.items or cfg.data_dir
     rels = discovery_of(cfg, sorted(df["relation"].unique()))
     search_data_ok(cfg, df, rels, where)
+    crossfit_ok(cfg, df, rels, where)
     if set(cfg.methods()) - {"zero"}:
         means_ok(cfg, df, rels, where)  # the masks' references (ablate, scan)
     models_ok(cfg)

@@ -200,6 +200,9 @@ class Config(BaseModel):
                                       "`crossfit:<relation>`); 0 = off.")
     crossfit_items: Annotated[tuple[StrictInt, StrictInt], BeforeValidator(_seq)] = _f(
         (50, 24), "Most training and dev items of each fold's search (seeded subsamples; the default search's size).")
+    side_items: StrictInt = _f(10, "Subjects per other relation in the side-effect control's recall (no context).")
+    side_relations: StrictInt = _f(0, "Other relations in the side-effect control's recall: the first N eligible "
+                                      "ones by name; 0 = every eligible relation in --data-dir.")
     side_random_draws: StrictInt = _f(1, "Random head sets of each mask's size in the side-effect control (each costs "
                                          "a full pass over the recall and ICL items); configs/heads.toml: 20.")
     crossfit_draws: StrictInt = _f(20, "Random head sets (one of each fold's size per draw) in the cross-fitted "
@@ -295,6 +298,8 @@ def check(cfg: Config) -> None:
                 "head_types_draws": 1}
     at_least["crossfit_draws"] = 0
     at_least["side_random_draws"] = 1
+    at_least["side_items"] = 1
+    at_least["side_relations"] = 0
     for name, low in at_least.items():
         if getattr(cfg, name) < low:
             _bad(name, getattr(cfg, name), f"must be at least {low}")

@@ -108,6 +108,30 @@ def fold_rows(rows: pl.DataFrame, relation: str, fold: int, cfg: Config) -> pl.D
     ])
 
 
+def fold_gap(prompts: pl.DataFrame, relations: list[str], cfg: Config) -> tuple[str, int, str] | None:
+    """The first (relation, fold, split) whose fold search would have no train or dev items (fold_search would refuse
+    it mid-run); None when every fold can
+    be searched (cross-fitting off: always None). Cheap: no model, so the CLI checks it before any stage starts.
+
+    Args:
+        prompts: prompt rows with `fold` (dataset.from_config).
+        relations: the discovery relations.
+        cfg: crossfit_folds and the fold_rows options.
+    Returns:
+        The gap, or None.
+    """
+    if cfg.crossfit_folds < 2:
+        return None
+    for rel in relations:
+        rows = prompts.filter(pl.col("relation") == rel)
+        for fold in range(cfg.crossfit_folds):
+            data = fold_rows(rows, rel, fold, cfg)
+            for split in ("train", "dev"):  # a fold without test items is evaluated on none: allowed
+                if not data.filter(pl.col("split") == split).height:
+                    return rel, fold, split
+    return None
+
+
 def fold_search(loaded: Loaded, rows: pl.DataFrame, relation: str, fold: int, cfg: Config, mean=None,
                 checkpoint: Path | None = None, progress=None):
     """One fold's mask search (the first seed, the full training split of ``fold_rows``), its heads rows labelled
@@ -265,5 +289,5 @@ def read_result(path: Path) -> tuple[pl.DataFrame, dict]:
     return tables.read_parquet(Path(facts["items"])), facts
 
 
-__all__ = ["assign_folds", "evaluate", "fold_rows", "fold_search", "read_result", "subject_folds",
+__all__ = ["assign_folds", "evaluate", "fold_gap", "fold_rows", "fold_search", "read_result", "subject_folds",
            "summary", "with_fold_heads", "write_result"]

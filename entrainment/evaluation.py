@@ -23,7 +23,6 @@ from entrainment.searches import SHARED, source_relations
 from entrainment.summaries import with_holm
 from entrainment.tokens import Tokens
 
-SIDE_RECALL_ITEMS = 10  # subjects per other relation (factual recall without context)
 PLACEHOLDER = {"seed": -2, "ablation_label": ""}  # rows of a head set before `tables` labels them per mask
 
 
@@ -125,14 +124,8 @@ def item_frame(rows: list[dict]) -> pl.DataFrame:
 
 def side_tasks(cfg: Config, mask_relation: str, icl_dir: Path) -> tuple[dict[str, list[tuple[str, str]]], set[str]]:
     """Factual recall on every other eligible relation in --data-dir, plus the ICL tasks in data/icl."""
-    out: dict[str, list[tuple[str, str]]] = {}
-    for path in relations.relation_files(cfg.data_dir):
-        try:
-            rel = relations.load_relation(path)
-        except Exception:  # noqa: BLE001 -- an unreadable relation file is no task (the dataset stage reports it)
-            continue
-        if rel.eligible and rel.name != mask_relation:
-            out[rel.name] = side_effects.recall_prompts(rel, SIDE_RECALL_ITEMS, cfg.seed)
+    out = {rel.name: side_effects.recall_prompts(rel, cfg.side_items, cfg.seed)
+           for rel in relations.side_relations(cfg.data_dir, mask_relation, cfg.side_relations)}
     icl = {name: side_effects.icl_prompts(items, cfg.seed) for name, items in side_effects.load_icl(icl_dir).items()}
     return out | {f"icl:{k}": v for k, v in icl.items()}, {f"icl:{k}" for k in icl}
 

@@ -42,6 +42,15 @@ STATS_COLUMNS = [
 ]
 
 
+_SUBJECT_UNIT = ("subject_mean_diff", "subject_ci_low", "subject_ci_high")
+_PROMPT_UNIT = ("mean_diff", "ci_low", "ci_high")
+
+
+def _interval(row: dict, cols: tuple[str, str, str]) -> tuple[float, float, float]:
+    """(mean, low, high) of one stats.parquet row; NaN where a value is missing (too few units for an interval)."""
+    return tuple(np.nan if row.get(c) is None else float(row[c]) for c in cols)  # type: ignore[return-value]
+
+
 def shifts_plot(stats: pl.DataFrame, metric: str = "logprob") -> str | None:
     rows = stats.filter(
         (pl.col("relation") == "ALL")
@@ -56,24 +65,23 @@ def shifts_plot(stats: pl.DataFrame, metric: str = "logprob") -> str | None:
     fig, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 3.6), squeeze=False)
     for ax, model in zip(axes[0], models):
         x = np.arange(len(conds))
+        # the subject as the unit (stats.parquet's subject_* columns) where every bar has it, else the prompt
+        mine = rows.filter(pl.col("model") == model)
+        by_subject = "subject_ci_low" in mine.columns and mine["subject_ci_low"].is_not_null().all()
+        cols, unit = (_SUBJECT_UNIT, "subjects") if by_subject else (_PROMPT_UNIT, "prompts")
         for k, (target, color) in enumerate((("distractor", "#d62728"), ("gold", "#1f77b4"))):
             sub = rows.filter((pl.col("model") == model) & (pl.col("target") == target))
-            vals = {r["condition"]: r for r in sub.iter_rows(named=True)}
-            # the subject as the unit (stats.parquet's subject_* columns) where present, else the prompt-level CI
-            by_subject = "subject_ci_low" in rows.columns
-            m_col, lo, hi = (("subject_mean_diff", "subject_ci_low", "subject_ci_high") if by_subject
-                             else ("mean_diff", "ci_low", "ci_high"))
-            mean = [vals[c][m_col] if c in vals else np.nan for c in conds]
+            vals = {r["condition"]: _interval(r, cols) for r in sub.iter_rows(named=True)}
+            mean = [vals[c][0] if c in vals else np.nan for c in conds]
             err = [
-                [vals[c][m_col] - vals[c][lo] if c in vals else 0 for c in conds],
-                [vals[c][hi] - vals[c][m_col] if c in vals else 0 for c in conds],
+                [vals[c][0] - vals[c][1] if c in vals else 0 for c in conds],
+                [vals[c][2] - vals[c][0] if c in vals else 0 for c in conds],
             ]
             err = np.nan_to_num(np.array(err, float))
             ax.bar(x + (k - 0.5) * 0.38, mean, 0.38, yerr=err, capsize=3, color=color, label=f"{target} token")
         ax.axhline(0, color="#444", lw=0.8)
         ax.set_xticks(x, conds)
         ax.set_ylabel(f"{metric} with context − without (nats)")
-        unit = "subjects" if "subject_ci_low" in rows.columns else "prompts"
         ax.set_title(f"{model}: context-induced shift, relations weighted equally (95% CI over {unit})")
         ax.legend(frameon=False)
     return png(fig)

@@ -15,6 +15,23 @@ import numpy as np
 from scipy import stats as sps
 
 
+def t_interval(mean: float, se: float, df: float, level: float = 0.95) -> tuple[float, float, float]:
+    """The t-based CI and two-sided p of a mean with standard error `se` on `df` degrees of freedom.
+
+    Args:
+        mean: the estimate.
+        se: its standard error.
+        df: degrees of freedom (n − 1, or Welch–Satterthwaite's).
+        level: confidence level.
+    Returns:
+        (low, high, p); NaNs when df < 1 or se is not positive and finite.
+    """
+    if not (df >= 1 and se > 0 and np.isfinite(se)):
+        return float("nan"), float("nan"), float("nan")
+    half = sps.t.ppf(0.5 + level / 2, df) * se
+    return mean - half, mean + half, float(2 * sps.t.sf(abs(mean / se), df))
+
+
 def paired_gain(ablated: np.ndarray, original: np.ndarray, level: float = 0.95) -> dict[str, float]:
     """Mean, CI and paired-t p of ablated − original (per item)."""
     g = np.asarray(ablated, float) - np.asarray(original, float)
@@ -22,10 +39,8 @@ def paired_gain(ablated: np.ndarray, original: np.ndarray, level: float = 0.95) 
     mean = float(g.mean()) if n else float("nan")
     if n < 2 or not np.std(g) > 0:
         return {"gain": mean, "gain_ci_low": float("nan"), "gain_ci_high": float("nan"), "gain_p": float("nan")}
-    se = g.std(ddof=1) / np.sqrt(n)
-    half = sps.t.ppf(0.5 + level / 2, n - 1) * se
-    p = 2 * sps.t.sf(abs(mean / se), n - 1)
-    return {"gain": mean, "gain_ci_low": mean - half, "gain_ci_high": mean + half, "gain_p": float(p)}
+    low, high, p = t_interval(mean, g.std(ddof=1) / np.sqrt(n), n - 1, level)
+    return {"gain": mean, "gain_ci_low": low, "gain_ci_high": high, "gain_p": p}
 
 
 def empirical_p(observed: float, draws: np.ndarray) -> float:

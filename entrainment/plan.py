@@ -35,7 +35,7 @@ from entrainment.model_shape import Lengths, Shape, model_folder, model_shape, s
 from entrainment.plan_work import known_epochs, known_head_sets, work
 
 COST_MODEL = Path(__file__).with_name("cost_model.json")
-STAGE_ORDER = ("generate", "measure", "stats", "discover", "scan", "ablate", "report")
+STAGE_ORDER = ("generate", "measure", "stats", "discover", "scan", "ablate", "heads", "sentences", "report")
 # GPU projection (no measured GPU cost model): achieved bf16 FLOP/s on the batched passes and per-layer overhead
 # of one forward call (kernel launches, hooks). Assumed, not measured: see docs/scaling-and-gpus.md.
 GPU_ASSUMED_FLOPS = 2.0e14
@@ -82,6 +82,13 @@ def _unit_flops(unit: str, shape: Shape, tokens: float) -> float:
     probe = unit in ("scan", "null")
     fwd = shape.forward_flops(tokens, _layer_share(unit, shape), 1.0, 2 if probe else None)
     return fwd * (2.0 if unit in ("discover", "atp") else 1.0)
+
+
+def flop_rate(measured: dict[str, Any], shape: Shape) -> float:
+    """The FLOP/s the measured `evaluate` unit achieves on this model's shape (its forward FLOPs over its seconds):
+    the rate the planner gives linear algebra it has no unit for."""
+    t = measured["bench_tokens"]
+    return _unit_flops("evaluate", shape, t) / unit_seconds(measured["units"]["evaluate"], shape, t, t)
 
 
 def _cpu_name() -> str:
@@ -140,6 +147,10 @@ def predict_model(cfg, spec: str, prompts, cost: dict[str, Any]) -> tuple[dict[s
         if w.unit == "task":  # Prefect's own time per task (state, cache, result files)
             st["seconds"] += w.rows * over.get("task_s", 1.4)
             continue
+        if w.unit == "flops":  # dense linear algebra outside forward passes (head_circuits): at the achieved rate
+            rate = GPU_ASSUMED_FLOPS if measured is None else flop_rate(measured, shape)
+            st["seconds"] += w.rows / rate
+            continue
         if measured is not None:
             fit = measured["units"][w.unit]
             st["seconds"] += w.rows * w.factor * unit_seconds(fit, shape, w.tokens, measured["bench_tokens"])
@@ -152,7 +163,8 @@ def predict_model(cfg, spec: str, prompts, cost: dict[str, Any]) -> tuple[dict[s
         st["peak_mb"] = max(st["peak_mb"], peak)
     runtime_mb = over.get("runtime_mb", 400.0)
     for name in STAGE_ORDER:
-        if name == "scan" and not cfg.scan:
+        if (name == "scan" and not cfg.scan) or (name == "heads" and not cfg.head_types) \
+                or (name == "sentences" and not cfg.sentences):
             continue
         st = stages.setdefault(name, {"seconds": 0.0, "peak_mb": 0.0})
         st["seconds"] += over.get("stage_s", {}).get(name, 1.0)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from entrainment.model_shape import Lengths, Shape
 
-# = entrainment.evaluation's constant (not imported: that module imports torch); tests/test_plan.py checks they agree
-SIDE_RECALL_ITEMS = 10
 ICL_SHOTS = 3
 
 
@@ -52,14 +50,9 @@ def side_texts(cfg, mask_relation: str) -> list[str]:
     from entrainment.paths import ICL_DIR
 
     out: list[str] = []
-    for path in relations.relation_files(cfg.data_dir):
-        try:
-            rel = relations.load_relation(path)
-        except Exception:  # noqa: BLE001 -- as side_tasks: an unreadable file is no task
-            continue
-        if rel.eligible and rel.name != mask_relation:
-            pairs = sorted(rel.pairs)[:SIDE_RECALL_ITEMS]
-            out += [rel.query_templates[0].format(s) for s, _ in pairs]
+    for rel in relations.side_relations(cfg.data_dir, mask_relation, cfg.side_relations):
+        pairs = sorted(rel.pairs)[:cfg.side_items]
+        out += [rel.query_templates[0].format(s) for s, _ in pairs]
     for p in sorted(Path(ICL_DIR).glob("*.json")):
         items = json.loads(p.read_text())
         for i, it in enumerate(items):
@@ -233,7 +226,115 @@ def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list
         passes = 1 + len(full) + len(sizes) * cfg.side_random_draws
         out.append(Work("ablate", "evaluate", len(side) * passes * n_methods, lengths.mean(side),
                         batch=cfg.batch_size))
+    out += crossfit_work(cfg, prompts, disc, lengths)
+    if cfg.head_types and disc:
+        out += head_types_work(cfg, prompts, disc[0], shape, lengths)
+    if cfg.sentences:
+        out += sentences_work(cfg, prompts, disc, lengths)
     ex = prompts.head(1)
     if len(ex):
         out.append(Work("report", "evaluate", 2, lengths.mean(ex["text_ctx"].to_list() + ex["text_base"].to_list())))
+    return out
+
+
+def crossfit_work(cfg, prompts, disc: list[str], lengths: Lengths) -> list[Work]:
+    """The cross-fitted verdict (entrainment.crossfit): per discovery relation and fold, one search at the first
+    seed on at most crossfit_items of the other folds' subjects (discover), and every fold's mask and its null on
+    the fold's training-condition items (ablate). Folds hold about 1/K of the subjects each.
+
+    Args:
+        cfg: the Config (crossfit_folds, crossfit_items, crossfit_draws, null_items, ...).
+        prompts: the prompts table (with `fold`).
+        disc: the discovery relations.
+        lengths: token counter.
+    Returns:
+        Work items of the discover and ablate stages (none when crossfit_folds < 2).
+    """
+    k = cfg.crossfit_folds
+    if k < 2:
+        return []
+    out = [Work("discover", "task", k * len(disc), 0), Work("ablate", "task", len(disc), 0)]
+    one = cfg.model_copy(update={"seeds": cfg.seeds[:1], "search_resamples": 1})
+    f = _donor_factor(cfg.ablation_method)
+    for rel in disc:
+        rows = _rows(prompts, relation=rel, condition=cfg.train_conditions)
+        texts = rows["text_ctx"].to_list()
+        if not texts:
+            continue
+        t_ctx, t_base = lengths.mean(texts), lengths.mean(rows["text_base"].to_list())
+        share = cfg.split[1] / (cfg.split[0] + cfg.split[1])
+        other = len(texts) * (k - 1) / k
+        n_train = min(cfg.crossfit_items[0], max(1, round(other * (1 - share))))
+        n_dev = min(cfg.crossfit_items[1], max(1, round(other * share)))
+        steps_rows, ran = _search_budget(one, n_train)
+        out.append(Work("discover", "discover", k * steps_rows, t_ctx, f, cfg.discover_batch_size))
+        out.append(Work("discover", "evaluate", k * n_dev * (ran + 1), t_ctx, f, cfg.batch_size))
+        # each fold's items: intact and heads removed, with and without context; the null on up to null_items each
+        out.append(Work("ablate", "ablate", 2 * len(texts), t_ctx, f, cfg.batch_size))
+        out.append(Work("ablate", "ablate", 2 * len(texts), t_base, 1.0, cfg.batch_size))
+        n_null = k * min(cfg.null_items, -(-len(texts) // k))
+        out.append(Work("ablate", "null", n_null * (1 + cfg.crossfit_draws), t_ctx, 1.0, max(cfg.batch_size, 64)))
+    return out
+
+
+def head_types_work(cfg, prompts, relation: str, shape: Shape, lengths: Lengths) -> list[Work]:
+    """The heads stage (entrainment.head_type_scores): the attention patterns on the repeated random tokens (eager
+    attention), the entrainment readings on the scan's dev items, the OV circuits (FLOPs: W_U W_E once, then per
+    head its d_head form and the copy-suppression subset's circuit, in float64 and float32), and the dissociation's
+    multi-mask passes (test items and repeated tokens under 1 + 4 x (1 + head_types_draws) masks).
+
+    Args:
+        cfg: the Config (head_types_*, scan_items, null_items, ...).
+        prompts: the prompts table.
+        relation: the discovery relation the readings use.
+        shape: the model's shape.
+        lengths: token counter.
+    Returns:
+        Work items of the heads stage.
+    """
+    rows = _rows(prompts, relation=relation, condition=cfg.train_conditions)
+    dev = _rows(rows, split="dev")["text_ctx"].to_list()
+    test = _rows(rows, split="test")["text_ctx"].to_list()
+    seq = 2 * cfg.head_types_len + 1
+    n_scan = min(cfg.scan_items or len(dev), len(dev))
+    d, dh, v, s = shape.hidden, shape.head_dim, shape.vocab, cfg.head_types_tokens
+    heads = shape.n_total_heads
+    ov = 2 * d * d * v * 2 + heads * (2 * (dh * d * d + dh * dh * d) * 2 + 25 * dh ** 3) \
+        + heads * 2 * (2 * s * d * dh + s * s * dh)  # float64 counted twice
+    masks = 1 + 4 * (1 + cfg.head_types_draws)
+    out = [Work("heads", "task", 1, 0),
+           Work("heads", "evaluate", cfg.head_types_seqs, seq, 2.0, cfg.batch_size),  # eager attention
+           Work("heads", "evaluate", 2 * n_scan, lengths.mean(dev) if dev else 1.0, 2.0, cfg.batch_size),
+           Work("heads", "flops", ov, 0),
+           Work("heads", "null", masks * cfg.head_types_seqs, seq, 1.0, 4)]
+    if test:
+        out.append(Work("heads", "null", masks * min(cfg.null_items, len(test)), lengths.mean(test), 1.0,
+                        max(cfg.batch_size, 64)))
+    return out
+
+
+def sentences_work(cfg, prompts, disc: list[str], lengths: Lengths) -> list[Work]:
+    """The sentences stage (entrainment.sentence_level): per relation about sentence_items items of each context
+    condition and of self_cf, each scored as two sentences (its own and the control, or the counterfactual and the
+    gold) in two arms; with each discovery relation's stable set removed, its items again under 1 + sentence_draws
+    head sets. A sentence adds about 10 tokens to its prompt.
+
+    Args:
+        cfg: the Config (sentence_items, sentence_draws).
+        prompts: the prompts table.
+        disc: the discovery relations.
+        lengths: token counter.
+    Returns:
+        Work items of the sentences stage.
+    """
+    conds = [c for c in prompts["condition"].unique().to_list() if c not in ("none", "passages")]
+    out = [Work("sentences", "task", 1, 0)]
+    for rel in sorted(prompts["relation"].unique().to_list()):
+        r = _rows(prompts, relation=rel)
+        texts = r["text_ctx"].to_list()
+        if not texts:
+            continue
+        seqs = 2 * 2 * cfg.sentence_items * (len(conds) + 1)
+        times = 1 + ((1 + cfg.sentence_draws) if rel in disc else 0)
+        out.append(Work("sentences", "evaluate", seqs * times, lengths.mean(texts) + 10, 1.0, cfg.batch_size))
     return out

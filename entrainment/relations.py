@@ -270,6 +270,30 @@ def load_relations(data_dir: Path, names: tuple[str, ...] | list[str]) -> list[R
     return [load_relation(p) for p in find_files(data_dir, names)]
 
 
+def side_relations(data_dir: Path, mask_relation: str, limit: int = 0) -> list[Relation]:
+    """The relations whose recall the side-effect control scores: the eligible relations of data_dir other than the
+    mask's, in name order, the first `limit` of them (0 = all). Unreadable files are skipped (the dataset stage
+    reports them). The ablate stage (entrainment.evaluation) and the planner (entrainment.plan_work) share it.
+
+    Args:
+        data_dir: the relation folder.
+        mask_relation: the mask's relation (left out).
+        limit: most relations (0 = every one).
+    Returns:
+        The relations.
+    """
+    out = []
+    for path in relation_files(data_dir):
+        try:
+            rel = load_relation(path)
+        except Exception:  # noqa: BLE001 -- an unreadable relation file is no task
+            continue
+        if rel.eligible and rel.name != mask_relation:
+            out.append(rel)
+    out.sort(key=lambda r: r.name)
+    return out[:limit] if limit else out
+
+
 def eligible_names(data_dir: Path) -> list[str]:
     """Names of the relations in the paper's factual/commonsense set that are in data_dir."""
     return sorted(r.name for r in (load_relation(p) for p in relation_files(data_dir)) if r.eligible)

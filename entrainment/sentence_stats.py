@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from scipy import stats as sps
 
-from entrainment.null import holm
+from entrainment.null import holm, t_interval
 from entrainment.sentence_items import OWN_CF
 
 MEASURES = ("self", "net", "gap")
@@ -39,13 +38,6 @@ def item_effects(scores: pl.DataFrame) -> pl.DataFrame:
     return long.with_columns(pl.col("measure").str.strip_prefix("m_")).drop_nulls("value")
 
 
-def _t(mean: float, se: float, df: float, level: float) -> tuple[float, float, float]:
-    if not (df >= 1 and se > 0 and np.isfinite(se)):
-        return float("nan"), float("nan"), float("nan")
-    half = sps.t.ppf(0.5 + level / 2, df) * se
-    return mean - half, mean + half, float(2 * sps.t.sf(abs(mean / se), df))
-
-
 def _subject_means(g: pl.DataFrame) -> np.ndarray:
     return g.group_by("subject").agg(pl.col("value").mean()).sort("subject")["value"].to_numpy()  # fixed order
 
@@ -66,7 +58,7 @@ def subject_stats(effects: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
             m = _subject_means(gr)
             k = len(m)
             se = m.std(ddof=1) / np.sqrt(k) if k > 1 else float("nan")
-            lo, hi, p = _t(float(m.mean()), se, k - 1, level)
+            lo, hi, p = t_interval(float(m.mean()), se, k - 1, level)
             out.append({"model": model, "relation": rel, "condition": cond, "measure": measure,
                         "ablation": ablation, "n": len(gr), "n_subjects": k, "mean": float(m.mean()),
                         "ci_low": lo, "ci_high": hi, "p_value": p})
@@ -76,7 +68,7 @@ def subject_stats(effects: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
         var = sum(p[1] for p in parts) / r**2
         den = sum((p[1] / r**2) ** 2 / (p[2] - 1) for p in parts if p[2] > 1)
         df = var**2 / den if den > 0 and all(p[2] > 1 for p in parts) else float("nan")
-        lo, hi, p = _t(mean, float(np.sqrt(var)), df, level)
+        lo, hi, p = t_interval(mean, float(np.sqrt(var)), df, level)
         out.append({"model": model, "relation": "ALL", "condition": cond, "measure": measure, "ablation": ablation,
                     "n": len(g), "n_subjects": sum(p_[2] for p_ in parts), "mean": mean, "ci_low": lo,
                     "ci_high": hi, "p_value": p})

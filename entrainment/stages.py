@@ -156,6 +156,8 @@ STAGES: tuple[Stage, ...] = (
             "crossfit_folds",
             "crossfit_draws",
             "side_random_draws",
+            "side_items",
+            "side_relations",
         ),
     ),
     Stage(

@@ -13,6 +13,13 @@ import tasks  # noqa: F401  (project-local Prefect env before prefect is importe
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the Prefect server the session's CLI commands shared (tests/helpers.command_server_url)."""
+    from tests.helpers import stop_command_server
+
+    stop_command_server()
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """One temporary Prefect server for every test that runs flows (about 7 s once)."""

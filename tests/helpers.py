@@ -139,9 +139,92 @@ def run_watched(
     return subprocess.CompletedProcess(list(cmd), p.returncode, stdout, stderr)
 
 
+# ---- one Prefect server for the session's commands -------------------------------------------------------------------
+# Without PREFECT_API_URL every `entrainment` command starts Prefect's temporary server (about 8 s of a 2-core
+# machine's time, most of a tiny command's run). ``cli`` points its commands at one server started on first use and
+# stopped at the end of the session (conftest.py), as `entrainment server start` does for a user. Commands run with
+# an explicit ``env`` and the tests that start processes themselves keep the temporary server, so that path stays
+# tested; ENTRAINMENT_TEST_TEMPORARY_SERVERS=1 gives every command its own temporary server again.
+_SERVER: dict = {}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def command_server_url(wait_s: float = 180.0) -> str | None:
+    """The session's Prefect API URL for CLI subprocesses (the server starts on the first call); None when the
+    server could not start (commands then use temporary servers) or ENTRAINMENT_TEST_TEMPORARY_SERVERS is set."""
+    if os.environ.get("ENTRAINMENT_TEST_TEMPORARY_SERVERS") == "1":
+        return None
+    if "url" in _SERVER:
+        return _SERVER["url"]
+    import tempfile
+
+    port = _free_port()
+    home = Path(tempfile.mkdtemp(prefix="entrainment-test-prefect-"))
+    exe = Path(sys.executable).with_name("prefect")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(cmd + ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"],
+                            cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None and not _healthy(url):
+        time.sleep(0.5)
+    _SERVER.update(proc=proc, url=url if proc.poll() is None and _healthy(url) else None)
+    if _SERVER["url"] is None:
+        stop_command_server()
+        _SERVER["url"] = None
+    return _SERVER["url"]
+
+
+def stop_command_server() -> None:
+    """Stop the session's server (and its children), if one was started."""
+    proc = _SERVER.pop("proc", None)
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def cli(*args: str, cwd: Path = ROOT, env: dict | None = None, input: str | None = None,
         idle: float = IDLE_S) -> subprocess.CompletedProcess:
-    """`entrainment <args>` as a real subprocess (the project's CLI module), watched for hangs."""
+    """`entrainment <args>` as a real subprocess (the project's CLI module), watched for hangs.
+
+    Args:
+        args: the command line after `entrainment`.
+        cwd: working folder.
+        env: the environment; None = this process's, with the session's Prefect server (``command_server_url``).
+        input: text for stdin.
+        idle: seconds without progress that count as a hang.
+    Returns:
+        The CompletedProcess.
+    """
+    if env is None and not os.environ.get("PREFECT_API_URL"):
+        url = command_server_url()
+        env = dict(os.environ, PREFECT_API_URL=url) if url else None
     return run_watched([sys.executable, "-m", "cli.app", *args], cwd=cwd, env=env, input=input, idle=idle)
 
 

@@ -282,3 +282,15 @@ def test_stats_group_the_passages_shift_by_position(tmp_path, lre_dir):
         & (pl.col("metric") == "logprob")
     )
     assert plain["n"][0] == len(p.filter(pl.col("condition") == "passages"))
+
+
+def test_too_few_subjects_to_cross_fit_are_refused_at_the_door(tmp_path):
+    """3 query subjects cannot fill 2 folds' train, dev and test: one line naming crossfit_folds, before any stage."""
+    path = _jsonl(tmp_path / "items.jsonl", GOOD)
+    toml = tmp_path / "c.toml"
+    toml.write_text("crossfit_folds = 2\n")
+    out = tmp_path / "out"
+    r = cli("run", "--out", str(out), "--model", tiny.save("llama", tmp_path / "model"), "--items", str(path),
+            "--config", str(toml))
+    one_line_error(r, "crossfit_folds", "capitals", "subjects", str(path))
+    assert not (out / "prompts.parquet").exists()  # refused before the dataset stage wrote anything

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from entrainment import plan
-from entrainment.config import make_config
+from entrainment.config import Config, make_config
 from tests import tiny
 from tests.helpers import run_watched, CEILING_S, ROOT, cli
 
@@ -130,9 +130,15 @@ def test_gpu_rehearsal_dry_run(tmp_path):
     assert Path(ROOT / "scripts" / "gpu_rehearsal.py").exists()
 
 
-def test_the_plans_side_effect_counts_follow_the_evaluation_module():
-    """plan_work copies a constant of entrainment.evaluation (which imports torch); they must agree (the side
-    effects' random draws are Config.side_random_draws in both)."""
+def test_the_plans_side_effect_prompts_are_the_evaluations():
+    """plan_work.side_texts mirrors entrainment.evaluation.side_tasks without torch: the same number of prompts for
+    the default and a limited side-effect control (side_items, side_relations)."""
     from entrainment import evaluation, plan_work
+    from entrainment.paths import ICL_DIR
 
-    assert plan_work.SIDE_RECALL_ITEMS == evaluation.SIDE_RECALL_ITEMS
+    for over in ({}, {"side_items": 3, "side_relations": 2}):
+        cfg = Config(**over)
+        tasks_, _ = evaluation.side_tasks(cfg, "country capital city", ICL_DIR)
+        assert len(plan_work.side_texts(cfg, "country capital city")) == sum(len(v) for v in tasks_.values())
+    limited = evaluation.side_tasks(Config(side_relations=2), "country capital city", ICL_DIR)[0]
+    assert len([k for k in limited if not k.startswith("icl:")]) == 2
