@@ -30,12 +30,17 @@ def healthy(timeout: float = 0.3) -> bool:
 
 
 def use_running() -> bool:
-    """Point this process at the project's server if it is up (and PREFECT_API_URL is not set already)."""
+    """Point this process at the project's server if it is up (and PREFECT_API_URL is not set already).
+
+    Without one, the command's temporary server runs without its task-run recorder service: nothing reads task-run
+    records of a temporary server, and the service's SQLite writes racing the API's were measured to stall a default
+    run for 60 s (SQLite's busy timeout) twice (``database is locked``, PrefectHQ/prefect#15170, #10188)."""
     if os.environ.get("PREFECT_API_URL"):
         return True
     if healthy():
         os.environ["PREFECT_API_URL"] = URL
         return True
+    os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
     return False
 
 

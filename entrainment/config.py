@@ -136,8 +136,9 @@ class Config(BaseModel):
     search_dtype: StrictStr = _f("auto", "Search-side passes (mask training, scan, AtP, k-curves, null): auto = "
                                          "bfloat16 autocast on CUDA, float32 on CPU | float32 | bfloat16.")
     ablation_method: StrictStr = _f("zero", "How a head is removed: zero | mean | resample (docs/method.md).")
-    compare_methods: OrderedNames = _f(ABLATION_METHODS, "Methods the discovery relation's masks and scan are also "
-                                                         "evaluated under; () = only --ablation-method.")
+    compare_methods: OrderedNames = _f(("zero", "mean"), "Methods the discovery relation's masks and scan are also "
+                                                         "evaluated under; () = only --ablation-method (resample: "
+                                                         "configs/heads.toml and configs/paper.toml).")
     # stats
     confidence: Number = _f(0.95, "Confidence level of every CI.")
     ablation_heads: StrictStr | None = _f(None, "Measure with these heads removed: a heads.parquet, or 3.4,10.7.")
@@ -160,7 +161,7 @@ class Config(BaseModel):
     tau: Number = _f(1.0, "Gumbel-sigmoid temperature.")
     weight_decay: Number = _f(0.0, "AdamW weight decay (the paper's code used 0.01).")
     init: Number = _f(3.0, "Start value of the mask logits (3 = all kept; the paper: 0).")
-    seeds: Ints = _f((0, 1, 2), "Search seeds.")
+    seeds: Ints = _f((0, 1), "Search seeds (x search_resamples = the searches of the stability selection).")
     search_resamples: StrictInt = _f(2, "Training sets per seed: the full training split, then subject half-samples "
                                         "(or bootstrap resamples, search_resampling) of it (stability selection; "
                                         "searches = seeds x resamples).")
@@ -170,7 +171,7 @@ class Config(BaseModel):
     # scan
     scan: StrictBool = _f(True, "Run the head scan (single-head scan + AtP + k-curves) in `run`.")
     scan_k: StrictInt = _f(8, "Longest k-curve: top-k heads removed, k = 1..K.")
-    scan_items: StrictInt = _f(12, "Dev items the single-head scan scores (a fixed seeded subsample; 0 = all).")
+    scan_items: StrictInt = _f(8, "Dev items the single-head scan scores (a fixed seeded subsample; 0 = all).")
     compare_everywhere: StrictBool = _f(False, "Evaluate every method of compare_methods everywhere (transfer, random "
                                                "heads, the null, side effects); default: the other methods only on "
                                                "the masks' own relation.")
@@ -188,12 +189,13 @@ class Config(BaseModel):
                                       "subjects first; discovery relations: dev and test subjects only).")
     sentence_absent: StrictStr = _f("drop", "The absent arm of sentence scoring: drop (the query alone) | neutral (a "
                                             "length-matched neutral sentence in the context's place).")
-    sentence_draws: StrictInt = _f(20, "Random head sets of the stable set's size the sentence-level head removal "
+    sentence_draws: StrictInt = _f(10, "Random head sets of the stable set's size the sentence-level head removal "
                                        "is compared with (0 = none).")
     # ablate
     random_draws: StrictInt = _f(2, "Random head sets averaged in the random_heads rows.")
-    null_draws: StrictInt = _f(100, "Random head sets in the significance null.")
-    null_items: StrictInt = _f(32, "Test items (fixed seeded subsample) the null and the k-curves use.")
+    null_draws: StrictInt = _f(50, "Random head sets in the significance null (the smallest p it can give is "
+                                    "1/51; configs/heads.toml: 100).")
+    null_items: StrictInt = _f(24, "Test items (fixed seeded subsample) the null and the k-curves use.")
     # cross-fitting over subjects (the verdict)
     crossfit_folds: StrictInt = _f(3, "Cross-fitting folds of each discovery relation's query subjects: one search "
                                       "per fold on the other folds' subjects, tested on the fold's (verdict.parquet, "

@@ -247,3 +247,15 @@ def tmpfs(where: Path, options: str):
         yield where
     finally:
         subprocess.run(["umount", str(where)], capture_output=True)
+
+
+def state_names(flow_state) -> list[str]:
+    """The sorted state names of a flow run's task runs (read from the Prefect API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as c:
+        runs = c.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id]))
+        )
+    return sorted(r.state.name for r in runs)

@@ -93,7 +93,7 @@ def no_traceback(r: subprocess.CompletedProcess) -> None:
 
 
 def test_relation_with_too_few_objects(tmp_path):
-    from tests.conftest import write_relation
+    from tests.toy_data import write_relation
 
     write_relation(
         tmp_path / "lre" / "factual",
@@ -107,7 +107,7 @@ def test_relation_with_too_few_objects(tmp_path):
 
 
 def test_lone_surrogate_in_a_relation_file(tmp_path):
-    from tests.conftest import write_relation
+    from tests.toy_data import write_relation
 
     path = write_relation(tmp_path / "lre" / "factual", "caps.json", "toy capital")
     path.write_text(path.read_text().replace('"Paris"', '"Par\\ud800is"'))

@@ -18,7 +18,7 @@ from entrainment.errors import InputError
 from entrainment.lock import folder_lock, holder
 from tests import tiny
 from tests.helpers import CEILING_S, ROOT, cli
-from tests.test_stale import CONFIG
+from tests.toy_data import CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_lock_is_exclusive_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     d = tmp_path_factory.mktemp("conc")
     lre = toy_lre(d / "lre")

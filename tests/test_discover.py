@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
 from entrainment import mask_search as discover, stability
-from entrainment.mask_search import Item, SearchParams
-from entrainment.models import from_config
+from entrainment.mask_search import SearchParams
 from tests import tiny
-
-
-def _items(m, n=12, seed=0):
-    """Prompts "word. The capital of X is" with gold/distractor first tokens (the distractor is in context)."""
-    tok = m.tokenizer
-    words = [
-        "window",
-        "apple",
-        "bread",
-        "chair",
-        "table",
-        "river",
-        "mountain",
-        "forest",
-        "ocean",
-        "island",
-        "village",
-        "market",
-    ]
-    golds = ["Rome", "Madrid", "Tokyo", "Cairo", "Lima", "Moscow"]
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        w, g = words[i % len(words)], rng.choice(golds)
-        prompt = tuple(tok(f" {w}. The capital of France is the city of").input_ids)
-        out.append(
-            Item(
-                prompt,
-                tok(" " + g, add_special_tokens=False).input_ids[0],
-                tok(" " + w, add_special_tokens=False).input_ids[0],
-            )
-        )
-    return out
+from tests.tiny import copy_head_model
+from tests.toy_data import search_items
 
 
 def test_gumbel_sigmoid_is_hard_forward_soft_backward():
@@ -58,7 +24,7 @@ def test_gradient_reaches_only_the_mask_logits():
     m = tiny.model("llama")
     logits = torch.nn.Parameter(torch.full((m.info.n_layers, m.info.n_heads), 3.0))
     scale = discover.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(0))
-    loss, _ = discover.step_loss(m, _items(m, 4), scale, logits, 1.0)
+    loss, _ = discover.step_loss(m, search_items(m, 4), scale, logits, 1.0)
     loss.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in m.model.parameters())
@@ -66,51 +32,14 @@ def test_gradient_reaches_only_the_mask_logits():
 
 def test_large_lambda_keeps_every_head():
     m = tiny.model("llama")
-    items = _items(m)
+    items = search_items(m)
     rows, hist = discover.search(m, items, items, SearchParams(epochs=3, batch_size=4, lam=1000.0, init=0.0))
     assert rows[-1]["n_removed"] == 0 and bool((hist[-1] > 0).all())
 
 
-def copy_head_model():
-    """A 1-layer Llama whose head 0 attends uniformly over the prefix and copies each token's embedding
-    into the output, raising the logit of every context token (a pure "copy head"); head 1 and the MLP
-    write nothing. Every token the test prompts use gets an orthonormal embedding, so copying raises the
-    distractor (in context) and never the gold (not in context)."""
-    from transformers import LlamaConfig
-
-    tok = tiny.tokenizer()
-    v = len(tok)
-    cfg = LlamaConfig(
-        vocab_size=v,
-        hidden_size=128,
-        intermediate_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=64,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    m = from_config(cfg, tok, spec="copy-head")
-    used = sorted({t for it in _items(m, 16) for t in (*it.prompt, it.gold, it.distractor)})
-    assert len(used) <= 64
-    basis, _ = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(1)))
-    with torch.no_grad():
-        emb = torch.zeros(v, 128)
-        emb[used, :64] = basis[: len(used)] * 8
-        m.model.model.embed_tokens.weight.copy_(emb)
-        attn = m.model.model.layers[0].self_attn
-        for w in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight):
-            w.zero_()  # zero q, k: uniform attention over the prefix
-        attn.v_proj.weight[:64, :64] = torch.eye(64)  # head 0 values = the token's embedding
-        attn.o_proj.weight[:64, :64] = 2 * torch.eye(64)  # head 0 writes it back
-        m.model.model.layers[0].mlp.down_proj.weight.zero_()
-    return m
-
-
 def test_planted_copy_head_is_removed_with_lambda_zero():
     m = copy_head_model()
-    items = _items(m, 16)
+    items = search_items(m, 16)
     keep_all = torch.ones(1, 2)
     only_copy_off = torch.tensor([[0.0, 1.0]])
     before, _ = discover.evaluate(m, items, keep_all)
@@ -151,7 +80,7 @@ def test_selection_rule_on_a_synthetic_log():
 
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     m = tiny.model("qwen3")
-    items = _items(m, 12)
+    items = search_items(m, 12)
     p = SearchParams(epochs=4, batch_size=4, lam=0.5, init=1.0, seed=3)
     rows_a, hist_a = discover.search(m, items, items[:6], p)
     ckpt = tmp_path / "ck.pt"

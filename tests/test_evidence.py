@@ -55,7 +55,7 @@ def test_holm_matches_definition():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("ev") / "lre")
     items = prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")

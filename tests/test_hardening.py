@@ -25,7 +25,7 @@ import pytest
 
 from entrainment import tables
 from entrainment.errors import InputError
-from tests.conftest import toy_lre, write_relation
+from tests.toy_data import toy_lre, write_relation
 from tests.helpers import CEILING_S, ROOT, run_watched, cli, one_line_error, tmpfs
 
 

@@ -133,7 +133,7 @@ def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included
     from entrainment import tables
     from entrainment.searches import SHARED
     from tests import tiny
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
     from tests.helpers import cli
 
     lre = toy_lre(tmp_path / "lre")
@@ -174,7 +174,7 @@ def test_the_ablation_reports_its_progress_per_head_set_method_and_null(tmp_path
     from entrainment.masks import HeadSet
     from entrainment.random_heads import NullPlan
     from tests import tiny
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path / "lre")
     items = lre_prompts.build(lre, ("toy capital",), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")

@@ -16,7 +16,7 @@ from tests import tiny
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("methods") / "lre")
     return prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25))

@@ -286,7 +286,7 @@ def test_plan_predicts_the_dequantisation_peak_of_a_gguf(tmp_path, monkeypatch):
     once the dequantised copy is cached it does not."""
     from entrainment import plan
     from entrainment.config import make_config
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path / "lre")
     cfg = make_config(None, relations=["toy capital"], discover_relations=["toy capital"], max_pairs=3,

@@ -12,7 +12,7 @@ from entrainment.config import Config, make
 from entrainment.errors import InputError
 from tests import tiny
 from tests.helpers import cli
-from tests.test_stale import CONFIG
+from tests.toy_data import CONFIG
 
 # three (then four) tiny llama models of different sizes
 SIZES = {
@@ -49,7 +49,7 @@ def test_model_facts_count_parameters():
 @pytest.fixture(scope="module")
 def three_models(tmp_path_factory):
     """`entrainment run --models a,b,c` through the real CLI on three tiny models, then the same with a fourth."""
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     d = tmp_path_factory.mktemp("models")
     lre = toy_lre(d / "lre")

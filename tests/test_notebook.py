@@ -48,7 +48,7 @@ def _prompt_options() -> dict:
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory):
     """A tiny local model folder (2 layers) and a results folder written by `entrainment run` with it."""
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     d = tmp_path_factory.mktemp("notebook")
     lre = toy_lre(d / "lre")

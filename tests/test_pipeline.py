@@ -60,7 +60,7 @@ def recomputed(states: dict[str, set[str]]) -> set[str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("pipe")
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     lre = toy_lre(d / "lre")
     cfg = Config(
@@ -212,7 +212,7 @@ def test_rerun_only_on_change(first_run, setup):
 
 
 def test_identical_runs_give_byte_identical_tables(prefect_api, setup, tmp_path):
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     cfg, _ = setup
     one = cfg.replace(out=tmp_path / "one", data_dir=toy_lre(tmp_path / "lre"))
@@ -278,7 +278,7 @@ def test_dask_runner_gives_the_same_tables(prefect_api, setup, tmp_path):
 def test_shared_mask_and_transfer_panel(prefect_api, setup, tmp_path):
     """configs/paper.toml's shape on a tiny model: masks for two relations plus a `shared` one, each evaluated on
     every relation; the report shows the transfer heatmap."""
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     cfg, _ = setup
     c = cfg.replace(

@@ -32,7 +32,7 @@ def _toml(opts: dict) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     d = tmp_path_factory.mktemp("plan")
     lre = toy_lre(d / "lre")

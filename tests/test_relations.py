@@ -13,7 +13,7 @@ import pytest
 from entrainment.errors import InputError
 from entrainment.paths import LRE_DIR
 from entrainment.relations import eligible_names, load_relation, load_relations
-from tests.conftest import write_relation
+from tests.toy_data import write_relation
 from tests.helpers import CEILING_S
 
 

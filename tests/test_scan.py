@@ -12,7 +12,8 @@ from entrainment.heads import scaled_heads
 from entrainment.scoring import collate, forward_last
 from entrainment.tokens import Tokens
 from tests import tiny
-from tests.test_discover import _items, copy_head_model
+from tests.tiny import copy_head_model
+from tests.toy_data import search_items
 
 TEXTS = [
     "window. The capital of France is",
@@ -94,7 +95,7 @@ def test_atp_is_exact_for_a_model_linear_in_the_head_scale():
 
 def test_planted_copy_head_ranks_first_under_scan_and_atp():
     m = copy_head_model()
-    items = _items(m, 8)
+    items = search_items(m, 8)
     p, g, d = [it.prompt for it in items], [it.gold for it in items], [it.distractor for it in items]
     for scores in (scan.scan_scores(m, p, g, d), scan.atp_scores(m, p, g, d)):
         r = scan.ranks(scores)

@@ -14,7 +14,8 @@ import torch
 from entrainment import mask_search as ms, random_heads, stability
 from entrainment.mask_search import Item, SearchParams
 from tests import tiny
-from tests.test_discover import _items, copy_head_model
+from tests.tiny import copy_head_model
+from tests.toy_data import search_items
 
 
 def test_gumbel_samples_differ_across_rows_and_repeat_with_the_seed():
@@ -40,7 +41,7 @@ def test_search_hands_the_hook_one_mask_per_row(monkeypatch):
         return real(loaded, batches, scales, *a, **k)
 
     monkeypatch.setattr(ms, "step_losses", spy)
-    items = _items(m, 10)
+    items = search_items(m, 10)
     ms.search(m, items, items[:4], SearchParams(epochs=1, batch_size=4, max_steps=3, converge_steps=100))
     assert seen and all(s == [(4, m.info.n_layers, m.info.n_heads)] for s in seen)
 
@@ -68,7 +69,7 @@ def test_convergence_test_on_a_synthetic_mask_sequence():
 
 def test_the_convergence_test_stops_where_the_mask_stops_changing():
     m = copy_head_model()
-    items = _items(m, 8)
+    items = search_items(m, 8)
     # batch = every item: one step per epoch, so the history holds the mask after every step
     base = dict(batch_size=8, lam=0.0, init=1.0, epochs=1000, seed=2)
     free_rows, free = ms.search(m, items, items, SearchParams(max_steps=40, converge_steps=10**6, **base))
@@ -84,7 +85,7 @@ def test_the_convergence_test_stops_where_the_mask_stops_changing():
 
 def test_the_budget_is_counted_in_optimiser_steps():
     m = tiny.model("llama")
-    items = _items(m, 10)  # batches of 4: 3 steps per epoch
+    items = search_items(m, 10)  # batches of 4: 3 steps per epoch
     rows, _ = ms.search(m, items, items[:4], SearchParams(epochs=100, batch_size=4, max_steps=7, converge_steps=99))
     assert [r["step"] for r in rows] == [0, 3, 6, 7] and [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert not rows[-1]["converged"]
@@ -199,7 +200,7 @@ def test_kcurve_random_sets_come_from_the_one_generator():
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
 def test_batched_searches_follow_the_separate_trajectories(arch):
     m = tiny.model(arch)
-    items = _items(m, 12)
+    items = search_items(m, 12)
     for i, it in enumerate(items):
         items[i] = Item(it.prompt[: 4 + i % 5] + it.prompt[-3:], it.gold, it.distractor, f"s{i % 6}")  # mixed lengths
     trains = [items, ms.half_sample(items, 1, 0), ms.half_sample(items, 2, 0), items[:7]]
@@ -241,7 +242,7 @@ def test_discovery_tables_report_steps_convergence_rule_and_chance(tmp_path):
     from entrainment import lre_prompts as prompts, searches
     from entrainment.config import Config
     from entrainment.schema import DISCOVERY, HEAD_OVERLAP, HEAD_STABILITY, check_frame
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     m = tiny.model("llama")
     p = prompts.build(toy_lre(tmp_path / "lre"), ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",),

@@ -22,7 +22,8 @@ from entrainment.config import Config
 from entrainment.mask_search import SearchParams
 from entrainment.paths import LRE_DIR
 from tests import tiny
-from tests.test_discover import _items, copy_head_model
+from tests.tiny import copy_head_model
+from tests.toy_data import search_items
 
 
 def test_search_dtype_auto_is_float32_on_every_cpu(monkeypatch):
@@ -58,7 +59,7 @@ def test_the_planted_copy_head_is_in_every_search_and_the_stable_set():
     m = copy_head_model()
     rows = []
     for split, n in (("train", 16), ("dev", 8)):
-        for i, it in enumerate(_items(m, n, seed=1 if split == "dev" else 0)):
+        for i, it in enumerate(search_items(m, n, seed=1 if split == "dev" else 0)):
             rows.append({"split": split, "condition": "related", "relation": "copy", "it": it, "i": i})
     found = []  # six searches: three seeds, each on the training items and on one bootstrap resample of them
     for seed in (0, 1, 2):
@@ -100,7 +101,7 @@ def test_scan_bootstrap_ci_equals_a_recomputation_from_the_stored_effects(tmp_pa
     from tasks.scan import save_effects
 
     m = tiny.model("llama")
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path / "lre")
     p = prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), prompts.SearchData((3, 3, 3)))
@@ -141,7 +142,7 @@ def test_template_holdout_keeps_one_query_template_out_of_train_and_dev():
 
 
 def test_discovery_tables_record_the_dtype_and_every_search(tmp_path):
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     m = tiny.model("llama")
     lre = toy_lre(tmp_path / "lre")

@@ -15,18 +15,7 @@ import pytest
 from entrainment import heads, measurement as measure, lre_prompts as prompts, provenance, sql, tables
 from tests import tiny
 from tests.helpers import ROOT, cli, one_line_error
-
-CONFIG = """relations = ["toy capital", "toy color"]
-discover_relations = ["toy capital"]
-max_pairs = 4
-search_pairs = [3, 2, 3]
-epochs = 2
-seeds = [0, 1]
-discover_batch_size = 4
-random_draws = 2
-null_draws = 5
-null_items = 4
-"""
+from tests.toy_data import CONFIG
 
 
 def _measured(out: Path, lre: Path, max_pairs: int) -> None:
@@ -158,7 +147,7 @@ def test_sql_is_read_only_and_isolates_a_corrupt_table(tmp_path, lre_dir):
 @pytest.fixture(scope="module")
 def apostrophe_run(tmp_path_factory):
     """`entrainment run` through the real CLI into an --out with an apostrophe, on a tiny model, dirty data."""
-    from tests.conftest import toy_lre, write_relation
+    from tests.toy_data import toy_lre, write_relation
 
     d = tmp_path_factory.mktemp("apos")
     lre = toy_lre(d / "lre")

@@ -11,69 +11,7 @@ from scipy import stats as sps
 
 from entrainment import shift_stats as stats, tables
 from entrainment.schema import MEASUREMENTS
-
-CONDS = ("related", "counterfactual", "irrelevant", "random")
-
-
-def _synthetic(tmp_path, rng_seed=0):
-    """Two relations x four conditions; related/counterfactual matched; one degenerate relation."""
-    rng = np.random.default_rng(rng_seed)
-    prompts, meas = [], []
-    shift = {"related": 1.0, "counterfactual": 1.6, "irrelevant": 0.5, "random": 0.2}
-    for rel, n in (("r1", 12), ("r2", 9)):
-        for i in range(n):
-            for cond in CONDS:
-                pid = f"{rel}-{cond}-{i}"
-                pair = f"{rel}-pair-{i}" if cond in ("related", "counterfactual") else None
-                prompts.append({"prompt_id": pid, "pair_id": pair, "position": None, "subject": f"{rel}-s{i // 3}"})
-                row = {
-                    "prompt_id": pid,
-                    "relation": rel,
-                    "condition": cond,
-                    "split": "train",
-                    "model": "m",
-                    "ablation": "none",
-                    "ablation_label": "none",
-                    "ablation_method": "none",
-                    "gold_token_id": 1,
-                    "distractor_token_id": 2,
-                    "collision": False,
-                    "distractor_in_context": True,
-                }
-                for t in ("gold", "distractor"):
-                    base = rng.normal(-8, 1)
-                    ctx = base + (shift[cond] if t == "distractor" else -0.2) + rng.normal(0, 0.7)
-                    row.update(
-                        {
-                            f"{t}_logit_base": base + 10,
-                            f"{t}_logit_ctx": ctx + 10,
-                            f"{t}_logprob_base": base,
-                            f"{t}_logprob_ctx": ctx,
-                            f"{t}_rank_base": int(rng.integers(1, 500)),
-                            f"{t}_rank_ctx": int(rng.integers(1, 500)),
-                            f"{t}_seq_logprob_base": base - 1,
-                            f"{t}_seq_logprob_ctx": ctx - 1,
-                        }
-                    )
-                meas.append(row)
-    # a degenerate relation: one item per condition, and zero-variance ranks
-    for cond in CONDS:
-        pid = f"r3-{cond}"
-        prompts.append(
-            {
-                "prompt_id": pid,
-                "pair_id": "r3-pair" if cond in ("related", "counterfactual") else None,
-                "position": None,
-                "subject": "r3-s0",
-            }
-        )
-        row = dict(meas[0], prompt_id=pid, relation="r3", condition=cond)
-        meas.append(row)
-    pdf = pl.DataFrame(prompts)
-    mdf = pl.DataFrame(meas)
-    tables.write_parquet(mdf, tmp_path / "measurements.parquet", MEASUREMENTS)
-    tables.write_parquet(pdf, tmp_path / "prompts.parquet")
-    return mdf, pdf
+from tests.toy_data import synthetic_tables
 
 
 def _close(a, b):
@@ -83,7 +21,7 @@ def _close(a, b):
 @pytest.fixture(scope="module")
 def computed(tmp_path_factory):
     d = tmp_path_factory.mktemp("stats")
-    mdf, pdf = _synthetic(d)
+    mdf, pdf = synthetic_tables(d)
     s, c = stats.compute(d / "measurements.parquet", d / "prompts.parquet")
     return mdf, pdf, s, c
 
@@ -151,7 +89,7 @@ def test_degenerate_groups_are_nan_with_a_note(computed):
 
 
 def test_zero_variance_note(tmp_path):
-    mdf, pdf = _synthetic(tmp_path)
+    mdf, pdf = synthetic_tables(tmp_path)
     same = mdf.with_columns((pl.col("gold_logit_base") + 1.0).alias("gold_logit_ctx"))
     tables.write_parquet(same, tmp_path / "measurements.parquet", MEASUREMENTS)
     s, _ = stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")

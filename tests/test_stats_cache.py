@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from entrainment.config import Config
 from tests import tiny
-from tests.test_generate_cache import _state_names
+from tests.helpers import state_names
 
 
 def test_stats_code_change_reruns_only_stats(prefect_api, tmp_path, lre_dir, monkeypatch, request):
@@ -21,8 +21,8 @@ def test_stats_code_change_reruns_only_stats(prefect_api, tmp_path, lre_dir, mon
     )
     generate_flow(cfg)
     measure_flow(cfg)
-    assert _state_names(stats_flow(cfg, return_state=True)) == ["Completed"]
-    assert _state_names(stats_flow(cfg, return_state=True)) == ["Cached"]
+    assert state_names(stats_flow(cfg, return_state=True)) == ["Completed"]
+    assert state_names(stats_flow(cfg, return_state=True)) == ["Cached"]
 
     import tasks.cache as cache
 
@@ -38,5 +38,5 @@ def test_stats_code_change_reruns_only_stats(prefect_api, tmp_path, lre_dir, mon
     cache.code_hash.cache_clear()
     request.addfinalizer(cache.code_hash.cache_clear)
     m_state = measure_flow(cfg, return_state=True)
-    assert set(_state_names(m_state)) == {"Cached"}
-    assert _state_names(stats_flow(cfg, return_state=True)) == ["Completed"]
+    assert set(state_names(m_state)) == {"Cached"}
+    assert state_names(stats_flow(cfg, return_state=True)) == ["Completed"]

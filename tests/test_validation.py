@@ -19,7 +19,7 @@ import entrainment as en
 from entrainment import items, tables
 from entrainment.errors import InputError
 from tests import tiny
-from tests.conftest import toy_lre
+from tests.toy_data import toy_lre
 from tests.helpers import cli, one_line_error
 
 ITEM = {

@@ -62,7 +62,7 @@ def test_k_curve_rows_are_capped():
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     from entrainment import lre_prompts
-    from tests.conftest import toy_lre
+    from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("verdict") / "lre")
     items = lre_prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25))
@@ -99,9 +99,9 @@ def test_subject_level_stats_equal_a_direct_computation(tmp_path):
     from scipy import stats as sps
 
     from entrainment import shift_stats
-    from tests.test_stats import _synthetic
+    from tests.toy_data import synthetic_tables
 
-    mdf, pdf = _synthetic(tmp_path)
+    mdf, pdf = synthetic_tables(tmp_path)
     s, _ = shift_stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
     pick = (pl.col("target") == "distractor") & (pl.col("metric") == "logit") & pl.col("position").is_null()
     for rel in ("r1", "r2"):

@@ -90,3 +90,43 @@ def save(arch: str, folder, **overrides) -> str:
     m.model.save_pretrained(folder)
     m.tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def copy_head_model():
+    """A 1-layer Llama whose head 0 attends uniformly over the prefix and copies each token's embedding
+    into the output, raising the logit of every context token (a pure "copy head"); head 1 and the MLP
+    write nothing. Every token the test prompts use gets an orthonormal embedding, so copying raises the
+    distractor (in context) and never the gold (not in context)."""
+    import torch
+    from transformers import LlamaConfig
+
+    from tests.toy_data import search_items
+
+    tok = tokenizer()
+    v = len(tok)
+    cfg = LlamaConfig(
+        vocab_size=v,
+        hidden_size=128,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
+    m = from_config(cfg, tok, spec="copy-head")
+    used = sorted({t for it in search_items(m, 16) for t in (*it.prompt, it.gold, it.distractor)})
+    assert len(used) <= 64
+    basis, _ = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        emb = torch.zeros(v, 128)
+        emb[used, :64] = basis[: len(used)] * 8
+        m.model.model.embed_tokens.weight.copy_(emb)
+        attn = m.model.model.layers[0].self_attn
+        for w in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight):
+            w.zero_()  # zero q, k: uniform attention over the prefix
+        attn.v_proj.weight[:64, :64] = torch.eye(64)  # head 0 values = the token's embedding
+        attn.o_proj.weight[:64, :64] = 2 * torch.eye(64)  # head 0 writes it back
+        m.model.model.layers[0].mlp.down_proj.weight.zero_()
+    return m
