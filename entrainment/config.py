@@ -23,6 +23,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
 
 from entrainment import stages
 from entrainment.errors import InputError
+from entrainment.vocabulary import ABLATION_METHODS, ALL_CONDITIONS, CONTEXT_CONDITIONS  # noqa: F401 (re-exported)
 from entrainment.paths import LRE_DIR
 
 # The small default set a plain `entrainment run` uses (README: "Default relations"). Every relation
@@ -33,11 +34,7 @@ DEFAULT_RELATIONS: tuple[str, ...] = (
     "fruit inside color",
     "landmark on continent",
 )
-CONDITIONS: tuple[str, ...] = ("related", "irrelevant", "random", "counterfactual")
-# every condition a prompt can have: the four LRE contexts, the multi-passage context, and `none` (an own item
-# measured without context only)
-ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + ("passages", "none")
-ABLATION_METHODS: tuple[str, ...] = ("zero", "mean", "resample")
+CONDITIONS: tuple[str, ...] = CONTEXT_CONDITIONS
 INT64_MAX = 2**63 - 1
 MAX_SEARCHES = 1_000  # mask searches per relation (seeds x search_resamples): an upper bound on runaway options
 
@@ -205,6 +202,8 @@ class Config(BaseModel):
     side_items: StrictInt = _f(10, "Subjects per other relation in the side-effect control's recall (no context).")
     side_relations: StrictInt = _f(0, "Other relations in the side-effect control's recall: the first N eligible "
                                       "ones by name; 0 = every eligible relation in --data-dir.")
+    side_icl_items: StrictInt = _f(0, "ICL items per shipped dataset in the side-effect control (the first N of each; "
+                                      "0 = all 60).")
     side_random_draws: StrictInt = _f(1, "Random head sets of each mask's size in the side-effect control (each costs "
                                          "a full pass over the recall and ICL items); configs/heads.toml: 20.")
     crossfit_draws: StrictInt = _f(20, "Random head sets (one of each fold's size per draw) in the cross-fitted "
@@ -302,6 +301,7 @@ def check(cfg: Config) -> None:
     at_least["side_random_draws"] = 1
     at_least["side_items"] = 1
     at_least["side_relations"] = 0
+    at_least["side_icl_items"] = 0
     for name, low in at_least.items():
         if getattr(cfg, name) < low:
             _bad(name, getattr(cfg, name), f"must be at least {low}")

@@ -126,7 +126,8 @@ def side_tasks(cfg: Config, mask_relation: str, icl_dir: Path) -> tuple[dict[str
     """Factual recall on every other eligible relation in --data-dir, plus the ICL tasks in data/icl."""
     out = {rel.name: side_effects.recall_prompts(rel, cfg.side_items, cfg.seed)
            for rel in relations.side_relations(cfg.data_dir, mask_relation, cfg.side_relations)}
-    icl = {name: side_effects.icl_prompts(items, cfg.seed) for name, items in side_effects.load_icl(icl_dir).items()}
+    icl = {name: side_effects.icl_prompts(items, cfg.seed)[: cfg.side_icl_items or None]
+           for name, items in side_effects.load_icl(icl_dir).items()}
     return out | {f"icl:{k}": v for k, v in icl.items()}, {f"icl:{k}" for k in icl}
 
 

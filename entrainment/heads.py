@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from entrainment.masks import HeadSet, head_sets_from_parquet, mask_label, mask_set, parse_ablation, parse_head_list
+from entrainment.vocabulary import ABLATION_METHODS
 
 __all__ = [
     "Ablation",
@@ -59,7 +60,6 @@ _OUT_PROJ = (
     ("attn", "o_proj"),
 )
 
-METHODS = ("zero", "mean", "resample")
 
 
 def decoder_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
@@ -118,8 +118,8 @@ class Ablation:
     donors: Mapping[tuple[int, ...], tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown ablation method {self.method!r} (expected one of {', '.join(METHODS)})")
+        if self.method not in ABLATION_METHODS:
+            raise ValueError(f"unknown ablation method {self.method!r} (expected one of {', '.join(ABLATION_METHODS)})")
         if self.method != "zero" and self.mean is None:
             raise ValueError(f"{self.method} ablation needs the reference means (mean=)")
         if self.method == "resample" and self.donors is None:

@@ -30,11 +30,12 @@ from entrainment.errors import InputError
 from entrainment.lre_prompts import SPLITS, prompt_id, prompted_text, split_subjects
 from entrainment.schema import PROMPTS
 from entrainment.text import answer_key, visible
+from entrainment.vocabulary import ALL_CONDITIONS
 
 REQUIRED = ("relation", "query", "gold", "distractor", "context", "condition")
 OPTIONAL = ("split", "pair_id")
 LABELS = ("relation", "condition", "split", "pair_id")
-CONDITIONS = ("related", "irrelevant", "random", "counterfactual", "passages", "none")
+CONDITIONS = ALL_CONDITIONS
 
 
 def _check(path: Path, where: str, rec: dict) -> dict:

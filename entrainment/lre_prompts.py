@@ -49,8 +49,7 @@ import polars as pl
 from entrainment.errors import InputError
 from entrainment.relations import Relation
 from entrainment.schema import PROMPTS
-
-SPLITS = ("train", "dev", "test")
+from entrainment.vocabulary import SPLITS
 
 
 @dataclass(frozen=True, order=True)

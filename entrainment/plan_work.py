@@ -1,6 +1,8 @@
 """The work of every stage of a configured run, counted without a model: rows x tokens through each unit of the cost
 model (items x epochs x seeds x resamples, heads x items, draws x items, passes x items, ...), from the prompts table
-the Config generates and the stage formulas. ``entrainment plan`` prices it (entrainment/plan.py).
+the Config generates and the stage formulas. ``entrainment plan`` prices it (entrainment/plan.py). Longer than 320
+lines because every stage's formula is kept in one place (``work``; cross-fitting, heads and sentences in their own
+functions), so a change to one stage's cost is read beside the others.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def side_texts(cfg, mask_relation: str) -> list[str]:
         out += [rel.query_templates[0].format(s) for s, _ in pairs]
     for p in sorted(Path(ICL_DIR).glob("*.json")):
         items = json.loads(p.read_text())
-        for i, it in enumerate(items):
+        for i, it in enumerate(items[: cfg.side_icl_items or None]):
             others = [x for j, x in enumerate(items) if j != i][:ICL_SHOTS]
             out.append("".join(f"{x['input']} -> {x['output']}\n" for x in others) + f"{it['input']} ->")
     return out

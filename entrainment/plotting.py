@@ -13,7 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-CONDITION_ORDER = ["counterfactual", "related", "irrelevant", "random", "passages"]
+from entrainment.vocabulary import CONDITION_ORDER  # noqa: E402
+
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 METHOD_COLORS = {"zero": "#1f77b4", "mean": "#2ca02c", "resample": "#d62728"}
 

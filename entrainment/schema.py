@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
+from entrainment.vocabulary import ALL_CONDITIONS, SPLITS
+
 S, I, F, B = pa.string(), pa.int64(), pa.float64(), pa.bool_()  # noqa: E741  (the four column types)
 FL = pa.list_(pa.float64())
 
@@ -109,8 +111,8 @@ PROMPTS = Table(
         "text_prompted",
     ),
     allowed=(
-        ("condition", ("related", "irrelevant", "random", "counterfactual", "passages", "none")),
-        ("split", ("train", "dev", "test")),
+        ("condition", ALL_CONDITIONS),
+        ("split", SPLITS),
     ),
 )
 
@@ -152,7 +154,7 @@ MEASUREMENTS = Table(
     tuple(_MEAS_COLS),
     key=("prompt_id", "model", "ablation"),
     not_null=("prompt_id", "model", "ablation", "condition"),
-    allowed=(("condition", ("related", "irrelevant", "random", "counterfactual", "passages", "none")),),
+    allowed=(("condition", ALL_CONDITIONS),),
 )
 
 _GROUP = (

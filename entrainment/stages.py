@@ -158,6 +158,7 @@ STAGES: tuple[Stage, ...] = (
             "side_random_draws",
             "side_items",
             "side_relations",
+            "side_icl_items",
         ),
     ),
     Stage(

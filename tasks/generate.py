@@ -8,6 +8,7 @@ from prefect.artifacts import create_table_artifact
 
 from entrainment import dataset, tables
 from entrainment.config import Config
+from entrainment.vocabulary import SPLITS
 from tasks.cache import files_hash, key_fn, manifest
 
 MAX_LINES = 20  # console lines per kind of summary (the table itself has every count)
@@ -38,7 +39,7 @@ def generate(cfg: Config) -> dict:
     train = search.filter(pl.col("condition").is_in(list(cfg.train_conditions)))
     summary = []
     for (rel,), g in sorted(train.group_by("relation"), key=lambda kv: kv[0]):
-        n = {s: len(g.filter(pl.col("split") == s)) for s in ("train", "dev", "test")}
+        n = {s: len(g.filter(pl.col("split") == s)) for s in SPLITS}
         held = sorted(
             set(g.filter(pl.col("split") == "test")["query_template"].drop_nulls())
             - set(g.filter(pl.col("split") != "test")["query_template"].drop_nulls())

@@ -136,9 +136,24 @@ def test_the_plans_side_effect_prompts_are_the_evaluations():
     from entrainment import evaluation, plan_work
     from entrainment.paths import ICL_DIR
 
-    for over in ({}, {"side_items": 3, "side_relations": 2}):
+    for over in ({}, {"side_items": 3, "side_relations": 2, "side_icl_items": 5}):
         cfg = Config(**over)
         tasks_, _ = evaluation.side_tasks(cfg, "country capital city", ICL_DIR)
         assert len(plan_work.side_texts(cfg, "country capital city")) == sum(len(v) for v in tasks_.values())
     limited = evaluation.side_tasks(Config(side_relations=2), "country capital city", ICL_DIR)[0]
     assert len([k for k in limited if not k.startswith("icl:")]) == 2
+
+
+def test_cross_fitting_heads_and_sentences_are_priced(project):
+    """Cross-fitting adds discover and ablate work; the heads and sentences stages appear only when `run` runs them,
+    and more sentence draws cost more."""
+    d, _, _ = project
+    base = make_config(d / "c.toml", out=d / "out")
+    off, on = plan.predict(base.replace(crossfit_folds=0)), plan.predict(base.replace(crossfit_folds=2))
+    for stage in ("discover", "ablate"):
+        assert on["stages"][stage]["seconds"] > off["stages"][stage]["seconds"], stage
+    assert on["stages"]["measure"]["seconds"] == pytest.approx(off["stages"]["measure"]["seconds"])
+    bare = plan.predict(base.replace(head_types=False, sentences=False))
+    assert "heads" not in bare["stages"] and "sentences" not in bare["stages"]
+    few, many = (plan.predict(base.replace(sentence_draws=n))["stages"]["sentences"]["seconds"] for n in (1, 30))
+    assert many > few

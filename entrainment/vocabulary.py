@@ -1,0 +1,19 @@
+"""The project's words, spelled once: conditions, splits, ablation methods and the order figures show conditions in.
+
+Every module that names one of these imports it from here (config, schema, items, lre_prompts, plotting), so a new
+condition or method is one edit. No imports: the lowest layer of the library.
+"""
+
+from __future__ import annotations
+
+# the four LRE contexts of the paper
+CONTEXT_CONDITIONS: tuple[str, ...] = ("related", "irrelevant", "random", "counterfactual")
+# every condition a prompt can have: the four contexts, the multi-passage context, and `none` (an own item measured
+# without context only)
+ALL_CONDITIONS: tuple[str, ...] = CONTEXT_CONDITIONS + ("passages", "none")
+# the order figures and tables show conditions in (strongest expected shift first)
+CONDITION_ORDER: tuple[str, ...] = ("counterfactual", "related", "irrelevant", "random", "passages")
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+ABLATION_METHODS: tuple[str, ...] = ("zero", "mean", "resample")
+
+__all__ = ["ABLATION_METHODS", "ALL_CONDITIONS", "CONDITION_ORDER", "CONTEXT_CONDITIONS", "SPLITS"]
