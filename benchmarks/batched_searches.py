@@ -30,10 +30,10 @@ def _data(args) -> tuple:
     if args.quick:
         import _quick  # noqa: F401  (puts the project root on sys.path, for tests.tiny)
         from tests import tiny
-        from tests.test_discover import _items
+        from tests.toy_data import search_items
 
         m = tiny.model("llama")
-        items = [ms.Item(it.prompt, it.gold, it.distractor, f"s{i % 8}") for i, it in enumerate(_items(m, 24))]
+        items = [ms.Item(it.prompt, it.gold, it.distractor, f"s{i % 8}") for i, it in enumerate(search_items(m, 24))]
         return m, items, items[:6]
     loaded = models.load(args.model)
     cfg = Config(relations=(args.relation,), discover_relations=(args.relation,))

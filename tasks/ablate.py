@@ -130,7 +130,8 @@ def ablate_relation(cfg: Config, mask_relation: str, heads_sets: tuple, relation
 def _inputs_side(cfg: Config, mask_relation: str, heads_sets: tuple) -> dict:
     files = relations.relation_files(cfg.data_dir) + sorted(ICL_DIR.glob("*.json"))
     return {"model": model_key(cfg), "heads": [mask_relation, [list(h) for h in heads_sets]],
-            "data": files_hash(files), "knobs": [cfg.side_items, cfg.side_relations, cfg.side_icl_items, cfg.side_random_draws],
+            "data": files_hash(files),
+            "knobs": [cfg.side_items, cfg.side_relations, cfg.side_icl_items, cfg.side_random_draws],
             "train": rows_hash(relation_rows(cfg.out, source_relations(cfg, mask_relation)))}
 
 
