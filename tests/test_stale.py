@@ -147,7 +147,7 @@ def test_sql_is_read_only_and_isolates_a_corrupt_table(tmp_path, lre_dir):
 @pytest.fixture(scope="module")
 def apostrophe_run(tmp_path_factory):
     """`entrainment run` through the real CLI into an --out with an apostrophe, on a tiny model, dirty data."""
-    from tests.toy_data import toy_lre, write_relation
+    from tests.toy_data import CAPITALS, toy_lre, write_relation
 
     d = tmp_path_factory.mktemp("apos")
     lre = toy_lre(d / "lre")
@@ -155,22 +155,7 @@ def apostrophe_run(tmp_path_factory):
         lre / "factual",
         "capitals.json",
         "toy capital",
-        [
-            {"subject": s, "object": o}
-            for s, o in [
-                ("France", "Paris"),
-                ("Germany", "Berlin"),
-                ("Italy", "Rome"),
-                ("Spain", "Madrid"),
-                ("Japan", "Tokyo"),
-                ("Egypt", "Cairo"),
-                ("Peru", "Lima"),
-                ("Chile", "Santiago"),
-                ("Russia", "Moscow"),
-                ("China", "Beijing"),
-                ("France", "Paris"),
-            ]
-        ],
+        [{"subject": s, "object": o} for s, o in CAPITALS + [("France", "Paris")]],
     )  # one duplicate pair: the loader cleans it and says so
     (d / "c.toml").write_text(CONFIG + f"data_dir = {str(lre)!r}\n")  # every stage reads the same relation files
     common = ["--out", str(d / "o'brien"), "--model", tiny.save("llama", d / "model")]

@@ -18,6 +18,9 @@ null_items = 4
 """
 
 CONDS = ("related", "counterfactual", "irrelevant", "random")
+# the ten (country, capital) pairs of the `toy capital` relation
+CAPITALS = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
+            ("Egypt", "Cairo"), ("Peru", "Lima"), ("Chile", "Santiago"), ("Russia", "Moscow"), ("China", "Beijing")]
 
 
 def write_relation(folder: Path, fname: str, name: str, samples: list[dict] | None = None, **over) -> Path:
@@ -31,18 +34,7 @@ def write_relation(folder: Path, fname: str, name: str, samples: list[dict] | No
         if samples is not None
         else [
             {"subject": s, "object": o}
-            for s, o in [
-                ("France", "Paris"),
-                ("Germany", "Berlin"),
-                ("Italy", "Rome"),
-                ("Spain", "Madrid"),
-                ("Japan", "Tokyo"),
-                ("Egypt", "Cairo"),
-                ("Peru", "Lima"),
-                ("Chile", "Santiago"),
-                ("Russia", "Moscow"),
-                ("China", "Beijing"),
-            ]
+            for s, o in CAPITALS
         ],
     }
     data.update(over)
