@@ -162,7 +162,7 @@ def search_data_ok(cfg: Config, df, rels: list[str], where: object) -> None:
 
 
 def crossfit_ok(cfg: Config, df, rels: list[str], where: object) -> None:
-    """Every fold of the cross-fitted verdict has train, dev and test subjects (else discover would die mid-run)."""
+    """Every fold search of the cross-fitted verdict has train and dev items (else discover would die mid-run)."""
     from entrainment import crossfit
 
     if "fold" not in df.columns:

@@ -110,8 +110,8 @@ def fold_rows(rows: pl.DataFrame, relation: str, fold: int, cfg: Config) -> pl.D
 
 def fold_gap(prompts: pl.DataFrame, relations: list[str], cfg: Config) -> tuple[str, int, str] | None:
     """The first (relation, fold, split) whose fold search would have no train or dev items (fold_search would refuse
-    it mid-run); None when every fold can
-    be searched (cross-fitting off: always None). Cheap: no model, so the CLI checks it before any stage starts.
+    it mid-run); None when every fold can be searched (cross-fitting off: always None). Cheap: no model, so the CLI
+    checks it before any stage starts.
 
     Args:
         prompts: prompt rows with `fold` (dataset.from_config).

@@ -123,7 +123,8 @@ def item_frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def side_tasks(cfg: Config, mask_relation: str, icl_dir: Path) -> tuple[dict[str, list[tuple[str, str]]], set[str]]:
-    """Factual recall on every other eligible relation in --data-dir, plus the ICL tasks in data/icl."""
+    """Factual recall on the other eligible relations in --data-dir (relations.side_relations: side_relations of them,
+    side_items subjects each), plus the ICL tasks in data/icl (side_icl_items of each; 0 = all)."""
     out = {rel.name: side_effects.recall_prompts(rel, cfg.side_items, cfg.seed)
            for rel in relations.side_relations(cfg.data_dir, mask_relation, cfg.side_relations)}
     icl = {name: side_effects.icl_prompts(items, cfg.seed)[: cfg.side_icl_items or None]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from entrainment.model_shape import Lengths, Shape
+from entrainment.vocabulary import CONTEXT_CONDITIONS
 
 ICL_SHOTS = 3
 
@@ -329,7 +330,8 @@ def sentences_work(cfg, prompts, disc: list[str], lengths: Lengths) -> list[Work
     Returns:
         Work items of the sentences stage.
     """
-    conds = [c for c in prompts["condition"].unique().to_list() if c not in ("none", "passages")]
+    present = set(prompts["condition"].unique().to_list())
+    conds = [c for c in CONTEXT_CONDITIONS if c in present]
     out = [Work("sentences", "task", 1, 0)]
     for rel in sorted(prompts["relation"].unique().to_list()):
         r = _rows(prompts, relation=rel)
