@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from entrainment import scoring
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ def child(mode: str, n: int, base: int, model: str = MODEL) -> None:
         d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rows]
         ctx, base_ = [tk.prompt(r["text_ctx"]) for r in rows], [tk.prompt(r["text_base"]) for r in rows]
         passes = [
-            ablation.run_pass(loaded, p, g, d, m, 32, keep_dist=True)
+            scoring.run_pass(loaded, p, g, d, m, 32, keep_dist=True)
             for p, m in (
                 (ctx, None),
                 (base_, None),
@@ -73,7 +74,7 @@ def child(mode: str, n: int, base: int, model: str = MODEL) -> None:
             )
         ]
         for s in passes[2:]:
-            ablation.kl(s.dist, passes[0].dist), ablation.kl(s.dist, passes[1].dist)
+            scoring.kl(s.dist, passes[0].dist), scoring.kl(s.dist, passes[1].dist)
         peak[0] = max(peak[0], proc.memory_info().rss)  # before the distributions are dropped
     done.set()
     peak[0] = max(peak[0], proc.memory_info().rss)

@@ -19,7 +19,7 @@ import polars as pl  # noqa: E402
 
 import _quick  # noqa: E402
 
-from entrainment import mask_search as discover, models, dataset  # noqa: E402
+from entrainment import mask_search, models, dataset  # noqa: E402
 from entrainment.config import Config  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
@@ -38,14 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
     tk = Tokens(loaded.tokenizer)
     rel = df.filter(pl.col("condition") == "related")
-    train = discover.items_from(rel.filter(pl.col("split") == "train"), tk)
-    dev = discover.items_from(rel.filter(pl.col("split") == "dev"), tk)
+    train = mask_search.items_from(rel.filter(pl.col("split") == "train"), tk)
+    dev = mask_search.items_from(rel.filter(pl.col("split") == "dev"), tk)
     results = {}
     for name, bf16 in (("float32", False), ("bf16", True)):
         t = time.perf_counter()
-        rows, hist = discover.search(loaded, train, dev, discover.SearchParams(epochs=args.epochs, bf16=bf16))
+        rows, hist = mask_search.search(loaded, train, dev, mask_search.SearchParams(epochs=args.epochs, bf16=bf16))
         secs = (time.perf_counter() - t) / args.epochs
-        e = discover.select_epoch(rows)
+        e = mask_search.select_epoch(rows)
         heads = sorted((int(a), int(b)) for a, b in (hist[e] <= 0).nonzero().tolist())
         results[name] = secs
         print(

@@ -26,7 +26,7 @@ import polars as pl  # noqa: E402
 import _quick  # noqa: E402
 
 from entrainment import dataset, models  # noqa: E402
-from entrainment import mask_search as discover  # noqa: E402
+from entrainment import mask_search  # noqa: E402
 from entrainment.config import Config, default  # noqa: E402
 from entrainment.null import paired_gain  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
@@ -50,25 +50,25 @@ def main(argv: list[str] | None = None) -> None:
     df = dataset.from_config(cfg)  # the default head-search data (template holdout included)
     df = df.filter(pl.col("condition") == "related")
     tk = Tokens(loaded.tokenizer)
-    split = {s: discover.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev", "test")}
+    split = {s: mask_search.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev", "test")}
     print(
         f"{args.model}, {args.relation}, float32, seed {args.seed}: {len(split['train'])} train / "
         f"{len(split['dev'])} dev / {len(split['test'])} test items, {loaded.info.n_total_heads} heads"
     )
     t = time.perf_counter()
-    rows, hist = discover.search(
+    rows, hist = mask_search.search(
         loaded,
         split["train"],
         split["dev"],
-        discover.SearchParams(epochs=args.epochs, seed=args.seed, bf16=False, max_steps=10**9, converge_steps=10**9),
+        mask_search.SearchParams(epochs=args.epochs, seed=args.seed, bf16=False, max_steps=10**9, converge_steps=10**9),
     )
     print(f"{args.epochs} epochs in {time.perf_counter() - t:.0f} s")
     print("epoch dev_delta n_removed: " + " ".join(f"{r['epoch']}:{r['dev_delta']:.2f}/{r['n_removed']}" for r in rows))
-    base = discover.evaluate_items(loaded, split["test"], None)
+    base = mask_search.evaluate_items(loaded, split["test"], None)
     heads_of = lambda e: tuple(sorted(map(tuple, (hist[e] <= 0).nonzero().tolist())))  # noqa: E731
     for budget in (int(b) for b in args.budgets.split(",")):
-        e = discover.select_epoch(rows[: budget + 1])
-        ablated = discover.evaluate_items(loaded, split["test"], (hist[e] > 0).float())
+        e = mask_search.select_epoch(rows[: budget + 1])
+        ablated = mask_search.evaluate_items(loaded, split["test"], (hist[e] > 0).float())
         g = paired_gain(ablated, base)
         print(
             f"budget {budget:3d}: selected epoch {e}, heads {heads_of(e)}, dev delta {rows[e]['dev_delta']:.2f}, "
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             f"[{g['gain_ci_low']:+.2f}, {g['gain_ci_high']:+.2f}]"
         )
     stop = next((r["epoch"] for r in rows if r["step"] >= args.max_steps), rows[-1]["epoch"])
-    e = discover.select_epoch(rows[: stop + 1])
+    e = mask_search.select_epoch(rows[: stop + 1])
     print(f"step budget {args.max_steps}: ends the search after epoch {stop}, selects epoch {e}, heads {heads_of(e)}")
     if args.json:
         with open(args.json, "w") as f:

@@ -19,7 +19,7 @@ import polars as pl  # noqa: E402
 
 import _quick  # noqa: E402
 
-from entrainment import mask_search as discover, models, lre_prompts as prompts  # noqa: E402
+from entrainment import mask_search, models, lre_prompts  # noqa: E402
 from entrainment.paths import LRE_DIR  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
 
@@ -36,25 +36,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.model, args.max_pairs, args.epochs = _quick.tiny_model(), 20, 1
     loaded = models.load(args.model)
-    df = prompts.build(LRE_DIR, (args.relation,), 0, args.max_pairs, (0.8, 0.1, 0.1)).filter(
+    df = lre_prompts.build(LRE_DIR, (args.relation,), 0, args.max_pairs, (0.8, 0.1, 0.1)).filter(
         pl.col("condition") == "related"
     )
     tk = Tokens(loaded.tokenizer)
-    split = {s: discover.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev", "test")}
+    split = {s: mask_search.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev", "test")}
     print(
         f"{args.model}, {args.relation}: {len(split['train'])} train / {len(split['dev'])} dev / {len(split['test'])} "
         f"test items, "
         f"{loaded.info.n_total_heads} heads"
     )
-    base, _ = discover.evaluate(loaded, split["test"], None)
+    base, _ = mask_search.evaluate(loaded, split["test"], None)
     for init in (float(x) for x in args.inits.split(",")):
         t = time.perf_counter()
-        rows, hist = discover.search(
-            loaded, split["train"], split["dev"], discover.SearchParams(epochs=args.epochs, init=init)
+        rows, hist = mask_search.search(
+            loaded, split["train"], split["dev"], mask_search.SearchParams(epochs=args.epochs, init=init)
         )
         secs = (time.perf_counter() - t) / args.epochs
-        e = discover.select_epoch(rows)
-        test, _ = discover.evaluate(loaded, split["test"], (hist[e] > 0).float())
+        e = mask_search.select_epoch(rows)
+        test, _ = mask_search.evaluate(loaded, split["test"], (hist[e] > 0).float())
         curve = " ".join(f"{r['dev_delta']:.1f}/{r['n_removed']}" for r in rows)
         print(f"init {init:g}: dev delta/heads removed per epoch: {curve}")
         print(

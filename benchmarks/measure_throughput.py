@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 import _quick  # noqa: E402
 
-from entrainment import models, lre_prompts as prompts  # noqa: E402
+from entrainment import models, lre_prompts  # noqa: E402
 from entrainment.measurement import measure_frame  # noqa: E402
 from entrainment.paths import LRE_DIR  # noqa: E402
 from entrainment.scoring import collate  # noqa: E402
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         args.model, args.max_pairs, args.rounds, args.passages = _quick.tiny_model(), 10, 1, 2
     loaded = models.load(args.model)
     rels = tuple(r.strip() for r in args.relations.split(","))
-    search = prompts.SearchData(passage_items=args.passages) if args.passages else None
-    df = prompts.build(LRE_DIR, rels, 0, args.max_pairs, (0.8, 0.1, 0.1), rels[:1] if search else (), search)
+    search = lre_prompts.SearchData(passage_items=args.passages) if args.passages else None
+    df = lre_prompts.build(LRE_DIR, rels, 0, args.max_pairs, (0.8, 0.1, 0.1), rels[:1] if search else (), search)
     tk = Tokens(loaded.tokenizer)
     for r in df.to_dicts():  # tokenise answers outside the timers (both paths use them)
         tk.answer(r["text_base"], r["gold"]), tk.answer(r["text_base"], r["distractor"])

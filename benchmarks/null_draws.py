@@ -20,11 +20,12 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 import _quick  # noqa: E402
-from entrainment import ablation, dataset, models, multimask  # noqa: E402
+from entrainment import dataset, models, multimask  # noqa: E402
 from entrainment.config import Config  # noqa: E402
 from entrainment.masks import HeadSet  # noqa: E402
 from entrainment.random_heads import random_head_sets  # noqa: E402
 from entrainment.tokens import Tokens  # noqa: E402
+from entrainment import scoring
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     t = time.perf_counter()
     one = np.stack(
         [
-            np.stack([(s := ablation.run_pass(loaded, ctx, g, d, masks[i], 32)).gold, s.distractor], -1)
+            np.stack([(s := scoring.run_pass(loaded, ctx, g, d, masks[i], 32)).gold, s.distractor], -1)
             for i in range(len(sets))
         ]
     )

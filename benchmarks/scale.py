@@ -53,7 +53,10 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from entrainment.plan import COST_MODEL, Shape, shape_from_config  # noqa: E402
+from entrainment.plan import COST_MODEL
+from entrainment.model_shape import Shape, shape_from_config  # noqa: E402
+from entrainment import scoring
+from entrainment.tokens import Item
 
 # LlamaConfig fields per size (head_dim 64 throughout, like SmolLM2 and Llama-3.2)
 SIZES: dict[str, dict[str, Any]] = {
@@ -285,7 +288,7 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
     import torch
 
     from entrainment import ablation, head_scan, mask_search, multimask
-    from entrainment.heads import HeadSet
+    from entrainment.masks import HeadSet
     from entrainment.random_heads import random_head_sets
     from entrainment.scoring import Request, score
 
@@ -305,10 +308,10 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
         score(model, [Request(p, c) for p, c in zip(ps, cs)], list(zip(gs, ds)), pad, 32)
 
     def run_evaluate(ps, gs, ds, cs):
-        ablation.run_pass(loaded, list(ps), list(gs), list(ds), keep, 32)
+        scoring.run_pass(loaded, list(ps), list(gs), list(ds), keep, 32)
 
     def run_discover(ps, gs, ds, cs):
-        items = [mask_search.Item(p, g, d) for p, g, d in zip(ps, gs, ds)]
+        items = [Item(p, g, d) for p, g, d in zip(ps, gs, ds)]
         gen = torch.Generator(device=device).manual_seed(0)
         logits = torch.nn.Parameter(3.0 + 0.01 * torch.randn(info.n_layers, info.n_heads, device=device))
         opt = torch.optim.AdamW([logits], lr=1.0, weight_decay=0.0)
@@ -565,7 +568,7 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
     import polars as pl
 
     from entrainment import dataset, evaluation, importance, means, measurement, searches, shift_stats, side_effects
-    from entrainment.heads import HeadSet
+    from entrainment.masks import HeadSet
     from entrainment.paths import ICL_DIR
     from entrainment.random_heads import random_head_sets
     from entrainment.scoring import top_tokens

@@ -250,7 +250,7 @@ def models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from entrainment.models import installed
+    from entrainment.sources import installed
 
     t = Table("name", "installed", "about", "install with")
     for row in installed():

@@ -23,6 +23,7 @@ from entrainment import imports, stages
 from entrainment.config import Config
 from entrainment.paths import DATA_DIR, PROJECT_ROOT
 from entrainment.files import file_sha256 as _sha_file
+from entrainment import sources
 
 CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
 
@@ -48,7 +49,7 @@ def key(command: str, cfg: Config, extra: Any = None) -> str:
     """The fast-path key of one command (see module docstring)."""
     from entrainment import models
 
-    srcs = [models.resolve(m) for m in cfg.model_specs()]
+    srcs = [sources.resolve(m) for m in cfg.model_specs()]
     device = models.pick_device_light(cfg.device)
     tables = {
         name: _sha_file(cfg.out / f"{name}.parquet")

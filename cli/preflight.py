@@ -38,7 +38,8 @@ def writable(out: Path) -> None:
 def models_ok(cfg: Config) -> list[str]:
     """Every model SPEC resolves and can be loaded (without loading weights), no two name the same model, and the
     device exists; returns their normalised specs."""
-    from entrainment.models import pick_device, preflight
+    from entrainment.models import pick_device
+    from entrainment.sources import preflight
 
     srcs = [preflight(m) for m in cfg.model_specs()]
     seen: dict[str, str] = {}
@@ -66,7 +67,7 @@ def lengths_ok(
     import polars as pl
 
     from entrainment import tables
-    from entrainment.models import resolve
+    from entrainment.sources import resolve
     from entrainment.sources import context_length, tokenizer_folder
 
     df = tables.read_table(cfg.out, "prompts")
@@ -221,8 +222,8 @@ def check_generate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 def check_measure(cfg: Config, only: tuple[str, ...] | None = None) -> None:
     from entrainment import tables
-    from entrainment.heads import parse_ablation
-    from entrainment.models import dims, resolve
+    from entrainment.masks import parse_ablation
+    from entrainment.sources import dims, resolve
 
     fresh(cfg, "prompts")
     present(cfg, only)

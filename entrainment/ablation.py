@@ -45,55 +45,8 @@ from entrainment.models import Loaded
 from entrainment.null import null_summary, paired_gain
 from entrainment.random_heads import NullPlan, null_gains_many, null_subsample, random_sets
 from entrainment.schema import ABLATION
-from entrainment.scoring import Request, score
+from entrainment.scoring import kl, run_pass
 from entrainment.tokens import Tokens
-
-
-@dataclass
-class Scored:
-    """Per-item first-token results of one pass."""
-
-    gold: np.ndarray  # logit of the gold first token
-    distractor: np.ndarray  # logit of the distractor first token
-    rank: np.ndarray  # rank of the distractor first token (1 = top)
-    gold_rank: np.ndarray  # rank of the gold first token
-    dist: list[torch.Tensor] | None  # log-probs [V] per item
-
-
-def run_pass(
-    loaded: Loaded,
-    prompts: list[tuple[int, ...]],
-    gold: list[int],
-    distractor: list[int],
-    mask: torch.Tensor | None,
-    batch_size: int,
-    keep_dist: bool = False,
-    ablation: Ablation = ZERO,
-) -> Scored:
-    """Score prompts at their last token with heads removed by `mask` (None = intact) the `ablation` way."""
-    reqs = [Request(p) for p in prompts]
-    res = score(
-        loaded.model,
-        reqs,
-        [(g, d) for g, d in zip(gold, distractor)],
-        loaded.tokenizer.pad_token_id,
-        batch_size,
-        keep_dist=keep_dist,
-        keep=mask,
-        ablation=ablation,
-    )
-    return Scored(
-        np.array([r.probe_logit[0] for r in res]),
-        np.array([r.probe_logit[1] for r in res]),
-        np.array([r.probe_rank[1] for r in res]),
-        np.array([r.probe_rank[0] for r in res]),
-        [r.dist for r in res] if keep_dist else None,
-    )
-
-
-def kl(p_log: list[torch.Tensor], q_log: list[torch.Tensor]) -> np.ndarray:
-    """KL(p || q) per item from log-probs."""
-    return np.array([float((a.exp() * (a - b)).sum()) for a, b in zip(p_log, q_log)])
 
 
 @dataclass

@@ -26,6 +26,7 @@ import polars as pl
 
 from entrainment import api_checks
 from entrainment.errors import InputError
+from entrainment import masks
 
 __all__ = [
     "Model",
@@ -182,7 +183,7 @@ def measure(model: Model, prompts: pl.DataFrame, heads: HeadsLike = None, **opti
     Returns:
         The measurements frame (intact rows, then one block per head set).
     """
-    from entrainment import measurement as meas
+    from entrainment import measurement
     from entrainment.tokens import Tokens
 
     api_checks.model(model)
@@ -196,11 +197,11 @@ def measure(model: Model, prompts: pl.DataFrame, heads: HeadsLike = None, **opti
             rows = prompts.filter(pl.col("relation") == relation)
             mean = _mean(model, prompts, relation, cfg.batch_size) if hs is not None and method != "zero" else None
             tk = Tokens(model.loaded.tokenizer, model.bos)
-            for lo in range(0, len(rows), meas.CHUNK):  # the chunks the pipeline's resumable parts use
+            for lo in range(0, len(rows), measurement.CHUNK):  # the chunks the pipeline's resumable parts use
                 frames.append(
-                    meas.measure_frame(
+                    measurement.measure_frame(
                         model.loaded,
-                        rows.slice(lo, meas.CHUNK),
+                        rows.slice(lo, measurement.CHUNK),
                         hs,
                         cfg.batch_size,
                         tokens=tk,
@@ -280,7 +281,7 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
     api_checks.has_train(prompts, rels, "the mask search")
     found, means = [], {}
     for rel, seed, r in searches.search_jobs(cfg, rels):  # the discover stage's jobs, the shared mask included
-        source = searches.source_relations(cfg, rel)
+        source = masks.source_relations(cfg, rel)
         rows = prompts.filter(pl.col("relation").is_in([source] if isinstance(source, str) else list(source)))
         if cfg.ablation_method != "zero" and rel not in means:
             means[rel] = _mean(model, prompts, source, cfg.batch_size)
@@ -291,7 +292,7 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
 
         folds = [crossfit.fold_search(model.loaded, prompts.filter(pl.col("relation") == rel), rel, f, cfg,
                                       means.get(rel)).heads
-                 for rel in rels if rel != searches.SHARED for f in range(cfg.crossfit_folds)]
+                 for rel in rels if rel != masks.SHARED for f in range(cfg.crossfit_folds)]
         t["heads"] = crossfit.with_fold_heads(t["heads"], folds)
     return Frames({k: v for k, v in t.items() if k != "timings"})
 
@@ -359,7 +360,7 @@ def head_types(
     Returns:
         Frames(head_types, head_type_agreement).
     """
-    from entrainment import head_type_scores as ht
+    from entrainment import head_type_scores
 
     api_checks.model(model)
     if prompts is not None:
@@ -368,7 +369,7 @@ def head_types(
     cfg = _config(model, **options)
     rel = _relations(cfg, prompts, options)[0] if prompts is not None else None
     rows = prompts.filter(pl.col("relation") == rel) if prompts is not None else None
-    types, agree = ht.compute(model.loaded, rows, rel, cfg, heads, head_scores, head_stability)
+    types, agree = head_type_scores.compute(model.loaded, rows, rel, cfg, heads, head_scores, head_stability)
     return Frames(head_types=types, head_type_agreement=agree)
 
 
@@ -386,12 +387,12 @@ def sentences(model: Model, prompts: pl.DataFrame, heads: pl.DataFrame | None = 
     Returns:
         Frames(sentence_scores, sentence_stats).
     """
-    from entrainment import sentence_level as sent
+    from entrainment import sentence_level
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
     api_checks.heads_frame(heads)
-    res = sent.run(model.loaded, prompts, _config(model, **options), heads)
+    res = sentence_level.run(model.loaded, prompts, _config(model, **options), heads)
     return Frames(sentence_scores=res.scores, sentence_stats=res.stats)
 
 
@@ -414,7 +415,7 @@ def ablate(
     """
     from entrainment import evaluation, masks
     from entrainment.paths import ICL_DIR
-    from entrainment.searches import source_relations
+    from entrainment.masks import source_relations
 
     with_side = options.pop("side_effects", True)
     api_checks.model(model)

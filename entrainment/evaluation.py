@@ -19,7 +19,7 @@ from entrainment.masks import HeadSet, LearnedMask, heads_digest
 from entrainment.models import Loaded
 from entrainment.random_heads import NullPlan, random_sets
 from entrainment.schema import NULL_DRAWS
-from entrainment.searches import SHARED, source_relations
+from entrainment.masks import SHARED, source_relations
 from entrainment.summaries import with_holm
 from entrainment.tokens import Tokens
 

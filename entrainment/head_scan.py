@@ -105,7 +105,7 @@ def naive_scan_scores(
     loaded: Loaded, prompts: Sequence[Sequence[int]], gold: Sequence[int], dist: Sequence[int], batch_size: int = 32
 ) -> np.ndarray:
     """The reference: one full forward over all items per head, one head at a time (benchmarks, tests)."""
-    from entrainment.ablation import run_pass
+    from entrainment.scoring import run_pass
 
     info = loaded.info
     base = run_pass(loaded, list(prompts), list(gold), list(dist), None, batch_size)

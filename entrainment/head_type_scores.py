@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from entrainment import head_circuits as hc
+from entrainment import head_circuits
 from entrainment.heads import recorded_z
 from entrainment.models import Loaded
 from entrainment.scoring import collate, model_device
@@ -120,12 +120,12 @@ def _last_position_pass(loaded: Loaded, prompts: list[tuple[int, ...]], attend: 
     device = model_device(model)
     ids, mask = collate(prompts, loaded.tokenizer.pad_token_id, device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    ovs = hc.all_ov(loaded)
+    ovs = head_circuits.all_ov(loaded)
     posts: list = [None] * info.n_layers
     fin: list = [None]
     hooks = [ov.post.register_forward_pre_hook(lambda _m, a, i=i: posts.__setitem__(i, a[0][:, -1].float().cpu()))
              for i, ov in enumerate(ovs) if ov.post is not None]
-    norm = hc.final_norm(model)
+    norm = head_circuits.final_norm(model)
     if norm is not None:
         hooks.append(norm.register_forward_pre_hook(lambda _m, a: fin.__setitem__(0, a[0][:, -1].float().cpu())))
     try:
@@ -151,14 +151,14 @@ def head_dla(loaded: Loaded, z: torch.Tensor, post: torch.Tensor | None, resid: 
              direction: torch.Tensor) -> torch.Tensor:
     """[B, L, H] direct logit attribution of every head's output at the last position onto `direction` [B, d] (a
     difference of unembedding rows), through a post-attention norm (if any) and the final norm, linearised."""
-    ovs = hc.all_ov(loaded)
-    norm = hc.final_norm(loaded.model)
+    ovs = head_circuits.all_ov(loaded)
+    norm = head_circuits.final_norm(loaded.model)
     out = []
     for layer, ov in enumerate(ovs):
         c = torch.einsum("bhk,hkd->bhd", z[layer], ov.o)  # [B, H, d]: each head's write, before any norm
         if ov.post is not None and post is not None:
-            c = hc.linear_norm(ov.post, post[layer], c)
-        c = hc.linear_norm(norm, resid, c)
+            c = head_circuits.linear_norm(ov.post, post[layer], c)
+        c = head_circuits.linear_norm(norm, resid, c)
         out.append(torch.einsum("bhd,bd->bh", c, direction))
     return torch.stack(out, dim=1)
 
@@ -207,7 +207,7 @@ def frame(loaded: Loaded, scores: dict[str, np.ndarray], relation: str | None, n
     info = loaded.info
     rows = [
         {"model": info.spec, "layer": layer, "head": head,
-         "kv_head": hc.kv_head(head, info.n_heads, info.n_kv_heads)}
+         "kv_head": head_circuits.kv_head(head, info.n_heads, info.n_kv_heads)}
         | {name: float(scores[name][layer, head]) for name in SCORES + ("copying_top1",)}
         | {"relation": relation, "n_seqs": n_seqs, "n_items": n_items, "n_tokens": n_tokens}
         for layer in range(info.n_layers) for head in range(info.n_heads)
@@ -240,7 +240,7 @@ def compute(loaded: Loaded, rows: pl.DataFrame | None, relation: str | None, cfg
     Returns:
         (head_types frame, head_type_agreement frame).
     """
-    from entrainment import head_dissociation as hd, importance
+    from entrainment import head_dissociation, importance
     from entrainment.random_heads import null_subsample
     from entrainment.schema import HEAD_TYPE_AGREEMENT
     from entrainment.tokens import Tokens, context_window
@@ -251,7 +251,7 @@ def compute(loaded: Loaded, rows: pl.DataFrame | None, relation: str | None, cfg
     seqs, bos = repeated_tokens(tok, vocab, cfg.head_types_seqs, cfg.head_types_len, cfg.seed)
     scores = pattern_scores(loaded, seqs, bos)
     step("attention patterns")
-    scores["copying"] = hc.copying_scores(loaded)
+    scores["copying"] = head_circuits.copying_scores(loaded)
     tk = Tokens(tok, cfg.bos, max_len=context_window(loaded.model))
     dev, test = [], []
     if rows is not None and not rows.is_empty():
@@ -261,7 +261,7 @@ def compute(loaded: Loaded, rows: pl.DataFrame | None, relation: str | None, cfg
         test = importance.items(rows, "test", cfg, tk)
         test = [test[i] for i in null_subsample(np.arange(len(test)), cfg.null_items, f"kcurve|{cfg.seed}|{relation}")]
     subset = token_subset(tok, vocab, [it.prompt for it, _ in dev + test], cfg.head_types_tokens)
-    scores["copy_suppression"], scores["copying_top1"] = hc.suppression_scores(loaded, subset)
+    scores["copy_suppression"], scores["copying_top1"] = head_circuits.suppression_scores(loaded, subset)
     step("OV circuits")
     scores |= entrainment_readings(
         loaded, [it.prompt for it, _ in dev], [tk.prompt(r["text_base"]) for _, r in dev],
@@ -270,14 +270,14 @@ def compute(loaded: Loaded, rows: pl.DataFrame | None, relation: str | None, cfg
     step("entrainment readings")
     types = frame(loaded, scores, relation, len(seqs), len(dev), len(subset))
     grids = {name: scores[name] for name in SCORES}
-    ranks = hd.rankings(info.spec, info.n_layers, info.n_heads, cfg.ablation_method, cfg.head_types_k, head_scores,
+    ranks = head_dissociation.rankings(info.spec, info.n_layers, info.n_heads, cfg.ablation_method, cfg.head_types_k, head_scores,
                      stability)
-    out = hd.agreement_rows(info.spec, grids, ranks, cfg.head_types_k, cfg.seed)
-    entr, source = hd.entrainment_heads(relation or "", heads, {key: g for key, (g, _) in ranks.items()}, info.spec,
+    out = head_dissociation.agreement_rows(info.spec, grids, ranks, cfg.head_types_k, cfg.seed)
+    entr, source = head_dissociation.entrainment_heads(relation or "", heads, {key: g for key, (g, _) in ranks.items()}, info.spec,
                                      cfg.head_types_k)
     if entr:
         items = ([it.prompt for it, _ in test], [it.gold for it, _ in test], [it.distractor for it, _ in test])
-        out += hd.dissociation_rows(loaded, grids, entr, source, relation or "", cfg.head_types_k, items, seqs, bos,
+        out += head_dissociation.dissociation_rows(loaded, grids, entr, source, relation or "", cfg.head_types_k, items, seqs, bos,
                                     cfg.head_types_draws, cfg.seed, max(cfg.batch_size, 64))
     step("agreement and dissociation")
     schema = HEAD_TYPE_AGREEMENT.polars_schema()

@@ -26,7 +26,6 @@ from typing import Iterator, Mapping
 import torch
 from torch import nn
 
-from entrainment.masks import HeadSet, head_sets_from_parquet, mask_label, mask_set, parse_ablation, parse_head_list
 from entrainment.vocabulary import ABLATION_METHODS
 
 __all__ = [
@@ -40,12 +39,6 @@ __all__ = [
     "recorded_z",
     "out_projections",
     "decoder_layers",
-    "HeadSet",
-    "head_sets_from_parquet",
-    "mask_label",
-    "mask_set",
-    "parse_ablation",
-    "parse_head_list",
 ]
 
 # (attention module, output projection) attribute names, tried in order.

@@ -13,24 +13,25 @@ import polars as pl
 
 import logging
 
-from entrainment import agreement, mask_search, donors, masks, models, head_scan
+from entrainment import agreement, donors, masks, models, head_scan
 from entrainment.config import Config
 from entrainment.models import Loaded
 from entrainment.random_heads import null_subsample
 from entrainment.schema import HEAD_AGREEMENT, HEAD_SCORES, METHOD_AGREEMENT
-from entrainment.summaries import model_prefix
+from entrainment.models import model_prefix
 from entrainment.tokens import Tokens
+from entrainment import tokens
 
 log = logging.getLogger(__name__)
 
 
-def items(rows: pl.DataFrame, split: str, cfg: Config, tk: Tokens) -> list[tuple[mask_search.Item, dict]]:
+def items(rows: pl.DataFrame, split: str, cfg: Config, tk: Tokens) -> list[tuple[tokens.Item, dict]]:
     """The split's training-condition items of these prompt rows, with their rows (mask_search.items_with_rows)."""
     rows = rows.filter((pl.col("split") == split) & pl.col("condition").is_in(list(cfg.train_conditions)))
-    return mask_search.items_with_rows(rows, tk)
+    return tokens.items_with_rows(rows, tk)
 
 
-def ablation(cfg: Config, method: str, mean, relation: str, pairs: list[tuple[mask_search.Item, dict]]):
+def ablation(cfg: Config, method: str, mean, relation: str, pairs: list[tuple[tokens.Item, dict]]):
     """The Ablation of a method over these items (donors within relation and condition)."""
     return donors.ablation_for(
         method,

@@ -72,11 +72,11 @@ from entrainment.tokens import Tokens
 log = logging.getLogger(__name__)
 
 WITHIN = 0.05  # the within_5pct rule's tolerance on dev delta
+from entrainment.tokens import Item, items_with_rows
 ONE_SE = "one_se"
 WITHIN_5PCT = "within_5pct"
 SELECTION_RULES = (ONE_SE, WITHIN_5PCT)
 SE_DRAWS = 200  # bootstrap resamples of the dev subjects behind dev_se
-SHARED = "shared"  # the mask_relation of a mask trained on the union of the discovery relations' items
 # Named search settings (Config fields). `paper`: the released head-search code's setting -- logits started at
 # N(0, 0.01) (init 0, std 0.01), AdamW lr 1 with PyTorch's default weight decay 0.01, lambda 1, tau 1, the 2-way CE
 # -- the faithful reference arm (configs/search-paper.toml runs it to convergence).
@@ -103,28 +103,9 @@ class SearchParams:
     selection_rule: str = default("selection_rule")
 
 
-@dataclass(frozen=True)
-class Item:
-    prompt: tuple[int, ...]
-    gold: int
-    distractor: int
-    subject: str = ""  # the query subject (the unit of dev_se and of the half-samples); "" = the item itself
-
-
 def items_from(prompts: pl.DataFrame, tk: Tokens) -> list[Item]:
     """(prompt ids, gold first token, distractor first token); collisions (equal first tokens) dropped."""
     return [it for it, _ in items_with_rows(prompts, tk)]
-
-
-def items_with_rows(prompts: pl.DataFrame, tk: Tokens) -> list[tuple[Item, dict]]:
-    """items_from's items, each with its prompt row (for groups, templates, donors)."""
-    out = []
-    for r in prompts.iter_rows(named=True):
-        g = tk.answer(r["text_base"], r["gold"])[0]
-        d = tk.answer(r["text_base"], r["distractor"])[0]
-        if g != d:
-            out.append((Item(tk.prompt(r["text_ctx"]), g, d, str(r.get("subject") or "")), r))
-    return out
 
 
 def units(items: Sequence[Item]) -> list[str]:

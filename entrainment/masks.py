@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from entrainment.errors import InputError
+from entrainment.config import Config
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def mask_label(relation: str, seed: int) -> str:
     return f"stable:{relation}" if seed == STABLE_SEED else f"mask:{relation}:seed{seed}"
 
 
+SHARED = "shared"  # the mask_relation of a mask trained on the union of the discovery relations' items
 STABLE_SEED = -1  # heads.parquet's `seed` of the stable set (stability selection over all searches)
 
 
@@ -150,3 +152,8 @@ def parse_ablation(text: str | None, model: str | None = None) -> list[HeadSet]:
     if text.endswith(".parquet") or Path(text).is_file():
         return head_sets_from_parquet(Path(text), model)
     return [parse_head_list(text)]
+
+
+def source_relations(cfg: Config, relation: str) -> str | tuple[str, ...]:
+    """The relation(s) whose items train a mask: itself, or every discovery relation for the shared mask."""
+    return cfg.discover_relations if relation == SHARED else relation

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from entrainment.models import short_name
+from entrainment.sources import short_name
 from entrainment.plotting import COLORS, CONDITION_ORDER, plt, png
 
 

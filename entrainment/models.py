@@ -15,28 +15,15 @@ from typing import Any
 
 from entrainment.errors import InputError
 from entrainment.sources import (
-    EMBEDDED,
     Source,
     dequantised_dir,
-    dims,
-    file_identity,
-    installed,
-    preflight,
     resolve,
     short_name,
 )
 
 __all__ = [
-    "EMBEDDED",
-    "Source",
     "ModelInfo",
     "Loaded",
-    "resolve",
-    "preflight",
-    "dims",
-    "file_identity",
-    "installed",
-    "short_name",
     "pick_device",
     "pick_device_light",
     "pick_dtype",
@@ -262,3 +249,8 @@ def from_config(config, tokenizer, spec: str = "tiny") -> Loaded:
     model = AutoModelForCausalLM.from_config(config)
     prepare(model, tokenizer, "cpu")
     return Loaded(model, tokenizer, describe(model, spec, "cpu", torch.float32), Source(spec, "config", spec, spec))
+
+
+def model_prefix(model: str, multi: bool) -> str:
+    """`[model] ` in front of summary lines when several models are in one table (a path shows its last part)."""
+    return f"[{short_name(model)}] " if multi else ""

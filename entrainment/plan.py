@@ -31,7 +31,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from entrainment.model_shape import Lengths, Shape, model_folder, model_shape, shape_from_config  # noqa: F401 (re-exported)
+from entrainment.model_shape import Lengths, Shape, model_folder, model_shape
 from entrainment.plan_work import known_epochs, known_head_sets, work
 
 COST_MODEL = Path(__file__).with_name("cost_model.json")

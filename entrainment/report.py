@@ -19,13 +19,13 @@ from pathlib import Path
 
 import polars as pl
 
-from entrainment import context_figures as cf
-from entrainment import figures as fg
-from entrainment import head_figures as hf
-from entrainment import head_type_figures as tf
-from entrainment import model_figures as mf
-from entrainment import sentence_figures as sf
-from entrainment import verdict_figures as vf
+from entrainment import context_figures
+from entrainment import figures
+from entrainment import head_figures
+from entrainment import head_type_figures
+from entrainment import model_figures
+from entrainment import sentence_figures
+from entrainment import verdict_figures
 from entrainment.scaling import absent_reason
 from entrainment.tables import read_parquet
 
@@ -83,26 +83,26 @@ def first_sections(example: dict | None, stats, abl, heads, log) -> list[str]:
         _figure(
             "a",
             "Contextual entrainment: shift of the gold and distractor log-probabilities",
-            _when(stats, fg.shifts_plot),
+            _when(stats, figures.shifts_plot),
             "Mean of (log p with context − log p without context) per condition, pooled over relations, intact model; "
             "bars are 95% CIs of the paired difference.",
         ),
         _figure(
             "b",
             "One example: top-10 next tokens without and with context (the paper's Figure 1)",
-            fg.topk_plot(example),
+            figures.topk_plot(example),
             f"With context: {example['text_ctx']!r}. Without: {example['text_base']!r}." if example else "",
         ),
         _figure(
             "c",
             "Removed heads (layer × head)",
-            _when(heads, fg.heads_plot),
+            _when(heads, figures.heads_plot),
             "Red cells: heads removed by each seed's selected mask and by the stable set (heads.parquet).",
         ),
         _figure(
             "d",
             "Effect of removing the heads: Δ and distractor rank on the held-out test split",
-            _when(abl, fg.ablation_plot),
+            _when(abl, figures.ablation_plot),
             "Pooled over the conditions of the mask's own relation, the search's ablation method. Random heads: the "
             "same number of heads drawn at random, mean over draws; the black line is the 95th percentile of Δ over "
             "draws; prompting baseline: the intact model with an instruction before the query.",
@@ -110,7 +110,7 @@ def first_sections(example: dict | None, stats, abl, heads, log) -> list[str]:
         _figure(
             "e",
             "Discovery curve",
-            _when(log, fg.discovery_plot),
+            _when(log, figures.discovery_plot),
             "Dev Δ (solid) and heads removed (dashed) after each epoch of each seed's search on the full training "
             "split; the star marks the epoch chosen by the selection rule.",
         ),
@@ -125,7 +125,7 @@ def head_sections(out: Path, abl: pl.DataFrame, heads: pl.DataFrame) -> list[str
         _figure(
             "g",
             "Is the learned mask better than random heads? The random-head null",
-            hf.null_plot(draws, abl) if not draws.is_empty() and not abl.is_empty() else None,
+            head_figures.null_plot(draws, abl) if not draws.is_empty() and not abl.is_empty() else None,
             "Mean gain in Δ on a fixed subsample of test items of the training condition: each orange bar counts "
             "random "
             "head sets of the mask's size; the green line is the learned mask on the same items. Empirical p = "
@@ -134,14 +134,14 @@ def head_sections(out: Path, abl: pl.DataFrame, heads: pl.DataFrame) -> list[str
         _figure(
             "h",
             "Transfer: masks (rows) evaluated on every relation's test split (columns)",
-            _when(abl, hf.transfer_plot),
+            _when(abl, head_figures.transfer_plot),
             "Mean gain in Δ = ℓ(gold) − ℓ(distractor) from removing the mask's heads; shown when masks were learned on "
             "several relations (configs/paper.toml).",
         ),
         _figure(
             "i",
             "Head-importance maps: learned mask, exhaustive single-head scan, attribution patching",
-            hf.head_maps_plot(scores, heads) if not scores.is_empty() else None,
+            head_figures.head_maps_plot(scores, heads) if not scores.is_empty() else None,
             "Red = removing the head raises Δ (an entrainment head). Scan and AtP score each head alone on the dev "
             "items "
             "(head_scores.parquet), under the search's ablation method.",
@@ -149,13 +149,13 @@ def head_sections(out: Path, abl: pl.DataFrame, heads: pl.DataFrame) -> list[str
         _figure(
             "j",
             "k-curves: test Δ after removing the top-k heads of each ranking",
-            _when(agree, hf.k_curve_plot),
+            _when(agree, head_figures.k_curve_plot),
             "Scan, AtP and the learned mask's logits ranked, beside random k-head sets (mean); head_agreement.parquet.",
         ),
         _figure(
             "n",
             "Stability: which heads every search removes",
-            hf.stability_plot(stab, overlap) if not stab.is_empty() else None,
+            head_figures.stability_plot(stab, overlap) if not stab.is_empty() else None,
             "Left: inclusion frequency of each head over all searches (seeds × bootstrap resamples of the training "
             "items), the stable set outlined. Right: pairwise Jaccard of the searches' head sets beside Niu et al.'s "
             "0.32-0.55 on Llama-3.1-8B (head_stability.parquet, head_overlap.parquet).",
@@ -163,14 +163,14 @@ def head_sections(out: Path, abl: pl.DataFrame, heads: pl.DataFrame) -> list[str
         _figure(
             "o",
             "Faithfulness: the share of the entrainment gap closed by removing the top-k heads, per ablation method",
-            _when(agree, hf.faithfulness_plot),
+            _when(agree, head_figures.faithfulness_plot),
             "f(k) = (Δ_k − Δ_ctx) / (Δ_noctx − Δ_ctx) on the test subsample: 0 = as with context, 1 = as without "
             "context; the legend gives each ranking's normalised area over k = 0..K.",
         ),
         _figure(
             "p",
             "The same heads, removed three ways",
-            _when(abl, cf.methods_plot),
+            _when(abl, context_figures.methods_plot),
             "Gain in Δ on the test split (training condition) with the mask's heads zeroed, replaced by their mean "
             "over the no-context training prompts, or replaced by a donor item's activations (resample).",
         ),
@@ -183,7 +183,7 @@ def context_sections(stats: pl.DataFrame, abl: pl.DataFrame) -> list[str]:
         _figure(
             "q",
             "Does removing the heads help? Top-1 accuracy under misleading contexts",
-            _when(abl, cf.accuracy_plot),
+            _when(abl, context_figures.accuracy_plot),
             "Share of test items whose gold first token is the top-1 prediction, with a counterfactual sentence or "
             "several passages one of which misleads: intact, heads removed, random heads, the prompting baseline "
             "(an instruction before the query), and without context. Error bars: 95% CI of the change vs intact "
@@ -192,7 +192,7 @@ def context_sections(stats: pl.DataFrame, abl: pl.DataFrame) -> list[str]:
         _figure(
             "r",
             "Multi-passage contexts: entrainment by the position of the misleading passage",
-            _when(stats, cf.position_plot),
+            _when(stats, context_figures.position_plot),
             "Context-induced shift of the distractor (red) and gold (blue) log-probability with the distractor passage "
             "at each position (stats.parquet rows with a position).",
         ),
@@ -206,7 +206,7 @@ def verdict_sections(out: Path) -> list[str]:
         _figure(
             "v",
             "The head verdict: gain with and without context, and their difference, per subject",
-            _when(ver, vf.verdict_plot),
+            _when(ver, verdict_figures.verdict_plot),
             "verdict.parquet: per mask on its own relation's test items (crossfit: every subject, each tested by the "
             "fold mask that never saw it), the mean over query subjects of each subject's mean change in Δ when the "
             "heads are removed, with context (green), without context (grey, heads removed in both arms) and their "
@@ -215,7 +215,7 @@ def verdict_sections(out: Path) -> list[str]:
         _figure(
             "w",
             "Cross-fitted verdict: one point per subject, intact vs its fold's heads removed",
-            _when(sg, vf.subject_plot),
+            _when(sg, verdict_figures.subject_plot),
             "subject_gains.parquet rows of `crossfit:<relation>`: each subject's mean Δ with context, intact (x) and "
             "with the heads its fold's search found without it removed (y); above the diagonal = the heads help that "
             "subject; point size grows with its items.",
@@ -230,7 +230,7 @@ def type_sections(out: Path) -> list[str]:
         _figure(
             "t",
             "What the entrainment heads are: head-type scores and the induction dissociation",
-            tf.head_types_plot(types, scores, agree) if not types.is_empty() else None,
+            head_type_figures.head_types_plot(types, scores, agree) if not types.is_empty() else None,
             "Layers × heads maps (first model): previous-token, duplicate-token and induction attention on repeated "
             "random tokens, OV copying (eigenvalue positivity) and copy suppression, attention to the distractor and "
             "its direct logit attribution (context minus none), beside the scan's entrainment map. Right: removing "
@@ -248,7 +248,7 @@ def sentence_sections(out: Path) -> list[str]:
         _figure(
             "u",
             "Sentence-level entrainment: a whole sentence read in the context, scored again",
-            _when(st, sf.sentence_plot),
+            _when(st, sentence_figures.sentence_plot),
             "Mean log-prob per token of a sentence with its context present minus absent (the query alone), pooled "
             "over relations (weighted equally), 95% CIs over query subjects. Δ_self: the context sentence itself; "
             "Δ_net: Δ_self minus the same for a length-matched true sentence of the relation that is nowhere in the "
@@ -271,20 +271,20 @@ def model_sections(out: Path, stats: pl.DataFrame, heads: pl.DataFrame) -> list[
         _figure(
             "k",
             "Models side by side: shift of the distractor and gold logits per condition",
-            mf.comparison_plot(stats, models),
+            model_figures.comparison_plot(stats, models),
             "Mean of ℓ(t | context) − ℓ(t | no context) (logits, the follow-up's Δ_t), pooled over relations, intact "
             "models, 95% CIs of the paired difference; models ordered by size (models.parquet).",
         ),
         _figure(
             "l",
             "Heads removed per model, as a share of all its heads",
-            mf.heads_share_plot(heads, models),
+            model_figures.heads_share_plot(heads, models),
             "From heads.parquet: the selected masks of each model, mean over seeds.",
         ),
         _figure(
             "m",
             "Scaling: entrainment against model size (log-log)",
-            mf.scaling_plot(stats, scaling, models) if not scaling.is_empty() else None,
+            model_figures.scaling_plot(stats, scaling, models) if not scaling.is_empty() else None,
             "Distractor logit shift per condition with the OLS power-law fit of scaling.parquet. "
             + (absent_reason(n) or ""),
         ),
@@ -320,7 +320,7 @@ def build(out: Path, example: dict | None = None, smoke: bool = False) -> str:
     sections += sentence_sections(out)
     sections += model_sections(out, stats, heads)
     table = (
-        fg.stats_table(stats)[1]
+        figures.stats_table(stats)[1]
         if not stats.is_empty()
         else '<p class="missing">not available: run the stats stage first</p>'
     )

@@ -18,9 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from entrainment.heads import ZERO, Ablation, HeadScaler, donor_rows, intervened, set_batch
+from entrainment.models import Loaded
 from entrainment.oom import halving
 
 
@@ -184,3 +186,50 @@ def top_tokens(loaded, row: dict, tokens, k: int = 10) -> dict:
         out[arm] = [(loaded.tokenizer.decode([int(i)]), float(v)) for v, i in zip(p, idx)]
         out["p_gold"][arm], out["p_distractor"][arm] = (float(torch.tensor(x).exp()) for x in r.probe_logprob)
     return out
+
+
+@dataclass
+class Scored:
+    """Per-item first-token results of one pass."""
+
+    gold: np.ndarray  # logit of the gold first token
+    distractor: np.ndarray  # logit of the distractor first token
+    rank: np.ndarray  # rank of the distractor first token (1 = top)
+    gold_rank: np.ndarray  # rank of the gold first token
+    dist: list[torch.Tensor] | None  # log-probs [V] per item
+
+
+def run_pass(
+    loaded: Loaded,
+    prompts: list[tuple[int, ...]],
+    gold: list[int],
+    distractor: list[int],
+    mask: torch.Tensor | None,
+    batch_size: int,
+    keep_dist: bool = False,
+    ablation: Ablation = ZERO,
+) -> Scored:
+    """Score prompts at their last token with heads removed by `mask` (None = intact) the `ablation` way."""
+    reqs = [Request(p) for p in prompts]
+    res = score(
+        loaded.model,
+        reqs,
+        [(g, d) for g, d in zip(gold, distractor)],
+        loaded.tokenizer.pad_token_id,
+        batch_size,
+        keep_dist=keep_dist,
+        keep=mask,
+        ablation=ablation,
+    )
+    return Scored(
+        np.array([r.probe_logit[0] for r in res]),
+        np.array([r.probe_logit[1] for r in res]),
+        np.array([r.probe_rank[1] for r in res]),
+        np.array([r.probe_rank[0] for r in res]),
+        [r.dist for r in res] if keep_dist else None,
+    )
+
+
+def kl(p_log: list[torch.Tensor], q_log: list[torch.Tensor]) -> np.ndarray:
+    """KL(p || q) per item from log-probs."""
+    return np.array([float((a.exp() * (a - b)).sum()) for a, b in zip(p_log, q_log)])

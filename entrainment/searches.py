@@ -22,19 +22,12 @@ import polars as pl
 from entrainment import mask_search, donors, models, stability
 from entrainment.config import Config
 from entrainment.errors import InputError
-from entrainment.masks import STABLE_SEED, mask_label
+from entrainment.masks import SHARED, STABLE_SEED, mask_label
 from entrainment.models import Loaded
 from entrainment.schema import DISCOVERY, DISCOVERY_MASKS, HEAD_OVERLAP, HEAD_STABILITY, HEADS
-from entrainment.summaries import model_prefix
+from entrainment.models import model_prefix
 from entrainment.tokens import Tokens
-
-SHARED = mask_search.SHARED
-
-
-def source_relations(cfg: Config, relation: str) -> str | tuple[str, ...]:
-    """The relation(s) whose items train a mask: itself, or every discovery relation for the shared mask."""
-    return cfg.discover_relations if relation == SHARED else relation
-
+from entrainment import tokens
 
 def discovery_relations(present: Iterable[str], wanted: Iterable[str], every_if_none: bool, where: object,
                         field: str = "relation") -> list[str]:
@@ -112,8 +105,8 @@ def _prepare(loaded: Loaded, rows: pl.DataFrame, relation: str, cfg: Config, mea
     """(training items of the full split, dev items, the ablation) of a mask relation's prompt rows."""
     rows = rows.filter(pl.col("condition").is_in(list(cfg.train_conditions)))
     tk = Tokens(loaded.tokenizer, cfg.bos)
-    train_pairs = mask_search.items_with_rows(rows.filter(pl.col("split") == "train"), tk)
-    dev_pairs = mask_search.items_with_rows(rows.filter(pl.col("split") == "dev"), tk)
+    train_pairs = tokens.items_with_rows(rows.filter(pl.col("split") == "train"), tk)
+    dev_pairs = tokens.items_with_rows(rows.filter(pl.col("split") == "dev"), tk)
     pairs = train_pairs + dev_pairs
     ablation = donors.ablation_for(
         cfg.ablation_method,

@@ -34,9 +34,8 @@ from scipy import stats as sps
 
 from entrainment.schema import CONTRASTS, STATS
 
-TARGETS = ("gold", "distractor")
-METRICS = ("logit", "logprob", "prob", "rank", "seq_logprob")
 # The paper's ordering claim: counterfactual > related > irrelevant / random. Each contrast is a - b.
+from entrainment.sql import shifts_sql
 CONTRAST_PAIRS = (
     ("counterfactual", "related"),
     ("counterfactual", "irrelevant"),
@@ -46,26 +45,6 @@ CONTRAST_PAIRS = (
     ("irrelevant", "random"),
 )
 PAIRED = {("counterfactual", "related")}
-
-
-def _metric_sql(target: str, metric: str, arm: str) -> str:
-    if metric == "prob":
-        return f"exp({target}_logprob_{arm})"
-    return f"CAST({target}_{metric}_{arm} AS DOUBLE)"
-
-
-def shifts_sql() -> str:
-    """The long-format view over measurements joined to prompts (for pair_id)."""
-    parts = [
-        f"SELECT m.model, m.ablation, m.relation, m.condition, m.split, m.prompt_id, p.pair_id, p.position, "
-        f"p.subject, "
-        f"m.collision, "
-        f"'{t}' AS target, '{k}' AS metric, {_metric_sql(t, k, 'ctx')} AS ctx, {_metric_sql(t, k, 'base')} AS base "
-        f"FROM measurements m JOIN prompts p USING (prompt_id)"
-        for t in TARGETS
-        for k in METRICS
-    ]
-    return "SELECT *, ctx - base AS diff FROM (\n" + "\nUNION ALL\n".join(parts) + "\n)"
 
 
 def connect(measurements: Path, prompts: Path) -> duckdb.DuckDBPyConnection:

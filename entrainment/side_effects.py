@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from entrainment.ablation import Scored, run_pass
+from entrainment.scoring import Scored, run_pass
 from entrainment.donors import ablation_for
 from entrainment.masks import HeadSet
 from entrainment.models import Loaded

@@ -51,7 +51,7 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
         if reason and warn:
             warn(f"view {name} is stale: {reason}")
     if {"measurements", "prompts"} <= made:
-        from entrainment.shift_stats import shifts_sql
+        from entrainment.sql import shifts_sql
 
         try:
             con.execute(f"CREATE VIEW shifts AS {shifts_sql()}")  # long format used by the stats stage
@@ -65,6 +65,7 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
 
 
 # DuckDB types that Arrow/polars take lossily or not at all (UHUGEINT above 2**127 came back as -1; MAP, UNION,
+from entrainment.vocabulary import METRICS, TARGETS
 # INTERVAL, BIT and VARINT fail or arrive as opaque bytes): such columns are rendered as text by DuckDB itself
 _LOSSY = re.compile(r"\b(U?HUGEINT|VARINT|BIGNUM|BIT|BITSTRING|INTERVAL|UNION|MAP)\b")
 
@@ -120,3 +121,23 @@ def query(out: Path, sql: str, warn: Callable[[str], None] | None = None, unsafe
         raise InputError(Path(out), "query", sql, first) from None
     finally:
         con.close()
+
+
+def _metric_sql(target: str, metric: str, arm: str) -> str:
+    if metric == "prob":
+        return f"exp({target}_logprob_{arm})"
+    return f"CAST({target}_{metric}_{arm} AS DOUBLE)"
+
+
+def shifts_sql() -> str:
+    """The long-format view over measurements joined to prompts (for pair_id)."""
+    parts = [
+        f"SELECT m.model, m.ablation, m.relation, m.condition, m.split, m.prompt_id, p.pair_id, p.position, "
+        f"p.subject, "
+        f"m.collision, "
+        f"'{t}' AS target, '{k}' AS metric, {_metric_sql(t, k, 'ctx')} AS ctx, {_metric_sql(t, k, 'base')} AS base "
+        f"FROM measurements m JOIN prompts p USING (prompt_id)"
+        for t in TARGETS
+        for k in METRICS
+    ]
+    return "SELECT *, ctx - base AS diff FROM (\n" + "\nUNION ALL\n".join(parts) + "\n)"

@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from entrainment.mask_search import SHARED
-from entrainment.models import short_name
+from entrainment.masks import SHARED
 from entrainment.null import holm
 
 MASK_KEY = ("model", "mask_relation", "seed", "ablation_label", "ablation_method")
-
-
-def model_prefix(model: str, multi: bool) -> str:
-    """`[model] ` in front of summary lines when several models are in one table (a path shows its last part)."""
-    return f"[{short_name(model)}] " if multi else ""
 
 
 def _own(abl: pl.DataFrame) -> pl.DataFrame:
@@ -204,3 +198,4 @@ def summary_lines(abl: pl.DataFrame) -> list[str]:
             f"(random {v['random_heads']['distractor_rank']:.0f})"
         )
     return lines + evidence_lines(abl) + method_lines(abl) + template_lines(abl) + accuracy_lines(abl)
+from entrainment.models import model_prefix

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import polars as pl
+
 from entrainment.errors import InputError
 
 
@@ -88,3 +90,24 @@ class Tokens:
                 raise ValueError(f"answer {answer!r} encodes to no tokens")
             self._answers[key] = ids
         return ids
+
+
+@dataclass(frozen=True)
+class Item:
+    prompt: tuple[int, ...]
+    gold: int
+    distractor: int
+    subject: str = ""  # the query subject (the unit of dev_se and of the half-samples); "" = the item itself
+
+
+
+
+def items_with_rows(prompts: pl.DataFrame, tk: Tokens) -> list[tuple[Item, dict]]:
+    """items_from's items, each with its prompt row (for groups, templates, donors)."""
+    out = []
+    for r in prompts.iter_rows(named=True):
+        g = tk.answer(r["text_base"], r["gold"])[0]
+        d = tk.answer(r["text_base"], r["distractor"])[0]
+        if g != d:
+            out.append((Item(tk.prompt(r["text_ctx"]), g, d, str(r.get("subject") or "")), r))
+    return out

@@ -15,5 +15,8 @@ ALL_CONDITIONS: tuple[str, ...] = CONTEXT_CONDITIONS + ("passages", "none")
 CONDITION_ORDER: tuple[str, ...] = ("counterfactual", "related", "irrelevant", "random", "passages")
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 ABLATION_METHODS: tuple[str, ...] = ("zero", "mean", "resample")
+# the two scored answers of a prompt and the measures taken of each (measurements.parquet, the shifts view)
+TARGETS: tuple[str, ...] = ("gold", "distractor")
+METRICS: tuple[str, ...] = ("logit", "logprob", "prob", "rank", "seq_logprob")
 
-__all__ = ["ABLATION_METHODS", "ALL_CONDITIONS", "CONDITION_ORDER", "CONTEXT_CONDITIONS", "SPLITS"]
+__all__ = ["ABLATION_METHODS", "ALL_CONDITIONS", "CONDITION_ORDER", "CONTEXT_CONDITIONS", "METRICS", "SPLITS", "TARGETS"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from entrainment.config import Config
-from entrainment.mask_search import SHARED
+from entrainment.masks import SHARED
 from entrainment.searches import search_jobs
 from tasks.cache import run_jobs
 from tasks.discover import combine, crossfit_shard, discover_shard

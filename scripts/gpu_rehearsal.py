@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from entrainment import sources
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -86,7 +87,7 @@ def embedded_benchmark(scale, device: str, dtype: str, items: int, repeats: int,
     from entrainment import models
 
     out = []
-    for m in models.installed():
+    for m in sources.installed():
         if m["installed"] != "yes":
             continue
         try:

@@ -19,25 +19,26 @@ from entrainment import crossfit, evaluation, masks, models, relations, tables, 
 from entrainment.config import Config
 from entrainment.paths import ICL_DIR
 from entrainment.schema import ABLATION, NULL_DRAWS, SIDE_EFFECTS
-from entrainment.searches import source_relations
+from entrainment.masks import source_relations
 from entrainment.summaries import summary_lines
 from tasks.cache import files_hash, key_fn, manifest, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
 from tasks.progress import progress_bar
+from entrainment import sources
 
 SHARDS = Path("shards") / "ablation"
 
 
 def learned(cfg: Config) -> list[masks.LearnedMask]:
     """This model's masks in heads.parquet (each seed's search and the stable set)."""
-    spec = models.resolve(cfg.model).spec
+    spec = sources.resolve(cfg.model).spec
     return [m for m in masks.learned_masks(tables.read_table(cfg.out, "heads")) if m.model == spec and m.fold is None]
 
 
 def fold_masks(cfg: Config) -> dict[str, list[masks.LearnedMask]]:
     """This model's per-fold masks of the cross-fitted verdict, by relation (heads.parquet rows with a fold)."""
-    spec = models.resolve(cfg.model).spec
+    spec = sources.resolve(cfg.model).spec
     out: dict[str, list[masks.LearnedMask]] = {}
     for m in masks.learned_masks(tables.read_table(cfg.out, "heads")):
         if m.model == spec and m.fold is not None:

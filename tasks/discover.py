@@ -20,9 +20,10 @@ from entrainment.schema import DISCOVERY_MASKS, HEADS
 from tasks.cache import key_fn, manifest, stage_key, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
+from entrainment import masks
 
 SHARDS = Path("shards") / "discovery"
-source_relations = searches.source_relations
+source_relations = masks.source_relations
 
 
 def _inputs(cfg: Config, relation: str, seed: int, resample: int) -> dict:

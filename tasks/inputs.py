@@ -15,6 +15,7 @@ import polars as pl
 
 from entrainment import models, tables
 from entrainment.config import Config
+from entrainment import sources
 
 
 def shard_name(text: str, width: int = 40) -> str:
@@ -37,7 +38,7 @@ def rows_hash(df: pl.DataFrame) -> str:
 
 def model_key(cfg: Config) -> dict:
     """What identifies the model a task runs: spec, content identity, device class, dtype."""
-    src = models.resolve(cfg.model)
+    src = sources.resolve(cfg.model)
     dev = models.pick_device(cfg.device)
     return {"spec": src.spec, "identity": src.identity, "device": dev.split(":")[0],
             "dtype": str(models.pick_dtype(cfg.dtype, dev))}

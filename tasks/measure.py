@@ -22,6 +22,7 @@ from tasks.cache import key_fn, manifest, stage_key, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference, reference_frame
 from tasks.progress import progress_bar
+from entrainment import sources
 
 SHARDS = Path("shards") / "measurements"
 MODEL_SHARDS = Path("shards") / "models"
@@ -43,7 +44,7 @@ def shard_path(cfg: Config, relation: str, head_set: masks.HeadSet | None, rows:
     return (
         cfg.out
         / SHARDS
-        / shard_name(models.resolve(cfg.model).spec)
+        / shard_name(sources.resolve(cfg.model).spec)
         / shard_name(abl)
         / f"{shard_name(relation)}.{rows}.parquet"
     )

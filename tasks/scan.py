@@ -16,6 +16,7 @@ from entrainment.schema import HEAD_AGREEMENT, HEAD_SCORES
 from tasks.cache import key_fn, manifest, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
+from entrainment import sources
 
 SHARDS = Path("shards") / "scan"
 
@@ -83,7 +84,7 @@ def _heads(cfg: Config) -> pl.DataFrame | None:
 
 
 def _inputs_agree(cfg: Config, relation: str, method: str, scores_manifest: dict) -> dict:
-    m = importance.learned_mask(_heads(cfg), models.resolve(cfg.model).spec, relation)
+    m = importance.learned_mask(_heads(cfg), sources.resolve(cfg.model).spec, relation)
     return {
         "model": model_key(cfg),
         "relation": relation,

@@ -7,11 +7,13 @@ import polars as pl
 import pytest
 import torch
 
-from entrainment import ablation as ablate, lre_prompts as prompts, random_heads, side_effects
-from entrainment.heads import HeadSet, scaled_heads
+from entrainment import ablation, lre_prompts, random_heads, side_effects
+from entrainment.masks import HeadSet
+from entrainment.heads import scaled_heads
 from entrainment.scoring import Request, score
 from entrainment.tokens import Tokens
 from tests import tiny
+from entrainment import scoring
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def setup(tmp_path_factory):
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("abl") / "lre")
-    items = prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")
+    items = lre_prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")
     return tiny.model("gpt_neox"), items
 
 
@@ -29,7 +31,7 @@ KEY = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
 def test_ablated_variant_equals_manual_zeroing(setup):
     m, items = setup
     hs = HeadSet("mask:x", ((0, 1), (1, 3)))
-    df = ablate.evaluate_mask(m, items, hs, KEY, ablate.Plan(random_draws=3, seed=0, batch_size=4))
+    df = ablation.evaluate_mask(m, items, hs, KEY, ablation.Plan(random_draws=3, seed=0, batch_size=4))
     assert set(df["variant"]) == {"original", "ablated", "random_heads", "no_context", "prompted"}
     assert set(df["templates"]) == {"all"} and set(df["ablation_method"]) == {"zero"}
     tk = Tokens(m.tokenizer)
@@ -55,7 +57,7 @@ def test_ablated_variant_equals_manual_zeroing(setup):
 
 def test_kl_is_zero_against_itself_and_positive_otherwise(setup):
     m, items = setup
-    df = ablate.evaluate_mask(m, items, HeadSet("mask:x", ((1, 0),)), KEY, ablate.Plan(random_draws=2, seed=0))
+    df = ablation.evaluate_mask(m, items, HeadSet("mask:x", ((1, 0),)), KEY, ablation.Plan(random_draws=2, seed=0))
     orig = df.filter(pl.col("variant") == "original")
     noctx = df.filter(pl.col("variant") == "no_context")
     assert (orig["kl_to_original"] == 0).all() and (noctx["kl_to_no_context"] == 0).all()
@@ -65,7 +67,7 @@ def test_kl_is_zero_against_itself_and_positive_otherwise(setup):
     p = [torch.log_softmax(torch.randn(50), -1) for _ in range(3)]
     q = [torch.log_softmax(torch.randn(50), -1) for _ in range(3)]
     ref = [float(torch.nn.functional.kl_div(b, a, log_target=True, reduction="sum")) for a, b in zip(p, q)]
-    assert ablate.kl(p, q) == pytest.approx(ref, rel=1e-6)
+    assert scoring.kl(p, q) == pytest.approx(ref, rel=1e-6)
 
 
 def test_random_heads_are_seeded_and_never_the_selected_set():
@@ -80,7 +82,7 @@ def test_random_heads_are_seeded_and_never_the_selected_set():
 
 
 def test_accuracy_definitions_on_crafted_ranks():
-    s = ablate.Scored(
+    s = scoring.Scored(
         gold=np.zeros(4), distractor=np.zeros(4), rank=np.ones(4), gold_rank=np.array([1, 2, 5, 6]), dist=None
     )
     assert side_effects.accuracy(s) == {"strict_acc": 0.25, "credulous_acc": 0.75}
@@ -103,7 +105,7 @@ def test_accuracy_definitions_on_crafted_logits():
             return type("O", (), {"logits": out})()
 
     fake = type(m)(Fixed(), m.tokenizer, m.info, m.source)
-    s = ablate.run_pass(fake, [(5, 6), (5, 7), (5, 8)], [0, 2, 6], [1, 1, 1], None, 8)
+    s = scoring.run_pass(fake, [(5, 6), (5, 7), (5, 8)], [0, 2, 6], [1, 1, 1], None, 8)
     assert list(s.gold_rank) == [1, 3, 7]
     assert side_effects.accuracy(s) == {"strict_acc": pytest.approx(1 / 3), "credulous_acc": pytest.approx(2 / 3)}
 

@@ -11,9 +11,9 @@ from tests.helpers import ROOT, cli, one_line_error, tmpfs  # noqa: F401  (ROOT:
 
 
 def _valid_prompts(folder: Path, lre: Path) -> None:
-    from entrainment import lre_prompts as prompts, tables
+    from entrainment import lre_prompts, tables
 
-    tables.write_table(prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2)), folder, "prompts")
+    tables.write_table(lre_prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2)), folder, "prompts")
 
 
 def test_unknown_model(tmp_path, lre_dir):

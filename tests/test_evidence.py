@@ -8,11 +8,12 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment import ablation as ablate, dataset, multimask, null, lre_prompts as prompts, random_heads
+from entrainment import ablation, dataset, multimask, null, lre_prompts, random_heads
 from entrainment.config import Config
-from entrainment.heads import HeadSet
+from entrainment.masks import HeadSet
 from entrainment.tokens import Tokens
 from tests import tiny
+from entrainment import scoring
 
 
 def test_paired_gain_equals_scipy():
@@ -58,7 +59,7 @@ def setup(tmp_path_factory):
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("ev") / "lre")
-    items = prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")
+    items = lre_prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")
     return tiny.model("llama"), items
 
 
@@ -72,12 +73,12 @@ def test_batched_draws_equal_one_at_a_time(setup):
     masks = multimask.head_masks(sets, 2, 4)
     batched = multimask.probe_logits(m, ctx, probes, masks, batch_size=5)  # batches mix masks and prompt lengths
     for i, heads in enumerate(sets):
-        one = ablate.run_pass(m, ctx, [g for g, _ in probes], [d for _, d in probes], masks[i], batch_size=1)
+        one = scoring.run_pass(m, ctx, [g for g, _ in probes], [d for _, d in probes], masks[i], batch_size=1)
         assert (
             np.abs(batched[i, :, 0] - one.gold).max() < 1e-4 and np.abs(batched[i, :, 1] - one.distractor).max() < 1e-4
         )
     # the per-row hook really differs per row: an all-ones mask row equals the intact model
-    intact = ablate.run_pass(m, ctx, [g for g, _ in probes], [d for _, d in probes], None, batch_size=3)
+    intact = scoring.run_pass(m, ctx, [g for g, _ in probes], [d for _, d in probes], None, batch_size=3)
     mixed = multimask.probe_logits(m, ctx, probes, multimask.head_masks([(), sets[0]], 2, 4), batch_size=4)
     assert np.abs(mixed[0, :, 0] - intact.gold).max() < 1e-4 and np.abs(mixed[1] - batched[0]).max() < 1e-4
 
@@ -92,13 +93,13 @@ def test_on_the_fly_kl_equals_stored_distributions(setup):
     d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rows]
     mask = HeadSet("x", ((1, 0), (0, 3))).mask(2, 4)
     inputs = {"ctx": ctx, "base": base, "prompted": ctx}
-    per = ablate.variant_passes(m, inputs, g, d, {"ablated": ablate.Pass("ctx", mask)}, batch_size=4, chunk=3)
-    o = ablate.run_pass(m, ctx, g, d, None, 8, keep_dist=True).dist  # every distribution kept at once
-    n = ablate.run_pass(m, base, g, d, None, 8, keep_dist=True).dist
-    a = ablate.run_pass(m, ctx, g, d, mask, 8, keep_dist=True).dist
-    assert per["ablated"].kl_orig == pytest.approx(ablate.kl(a, o), abs=1e-6)
-    assert per["ablated"].kl_noctx == pytest.approx(ablate.kl(a, n), abs=1e-6)
-    assert per["no_context"].kl_orig == pytest.approx(ablate.kl(n, o), abs=1e-6)
+    per = ablation.variant_passes(m, inputs, g, d, {"ablated": ablation.Pass("ctx", mask)}, batch_size=4, chunk=3)
+    o = scoring.run_pass(m, ctx, g, d, None, 8, keep_dist=True).dist  # every distribution kept at once
+    n = scoring.run_pass(m, base, g, d, None, 8, keep_dist=True).dist
+    a = scoring.run_pass(m, ctx, g, d, mask, 8, keep_dist=True).dist
+    assert per["ablated"].kl_orig == pytest.approx(scoring.kl(a, o), abs=1e-6)
+    assert per["ablated"].kl_noctx == pytest.approx(scoring.kl(a, n), abs=1e-6)
+    assert per["no_context"].kl_orig == pytest.approx(scoring.kl(n, o), abs=1e-6)
     assert (per["original"].kl_orig == 0).all()
 
 
@@ -107,7 +108,7 @@ def test_ablated_rows_carry_gain_and_null(setup):
     hs = HeadSet("mask:x", ((0, 1), (1, 3)))
     plan = random_heads.NullPlan(draws=12, items=3, conditions=("related",))
     key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
-    df = ablate.evaluate_mask(m, items, hs, key, ablate.Plan(random_draws=2, seed=0, batch_size=4, null=plan))
+    df = ablation.evaluate_mask(m, items, hs, key, ablation.Plan(random_draws=2, seed=0, batch_size=4, null=plan))
     abl = df.filter(pl.col("variant") == "ablated")
     orig = df.filter(pl.col("variant") == "original")
     for a, o in zip(abl.iter_rows(named=True), orig.iter_rows(named=True)):
@@ -119,7 +120,7 @@ def test_ablated_rows_carry_gain_and_null(setup):
             assert a["null_draws"] == 0 and np.isnan(a["null_p"])
     assert orig["null_draws"].sum() == 0 and orig["gain"].is_nan().all()
     # the observed subsample gain and the null's draws are recomputed identically (seeded subsample and draws)
-    again = ablate.evaluate_mask(m, items, hs, key, ablate.Plan(random_draws=2, seed=0, batch_size=2, null=plan))
+    again = ablation.evaluate_mask(m, items, hs, key, ablation.Plan(random_draws=2, seed=0, batch_size=2, null=plan))
     a2 = again.filter(pl.col("variant") == "ablated")
     assert a2["null_p"].to_list() == pytest.approx(abl["null_p"].to_list(), nan_ok=True)
     assert a2["null_gain"].to_list() == pytest.approx(abl["null_gain"].to_list(), abs=1e-5, nan_ok=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entrainment.heads import HeadScaler, out_projections, parse_ablation, parse_head_list, scaled_heads
+from entrainment.heads import HeadScaler, out_projections, scaled_heads
+from entrainment.masks import parse_ablation, parse_head_list
 from entrainment.errors import InputError
 from tests import tiny
 

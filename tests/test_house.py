@@ -131,7 +131,7 @@ def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included
 
     import entrainment as en
     from entrainment import tables
-    from entrainment.searches import SHARED
+    from entrainment.masks import SHARED
     from tests import tiny
     from tests.toy_data import toy_lre
     from tests.helpers import cli
@@ -200,7 +200,8 @@ def test_one_rule_for_the_discover_stage_jobs_and_relations():
     """searches.search_jobs / discovery_relations: what the flow and en.discover both run."""
     from entrainment.config import Config
     from entrainment.errors import InputError
-    from entrainment.searches import SHARED, discovery_relations, search_jobs
+    from entrainment.masks import SHARED
+    from entrainment.searches import discovery_relations, search_jobs
 
     cfg = Config(relations=("a", "b"), discover_relations=("a", "b"), seeds=(0, 1), search_resamples=2,
                  shared_mask=True)

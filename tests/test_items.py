@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from entrainment import dataset, items, lre_prompts as prompts
+from entrainment import dataset, items, lre_prompts
 from entrainment.config import Config
 from entrainment.errors import InputError
 from tests import tiny
@@ -247,21 +247,21 @@ def test_counterfactuals_of_the_discovery_relation_are_enough_for_accuracy():
 
 
 def test_stats_group_the_passages_shift_by_position(tmp_path, lre_dir):
-    from entrainment import measurement as measure, shift_stats as stats, tables
+    from entrainment import measurement, shift_stats, tables
 
-    p = prompts.build(
+    p = lre_prompts.build(
         lre_dir,
         ("toy capital",),
         0,
         4,
         (0.6, 0.2, 0.2),
         ("toy capital",),
-        prompts.SearchData((3, 2, 3), passage_items=2, n_passages=3),
+        lre_prompts.SearchData((3, 2, 3), passage_items=2, n_passages=3),
     )
     tables.write_table(p, tmp_path, "prompts")
-    m = measure.measure_frame(tiny.model("llama"), p, batch_size=8)
+    m = measurement.measure_frame(tiny.model("llama"), p, batch_size=8)
     tables.write_table(m, tmp_path, "measurements")
-    s, _ = stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
+    s, _ = shift_stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
     pos = s.filter(
         pl.col("position").is_not_null()
         & (pl.col("relation") == "ALL")

@@ -8,10 +8,12 @@ import polars as pl
 import pytest
 import torch
 
-from entrainment import ablation as ablate, donors, means, multimask, lre_prompts as prompts
-from entrainment.heads import Ablation, HeadSet, out_projections
+from entrainment import donors, means, multimask, lre_prompts
+from entrainment.heads import Ablation, out_projections
+from entrainment.masks import HeadSet
 from entrainment.tokens import Tokens
 from tests import tiny
+from entrainment import scoring
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def toy(tmp_path_factory):
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("methods") / "lre")
-    return prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25))
+    return lre_prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25))
 
 
 def _items(m, rows: pl.DataFrame):
@@ -44,8 +46,8 @@ def test_mean_with_an_all_zero_reference_equals_zero_ablation_exactly(toy):
     m = tiny.model("llama")
     ctx, g, d, _ = _items(m, toy.filter(pl.col("split") == "test"))
     keep = HeadSet("x", MASK).mask(2, 4)
-    zero = ablate.run_pass(m, ctx, g, d, keep, 4)
-    mean0 = ablate.run_pass(m, ctx, g, d, keep, 4, ablation=Ablation("mean", torch.zeros(2, 4, 8)))
+    zero = scoring.run_pass(m, ctx, g, d, keep, 4)
+    mean0 = scoring.run_pass(m, ctx, g, d, keep, 4, ablation=Ablation("mean", torch.zeros(2, 4, 8)))
     assert np.array_equal(zero.gold, mean0.gold) and np.array_equal(zero.distractor, mean0.distractor)
     masks = multimask.head_masks([MASK], 2, 4)
     a = multimask.probe_logits(m, ctx, list(zip(g, d)), masks, 8)
@@ -59,8 +61,8 @@ def test_resample_with_every_item_its_own_donor_equals_the_intact_model(toy):
     mu = _mean(m, toy)
     self_donors = Ablation("resample", mu, {p: p for p in ctx})
     every = torch.zeros(2, 4)  # remove every head: each is replaced by its own slice
-    intact = ablate.run_pass(m, ctx, g, d, None, 4)
-    own = ablate.run_pass(m, ctx, g, d, every, 4, ablation=self_donors)
+    intact = scoring.run_pass(m, ctx, g, d, None, 4)
+    own = scoring.run_pass(m, ctx, g, d, every, 4, ablation=self_donors)
     assert np.abs(own.gold - intact.gold).max() < 1e-5 and np.abs(own.distractor - intact.distractor).max() < 1e-5
     batched = multimask.probe_logits(m, ctx, list(zip(g, d)), every[None], 8, ablation=self_donors)
     assert np.abs(batched[0, :, 0] - intact.gold).max() < 1e-5
@@ -86,13 +88,13 @@ def test_interpolation_m1_is_intact_and_m0_is_full_replacement(toy):
     ctx, g, d, _ = _items(m, toy.filter(pl.col("split") == "test"))
     mu = _mean(m, toy)
     how = Ablation("mean", mu)
-    intact = ablate.run_pass(m, ctx, g, d, None, 4)
-    ones = ablate.run_pass(m, ctx, g, d, torch.ones(2, 4), 4, ablation=how)
+    intact = scoring.run_pass(m, ctx, g, d, None, 4)
+    ones = scoring.run_pass(m, ctx, g, d, torch.ones(2, 4), 4, ablation=how)
     assert np.abs(ones.gold - intact.gold).max() < 1e-6
-    zeros = ablate.run_pass(m, ctx, g, d, torch.zeros(2, 4), 4, ablation=how)
+    zeros = scoring.run_pass(m, ctx, g, d, torch.zeros(2, 4), 4, ablation=how)
     handles = _replace_all(m.model, mu)
     try:
-        manual = ablate.run_pass(m, ctx, g, d, None, 4)
+        manual = scoring.run_pass(m, ctx, g, d, None, 4)
     finally:
         for h in handles:
             h.remove()
@@ -115,7 +117,7 @@ def test_batched_multimask_passes_equal_one_head_set_at_a_time(toy, arch, method
     masks = multimask.head_masks(sets, n_l, n_h)
     batched = multimask.probe_logits(m, ctx, list(zip(g, d)), masks, batch_size=6, chunk=4, ablation=how)
     for i in range(len(sets)):
-        one = ablate.run_pass(m, ctx, g, d, masks[i] if sets[i] else None, batch_size=3, ablation=how)
+        one = scoring.run_pass(m, ctx, g, d, masks[i] if sets[i] else None, batch_size=3, ablation=how)
         assert np.abs(batched[i, :, 0] - one.gold).max() < 1e-4, (arch, method, sets[i])
         assert np.abs(batched[i, :, 1] - one.distractor).max() < 1e-4
     zero = multimask.probe_logits(m, ctx, list(zip(g, d)), masks, batch_size=6, chunk=4)

@@ -17,6 +17,7 @@ from entrainment.scoring import Request, score
 from entrainment.tokens import Tokens
 from tests import tiny
 from tests.helpers import TEXTS
+from entrainment import model_shape
 
 # --------------------------------------------------------------------------------------------------- part assembly
 
@@ -292,7 +293,7 @@ def test_plan_predicts_the_dequantisation_peak_of_a_gguf(tmp_path, monkeypatch):
     cfg = make_config(None, relations=["toy capital"], discover_relations=["toy capital"], max_pairs=3,
                       search_pairs=[2, 2, 2], seeds=[0], epochs=1, null_draws=2, null_items=2, scan=False,
                       data_dir=lre, device="cpu", out=tmp_path / "out", model="qwen2.5-coder-1.5b")
-    shape = plan.Shape(28, 12, 2, 128, 1536, 8960, 151936, tied=False, model_type="qwen2")
+    shape = model_shape.Shape(28, 12, 2, 128, 1536, 8960, 151936, tied=False, model_type="qwen2")
     monkeypatch.setattr(plan, "model_shape", lambda spec: shape)
     from entrainment import dataset
 

@@ -13,6 +13,7 @@ from entrainment import plan
 from entrainment.config import Config, make_config
 from tests import tiny
 from tests.helpers import run_watched, CEILING_S, ROOT, cli
+from entrainment import model_shape
 
 OPTIONS = dict(relations=["toy capital", "toy color"], discover_relations=["toy capital"], max_pairs=4,
                search_pairs=[3, 2, 3], passage_items=2, seeds=[0, 1], search_resamples=2, epochs=3,
@@ -98,10 +99,10 @@ def test_prediction_follows_the_work(project):
 
 def test_shapes_count_parameters_exactly():
     """The parameter counts plan's cost model is fitted on (checked against the published models)."""
-    llama1b = plan.Shape(16, 32, 8, 64, 2048, 8192, 128256, tied=True)
+    llama1b = model_shape.Shape(16, 32, 8, 64, 2048, 8192, 128256, tied=True)
     assert llama1b.n_params == 1_235_814_400
-    assert plan.Shape(30, 9, 3, 64, 576, 1536, 49152).n_params == 134_515_008          # SmolLM2-135M
-    assert plan.Shape(32, 32, 8, 128, 4096, 14336, 128256, tied=False).n_params == 8_030_261_248  # Llama-3.1-8B
+    assert model_shape.Shape(30, 9, 3, 64, 576, 1536, 49152).n_params == 134_515_008          # SmolLM2-135M
+    assert model_shape.Shape(32, 32, 8, 128, 4096, 14336, 128256, tied=False).n_params == 8_030_261_248  # Llama-3.1-8B
     assert llama1b.n_params_non_embedding == llama1b.n_params - 128256 * 2048
     assert llama1b.forward_flops(20) > 2 * llama1b.n_params_non_embedding * 20
 

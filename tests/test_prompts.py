@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from entrainment import lre_prompts as prompts, tables
+from entrainment import lre_prompts, tables
 from entrainment.config import CONDITIONS
 from entrainment.paths import LRE_DIR
 from entrainment.schema import PROMPTS
@@ -15,7 +15,7 @@ RELS = ("country capital city", "fruit inside color")
 
 @pytest.fixture(scope="module")
 def df() -> pl.DataFrame:
-    return prompts.build(LRE_DIR, RELS, seed=0, max_pairs=50, fractions=(0.8, 0.1, 0.1))
+    return lre_prompts.build(LRE_DIR, RELS, seed=0, max_pairs=50, fractions=(0.8, 0.1, 0.1))
 
 
 def test_columns_and_conditions(df):
@@ -26,19 +26,19 @@ def test_columns_and_conditions(df):
 
 
 def test_same_inputs_give_identical_bytes(tmp_path, df):
-    again = prompts.build(LRE_DIR, tuple(reversed(RELS)), seed=0, max_pairs=50, fractions=(0.8, 0.1, 0.1))
+    again = lre_prompts.build(LRE_DIR, tuple(reversed(RELS)), seed=0, max_pairs=50, fractions=(0.8, 0.1, 0.1))
     a = tables.write_table(df, tmp_path / "a", "prompts").read_bytes()
     b = tables.write_table(again, tmp_path / "b", "prompts").read_bytes()
     assert a == b
 
 
 def test_other_seed_differs(df):
-    other = prompts.build(LRE_DIR, RELS, seed=1, max_pairs=50, fractions=(0.8, 0.1, 0.1))
+    other = lre_prompts.build(LRE_DIR, RELS, seed=1, max_pairs=50, fractions=(0.8, 0.1, 0.1))
     assert set(other["prompt_id"]) != set(df["prompt_id"])
 
 
 def test_relation_rows_do_not_depend_on_other_relations(df):
-    alone = prompts.build(LRE_DIR, ("fruit inside color",), seed=0, max_pairs=50, fractions=(0.8, 0.1, 0.1))
+    alone = lre_prompts.build(LRE_DIR, ("fruit inside color",), seed=0, max_pairs=50, fractions=(0.8, 0.1, 0.1))
     assert alone.equals(df.filter(pl.col("relation") == "fruit inside color"))
 
 
@@ -78,7 +78,7 @@ def test_random_words_are_never_objects_of_the_relation(df):
 
 
 def test_max_pairs_caps_items():
-    small = prompts.build(LRE_DIR, RELS, seed=0, max_pairs=10, fractions=(0.8, 0.1, 0.1))
+    small = lre_prompts.build(LRE_DIR, RELS, seed=0, max_pairs=10, fractions=(0.8, 0.1, 0.1))
     assert small.group_by("relation", "condition").len()["len"].max() <= 10
 
 
@@ -88,7 +88,7 @@ def test_word_list_rejects_non_words(tmp_path):
     p = tmp_path / "w.txt"
     p.write_text("apple\nice cream\n")
     with pytest.raises(InputError, match="ice cream"):
-        prompts.load_words(p)
+        lre_prompts.load_words(p)
 
 
 def test_written_tables_are_readable_by_others(tmp_path, df):

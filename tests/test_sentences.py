@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import toy_lre
-from entrainment import sentence_level as sentences
+from entrainment import sentence_level
 from entrainment import sentence_stats
 from entrainment.config import Config
 from entrainment.lre_prompts import build, load_facts, load_words
@@ -166,7 +166,7 @@ def copy_model(copy: bool):
 
 def _delta_self(loaded, items, keep=None) -> float:
     tk = Tokens(loaded.tokenizer)
-    df = sentences.score_items(loaded, items, tk, keep=keep)
+    df = sentence_level.score_items(loaded, items, tk, keep=keep)
     eff = sentence_stats.item_effects(df).filter(pl.col("measure") == "self")
     return float(eff["value"].mean())
 
@@ -189,7 +189,7 @@ def test_planted_copy_head_raises_the_sentence_it_has_read():
     # removing the copy head (zero ablation through the project's hook) takes the effect away
     assert abs(_delta_self(with_head, items, keep=torch.zeros(1, 1))) < 1e-5
     # and Δ_net: the control (not in the prompt) is not raised as much as the sentence read
-    df = sentences.score_items(with_head, items, Tokens(with_head.tokenizer))
+    df = sentence_level.score_items(with_head, items, Tokens(with_head.tokenizer))
     net = sentence_stats.item_effects(df).filter(pl.col("measure") == "net")["value"]
     assert (net > 0).all()
 
@@ -218,7 +218,7 @@ def test_run_writes_both_tables_with_heads_and_null(toy):
                           for la in range(2) for h in range(4)])
     cfg = Config(data_dir=d, relations=("toy capital", "toy color"), discover_relations=("toy capital",),
                  sentence_items=2, sentence_draws=3)
-    res = sentences.run(loaded, prompts, cfg, heads)
+    res = sentence_level.run(loaded, prompts, cfg, heads)
     from entrainment.schema import SENTENCE_SCORES, SENTENCE_STATS, check_frame
     from entrainment.tables import to_arrow
 
@@ -235,5 +235,5 @@ def test_run_writes_both_tables_with_heads_and_null(toy):
 def test_no_items_gives_empty_tables(toy):
     d, _, prompts = toy
     cfg = Config(data_dir=d, relations=("toy capital",), sentence_items=2)
-    res = sentences.run(tiny_model("llama"), prompts.filter(pl.col("condition") == "passages"), cfg)
+    res = sentence_level.run(tiny_model("llama"), prompts.filter(pl.col("condition") == "passages"), cfg)
     assert res.scores.is_empty() and res.stats.is_empty() and "no sentence items" in res.summary[0]

@@ -7,17 +7,7 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment import (
-    dataset,
-    mask_search as discover,
-    importance,
-    models,
-    lre_prompts as prompts,
-    relations,
-    head_scan as scan,
-    searches,
-    stability,
-)
+from entrainment import dataset, mask_search, importance, models, lre_prompts, relations, head_scan, searches, stability
 from entrainment.config import Config
 from entrainment.mask_search import SearchParams
 from entrainment.paths import LRE_DIR
@@ -64,13 +54,13 @@ def test_the_planted_copy_head_is_in_every_search_and_the_stable_set():
     found = []  # six searches: three seeds, each on the training items and on one bootstrap resample of them
     for seed in (0, 1, 2):
         for r in range(2):
-            train = discover.bootstrap([x["it"] for x in rows if x["split"] == "train"], r, seed)
+            train = mask_search.bootstrap([x["it"] for x in rows if x["split"] == "train"], r, seed)
             dev = [x["it"] for x in rows if x["split"] == "dev"]
-            log_rows, hist = discover.search(
+            log_rows, hist = mask_search.search(
                 m, train, dev, SearchParams(epochs=4, batch_size=8, lam=0.0, init=3.0, seed=seed)
             )
-            e = discover.select_epoch(log_rows)
-            found.append(set(discover.removed_heads(hist[e])))
+            e = mask_search.select_epoch(log_rows)
+            found.append(set(mask_search.removed_heads(hist[e])))
     rows_ = stability.inclusion(found, 1, 2, threshold=0.5)
     copy = next(r for r in rows_ if (r["layer"], r["head"]) == (0, 0))
     idle = next(r for r in rows_ if (r["layer"], r["head"]) == (0, 1))
@@ -83,10 +73,10 @@ def test_the_planted_copy_head_is_in_every_search_and_the_stable_set():
 
 def test_bootstrap_resamples_are_seeded_resamples_of_the_training_items():
     items = list(range(40))
-    assert discover.bootstrap(items, 0, 5) == items
-    a, b = discover.bootstrap(items, 1, 5), discover.bootstrap(items, 1, 5)
+    assert mask_search.bootstrap(items, 0, 5) == items
+    a, b = mask_search.bootstrap(items, 1, 5), mask_search.bootstrap(items, 1, 5)
     assert a == b and len(a) == 40 and set(a) <= set(items) and len(set(a)) < 40
-    assert discover.bootstrap(items, 2, 5) != a and discover.bootstrap(items, 1, 6) != a
+    assert mask_search.bootstrap(items, 2, 5) != a and mask_search.bootstrap(items, 1, 6) != a
 
 
 def test_mean_jaccard_and_its_bootstrap_ci():
@@ -104,13 +94,13 @@ def test_scan_bootstrap_ci_equals_a_recomputation_from_the_stored_effects(tmp_pa
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path / "lre")
-    p = prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), prompts.SearchData((3, 3, 3)))
+    p = lre_prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), lre_prompts.SearchData((3, 3, 3)))
     cfg = Config(scan_items=0, relations=("toy capital",), discover_relations=("toy capital",))
     df, effects, _ = importance.score_heads(m, p, "toy capital", "zero", cfg)
     path = save_effects(effects, tmp_path / "effects.npy")
     stored = np.load(path)
     assert np.array_equal(stored, effects) and stored.shape == (m.info.n_total_heads, df["n"][0])
-    boot = scan.bootstrap_ranks(stored, seed=cfg.seed)
+    boot = head_scan.bootstrap_ranks(stored, seed=cfg.seed)
     s = df.filter(pl.col("method") == "scan").sort("layer", "head")
     assert s["score"].to_numpy() == pytest.approx(stored.mean(axis=1), abs=1e-12)
     assert s["score_ci_low"].to_numpy() == pytest.approx(boot["score_ci_low"], abs=1e-12)
@@ -130,7 +120,7 @@ def test_template_holdout_keeps_one_query_template_out_of_train_and_dev():
     cfg = Config(relations=("country capital city",))
     df = dataset.from_config(cfg)
     rel = relations.load_relations(LRE_DIR, ("country capital city",))[0]
-    held = prompts.held_out_template(rel)
+    held = lre_prompts.held_out_template(rel)
     assert held is not None and held in rel.query_templates
     assert not len(df.filter(pl.col("split").is_in(["train", "dev"]) & (pl.col("query_template") == held)))
     test = df.filter((pl.col("split") == "test") & (pl.col("condition") == "related"))
@@ -146,7 +136,7 @@ def test_discovery_tables_record_the_dtype_and_every_search(tmp_path):
 
     m = tiny.model("llama")
     lre = toy_lre(tmp_path / "lre")
-    p = prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), prompts.SearchData((3, 2, 3)))
+    p = lre_prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), lre_prompts.SearchData((3, 2, 3)))
     cfg = Config(
         seeds=(0, 1),
         search_resamples=2,

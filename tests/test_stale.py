@@ -12,23 +12,24 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from entrainment import heads, measurement as measure, lre_prompts as prompts, provenance, sql, tables
+from entrainment import measurement, lre_prompts, provenance, sql, tables
 from tests import tiny
 from tests.helpers import ROOT, cli, one_line_error
 from tests.toy_data import CONFIG
+from entrainment import masks
 
 
 def _measured(out: Path, lre: Path, max_pairs: int) -> None:
     """prompts.parquet and measurements.parquet (with its source record) written by the library."""
-    p = prompts.build(lre, ("toy capital",), 0, max_pairs, (0.6, 0.2, 0.2))
+    p = lre_prompts.build(lre, ("toy capital",), 0, max_pairs, (0.6, 0.2, 0.2))
     tables.write_table(p, out, "prompts")
-    tables.write_table(measure.measure_frame(tiny.model("llama"), p, batch_size=8), out, "measurements")
+    tables.write_table(measurement.measure_frame(tiny.model("llama"), p, batch_size=8), out, "measurements")
 
 
 def test_stats_refuses_measurements_of_other_prompts(tmp_path, lre_dir):
     _measured(tmp_path, lre_dir, 6)
     assert provenance.why_stale(tmp_path, "measurements") is None
-    p = prompts.build(lre_dir, ("toy capital",), 0, 2, (0.6, 0.2, 0.2))  # generate again with fewer pairs
+    p = lre_prompts.build(lre_dir, ("toy capital",), 0, 2, (0.6, 0.2, 0.2))  # generate again with fewer pairs
     tables.write_table(p, tmp_path, "prompts")
     assert "another prompts.parquet" in provenance.why_stale(tmp_path, "measurements")
     one_line_error(
@@ -56,7 +57,7 @@ def test_mask_of_another_model_is_refused(tmp_path, lre_dir):
         }
     ).write_parquet(tmp_path / "heads.parquet")
     with pytest.raises(Exception, match="no mask for this model"):
-        heads.head_sets_from_parquet(tmp_path / "heads.parquet", "smollm2-135m")
+        masks.head_sets_from_parquet(tmp_path / "heads.parquet", "smollm2-135m")
     model = tiny.save("llama", tmp_path / "model")
     one_line_error(
         cli("measure", "--out", str(tmp_path), "--model", model, "--ablation-heads", str(tmp_path / "heads.parquet")),
@@ -67,9 +68,9 @@ def test_mask_of_another_model_is_refused(tmp_path, lre_dir):
 
 
 def test_mask_ids_identify_their_heads():
-    a = heads.mask_set("r", 0, ((1, 2), (0, 3)))
-    b = heads.mask_set("r", 0, ((0, 3), (1, 2)))
-    c = heads.mask_set("r", 0, ((0, 3),))
+    a = masks.mask_set("r", 0, ((1, 2), (0, 3)))
+    b = masks.mask_set("r", 0, ((0, 3), (1, 2)))
+    c = masks.mask_set("r", 0, ((0, 3),))
     assert a.id == b.id != c.id and a.label == c.label == "mask:r:seed0" and a.id.startswith("mask:r:seed0:")
 
 
@@ -86,7 +87,7 @@ def test_rediscovery_drops_rows_of_the_outdated_mask(prefect_api, tmp_path, lre_
         model=model,
         ablation_heads=str(tmp_path / "out" / "heads.parquet"),
     )
-    tables.write_table(prompts.build(lre_dir, ("toy capital",), 0, 3, (0.6, 0.2, 0.2)), cfg.out, "prompts")
+    tables.write_table(lre_prompts.build(lre_dir, ("toy capital",), 0, 3, (0.6, 0.2, 0.2)), cfg.out, "prompts")
 
     def heads_file(removed: list[bool]) -> None:
         spec = str(Path(model).resolve())

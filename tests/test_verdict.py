@@ -7,11 +7,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from entrainment import ablation as ablate, agreement
+from entrainment import ablation, agreement
 from entrainment.schema import ABLATION
 from entrainment.summaries import with_holm
 from entrainment.tokens import Tokens
 from tests import tiny
+from entrainment import scoring
 
 
 def _ablated_row(relation: str, null_p: float, seed: int = 0) -> dict:
@@ -78,12 +79,12 @@ def test_collisions_are_left_out_of_the_gains(toy):
     collide = dict(row, prompt_id="collision", distractor=row["gold"] + "zzq")
     assert tk.answer(row["text_base"], collide["distractor"])[0] == tk.answer(row["text_base"], row["gold"])[0]
     both = pl.concat([test, pl.DataFrame([collide], schema=test.schema)])
-    assert ablate.without_collisions(both, tk).equals(ablate.without_collisions(test, tk))
+    assert ablation.without_collisions(both, tk).equals(ablation.without_collisions(test, tk))
     key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
-    plan = ablate.Plan(random_draws=1, seed=0, batch_size=4)
-    hs = ablate.HeadSet("mask:x", ((0, 1),))
-    a = ablate.evaluate_mask(m, both, hs, key, plan).filter(pl.col("variant") == "ablated")
-    b = ablate.evaluate_mask(m, test, hs, key, plan).filter(pl.col("variant") == "ablated")
+    plan = ablation.Plan(random_draws=1, seed=0, batch_size=4)
+    hs = ablation.HeadSet("mask:x", ((0, 1),))
+    a = ablation.evaluate_mask(m, both, hs, key, plan).filter(pl.col("variant") == "ablated")
+    b = ablation.evaluate_mask(m, test, hs, key, plan).filter(pl.col("variant") == "ablated")
     assert a["n"].to_list() == b["n"].to_list()
     assert a["gain"].to_list() == pytest.approx(b["gain"].to_list())
 
@@ -143,21 +144,21 @@ def test_interaction_equals_gain_minus_noctx_per_subject(toy):
 
     m, items = toy
     test = items.filter((pl.col("split") == "test") & (pl.col("relation") == "toy capital"))
-    hs = ablate.HeadSet("mask:x", ((0, 1), (1, 2)))
-    plan = ablate.Plan(random_draws=1, seed=0, batch_size=4, subject_conditions=("related",))
+    hs = ablation.HeadSet("mask:x", ((0, 1), (1, 2)))
+    plan = ablation.Plan(random_draws=1, seed=0, batch_size=4, subject_conditions=("related",))
     key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
-    _, _, rows = ablate.evaluate_masks(m, test, [hs], key, plan)[0]
+    _, _, rows = ablation.evaluate_masks(m, test, [hs], key, plan)[0]
     assert rows and {r["condition"] for r in rows} == {"related"}
     sg = verdict.subject_gains(pl.DataFrame(rows))
     assert (sg["interaction"] - (sg["gain"] - sg["gain_noctx"])).abs().max() < 1e-12
     # gain_noctx by hand: the no-context prompts scored intact and with the heads removed
     tk = Tokens(m.tokenizer)
-    rel = ablate.without_collisions(test.filter(pl.col("condition") == "related"), tk).to_dicts()
+    rel = ablation.without_collisions(test.filter(pl.col("condition") == "related"), tk).to_dicts()
     base = [tk.prompt(r["text_base"]) for r in rel]
     g = [tk.answer(r["text_base"], r["gold"])[0] for r in rel]
     d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rel]
-    intact = ablate.run_pass(m, base, g, d, None, 2)
-    removed = ablate.run_pass(m, base, g, d, hs.mask(2, 4), 2)
+    intact = scoring.run_pass(m, base, g, d, None, 2)
+    removed = scoring.run_pass(m, base, g, d, hs.mask(2, 4), 2)
     by: dict[str, list[float]] = {}
     for r, a, b in zip(rel, intact.gold - intact.distractor, removed.gold - removed.distractor):
         by.setdefault(r["subject"], []).append(b - a)
@@ -231,7 +232,7 @@ def test_crossfit_verdict_tests_every_subject_once(toy):
     rows, facts = crossfit.evaluate(m, folded, "toy capital", [(0, ((0, 1),)), (1, ((1, 3), (0, 0)))], cfg)
     sg = verdict.subject_gains(rows)
     tk = Tokens(m.tokenizer)
-    related = ablate.without_collisions(folded.filter((pl.col("relation") == "toy capital")
+    related = ablation.without_collisions(folded.filter((pl.col("relation") == "toy capital")
                                                       & (pl.col("condition") == "related")), tk)
     assert sorted(sg["subject"]) == sorted(set(related["subject"]))  # each subject once, by its own fold
     assert set(sg["ablation_label"]) == {"crossfit:toy capital"}
@@ -243,7 +244,7 @@ def test_crossfit_verdict_tests_every_subject_once(toy):
 
 
 def test_verdict_panels_draw_from_the_tables():
-    from entrainment import verdict, verdict_figures as vf
+    from entrainment import verdict, verdict_figures
 
     rng = np.random.default_rng(1)
     n = 6
@@ -257,6 +258,6 @@ def test_verdict_panels_draw_from_the_tables():
     assert sg.height == n and (sg["n_items"] == 2).all()
     v = verdict.verdict_rows(sg, {}, {})
     assert v["null_draws"].to_list() == [0] and np.isnan(v["null_p"][0])
-    for uri in (vf.verdict_plot(v), vf.subject_plot(sg)):
+    for uri in (verdict_figures.verdict_plot(v), verdict_figures.subject_plot(sg)):
         assert uri and uri.startswith("data:image/png;base64,")
-    assert vf.subject_plot(sg.with_columns(pl.lit("mask:r:seed0").alias("ablation_label"))) is None
+    assert verdict_figures.subject_plot(sg.with_columns(pl.lit("mask:r:seed0").alias("ablation_label"))) is None

@@ -75,7 +75,7 @@ def search_items(m, n=12, seed=0):
     """Prompts "word. The capital of X is" with gold/distractor first tokens (the distractor is in context)."""
     import random
 
-    from entrainment.mask_search import Item
+    from entrainment.tokens import Item
 
     tok = m.tokenizer
     words = [
