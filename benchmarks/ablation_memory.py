@@ -1,5 +1,5 @@
 """Peak memory of the ablation evaluation at n and 10 x n items: KLs computed chunk by chunk (the pipeline's
-`ablation.evaluate_mask`, zero ablation with one random-head draw) vs keeping every item's next-token
+`evaluate.evaluate_mask`, zero ablation with one random-head draw) vs keeping every item's next-token
 distribution of every pass and computing KL at the end (how the ablation stage worked before). Each configuration
 runs in a fresh process; a thread samples the process's resident memory (psutil) every 50 ms during the evaluation,
 and the peak above the level right before it is reported (the process-wide ru_maxrss is dominated by the model load,
@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from entrainment import scoring
+from entrainment.model import scoring
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,16 +27,18 @@ MODEL = "smollm2-135m"
 def child(mode: str, n: int, base: int, model: str = MODEL) -> None:
     import polars as pl
 
-    from entrainment import ablation, dataset, models
+    from entrainment.ablation import evaluate
+    from entrainment.stages import generate
+    from entrainment.model import loading
     from entrainment.config import Config
-    from entrainment.masks import HeadSet
-    from entrainment.tokens import Tokens
+    from entrainment.heads.masks import HeadSet
+    from entrainment.model.tokens import Tokens
 
     cfg = Config()
-    loaded = models.load(model, "cpu", "float32")
+    loaded = loading.load(model, "cpu", "float32")
     n_layers, n_heads = loaded.info.n_layers, loaded.info.n_heads
     rel = "country capital city"
-    df = dataset.from_config(cfg.replace(relations=(rel,), discover_relations=(rel,)))
+    df = generate.from_config(cfg.replace(relations=(rel,), discover_relations=(rel,)))
     items = df.filter((pl.col("split") == "test") & (pl.col("condition") == "related")).head(base)
     items = pl.concat([items] * (n // base))
     import threading
@@ -57,7 +59,7 @@ def child(mode: str, n: int, base: int, model: str = MODEL) -> None:
     sel = HeadSet("bench", ((min(10, n_layers - 1), min(3, n_heads - 1)),))
     if mode == "chunked":
         key = {"mask_relation": rel, "seed": 0, "ablation_label": "bench"}
-        ablation.evaluate_mask(loaded, items, sel, key, ablation.Plan(random_draws=1, seed=0, batch_size=32))
+        evaluate.evaluate_mask(loaded, items, sel, key, evaluate.Plan(random_draws=1, seed=0, batch_size=32))
     else:  # every distribution kept, KL at the end
         tk = Tokens(loaded.tokenizer)
         rows = items.to_dicts()

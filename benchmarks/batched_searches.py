@@ -1,5 +1,5 @@
-"""Many mask searches in one pass: N searches batched on the batch axis (mask_search.search_many) against the same N
-searches run one after another (mask_search.search), side by side in one process, same model, items and seeds.
+"""Many mask searches in one pass: N searches batched on the batch axis (search.search_many) against the same N
+searches run one after another (search.search), side by side in one process, same model, items and seeds.
 
 The N searches are seeds 0.. on the full training split and on subject half-samples (alternating), each for
 --steps optimiser steps (no convergence stop, so both arms do the same work). Prints both wall times, the ratio
@@ -20,11 +20,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from entrainment import dataset, models  # noqa: E402
-from entrainment import mask_search  # noqa: E402
+from entrainment.stages import generate
+from entrainment.model import loading  # noqa: E402
+from entrainment.heads import search  # noqa: E402
 from entrainment.config import Config  # noqa: E402
-from entrainment.tokens import Tokens  # noqa: E402
-from entrainment import tokens
+from entrainment.model.tokens import Tokens  # noqa: E402
+from entrainment.model import tokens
 
 
 def _data(args) -> tuple:
@@ -36,11 +37,11 @@ def _data(args) -> tuple:
         m = tiny.model("llama")
         items = [tokens.Item(it.prompt, it.gold, it.distractor, f"s{i % 8}") for i, it in enumerate(search_items(m, 24))]
         return m, items, items[:6]
-    loaded = models.load(args.model)
+    loaded = loading.load(args.model)
     cfg = Config(relations=(args.relation,), discover_relations=(args.relation,))
-    df = dataset.from_config(cfg).filter(pl.col("condition") == "related")
+    df = generate.from_config(cfg).filter(pl.col("condition") == "related")
     tk = Tokens(loaded.tokenizer)
-    split = {s: mask_search.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev")}
+    split = {s: search.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev")}
     return loaded, split["train"], split["dev"]
 
 
@@ -55,9 +56,9 @@ def main() -> None:
     torch.set_grad_enabled(True)
     loaded, train, dev = _data(args)
     jobs = [(s, s % 2) for s in range(args.n)]  # (seed, resample): full split and half-samples alternating
-    trains = [mask_search.resample_items(train, r, s, "half") for s, r in jobs]
+    trains = [search.resample_items(train, r, s, "half") for s, r in jobs]
     params = [
-        mask_search.SearchParams(seed=s, max_steps=args.steps, converge_steps=10**9, epochs=10**6, bf16=False) for s, _ in jobs
+        search.SearchParams(seed=s, max_steps=args.steps, converge_steps=10**9, epochs=10**6, bf16=False) for s, _ in jobs
     ]
     print(
         f"{loaded.info.spec}: {args.n} searches x {args.steps} steps, batch {params[0].batch_size}, "
@@ -65,10 +66,10 @@ def main() -> None:
         f"{torch.get_num_threads()} threads"
     )
     t = time.perf_counter()
-    seq = [mask_search.search(loaded, tr, dev, p) for tr, p in zip(trains, params)]
+    seq = [search.search(loaded, tr, dev, p) for tr, p in zip(trains, params)]
     t_seq = time.perf_counter() - t
     t = time.perf_counter()
-    bat = mask_search.search_many(loaded, trains, dev, params)
+    bat = search.search_many(loaded, trains, dev, params)
     t_bat = time.perf_counter() - t
     diff = max(float((a - b).abs().max()) for (_, ha), (_, hb) in zip(seq, bat) for a, b in zip(ha, hb))
     same_rows = all(len(a[0]) == len(b[0]) for a, b in zip(seq, bat))

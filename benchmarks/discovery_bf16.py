@@ -19,9 +19,11 @@ import polars as pl  # noqa: E402
 
 import _quick  # noqa: E402
 
-from entrainment import mask_search, models, dataset  # noqa: E402
+from entrainment.heads import search
+from entrainment.model import loading
+from entrainment.stages import generate  # noqa: E402
 from entrainment.config import Config  # noqa: E402
-from entrainment.tokens import Tokens  # noqa: E402
+from entrainment.model.tokens import Tokens  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,18 +36,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.model, args.epochs = _quick.tiny_model(), 1
     cfg = Config()
-    loaded = models.load(args.model, "cpu", "float32")
-    df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
+    loaded = loading.load(args.model, "cpu", "float32")
+    df = generate.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
     tk = Tokens(loaded.tokenizer)
     rel = df.filter(pl.col("condition") == "related")
-    train = mask_search.items_from(rel.filter(pl.col("split") == "train"), tk)
-    dev = mask_search.items_from(rel.filter(pl.col("split") == "dev"), tk)
+    train = search.items_from(rel.filter(pl.col("split") == "train"), tk)
+    dev = search.items_from(rel.filter(pl.col("split") == "dev"), tk)
     results = {}
     for name, bf16 in (("float32", False), ("bf16", True)):
         t = time.perf_counter()
-        rows, hist = mask_search.search(loaded, train, dev, mask_search.SearchParams(epochs=args.epochs, bf16=bf16))
+        rows, hist = search.search(loaded, train, dev, search.SearchParams(epochs=args.epochs, bf16=bf16))
         secs = (time.perf_counter() - t) / args.epochs
-        e = mask_search.select_epoch(rows)
+        e = search.select_epoch(rows)
         heads = sorted((int(a), int(b)) for a, b in (hist[e] <= 0).nonzero().tolist())
         results[name] = secs
         print(

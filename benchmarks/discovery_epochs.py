@@ -5,7 +5,7 @@ largest budget, with neither the step budget nor the convergence test cutting it
 depend on the budget (no schedule), so the selection rule applied to the first E epochs is exactly what a run with
 ``epochs = E`` selects. For every budget it prints the selected epoch, the heads, dev Δ and the test Δ (intact ->
 heads removed, mean paired gain with its 95% CI), and where the default step budget (``max_steps``) ends the search
-and what it picks there. (The old patience rule is gone from the library; see entrainment/mask_search.py.)
+and what it picks there. (The old patience rule is gone from the library; see entrainment/heads/search.py.)
 
     .venv/bin/python benchmarks/discovery_epochs.py [--epochs 100] [--budgets 10,30,100] [--max-steps 48]
     .venv/bin/python benchmarks/discovery_epochs.py --quick  # tiny random model, seconds (the test suite runs this)
@@ -25,11 +25,12 @@ import polars as pl  # noqa: E402
 
 import _quick  # noqa: E402
 
-from entrainment import dataset, models  # noqa: E402
-from entrainment import mask_search  # noqa: E402
+from entrainment.stages import generate
+from entrainment.model import loading  # noqa: E402
+from entrainment.heads import search  # noqa: E402
 from entrainment.config import Config, default  # noqa: E402
-from entrainment.null import paired_gain  # noqa: E402
-from entrainment.tokens import Tokens  # noqa: E402
+from entrainment.stats.null import paired_gain  # noqa: E402
+from entrainment.model.tokens import Tokens  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,30 +46,30 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.model, args.epochs, args.budgets, args.max_steps = _quick.tiny_model(), 2, "1,2", 2
-    loaded = models.load(args.model)
+    loaded = loading.load(args.model)
     cfg = Config(relations=(args.relation,), discover_relations=(args.relation,))
-    df = dataset.from_config(cfg)  # the default head-search data (template holdout included)
+    df = generate.from_config(cfg)  # the default head-search data (template holdout included)
     df = df.filter(pl.col("condition") == "related")
     tk = Tokens(loaded.tokenizer)
-    split = {s: mask_search.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev", "test")}
+    split = {s: search.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev", "test")}
     print(
         f"{args.model}, {args.relation}, float32, seed {args.seed}: {len(split['train'])} train / "
         f"{len(split['dev'])} dev / {len(split['test'])} test items, {loaded.info.n_total_heads} heads"
     )
     t = time.perf_counter()
-    rows, hist = mask_search.search(
+    rows, hist = search.search(
         loaded,
         split["train"],
         split["dev"],
-        mask_search.SearchParams(epochs=args.epochs, seed=args.seed, bf16=False, max_steps=10**9, converge_steps=10**9),
+        search.SearchParams(epochs=args.epochs, seed=args.seed, bf16=False, max_steps=10**9, converge_steps=10**9),
     )
     print(f"{args.epochs} epochs in {time.perf_counter() - t:.0f} s")
     print("epoch dev_delta n_removed: " + " ".join(f"{r['epoch']}:{r['dev_delta']:.2f}/{r['n_removed']}" for r in rows))
-    base = mask_search.evaluate_items(loaded, split["test"], None)
+    base = search.evaluate_items(loaded, split["test"], None)
     heads_of = lambda e: tuple(sorted(map(tuple, (hist[e] <= 0).nonzero().tolist())))  # noqa: E731
     for budget in (int(b) for b in args.budgets.split(",")):
-        e = mask_search.select_epoch(rows[: budget + 1])
-        ablated = mask_search.evaluate_items(loaded, split["test"], (hist[e] > 0).float())
+        e = search.select_epoch(rows[: budget + 1])
+        ablated = search.evaluate_items(loaded, split["test"], (hist[e] > 0).float())
         g = paired_gain(ablated, base)
         print(
             f"budget {budget:3d}: selected epoch {e}, heads {heads_of(e)}, dev delta {rows[e]['dev_delta']:.2f}, "
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             f"[{g['gain_ci_low']:+.2f}, {g['gain_ci_high']:+.2f}]"
         )
     stop = next((r["epoch"] for r in rows if r["step"] >= args.max_steps), rows[-1]["epoch"])
-    e = mask_search.select_epoch(rows[: stop + 1])
+    e = search.select_epoch(rows[: stop + 1])
     print(f"step budget {args.max_steps}: ends the search after epoch {stop}, selects epoch {e}, heads {heads_of(e)}")
     if args.json:
         with open(args.json, "w") as f:

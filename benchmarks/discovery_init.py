@@ -19,9 +19,11 @@ import polars as pl  # noqa: E402
 
 import _quick  # noqa: E402
 
-from entrainment import mask_search, models, lre_prompts  # noqa: E402
+from entrainment.heads import search
+from entrainment.model import loading
+from entrainment.data import lre_prompts  # noqa: E402
 from entrainment.paths import LRE_DIR  # noqa: E402
-from entrainment.tokens import Tokens  # noqa: E402
+from entrainment.model.tokens import Tokens  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,26 +37,26 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.model, args.max_pairs, args.epochs = _quick.tiny_model(), 20, 1
-    loaded = models.load(args.model)
+    loaded = loading.load(args.model)
     df = lre_prompts.build(LRE_DIR, (args.relation,), 0, args.max_pairs, (0.8, 0.1, 0.1)).filter(
         pl.col("condition") == "related"
     )
     tk = Tokens(loaded.tokenizer)
-    split = {s: mask_search.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev", "test")}
+    split = {s: search.items_from(df.filter(pl.col("split") == s), tk) for s in ("train", "dev", "test")}
     print(
         f"{args.model}, {args.relation}: {len(split['train'])} train / {len(split['dev'])} dev / {len(split['test'])} "
         f"test items, "
         f"{loaded.info.n_total_heads} heads"
     )
-    base, _ = mask_search.evaluate(loaded, split["test"], None)
+    base, _ = search.evaluate(loaded, split["test"], None)
     for init in (float(x) for x in args.inits.split(",")):
         t = time.perf_counter()
-        rows, hist = mask_search.search(
-            loaded, split["train"], split["dev"], mask_search.SearchParams(epochs=args.epochs, init=init)
+        rows, hist = search.search(
+            loaded, split["train"], split["dev"], search.SearchParams(epochs=args.epochs, init=init)
         )
         secs = (time.perf_counter() - t) / args.epochs
-        e = mask_search.select_epoch(rows)
-        test, _ = mask_search.evaluate(loaded, split["test"], (hist[e] > 0).float())
+        e = search.select_epoch(rows)
+        test, _ = search.evaluate(loaded, split["test"], (hist[e] > 0).float())
         curve = " ".join(f"{r['dev_delta']:.1f}/{r['n_removed']}" for r in rows)
         print(f"init {init:g}: dev delta/heads removed per epoch: {curve}")
         print(

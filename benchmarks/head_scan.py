@@ -25,9 +25,11 @@ from scipy import stats as sps  # noqa: E402
 
 import _quick  # noqa: E402
 
-from entrainment import mask_search, models, dataset, head_scan  # noqa: E402
+from entrainment.heads import search, maps
+from entrainment.model import loading
+from entrainment.stages import generate  # noqa: E402
 from entrainment.config import Config  # noqa: E402
-from entrainment.tokens import Tokens  # noqa: E402
+from entrainment.model.tokens import Tokens  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,25 +45,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.model, args.items = _quick.tiny_model(), 4
     cfg = Config()
-    loaded = models.load(args.model, "cpu", "float32")
-    df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
+    loaded = loading.load(args.model, "cpu", "float32")
+    df = generate.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
     tk = Tokens(loaded.tokenizer)
-    dev = mask_search.items_from(df.filter((pl.col("split") == "dev") & (pl.col("condition") == "related")), tk)
-    train = mask_search.items_from(df.filter((pl.col("split") == "train") & (pl.col("condition") == "related")), tk)
+    dev = search.items_from(df.filter((pl.col("split") == "dev") & (pl.col("condition") == "related")), tk)
+    train = search.items_from(df.filter((pl.col("split") == "train") & (pl.col("condition") == "related")), tk)
     dev = dev[: args.items] if args.items else dev
     p, g, d = [i.prompt for i in dev], [i.gold for i in dev], [i.distractor for i in dev]
     print(f"{args.model}: {loaded.info.n_total_heads} heads, {len(dev)} dev items, {len(train)} train items")
     t = time.perf_counter()
-    fast = head_scan.scan_scores(loaded, p, g, d, **({"batch_size": args.scan_batch} if args.scan_batch else {}))
+    fast = maps.scan_scores(loaded, p, g, d, **({"batch_size": args.scan_batch} if args.scan_batch else {}))
     t_fast = time.perf_counter() - t
     print(f"batched scan (layer reuse): {t_fast:.1f} s", flush=True)
     if not args.skip_atp:
         t = time.perf_counter()
-        atp = head_scan.atp_scores(loaded, p, g, d, cfg.discover_batch_size)
+        atp = maps.atp_scores(loaded, p, g, d, cfg.discover_batch_size)
         t_atp = time.perf_counter() - t
-        params = mask_search.SearchParams(epochs=1)
+        params = search.SearchParams(epochs=1)
         t = time.perf_counter()
-        mask_search.search(loaded, train, [], params)
+        search.search(loaded, train, [], params)
         t_epoch = time.perf_counter() - t
         print(
             f"AtP (one forward + backward per batch): {t_atp:.1f} s; one discovery epoch ({len(train)} items): "
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not args.skip_naive:
         t = time.perf_counter()
-        slow = head_scan.naive_scan_scores(loaded, p, g, d)
+        slow = maps.naive_scan_scores(loaded, p, g, d)
         t_slow = time.perf_counter() - t
         print(f"naive loop: {t_slow:.1f} s")
         print(f"ratio: {t_slow / t_fast:.2f}   max |score diff|: {np.abs(slow - fast).max():.2e}")

@@ -28,11 +28,12 @@ import torch  # noqa: E402
 
 import _quick  # noqa: E402
 
-from entrainment import models, lre_prompts  # noqa: E402
-from entrainment.measurement import measure_frame  # noqa: E402
+from entrainment.model import loading
+from entrainment.data import lre_prompts  # noqa: E402
+from entrainment.stages.measure import measure_frame  # noqa: E402
 from entrainment.paths import LRE_DIR  # noqa: E402
-from entrainment.scoring import collate  # noqa: E402
-from entrainment.tokens import Tokens  # noqa: E402
+from entrainment.model.scoring import collate  # noqa: E402
+from entrainment.model.tokens import Tokens  # noqa: E402
 
 
 def first_token_logits(rows: list[dict], tk: Tokens, ctx: list, base: list) -> list[tuple[float, float, float, float]]:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.model, args.max_pairs, args.rounds, args.passages = _quick.tiny_model(), 10, 1, 2
-    loaded = models.load(args.model)
+    loaded = loading.load(args.model)
     rels = tuple(r.strip() for r in args.relations.split(","))
     search = lre_prompts.SearchData(passage_items=args.passages) if args.passages else None
     df = lre_prompts.build(LRE_DIR, rels, 0, args.max_pairs, (0.8, 0.1, 0.1), rels[:1] if search else (), search)

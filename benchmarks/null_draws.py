@@ -1,5 +1,5 @@
 """Random-head null speed, side by side in one process: 100 draws as batched multi-mask passes (masks on the
-batch dimension of the head scale) vs one pass per draw (`ablation.run_pass`, the one-at-a-time way). The draws are
+batch dimension of the head scale) vs one pass per draw (`evaluate.run_pass`, the one-at-a-time way). The draws are
 the pipeline's (`random_heads.random_head_sets`: seeded, never the selected set).
 
     .venv/bin/python benchmarks/null_draws.py [--draws 100] [--items 64] [--heads 5]
@@ -20,12 +20,13 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 import _quick  # noqa: E402
-from entrainment import dataset, models, multimask  # noqa: E402
+from entrainment.stages import generate
+from entrainment.model import loading, multimask  # noqa: E402
 from entrainment.config import Config  # noqa: E402
-from entrainment.masks import HeadSet  # noqa: E402
-from entrainment.random_heads import random_head_sets  # noqa: E402
-from entrainment.tokens import Tokens  # noqa: E402
-from entrainment import scoring
+from entrainment.heads.masks import HeadSet  # noqa: E402
+from entrainment.heads.random_heads import random_head_sets  # noqa: E402
+from entrainment.model.tokens import Tokens  # noqa: E402
+from entrainment.model import scoring
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,9 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.model, args.draws, args.items, args.heads = _quick.tiny_model(), 3, 4, 2
     cfg = Config()
-    loaded = models.load(args.model, "cpu", "float32")
+    loaded = loading.load(args.model, "cpu", "float32")
     info = loaded.info
-    df = dataset.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
+    df = generate.from_config(cfg.replace(relations=(args.relation,), discover_relations=(args.relation,)))
     rows = df.filter((pl.col("split") == "test") & (pl.col("condition") == "related")).head(args.items).to_dicts()
     tk = Tokens(loaded.tokenizer)
     ctx = [tk.prompt(r["text_ctx"]) for r in rows]

@@ -7,7 +7,7 @@ of ``--tokens`` tokens on average, the default run's with-context prompt length 
 
   measure   one prompt scored with its answer (scoring.score: probes, log-probs, ranks, answer continuation)
   evaluate  one item through a head-ablated pass (discovery's dev evaluation, head means, side effects)
-  discover  one training item-epoch: sampled mask, forward + backward (mask_search.step_loss)
+  discover  one training item-epoch: sampled mask, forward + backward (search.step_loss)
   atp       one item of attribution patching (forward + backward)
   scan      one (head, item) row of the single-head scan (multimask.probe_logits with layer replay; the heads of
             evenly spaced layers, so the replayed share is the full scan's)
@@ -18,7 +18,7 @@ Each unit is timed (best of ``--repeats``, after a small warm-up) with peak RSS 
 The fit per unit: log(seconds) against log(non-embedding parameters) and against log(all parameters), least
 squares (scipy.stats.linregress) with the slope's 95% t interval; the scan's cost per item (every head) also jointly
 against log(parameters) and log(heads). Peak RSS is fitted linearly on the weights' size. The fits and the machine go to
-``entrainment/cost_model.json`` (read by ``entrainment plan``); a Markdown table is printed.
+``entrainment/plan/cost_model.json`` (read by ``entrainment plan``); a Markdown table is printed.
 
     .venv/bin/python benchmarks/scale.py [--sizes 135m,250m,360m,600m,1b] [--items 32] [--repeats 2]
     .venv/bin/python benchmarks/scale.py --quick            # smoke test: two tiny sizes and the rehearsal on the
@@ -53,10 +53,10 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from entrainment.plan import COST_MODEL
-from entrainment.model_shape import Shape, shape_from_config  # noqa: E402
-from entrainment import scoring
-from entrainment.tokens import Item
+from entrainment.plan.predict import COST_MODEL
+from entrainment.model.shape import Shape, shape_from_config  # noqa: E402
+from entrainment.model import scoring
+from entrainment.model.tokens import Item
 
 # LlamaConfig fields per size (head_dim 64 throughout, like SmolLM2 and Llama-3.2)
 SIZES: dict[str, dict[str, Any]] = {
@@ -123,13 +123,13 @@ def build(size: str | dict[str, Any], device: str = "cpu", dtype: str = "float32
         tokenizer: the tokenizer to pair it with (default: IdsTokenizer, for token-id prompts).
         spec: the model's name in the results.
     Returns:
-        entrainment.models.Loaded.
+        entrainment.model.loading.Loaded.
     """
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from entrainment.models import Loaded, describe, prepare
-    from entrainment.sources import Source
+    from entrainment.model.loading import Loaded, describe, prepare
+    from entrainment.model.sources import Source
 
     fields = SIZES[size] if isinstance(size, str) else size
     name = spec or (f"random-llama-{size}" if isinstance(size, str) else "random-llama")
@@ -194,7 +194,7 @@ class LayerFlops:
     computed). A forward whose output carries gradients counts twice (its backward: activation gradients only)."""
 
     def __init__(self, loaded):
-        from entrainment.heads import decoder_layers
+        from entrainment.model.hooks import decoder_layers
 
         self.total = 0.0
         self.shape = shape_from_config(loaded.model.config.to_dict())
@@ -243,7 +243,7 @@ def bench_inputs(n: int, vocab: int, tokens: int = BENCH_TOKENS, seed: int = 0) 
 def scan_masks(n_layers: int, n_heads: int, layers: int):
     """The single-head masks of `layers` evenly spaced layers (midpoints), with the intact mask first: their mean
     replayed share equals the full scan's."""
-    from entrainment.multimask import head_masks
+    from entrainment.model.multimask import head_masks
 
     picked = sorted({min(n_layers - 1, int((i + 0.5) * n_layers / layers)) for i in range(min(layers, n_layers))})
     sets = [()] + [((layer, h),) for layer in picked for h in range(n_heads)]
@@ -253,7 +253,7 @@ def scan_masks(n_layers: int, n_heads: int, layers: int):
 def _masks_flops(shape: Shape, masks, prompts: list, probe: bool = True) -> float:
     """FLOPs of probe_logits over these masks and prompts: each (mask, item) row computes the layers from the mask's
     lowest changed layer up; one intact recording pass per item."""
-    from entrainment.multimask import lowest_layer
+    from entrainment.model.multimask import lowest_layer
 
     low = [lowest_layer(masks[m]) for m in range(masks.shape[0])]
     total = 0.0
@@ -272,7 +272,7 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
     """Seconds, peak memory and achieved FLOP/s of one unit of every stage on this model.
 
     Args:
-        loaded: the model (entrainment.models.Loaded) fed token ids.
+        loaded: the model (entrainment.model.loading.Loaded) fed token ids.
         n_items: items per unit measurement.
         repeats: timed repeats (the best is kept), after one small warm-up call.
         peak: the memory sampler (one is started if None).
@@ -287,10 +287,12 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
     """
     import torch
 
-    from entrainment import ablation, head_scan, mask_search, multimask
-    from entrainment.masks import HeadSet
-    from entrainment.random_heads import random_head_sets
-    from entrainment.scoring import Request, score
+    from entrainment.ablation import evaluate
+    from entrainment.heads import maps, search
+    from entrainment.model import multimask
+    from entrainment.heads.masks import HeadSet
+    from entrainment.heads.random_heads import random_head_sets
+    from entrainment.model.scoring import Request, score
 
     info, model = loaded.info, loaded.model
     device = next(model.parameters()).device
@@ -315,15 +317,15 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
         gen = torch.Generator(device=device).manual_seed(0)
         logits = torch.nn.Parameter(3.0 + 0.01 * torch.randn(info.n_layers, info.n_heads, device=device))
         opt = torch.optim.AdamW([logits], lr=1.0, weight_decay=0.0)
-        for batch in mask_search.make_batches(items, 16, random.Random(0)):
-            scale = mask_search.gumbel_sigmoid_st(logits, 1.0, gen)
-            loss, _ = mask_search.step_loss(loaded, batch, scale, logits, 1.0, bf16)
+        for batch in search.make_batches(items, 16, random.Random(0)):
+            scale = search.gumbel_sigmoid_st(logits, 1.0, gen)
+            loss, _ = search.step_loss(loaded, batch, scale, logits, 1.0, bf16)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
     def run_atp(ps, gs, ds, cs):
-        head_scan.atp_scores(loaded, list(ps), list(gs), list(ds), 16, bf16=bf16)
+        maps.atp_scores(loaded, list(ps), list(gs), list(ds), 16, bf16=bf16)
 
     smasks, picked = scan_masks(info.n_layers, info.n_heads, scan_layers)
     sets = random_head_sets(five, info.n_layers, info.n_heads, 8, 0)
@@ -336,8 +338,8 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
         multimask.probe_logits(loaded, list(ps), list(zip(gs, ds)), nmasks, 64, bf16=bf16)
 
     def run_ablate(ps, gs, ds, cs):
-        ablation.variant_passes(loaded, {"ctx": list(ps), "base": list(ps), "prompted": list(ps)}, list(gs),
-                                list(ds), {"ablated": ablation.Pass("ctx", keep)}, 32)
+        evaluate.variant_passes(loaded, {"ctx": list(ps), "base": list(ps), "prompted": list(ps)}, list(gs),
+                                list(ds), {"ablated": evaluate.Pass("ctx", keep)}, 32)
 
     ns = min(scan_items, n_items)
     plan = {  # unit -> (function, items used, units counted, FLOPs of the call, warm-up kwargs)
@@ -384,7 +386,7 @@ def machine(device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
     """What the costs were measured on."""
     import torch
 
-    from entrainment.plan import _cpu_name
+    from entrainment.plan.predict import _cpu_name
 
     out = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "dtype": dtype,
            "torch": torch.__version__, "python": platform.python_version(), "device": device,
@@ -539,7 +541,7 @@ def rehearsal_tokenizer(vocab: int = 128256):
             raise LookupError("vocabulary too small for SmolLM2's ids")
         from transformers import AutoTokenizer
 
-        from entrainment.sources import dequantised_dir, resolve
+        from entrainment.model.sources import dequantised_dir, resolve
 
         folder = dequantised_dir(resolve("smollm2-135m"))
         if (folder / "tokenizer.json").exists():
@@ -567,12 +569,14 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
     """
     import polars as pl
 
-    from entrainment import dataset, evaluation, importance, means, measurement, searches, shift_stats, side_effects
-    from entrainment.masks import HeadSet
+    from entrainment.stages import generate, ablate, scan, measure, discover, stats
+    from entrainment.model import means
+    from entrainment.ablation import side_effects
+    from entrainment.heads.masks import HeadSet
     from entrainment.paths import ICL_DIR
-    from entrainment.random_heads import random_head_sets
-    from entrainment.scoring import top_tokens
-    from entrainment.tokens import Tokens
+    from entrainment.heads.random_heads import random_head_sets
+    from entrainment.model.scoring import top_tokens
+    from entrainment.model.tokens import Tokens
 
     n = {"measure": 16, "train": 8, "dev": 4, "test": 8, "side": 8} | (n or {})
     tk = Tokens(loaded.tokenizer, cfg.bos)
@@ -600,7 +604,7 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
             torch.cuda.synchronize()
 
     rel = cfg.discover_relations[0]
-    df = stage("generate", lambda: dataset.from_config(cfg), "prompts.parquet rows")
+    df = stage("generate", lambda: generate.from_config(cfg), "prompts.parquet rows")
 
     def pick(frame: pl.DataFrame, k: int) -> pl.DataFrame:
         return frame.head(k)
@@ -612,7 +616,7 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
                            for r in sorted(df["relation"].unique())])
 
     def do_measure():
-        m = measurement.measure_frame(loaded, meas_rows, batch_size=cfg.batch_size, tokens=tk)
+        m = measure.measure_frame(loaded, meas_rows, batch_size=cfg.batch_size, tokens=tk)
         ref = means.reference_prompts(small.filter(pl.col("relation") == rel), tk)[:n["measure"]]
         mu, _ = means.head_means(loaded, ref, cfg.batch_size)
         return m, mu
@@ -622,9 +626,9 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
         mp, pp = Path(d) / "m.parquet", Path(d) / "p.parquet"
         measured.write_parquet(mp)
         meas_rows.write_parquet(pp)
-        stage("stats", lambda: shift_stats.compute(mp, pp, cfg.confidence), "paired tests")
+        stage("stats", lambda: stats.compute(mp, pp, cfg.confidence), "paired tests")
     rows = small.filter(pl.col("relation") == rel)
-    s = stage("discover", lambda: searches.one_search(loaded, rows, rel, cfg.seeds[0], 0, cfg, mu),
+    s = stage("discover", lambda: discover.one_search(loaded, rows, rel, cfg.seeds[0], 0, cfg, mu),
               f"{n['train']} train + {n['dev']} dev items x {cfg.epochs} epochs, 1 search")
     removed = tuple(sorted((int(r["layer"]), int(r["head"])) for r in s.heads.filter(pl.col("removed"))
                            .iter_rows(named=True)))
@@ -632,8 +636,8 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
     def do_scan():
         results = {}
         for method in cfg.methods():
-            scores, effects, _ = importance.score_heads(loaded, rows, rel, method, cfg, mu)
-            agree = importance.agreement_rows(loaded, rows, rel, method, scores, s.heads, cfg, mu)
+            scores, effects, _ = scan.score_heads(loaded, rows, rel, method, cfg, mu)
+            agree = scan.agreement_rows(loaded, rows, rel, method, scores, s.heads, cfg, mu)
             results[method] = (scores, agree)
         return results
 
@@ -645,9 +649,9 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
         heads = tuple(sorted(zip(sc["layer"].to_list(), sc["head"].to_list())))
 
     def do_ablate():
-        res = [evaluation.evaluate_relation(loaded, small, rel, [heads], r, cfg, mu)
+        res = [ablate.evaluate_relation(loaded, small, rel, [heads], r, cfg, mu)
                for r in sorted(small["relation"].unique())]
-        tasks_, icl = evaluation.side_tasks(cfg, rel, ICL_DIR)
+        tasks_, icl = ablate.side_tasks(cfg, rel, ICL_DIR)
         keep = [k for k in tasks_ if k not in icl][:2] + sorted(icl)[:1]
         tasks_ = {k: tasks_[k][:n["side"]] for k in keep}
         hs = HeadSet("rehearsal", heads)

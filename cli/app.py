@@ -18,7 +18,7 @@ from cli import options, preflight
 from cli.output import emit
 from entrainment.config import Config, default, make_config
 from entrainment.errors import InputError
-from entrainment.lock import folder_lock
+from entrainment.store.lock import folder_lock
 from entrainment.paths import QUICK_CONFIG
 
 app = typer.Typer(
@@ -206,14 +206,14 @@ for _command in COMMANDS:
 
 
 def plan_command(**given: Any) -> None:
-    from entrainment import plan
+    from entrainment.plan import predict
 
     fmt = given.pop("fmt", "table")
     if fmt not in ("table", "json"):
         raise InputError("command line", "--format", fmt, "expected table or json")
     cfg, _ = config_for("plan", given)
     preflight.relations_ok(cfg)
-    emit(plan.render(plan.predict(cfg), fmt))
+    emit(predict.render(predict.predict(cfg), fmt))
 
 
 plan_command.__signature__ = inspect.Signature(
@@ -237,11 +237,11 @@ app.command(name="plan")(plan_command)
 @app.command()
 def server(action: Annotated[str, typer.Argument(help="start | stop | status")]) -> None:
     """A background Prefect server for this project: commands reuse it instead of starting one each time."""
-    from cli import server as srv
+    from cli import server
 
     if action not in ("start", "stop", "status"):
         raise InputError("command line", "action", action, "expected start, stop or status")
-    emit({"start": srv.start, "stop": srv.stop, "status": srv.status}[action]())
+    emit({"start": server.start, "stop": server.stop, "status": server.status}[action]())
 
 
 @app.command()
@@ -250,7 +250,7 @@ def models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from entrainment.sources import installed
+    from entrainment.model.sources import installed
 
     t = Table("name", "installed", "about", "install with")
     for row in installed():
@@ -269,13 +269,13 @@ def sql(
 ) -> None:
     """Query the tables in --out with DuckDB (one read-only view per table)."""
     from cli.output import write_frame
-    from entrainment.sql import query as run_query
+    from entrainment.store import sql
 
     if fmt not in ("table", "csv", "json"):
         raise InputError("command line", "--format", fmt, "expected table, csv or json")
     if out is not None and not out.strip():
         raise InputError("command line", "--out", out, "empty path")
-    df = run_query(
+    df = sql.query(
         Path(out or default("out")),
         query,
         unsafe=unsafe,

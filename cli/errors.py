@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from entrainment.errors import InputError
-from entrainment.files import no_space
+from entrainment.store.files import no_space
 
 
 def _say(text: str) -> None:

@@ -19,11 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from entrainment import imports, stages
+from entrainment import imports, stage_graph
 from entrainment.config import Config
 from entrainment.paths import DATA_DIR, PROJECT_ROOT
-from entrainment.files import file_sha256 as _sha_file
-from entrainment import sources
+from entrainment.store.files import file_sha256
+from entrainment.model import sources
 
 CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
 
@@ -31,29 +31,29 @@ CONTROL = ("refresh", "runner", "dask_address")  # fields that never change resu
 def _code(root: Path = PROJECT_ROOT) -> list[str]:
     """``path:sha256`` of every project source file, subfolders included (the walk the stage cache keys use)."""
     files = sorted(imports.module_files(root).values())
-    return [f"{p.relative_to(root)}:{_sha_file(p)}" for p in files]
+    return [f"{p.relative_to(root)}:{file_sha256(p)}" for p in files]
 
 
 def _data(cfg: Config) -> list[str]:
-    from entrainment import relations  # the bounded walk the stages read relations with (no link loops)
+    from entrainment.data import relations  # the bounded walk the stages read relations with (no link loops)
 
     files = relations.relation_files(cfg.data_dir) if Path(cfg.data_dir).is_dir() else []
     files += sorted((DATA_DIR / "icl").glob("*.json"))
     files += [DATA_DIR / "random_words.txt", DATA_DIR / "irrelevant_facts.json"]
     if cfg.items is not None:
         files.append(Path(cfg.items))
-    return [f"{p}:{_sha_file(p)}" for p in files if p.is_file()]
+    return [f"{p}:{file_sha256(p)}" for p in files if p.is_file()]
 
 
 def key(command: str, cfg: Config, extra: Any = None) -> str:
     """The fast-path key of one command (see module docstring)."""
-    from entrainment import models
+    from entrainment.model import loading
 
     srcs = [sources.resolve(m) for m in cfg.model_specs()]
-    device = models.pick_device_light(cfg.device)
+    device = loading.pick_device_light(cfg.device)
     tables = {
-        name: _sha_file(cfg.out / f"{name}.parquet")
-        for name in stages.reads(command)
+        name: file_sha256(cfg.out / f"{name}.parquet")
+        for name in stage_graph.reads(command)
         if (cfg.out / f"{name}.parquet").is_file()
     }
     heads_file = cfg.ablation_heads if cfg.ablation_heads and Path(cfg.ablation_heads).is_file() else None
@@ -61,7 +61,7 @@ def key(command: str, cfg: Config, extra: Any = None) -> str:
         "command": command,
         "config": {k: v for k, v in cfg.to_dict().items() if k not in CONTROL},
         "tables": tables,
-        "heads_file": _sha_file(Path(heads_file)) if heads_file else None,
+        "heads_file": file_sha256(Path(heads_file)) if heads_file else None,
         "model": [[s.spec, s.identity] for s in srcs] + [device],
         "data": _data(cfg),
         "code": _code(),
@@ -87,19 +87,19 @@ def lookup(command: str, cfg: Config, extra: Any = None) -> list[str] | None:
         return None
     for out, digest in rec.get("outputs", {}).items():
         p = Path(out)
-        if not p.is_file() or _sha_file(p) != digest:
+        if not p.is_file() or file_sha256(p) != digest:
             return None
     return list(rec.get("lines", []))
 
 
 def store(command: str, cfg: Config, lines: list[str], outputs: list[str], extra: Any = None) -> None:
     """Record a success (atomically): the key, the printed lines and the hash of every output."""
-    from entrainment.files import atomic_write_bytes
+    from entrainment.store.files import atomic_write_bytes
 
     rec = {
         "key": key(command, cfg, extra),
         "lines": lines,
-        "outputs": {str(p): _sha_file(Path(p)) for p in outputs if Path(p).is_file()},
+        "outputs": {str(p): file_sha256(Path(p)) for p in outputs if Path(p).is_file()},
     }
     atomic_write_bytes(_record_path(cfg, command), json.dumps(rec, indent=1).encode())
 

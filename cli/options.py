@@ -1,6 +1,6 @@
 """Every command-line option, declared once and derived from ``entrainment.config.Config``.
 
-A stage command takes the options of the Config fields its stage reads (``entrainment.stages``), plus the common
+A stage command takes the options of the Config fields its stage reads (``entrainment.stage_graph``), plus the common
 ones (--out, --config, --refresh) and a few extras; ``run`` and ``plan`` take every field. Flag names are the
 field names with dashes (``--max-pairs``), with the aliases below; help texts are the fields' descriptions with
 their defaults, so a help text can never disagree with the default it names.
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from entrainment import stages
+from entrainment import stage_graph
 from entrainment.config import Config, LIST_FIELDS, default, describe, parse_ints, parse_list, parse_numbers
 from entrainment.errors import InputError
 
@@ -92,7 +92,7 @@ def fields_of(command: str) -> list[str]:
     if command in ("run", "plan"):
         wanted = set(Config.model_fields) - {"refresh"}
     else:
-        wanted = set(stages.fields(command)) | set(EXTRA.get(command, ()))
+        wanted = set(stage_graph.fields(command)) | set(EXTRA.get(command, ()))
         wanted |= {"out"}
     return [f for f in Config.model_fields if f in wanted and f != "refresh"]
 

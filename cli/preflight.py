@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from entrainment import stages
+from entrainment import stage_graph
 from entrainment.config import Config
 from entrainment.errors import InputError
 
@@ -38,8 +38,8 @@ def writable(out: Path) -> None:
 def models_ok(cfg: Config) -> list[str]:
     """Every model SPEC resolves and can be loaded (without loading weights), no two name the same model, and the
     device exists; returns their normalised specs."""
-    from entrainment.models import pick_device
-    from entrainment.sources import preflight
+    from entrainment.model.loading import pick_device
+    from entrainment.model.sources import preflight
 
     srcs = [preflight(m) for m in cfg.model_specs()]
     seen: dict[str, str] = {}
@@ -66,9 +66,9 @@ def lengths_ok(
     tokenise it: ``tokens.Tokens.max_len``.)"""
     import polars as pl
 
-    from entrainment import tables
-    from entrainment.sources import resolve
-    from entrainment.sources import context_length, tokenizer_folder
+    from entrainment.store import tables
+    from entrainment.model.sources import resolve
+    from entrainment.model.sources import context_length, tokenizer_folder
 
     df = tables.read_table(cfg.out, "prompts")
     if only:
@@ -113,19 +113,19 @@ def lengths_ok(
 def relations_ok(cfg: Config):
     """Relation files (or the items file): known, well-formed, and enough for generation; returns the prompts the
     dataset stage will make (generation is cheap: every check it makes, e.g. passages, happens here)."""
-    from entrainment import dataset
+    from entrainment.stages import generate
     from entrainment.config import default
 
     if cfg.items is not None:
         if cfg.relations != default("relations"):
             raise InputError("--relations", "relations", ",".join(cfg.relations),
                              "does not apply with --items (the items file names its relations; filter it instead)")
-        return dataset.from_config(cfg)  # every check, splits included
-    from entrainment.lre_prompts import check_relations
-    from entrainment.relations import load_relations
+        return generate.from_config(cfg)  # every check, splits included
+    from entrainment.data.lre_prompts import check_relations
+    from entrainment.data.relations import load_relations
 
     check_relations(load_relations(cfg.data_dir, cfg.relations), cfg.split)
-    return dataset.from_config(cfg)
+    return generate.from_config(cfg)
 
 
 def discovery_of(cfg: Config, present: list[str], only: tuple[str, ...] | None = None) -> list[str]:
@@ -164,7 +164,7 @@ def search_data_ok(cfg: Config, df, rels: list[str], where: object) -> None:
 
 def crossfit_ok(cfg: Config, df, rels: list[str], where: object) -> None:
     """Every fold search of the cross-fitted verdict has train and dev items (else discover would die mid-run)."""
-    from entrainment import crossfit
+    from entrainment.stages import crossfit
 
     if "fold" not in df.columns:
         return
@@ -193,7 +193,7 @@ def means_ok(cfg: Config, df, rels: list[str], where: object) -> None:
 
 def present(cfg: Config, only: tuple[str, ...] | None) -> None:
     """--relations of a stage that reads prompts.parquet must be in it."""
-    from entrainment import tables
+    from entrainment.store import tables
 
     have = set(tables.read_table(cfg.out, "prompts")["relation"].unique())
     for r in only or ():
@@ -208,8 +208,8 @@ def present(cfg: Config, only: tuple[str, ...] | None) -> None:
 
 def fresh(cfg: Config, *names: str) -> None:
     """The named input tables exist where required, are readable, and are not stale."""
-    from entrainment import tables
-    from entrainment.provenance import require_fresh
+    from entrainment.store import tables
+    from entrainment.store.provenance import require_fresh
 
     for name in names:
         tables.read_table(cfg.out, name)
@@ -221,9 +221,9 @@ def check_generate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 
 def check_measure(cfg: Config, only: tuple[str, ...] | None = None) -> None:
-    from entrainment import tables
-    from entrainment.masks import parse_ablation
-    from entrainment.sources import dims, resolve
+    from entrainment.store import tables
+    from entrainment.heads.masks import parse_ablation
+    from entrainment.model.sources import dims, resolve
 
     fresh(cfg, "prompts")
     present(cfg, only)
@@ -245,7 +245,7 @@ def check_stats(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 
 def check_discover(cfg: Config, only: tuple[str, ...] | None = None) -> None:
-    from entrainment import tables
+    from entrainment.store import tables
 
     fresh(cfg, "prompts")
     df = tables.read_table(cfg.out, "prompts")
@@ -264,7 +264,7 @@ def check_scan(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 
 def check_ablate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
-    from entrainment import tables
+    from entrainment.store import tables
 
     fresh(cfg, "prompts", "heads")
     heads = tables.read_table(cfg.out, "heads")
@@ -276,7 +276,7 @@ def check_ablate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 
 def check_heads(cfg: Config, only: tuple[str, ...] | None = None) -> None:
-    from entrainment import tables
+    from entrainment.store import tables
 
     fresh(cfg, "prompts", "heads")
     for name in ("head_scores", "head_stability"):  # read when present: never stale
@@ -292,9 +292,9 @@ def check_heads(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 def check_report(cfg: Config, only: tuple[str, ...] | None = None) -> None:
     fresh(cfg, "prompts")
-    from entrainment import tables
+    from entrainment.store import tables
 
-    for name in stages.reads("report"):  # the report shows every table: none may be stale or edited by hand
+    for name in stage_graph.reads("report"):  # the report shows every table: none may be stale or edited by hand
         if (cfg.out / f"{name}.parquet").exists():
             fresh(cfg, name)
             tables.check_unedited(cfg.out, name)

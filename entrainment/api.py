@@ -8,7 +8,7 @@
     a = en.ablate(model, p, [(10, 3)])                         # ablation.parquet's frame for these heads
     r = en.results("results"); r.stats; r.sql("select ...")   # an output folder, read-only
 
-Every function returns polars frames with the schemas of ``entrainment.schema`` and computes them with the same
+Every function returns polars frames with the schemas of ``entrainment.store.schema`` and computes them with the same
 library functions the pipeline's tasks call, so for the same inputs and options the result equals the table the
 CLI writes. Options are ``entrainment.config.Config`` fields (``epochs=4``, ``ablation_method="mean"``, ...),
 validated the same way. Nothing here imports Prefect. The names in ``__all__`` are the stable surface.
@@ -26,7 +26,7 @@ import polars as pl
 
 from entrainment import api_checks
 from entrainment.errors import InputError
-from entrainment import masks
+from entrainment.heads import masks
 
 __all__ = [
     "Model",
@@ -108,10 +108,10 @@ def load_model(spec: str = "smollm2-135m", device: str = "auto", dtype: str = "a
     Returns:
         The Model.
     """
-    from entrainment import models
+    from entrainment.model import loading
 
     cfg = _config(model=spec, device=device, dtype=dtype, bos=bos)
-    return Model(models.load(cfg.model, cfg.device, cfg.dtype), cfg.bos)
+    return Model(loading.load(cfg.model, cfg.device, cfg.dtype), cfg.bos)
 
 
 def prompts(
@@ -132,7 +132,7 @@ def prompts(
     Returns:
         The prompts frame.
     """
-    from entrainment import dataset
+    from entrainment.stages import generate
 
     cfg = _config(
         relations=list(relations) if relations is not None else None,
@@ -141,12 +141,12 @@ def prompts(
         items=str(items) if items is not None else None,
         **options,
     )
-    return dataset.from_config(cfg)
+    return generate.from_config(cfg)
 
 
 def _head_sets(heads: HeadsLike, model: Model) -> list:
     """HeadSets from any accepted form (see HeadsLike)."""
-    from entrainment import masks
+    from entrainment.heads import masks
 
     if heads is None:
         return []
@@ -159,8 +159,8 @@ def _head_sets(heads: HeadsLike, model: Model) -> list:
 
 
 def _mean(model: Model, prompt_rows: pl.DataFrame, relations, batch_size: int):
-    from entrainment import means
-    from entrainment.tokens import Tokens
+    from entrainment.model import means
+    from entrainment.model.tokens import Tokens
 
     rels = [relations] if isinstance(relations, str) else sorted(relations)
     rows = prompt_rows.filter(pl.col("relation").is_in(rels))
@@ -183,8 +183,8 @@ def measure(model: Model, prompts: pl.DataFrame, heads: HeadsLike = None, **opti
     Returns:
         The measurements frame (intact rows, then one block per head set).
     """
-    from entrainment import measurement
-    from entrainment.tokens import Tokens
+    from entrainment.stages.measure import CHUNK, measure_frame
+    from entrainment.model.tokens import Tokens
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
@@ -197,11 +197,11 @@ def measure(model: Model, prompts: pl.DataFrame, heads: HeadsLike = None, **opti
             rows = prompts.filter(pl.col("relation") == relation)
             mean = _mean(model, prompts, relation, cfg.batch_size) if hs is not None and method != "zero" else None
             tk = Tokens(model.loaded.tokenizer, model.bos)
-            for lo in range(0, len(rows), measurement.CHUNK):  # the chunks the pipeline's resumable parts use
+            for lo in range(0, len(rows), CHUNK):  # the chunks the pipeline's resumable parts use
                 frames.append(
-                    measurement.measure_frame(
+                    measure_frame(
                         model.loaded,
-                        rows.slice(lo, measurement.CHUNK),
+                        rows.slice(lo, CHUNK),
                         hs,
                         cfg.batch_size,
                         tokens=tk,
@@ -224,11 +224,11 @@ def top_tokens(model: Model, row: dict, k: int = 10) -> dict:
         {"ctx": [(token, prob), ...], "base": [...], "p_gold": {"ctx", "base"}, "p_distractor": {...}, and the row's
         text_ctx, text_base, gold, distractor}.
     """
-    from entrainment.scoring import top_tokens as top
-    from entrainment.tokens import Tokens
+    from entrainment.model.scoring import top_tokens
+    from entrainment.model.tokens import Tokens
 
     api_checks.model(model)
-    return top(model.loaded, api_checks.prompt_row(row), Tokens(model.loaded.tokenizer, model.bos), k)
+    return top_tokens(model.loaded, api_checks.prompt_row(row), Tokens(model.loaded.tokenizer, model.bos), k)
 
 
 def stats(measurements: pl.DataFrame, prompts: pl.DataFrame, confidence: float = 0.95) -> Frames:
@@ -241,7 +241,7 @@ def stats(measurements: pl.DataFrame, prompts: pl.DataFrame, confidence: float =
     Returns:
         Frames(stats=..., contrasts=...).
     """
-    from entrainment.shift_stats import compute_frames
+    from entrainment.stages.stats import compute_frames
 
     api_checks.same_prompts(measurements, prompts)  # as the CLI refuses stale measurements
     s, c = compute_frames(measurements, prompts, confidence)
@@ -250,9 +250,9 @@ def stats(measurements: pl.DataFrame, prompts: pl.DataFrame, confidence: float =
 
 def _relations(cfg, prompts: pl.DataFrame, options: dict) -> list[str]:
     """The discovery relations present in the prompts; without a `discover_relations` option and none of the
-    default ones present (own items, other LRE relations), every relation present (searches.discovery_relations,
+    default ones present (own items, other LRE relations), every relation present (discovery_relations,
     the rule the CLI's tasks use)."""
-    from entrainment.searches import discovery_relations
+    from entrainment.stages.discover import discovery_relations
 
     every = "discover_relations" not in options
     return discovery_relations(prompts["relation"].unique(), cfg.discover_relations, every, "prompts",
@@ -272,7 +272,7 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
     Returns:
         Frames(heads, discovery, discovery_masks, head_overlap, head_stability).
     """
-    from entrainment import searches
+    from entrainment.stages.discover import one_search, search_jobs, tables
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
@@ -280,15 +280,15 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
     rels = _relations(cfg, prompts, options)
     api_checks.has_train(prompts, rels, "the mask search")
     found, means = [], {}
-    for rel, seed, r in searches.search_jobs(cfg, rels):  # the discover stage's jobs, the shared mask included
+    for rel, seed, r in search_jobs(cfg, rels):  # the discover stage's jobs, the shared mask included
         source = masks.source_relations(cfg, rel)
         rows = prompts.filter(pl.col("relation").is_in([source] if isinstance(source, str) else list(source)))
         if cfg.ablation_method != "zero" and rel not in means:
             means[rel] = _mean(model, prompts, source, cfg.batch_size)
-        found.append(searches.one_search(model.loaded, rows, rel, seed, r, cfg, means.get(rel)))
-    t = searches.tables(found, cfg)
+        found.append(one_search(model.loaded, rows, rel, seed, r, cfg, means.get(rel)))
+    t = tables(found, cfg)
     if "fold" in prompts.columns:  # the cross-fitted verdict's per-fold searches, as the discover stage runs them
-        from entrainment import crossfit
+        from entrainment.stages import crossfit
 
         folds = [crossfit.fold_search(model.loaded, prompts.filter(pl.col("relation") == rel), rel, f, cfg,
                                       means.get(rel)).heads
@@ -315,7 +315,7 @@ def scan(
     Returns:
         Frames(head_scores, head_agreement, method_agreement).
     """
-    from entrainment import importance
+    from entrainment.stages.scan import agreement_rows, method_table, score_heads
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
@@ -326,14 +326,14 @@ def scan(
         rows = prompts.filter(pl.col("relation") == rel)
         for method in cfg.methods():
             mean = _mean(model, prompts, rel, cfg.batch_size) if method != "zero" else None
-            s, _, _ = importance.score_heads(model.loaded, rows, rel, method, cfg, mean)
+            s, _, _ = score_heads(model.loaded, rows, rel, method, cfg, mean)
             scores.append(s)
-            agree.append(importance.agreement_rows(model.loaded, rows, rel, method, s, heads, cfg, mean))
+            agree.append(agreement_rows(model.loaded, rows, rel, method, s, heads, cfg, mean))
     sc = pl.concat(scores).sort("model", "relation", "ablation_method", "method", "layer", "head")
     return Frames(
         head_scores=sc,
         head_agreement=pl.concat(agree).sort("model", "relation", "ablation_method", "method", "k"),
-        method_agreement=importance.method_table(sc),
+        method_agreement=method_table(sc),
     )
 
 
@@ -360,7 +360,7 @@ def head_types(
     Returns:
         Frames(head_types, head_type_agreement).
     """
-    from entrainment import head_type_scores
+    from entrainment.stages.head_types import compute
 
     api_checks.model(model)
     if prompts is not None:
@@ -369,7 +369,7 @@ def head_types(
     cfg = _config(model, **options)
     rel = _relations(cfg, prompts, options)[0] if prompts is not None else None
     rows = prompts.filter(pl.col("relation") == rel) if prompts is not None else None
-    types, agree = head_type_scores.compute(model.loaded, rows, rel, cfg, heads, head_scores, head_stability)
+    types, agree = compute(model.loaded, rows, rel, cfg, heads, head_scores, head_stability)
     return Frames(head_types=types, head_type_agreement=agree)
 
 
@@ -387,12 +387,12 @@ def sentences(model: Model, prompts: pl.DataFrame, heads: pl.DataFrame | None = 
     Returns:
         Frames(sentence_scores, sentence_stats).
     """
-    from entrainment import sentence_level
+    from entrainment.stages.sentences import run
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
     api_checks.heads_frame(heads)
-    res = sentence_level.run(model.loaded, prompts, _config(model, **options), heads)
+    res = run(model.loaded, prompts, _config(model, **options), heads)
     return Frames(sentence_scores=res.scores, sentence_stats=res.stats)
 
 
@@ -413,9 +413,10 @@ def ablate(
         Frames(ablation, null_draws, side_effects, subject_gains, verdict): the verdict of each mask with the query
         subject as the unit (docs/verdict.md; the cross-fitted verdict needs the pipeline's per-fold masks).
     """
-    from entrainment import evaluation, masks
+    from entrainment.stages.ablate import evaluate_relation, side_effect_rows, tables
+    from entrainment.heads import masks
     from entrainment.paths import ICL_DIR
-    from entrainment.masks import source_relations
+    from entrainment.heads.masks import source_relations
 
     with_side = options.pop("side_effects", True)
     api_checks.model(model)
@@ -423,7 +424,7 @@ def ablate(
     api_checks.relation(relation, prompts)
     cfg = _config(model, **options)
     if isinstance(heads, pl.DataFrame):
-        found = [m for m in masks.learned_masks(heads, model.spec) if m.fold is None]  # per-fold: entrainment.crossfit
+        found = [m for m in masks.learned_masks(heads, model.spec) if m.fold is None]  # per-fold: entrainment.stages.crossfit
     else:
         hs = _head_sets(heads, model)[0]
         rel = relation or _relations(cfg, prompts, options)[0]
@@ -441,13 +442,13 @@ def ablate(
     for mrel, sets in by_relation.items():
         for rel in sorted(prompts["relation"].unique()):
             for h, res in zip(
-                sets, evaluation.evaluate_relation(model.loaded, prompts, mrel, sets, rel, cfg, means[mrel])
+                sets, evaluate_relation(model.loaded, prompts, mrel, sets, rel, cfg, means[mrel])
             ):
                 done[(mrel, h, rel)] = res
     if with_side:
         for mrel, sets in by_relation.items():
             side_mean = means[mrel] if cfg.ablation_method != "zero" or cfg.compare_everywhere else None
-            frames = evaluation.side_effect_rows(model.loaded, mrel, sets, cfg, ICL_DIR, side_mean)
+            frames = side_effect_rows(model.loaded, mrel, sets, cfg, ICL_DIR, side_mean)
             done_side.update({(mrel, h): f for h, f in zip(sets, frames)})
     for m in found:
         for rel in sorted(prompts["relation"].unique()):
@@ -456,7 +457,7 @@ def ablate(
             sides.append((m, done_side[(m.relation, m.head_set.heads)]))
     fits = []
     if isinstance(heads, pl.DataFrame):  # the cross-fitted verdict of each relation with per-fold masks
-        from entrainment import crossfit
+        from entrainment.stages import crossfit
 
         by_fold: dict[str, list] = {}
         for m in masks.learned_masks(heads, model.spec):
@@ -466,12 +467,12 @@ def ablate(
             mean = _mean(model, prompts, rel, cfg.batch_size) if cfg.ablation_method != "zero" else None
             fits.append(crossfit.evaluate(model.loaded, prompts, rel, folds, cfg, mean))
     if not sides:  # no side effects asked for: an empty table of the right schema
-        from entrainment.schema import SIDE_EFFECTS
+        from entrainment.store.schema import SIDE_EFFECTS
 
         sides_frame = pl.DataFrame(schema=SIDE_EFFECTS.polars_schema())
-        t = evaluation.tables(evals, [(found[0], sides_frame)], cfg, fits)
+        t = tables(evals, [(found[0], sides_frame)], cfg, fits)
     else:
-        t = evaluation.tables(evals, sides, cfg, fits)
+        t = tables(evals, sides, cfg, fits)
     return Frames(t)
 
 
@@ -486,15 +487,15 @@ class Results:
     @property
     def tables(self) -> list[str]:
         """The tables present in the folder."""
-        from entrainment.schema import TABLES
+        from entrainment.store.schema import TABLES
 
         return [n for n, t in TABLES.items() if (Path(self.out) / t.file).exists()]
 
     def __getitem__(self, name: str) -> pl.DataFrame:
-        from entrainment import tables
+        from entrainment.store import tables
 
-        from entrainment.provenance import require_fresh
-        from entrainment.schema import TABLES
+        from entrainment.store.provenance import require_fresh
+        from entrainment.store.schema import TABLES
 
         if name not in TABLES:
             raise InputError(self.out, "table", name, f"unknown table (known: {', '.join(TABLES)})")
@@ -519,13 +520,13 @@ class Results:
 
     def sql(self, query: str) -> pl.DataFrame:
         """Run one read-only SELECT over the folder's views (as `entrainment sql`)."""
-        from entrainment.sql import query as run
+        from entrainment.store import sql
 
-        return run(Path(self.out), query)
+        return sql.query(Path(self.out), query)
 
     def connect(self):
         """A read-only DuckDB connection with one view per table (as `entrainment sql` has)."""
-        from entrainment.sql import connect
+        from entrainment.store.sql import connect
 
         return connect(Path(self.out))
 

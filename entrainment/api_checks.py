@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from entrainment.errors import InputError
-from entrainment.schema import MEASUREMENTS, PROMPTS, check_frame
+from entrainment.store.schema import MEASUREMENTS, PROMPTS, check_frame
 
 
 def model(value: Any) -> Any:

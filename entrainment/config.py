@@ -6,7 +6,7 @@ description (the CLI's help texts and ``docs/options.md`` are generated from it,
 field refuses 1, a list field refuses a plain string), unknown keys are rejected, numbers are range-checked
 (finite, positive where it matters), and every problem becomes a one-line ``InputError`` naming the key and the
 file. Stages read only the fields they need; ``Config.stage_params(stage)`` lists those fields (declared in
-``entrainment.stages``), so a change to a field re-runs exactly the stages that read it.
+``entrainment.stage_graph``), so a change to a field re-runs exactly the stages that read it.
 
 It is longer than 300 lines because every option is declared in this one place.
 """
@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr,
                       ValidationError, model_validator)
 
-from entrainment import stages
+from entrainment import stage_graph
 from entrainment.errors import InputError
 from entrainment.vocabulary import ABLATION_METHODS, ALL_CONDITIONS, CONTEXT_CONDITIONS  # noqa: F401 (re-exported)
 from entrainment.paths import LRE_DIR
@@ -256,7 +256,7 @@ class Config(BaseModel):
 
     def stage_params(self, stage: str) -> dict[str, Any]:
         """The fields that stage reads, as JSON-able values: the parameter part of its cache key."""
-        names = stages.fields(stage)
+        names = stage_graph.fields(stage)
         dumped = self.model_dump(mode="json", include=set(names))
         return {name: dumped[name] for name in names}
 
@@ -456,7 +456,7 @@ def make_config(toml_path: Path | None = None, **overrides: Any) -> Config:
 
 def markdown() -> str:
     """Every option as a Markdown table (docs/options.md): TOML key, default, stages that read it, meaning."""
-    used = {f: [s.name for s in stages.STAGES if f in s.fields] for f in Config.model_fields}
+    used = {f: [s.name for s in stage_graph.STAGES if f in s.fields] for f in Config.model_fields}
     rows = ["| option (TOML key) | CLI flag | default | read by | meaning |", "|---|---|---|---|---|"]
     for name, field in Config.model_fields.items():
         dflt = field.default

@@ -5,7 +5,7 @@
 Two users: cache keys (a task's code hash covers every module it can reach, ``reachable``; the CLI's fast path
 hashes every file ``module_files`` lists) and the layering test (no cycles, no import from a lower layer to a higher
 one, ``LAYERS``). The walk is recursive, so a module in a subfolder (``entrainment/heads/search.py`` is
-``entrainment.heads.search``) is in every cache key; it is bounded (``MAX_DEPTH`` folders, symlinked folders not
+``entrainment.model.hooks.search``) is in every cache key; it is bounded (``MAX_DEPTH`` folders, symlinked folders not
 followed, so a symlink loop cannot make it run forever) and a tree deeper than the bound is an error, not a silently
 shorter key.
 """
@@ -20,6 +20,23 @@ from pathlib import Path
 PACKAGES = ("entrainment", "tasks", "flows", "cli", "deployments")
 # the dependency rule: a package may import only packages of its own or a lower layer
 LAYERS = {"entrainment": 0, "tasks": 1, "flows": 2, "deployments": 3, "cli": 3}
+# the same rule between the library's folders (a module directly in entrainment/ is `root`, the notebook API `api`):
+# the foundations, then where results live, what is asked and the model, the statistics, the head sets, the
+# ablation, the figures, one entry module per stage, and on top the planner and the Python API.
+FOLDER_LAYERS = {
+    "root": 0,
+    "store": 1,
+    "data": 2,
+    "model": 2,
+    "stats": 3,
+    "heads": 4,
+    "ablation": 5,
+    "figures": 6,
+    "stages": 7,
+    "plan": 8,
+    "api": 8,
+}
+API_MODULES = ("api", "api_checks")
 
 
 MAX_DEPTH = 6  # package folders below a top-level package; deeper is a layout error (see python_files)
@@ -50,7 +67,7 @@ def python_files(folder: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
 
 
 def module_name(root: Path, path: Path) -> str:
-    """The dotted module name of a project file: ``entrainment/heads/__init__.py`` -> ``entrainment.heads``."""
+    """The dotted module name of a project file: ``entrainment/heads/__init__.py`` -> ``entrainment.model.hooks``."""
     parts = list(Path(path).relative_to(Path(root)).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -161,3 +178,26 @@ def upward(root: Path) -> list[tuple[str, str]]:
     g = graph(root)
     layer = lambda m: LAYERS[m.split(".")[0]]  # noqa: E731
     return sorted((a, b) for a, bs in g.items() for b in bs if layer(b) > layer(a))
+
+
+def library_folder(module: str) -> str | None:
+    """The FOLDER_LAYERS group of a library module (``entrainment.heads.search`` -> ``heads``), None outside it."""
+    parts = module.split(".")
+    if parts[0] != "entrainment" or len(parts) < 2:
+        return None
+    if len(parts) == 2:  # a module directly in entrainment/ (or a folder's __init__)
+        return "api" if parts[1] in API_MODULES else (parts[1] if parts[1] in FOLDER_LAYERS else "root")
+    return parts[1]
+
+
+def upward_folders(root: Path) -> list[tuple[str, str]]:
+    """(importer, imported) library modules where a lower folder imports a higher one (or an unknown folder)."""
+    g = graph(root)
+    rank = lambda m: FOLDER_LAYERS.get(library_folder(m) or "", 99)  # noqa: E731
+    return sorted(
+        (a, b)
+        for a, bs in g.items()
+        if library_folder(a)
+        for b in bs
+        if library_folder(b) and library_folder(b) != library_folder(a) and rank(b) > rank(a)
+    )

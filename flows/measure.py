@@ -6,11 +6,11 @@ from __future__ import annotations
 from prefect import flow
 
 from entrainment.config import Config
-from entrainment.masks import parse_ablation
+from entrainment.heads.masks import parse_ablation
 from tasks.cache import run_jobs
 from tasks.inputs import stage_relations
 from tasks.measure import combine, measure_shard, model_facts
-from entrainment import sources
+from entrainment.model import sources
 
 
 @flow(name="measure", validate_parameters=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from entrainment.config import Config
-from entrainment.lock import folder_lock
+from entrainment.store.lock import folder_lock
 from flows.ablate import ablate_flow
 from flows.discover import discover_flow
 from flows.generate import generate_flow

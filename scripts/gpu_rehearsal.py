@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from entrainment import sources
+from entrainment.model import sources
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -84,14 +84,14 @@ def cost_benchmark(scale, sizes: list[str], device: str, dtype: str, items: int,
 def embedded_benchmark(scale, device: str, dtype: str, items: int, repeats: int, scan_items: int,
                        log=print) -> list[dict[str, Any]]:
     """The same units on every installed embedded model (loaded the pipeline's way)."""
-    from entrainment import models
+    from entrainment.model import loading
 
     out = []
     for m in sources.installed():
         if m["installed"] != "yes":
             continue
         try:
-            loaded = models.load(m["name"], device, dtype)
+            loaded = loading.load(m["name"], device, dtype)
         except Exception as e:  # noqa: BLE001 -- an embedded model that cannot load here is reported, not fatal
             out.append({"model": m["name"], "error": f"{type(e).__name__}: {e}"})
             continue
@@ -102,7 +102,7 @@ def embedded_benchmark(scale, device: str, dtype: str, items: int, repeats: int,
         units.pop("_scan_layers", None)
         peak.close()
         out.append({"model": m["name"], "n_params": loaded.info.n_params, "units": units})
-        models._LOADED.clear()
+        loading._LOADED.clear()
         del loaded
         _free()
     return out

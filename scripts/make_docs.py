@@ -4,7 +4,7 @@
     .venv/bin/python scripts/make_docs.py --check   # exit 1 if either page differs from what would be written
 
 docs/options.md is ``entrainment.config.markdown()`` (every Config field: TOML key, CLI flag, default, the stages
-that read it, its description); docs/tables.md is ``entrainment.schema.markdown()`` (every table, column by column).
+that read it, its description); docs/tables.md is ``entrainment.store.schema.markdown()`` (every table, column by column).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from entrainment import config, schema  # noqa: E402
+from entrainment import config
+from entrainment.store import schema  # noqa: E402
 
 OPTIONS_HEADER = """# Options
 
@@ -38,8 +39,8 @@ does not make a run small: it sizes only the shift statistics' items (see its ro
 
 TABLES_HEADER = """# Tables
 
-Every Parquet table the pipeline writes, column by column, generated from `entrainment/schema.py`
-(`.venv/bin/python -m entrainment.schema` prints the same; regenerate this page with
+Every Parquet table the pipeline writes, column by column, generated from `entrainment/store/schema.py`
+(`.venv/bin/python -m entrainment.store.schema` prints the same; regenerate this page with
 `.venv/bin/python scripts/make_docs.py`). Which stage writes which table, and from which inputs, is in
 [pipeline.md](pipeline.md); how to query them is in [pipeline.md](pipeline.md#inspecting-the-tables) and
 [api.md](api.md). Back to the [README](../README.md).

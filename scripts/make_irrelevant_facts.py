@@ -11,8 +11,8 @@ import json
 import random
 
 from entrainment.paths import FACTS_FILE, LRE_DIR
-from entrainment.lre_prompts import context_sentence
-from entrainment.relations import load_relation, relation_files
+from entrainment.data.lre_prompts import context_sentence
+from entrainment.data.relations import load_relation, relation_files
 
 facts = []
 for path in relation_files(LRE_DIR):

@@ -23,7 +23,7 @@ for _key, _value in {
 
 import logging  # noqa: E402
 
-from entrainment.files import no_space as _no_space  # noqa: E402
+from entrainment.store.files import no_space  # noqa: E402
 
 # What README promises at INFO (cleaning fixes, resumes, cache hits, dropped rows) reaches the console and the
 # Prefect run log: Prefect attaches its handlers to the `entrainment` logger (PREFECT_LOGGING_EXTRA_LOGGERS).
@@ -37,7 +37,7 @@ class _BadInputIsOneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and (type(exc).__name__ == "InputError" or _no_space(exc)[0]):
+        if exc is not None and (type(exc).__name__ == "InputError" or no_space(exc)[0]):
             return False  # bad input, or a full disk: the CLI's one line says it
         try:
             msg = record.getMessage()

@@ -2,7 +2,7 @@
 
 Masks with the same heads (a seed and the stable set often agree) share one evaluation: the shards are keyed by
 (mask relation, heads, evaluated relation), and ``combine`` labels their rows once per mask. The work is
-``entrainment.evaluation`` (shared with the Python API).
+``entrainment.stages.ablate`` (shared with the Python API).
 """
 
 from __future__ import annotations
@@ -15,17 +15,23 @@ from typing import Callable
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment import crossfit, evaluation, masks, models, relations, tables, verdict
+from entrainment.stages import crossfit
+from entrainment.stats import verdict
+from entrainment.stages import ablate
+from entrainment.heads import masks
+from entrainment.model import loading
+from entrainment.data import relations
+from entrainment.store import tables
 from entrainment.config import Config
 from entrainment.paths import ICL_DIR
-from entrainment.schema import ABLATION, NULL_DRAWS, SIDE_EFFECTS
-from entrainment.masks import source_relations
-from entrainment.summaries import summary_lines
+from entrainment.store.schema import ABLATION, NULL_DRAWS, SIDE_EFFECTS
+from entrainment.heads.masks import source_relations
+from entrainment.ablation.summaries import summary_lines
 from tasks.cache import files_hash, key_fn, manifest, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
 from tasks.progress import progress_bar
-from entrainment import sources
+from entrainment.model import sources
 
 SHARDS = Path("shards") / "ablation"
 
@@ -62,13 +68,13 @@ def _inputs_eval(cfg: Config, mask_relation: str, heads_sets: tuple, relation: s
 
 def eval_stem(cfg: Config, spec: str, mask_relation: str, heads: tuple, relation: str) -> Path:
     """Where one head set's evaluation on one relation is stored (suffix .eval.parquet / .null.parquet)."""
-    hs = evaluation.head_set(mask_relation, heads)
+    hs = ablate.head_set(mask_relation, heads)
     return cfg.out / SHARDS / shard_name(spec) / f"{shard_name(hs.id)}.{shard_name(relation)}"
 
 
 def side_path(cfg: Config, spec: str, mask_relation: str, heads: tuple) -> Path:
     """Where one head set's side effects are stored."""
-    hs = evaluation.head_set(mask_relation, heads)
+    hs = ablate.head_set(mask_relation, heads)
     return cfg.out / SHARDS / shard_name(spec) / f"{shard_name(hs.id)}.side.parquet"
 
 
@@ -96,7 +102,7 @@ def _progress(stack: ExitStack, description: str) -> Callable[[str, int, int], N
 def ablate_relation(cfg: Config, mask_relation: str, heads_sets: tuple, relation: str) -> dict:
     """Every distinct head set of one mask relation on one relation's test split (the intact passes shared)."""
     t0 = time.perf_counter()
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     needed = bool(set(cfg.methods()) - {"zero"})
     get_run_logger().info(
         "ablation: %d head sets of %s (%s heads) on %s, %d random draws",
@@ -107,7 +113,7 @@ def ablate_relation(cfg: Config, mask_relation: str, heads_sets: tuple, relation
         cfg.random_draws,
     )
     with ExitStack() as stack:
-        done = evaluation.evaluate_relation(
+        done = ablate.evaluate_relation(
             loaded,
             tables.read_table(cfg.out, "prompts"),
             mask_relation,
@@ -140,11 +146,11 @@ def _inputs_side(cfg: Config, mask_relation: str, heads_sets: tuple) -> dict:
 def side_effects_task(cfg: Config, mask_relation: str, heads_sets: tuple) -> dict:
     """The side effects of every distinct head set of one mask relation (the intact passes shared)."""
     t0 = time.perf_counter()
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     methods = cfg.methods() if cfg.compare_everywhere else (cfg.ablation_method,)
     needed = any(m != "zero" for m in methods)
     get_run_logger().info("side effects of %d head sets of %s", len(heads_sets), mask_relation)
-    frames = evaluation.side_effect_rows(loaded, mask_relation, list(heads_sets), cfg, ICL_DIR,
+    frames = ablate.side_effect_rows(loaded, mask_relation, list(heads_sets), cfg, ICL_DIR,
                                          _mean(cfg, loaded, mask_relation, needed))
     paths = [tables.write_parquet(df, side_path(cfg, loaded.info.spec, mask_relation, heads), SIDE_EFFECTS)
              for heads, df in zip(heads_sets, frames)]
@@ -160,7 +166,7 @@ def _inputs_crossfit(cfg: Config, relation: str, folds: tuple) -> dict:
 def crossfit_task(cfg: Config, relation: str, folds: tuple) -> dict:
     """The cross-fitted verdict of one relation: each fold's mask on its fold's subjects, and the null."""
     t0 = time.perf_counter()
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     get_run_logger().info("cross-fitted verdict: %s, %d folds (%s heads), %d random draws", relation, len(folds),
                           "/".join(str(len(h)) for _, h in folds), cfg.crossfit_draws)
     mean = _mean(cfg, loaded, relation, cfg.ablation_method != "zero")
@@ -187,7 +193,7 @@ def combine(cfg: Config, jobs: list[tuple[masks.LearnedMask, str, dict]],
                       read(m, stem.with_name(stem.name + ".items.parquet"))))
     side = [(mask, read(m, side_path(cfg, mask.model, mask.relation, mask.head_set.heads))) for mask, m in sides]
     fits = [crossfit.read_result(Path(p)) for m in (crossfits or []) for p in m["outputs"] if p.endswith(".json")]
-    t = evaluation.tables(evals, side, cfg, fits)
+    t = ablate.tables(evals, side, cfg, fits)
     timed: dict[str, dict] = {}  # one row per distinct task (several masks share one)
     for stage, ms in (("ablate", [(j[0], j[2]) for j in jobs]), ("side-effects", sides)):
         for mask, m in ms:

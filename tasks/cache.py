@@ -22,7 +22,7 @@ from prefect import Task
 
 from entrainment import imports
 from entrainment.config import Config
-from entrainment.files import file_sha256
+from entrainment.store.files import file_sha256
 from entrainment.paths import PROJECT_ROOT
 
 log = logging.getLogger("entrainment.cache")
@@ -141,7 +141,7 @@ def run_jobs(task: Task, jobs: list[tuple[Config, tuple]]) -> list[dict]:
 def write_timings(cfg: Config, stage: str, df: Any) -> Path:
     """This run's timing rows of one stage as shards/timings/<stage>.parquet (schema.TIMINGS); the report stage
     assembles timings.parquet from every stage's shard, so each stage replaces only its own rows."""
-    from entrainment import tables
+    from entrainment.store import tables
 
     df = df.sort("model", "stage", "relation", "seed", "epoch")
     return tables.write_table_file(df, Path(cfg.out) / "shards" / "timings" / f"{stage}.parquet", "timings")

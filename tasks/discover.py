@@ -1,6 +1,6 @@
 """Tasks: one mask search per (model, relation, seed, resample), cached; the discovery tables from all of them.
 
-The work is ``entrainment.searches`` (shared with the Python API); a task adds the cache key, a resume checkpoint,
+The work is ``entrainment.stages.discover`` (shared with the Python API); a task adds the cache key, a resume checkpoint,
 a progress bar and the shard files.
 """
 
@@ -14,13 +14,16 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from entrainment import crossfit, models, searches, tables
+from entrainment.stages import crossfit
+from entrainment.model import loading
+from entrainment.stages import discover
+from entrainment.store import tables
 from entrainment.config import Config
-from entrainment.schema import DISCOVERY_MASKS, HEADS
+from entrainment.store.schema import DISCOVERY_MASKS, HEADS
 from tasks.cache import key_fn, manifest, stage_key, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
-from entrainment import masks
+from entrainment.heads import masks
 
 SHARDS = Path("shards") / "discovery"
 source_relations = masks.source_relations
@@ -40,7 +43,7 @@ def _inputs(cfg: Config, relation: str, seed: int, resample: int) -> dict:
 def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> dict:
     t0 = time.perf_counter()
     logger = get_run_logger()
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     rows = relation_rows(cfg.out, source_relations(cfg, relation))
     mean = reference(cfg, loaded, source_relations(cfg, relation)) if cfg.ablation_method != "zero" else None
     work = stage_key("discover", __name__, cfg, _inputs(cfg, relation, seed, resample))[:16]
@@ -54,7 +57,7 @@ def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> 
         loaded.info.n_total_heads,
         cfg.max_steps,
         cfg.epochs,
-        "bfloat16" if models.search_bf16(cfg.search_dtype, loaded.info.device) else "float32",
+        "bfloat16" if loading.search_bf16(cfg.search_dtype, loaded.info.device) else "float32",
         cfg.ablation_method,
     )
     with Progress(
@@ -74,7 +77,7 @@ def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> 
             logger.info("epoch %d: %s (%.1f s)", r["epoch"], status, r["seconds"])
 
         ckpt = cfg.out / SHARDS / ".ckpt" / f"{work}.pt"
-        s = searches.one_search(loaded, rows, relation, seed, resample, cfg, mean, ckpt, on_epoch)
+        s = discover.one_search(loaded, rows, relation, seed, resample, cfg, mean, ckpt, on_epoch)
     folder, stem = cfg.out / SHARDS / shard_name(loaded.info.spec), f"{shard_name(relation)}.seed{seed}.r{resample}"
     paths = [
         tables.write_parquet(s.log, folder / f"{stem}.log.parquet"),  # with `seconds` (split off in combine)
@@ -103,10 +106,10 @@ def _inputs_fold(cfg: Config, relation: str, fold: int) -> dict:
 
 @task(name="crossfit-search", tags=["gpu"], cache_key_fn=key_fn("discover", __name__, _inputs_fold))
 def crossfit_shard(cfg: Config, relation: str, fold: int) -> dict:
-    """One fold's search of the cross-fitted verdict (entrainment.crossfit.fold_search): trained and selected on the
+    """One fold's search of the cross-fitted verdict (entrainment.stages.crossfit.fold_search): trained and selected on the
     other folds' subjects only."""
     t0 = time.perf_counter()
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     rows = relation_rows(cfg.out, relation)
     mean = reference(cfg, loaded, relation) if cfg.ablation_method != "zero" else None
     work = stage_key("discover", __name__, cfg, _inputs_fold(cfg, relation, fold))[:16]
@@ -120,17 +123,17 @@ def crossfit_shard(cfg: Config, relation: str, fold: int) -> dict:
     return manifest(paths, **s.facts, seconds=time.perf_counter() - t0)
 
 
-def _search(m: dict) -> searches.Search:
+def _search(m: dict) -> discover.Search:
     read = {p.rsplit(".", 2)[-2]: tables.read_parquet(Path(p)) for p in m["outputs"]}
-    return searches.Search(read["log"], read["masks"], read["heads"], m)
+    return discover.Search(read["log"], read["masks"], read["heads"], m)
 
 
 def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
-    """Every discovery table from this run's shards (entrainment.searches.tables); the cross-fitting folds' masks
+    """Every discovery table from this run's shards (entrainment.stages.discover.tables); the cross-fitting folds' masks
     (manifests with a `fold`) are added to heads.parquet."""
     folds = [m for m in shard_manifests if m.get("fold") is not None]
     shard_manifests = [m for m in shard_manifests if m.get("fold") is None]
-    t = searches.tables([_search(m) for m in shard_manifests], cfg)
+    t = discover.tables([_search(m) for m in shard_manifests], cfg)
     t["heads"] = crossfit.with_fold_heads(t["heads"], [tables.read_parquet(Path(p)) for m in folds
                                                        for p in m["outputs"]])
     timings = pl.concat(
@@ -162,5 +165,5 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
             table=t["head_overlap"].to_dicts(),
             description="Jaccard overlap of removed heads across searches",
         )
-    return manifest(paths, summary=searches.summary(shard_manifests, t["head_overlap"], t["head_stability"])
+    return manifest(paths, summary=discover.summary(shard_manifests, t["head_overlap"], t["head_stability"])
                     + crossfit.summary(folds))

@@ -6,7 +6,8 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from entrainment import dataset, tables
+from entrainment.stages.generate import from_config, input_files
+from entrainment.store import tables
 from entrainment.config import Config
 from entrainment.vocabulary import SPLITS
 from tasks.cache import files_hash, key_fn, manifest
@@ -15,12 +16,12 @@ MAX_LINES = 20  # console lines per kind of summary (the table itself has every 
 
 
 def _inputs(cfg: Config) -> str:
-    return files_hash(dataset.input_files(cfg))
+    return files_hash(input_files(cfg))
 
 
 @task(name="generate", cache_key_fn=key_fn("generate", __name__, _inputs))
 def generate(cfg: Config) -> dict:
-    df = dataset.from_config(cfg)
+    df = from_config(cfg)
     path = tables.write_table(df, cfg.out, "prompts")
     counts = df.group_by("relation", "condition").len().sort("relation", "condition")
     logger = get_run_logger()

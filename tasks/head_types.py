@@ -1,5 +1,5 @@
 """Task: head-type scores of one model (head_types.parquet) and their agreement with entrainment importance
-(head_type_agreement.parquet). The work is ``entrainment.head_type_scores.compute`` (shared with the Python API)."""
+(head_type_agreement.parquet). The work is ``entrainment.stages.head_types.compute`` (shared with the Python API)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment import head_type_scores, models, tables
+from entrainment.stages import head_types
+from entrainment.model import loading
+from entrainment.store import tables
 from entrainment.config import Config
-from entrainment.files import file_sha256
-from entrainment.schema import HEAD_TYPE_AGREEMENT, HEAD_TYPES
+from entrainment.store.files import file_sha256
+from entrainment.store.schema import HEAD_TYPE_AGREEMENT, HEAD_TYPES
 from tasks.cache import key_fn, manifest, write_timings
 from tasks.inputs import discover_relations, model_key, relation_rows, rows_hash, shard_name
 from tasks.progress import progress_bar
@@ -43,10 +45,10 @@ def _present(cfg: Config, name: str) -> pl.DataFrame | None:
 @task(name="head-types", tags=["gpu"], cache_key_fn=key_fn("heads", __name__, _inputs))
 def head_types_model(cfg: Config) -> dict:
     t0 = time.perf_counter()
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     spec, rel = loaded.info.spec, _relation(cfg)
     with progress_bar(f"head types of {spec}", STEPS) as advance:
-        types, agree = head_type_scores.compute(
+        types, agree = head_types.compute(
             loaded, relation_rows(cfg.out, rel), rel, cfg, *(_present(cfg, n) for n in OPTIONAL),
             progress=lambda _label: advance(1),
         )

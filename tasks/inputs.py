@@ -13,9 +13,10 @@ from pathlib import Path
 
 import polars as pl
 
-from entrainment import models, tables
+from entrainment.model import loading
+from entrainment.store import tables
 from entrainment.config import Config
-from entrainment import sources
+from entrainment.model import sources
 
 
 def shard_name(text: str, width: int = 40) -> str:
@@ -39,9 +40,9 @@ def rows_hash(df: pl.DataFrame) -> str:
 def model_key(cfg: Config) -> dict:
     """What identifies the model a task runs: spec, content identity, device class, dtype."""
     src = sources.resolve(cfg.model)
-    dev = models.pick_device(cfg.device)
+    dev = loading.pick_device(cfg.device)
     return {"spec": src.spec, "identity": src.identity, "device": dev.split(":")[0],
-            "dtype": str(models.pick_dtype(cfg.dtype, dev))}
+            "dtype": str(loading.pick_dtype(cfg.dtype, dev))}
 
 
 def stage_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
@@ -54,7 +55,7 @@ def discover_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
     """The relations to search heads for: `only`, else the configured discovery relations (with own items whose
     relations are not among them and --discover-relations not given: every relation of the items file)."""
     from entrainment.config import default
-    from entrainment.searches import discovery_relations as pick
+    from entrainment.stages.discover import discovery_relations
 
     fallback = not only and cfg.items is not None and cfg.discover_relations == default("discover_relations")
-    return pick(stage_relations(cfg, None), only or cfg.discover_relations, fallback, cfg.out / "prompts.parquet")
+    return discovery_relations(stage_relations(cfg, None), only or cfg.discover_relations, fallback, cfg.out / "prompts.parquet")

@@ -10,13 +10,14 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from entrainment import means, tables
+from entrainment.model import means
+from entrainment.store import tables
 from entrainment.config import Config
 from entrainment.errors import InputError
-from entrainment.files import atomic_write_bytes, file_sha256
-from entrainment.models import Loaded
-from entrainment.schema import HEAD_MEANS
-from entrainment.tokens import Tokens
+from entrainment.store.files import atomic_write_bytes, file_sha256
+from entrainment.model.loading import Loaded
+from entrainment.store.schema import HEAD_MEANS
+from entrainment.model.tokens import Tokens
 from tasks.cache import code_hash, sha
 from tasks.inputs import model_key, relation_rows, shard_name
 

@@ -15,18 +15,21 @@ from pathlib import Path
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment import masks, measurement, models, tables
+from entrainment.heads import masks
+from entrainment.stages import measure
+from entrainment.model import loading
+from entrainment.store import tables
 from entrainment.config import Config
 from entrainment.errors import InputError
 from tasks.cache import key_fn, manifest, stage_key, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference, reference_frame
 from tasks.progress import progress_bar
-from entrainment import sources
+from entrainment.model import sources
 
 SHARDS = Path("shards") / "measurements"
 MODEL_SHARDS = Path("shards") / "models"
-log = logging.getLogger("entrainment.measurement")
+log = logging.getLogger("entrainment.stages.measure")
 
 
 def _inputs(cfg: Config, relation: str, head_set: masks.HeadSet | None) -> dict:
@@ -40,7 +43,7 @@ def _inputs(cfg: Config, relation: str, head_set: masks.HeadSet | None) -> dict:
 
 
 def shard_path(cfg: Config, relation: str, head_set: masks.HeadSet | None, rows: str) -> Path:
-    abl = measurement.ablation_id(head_set, cfg.ablation_method)
+    abl = measure.ablation_id(head_set, cfg.ablation_method)
     return (
         cfg.out
         / SHARDS
@@ -74,7 +77,7 @@ def measure_shard(cfg: Config, relation: str, head_set: masks.HeadSet | None = N
     rh = rows_hash(rows)
     path = shard_path(cfg, relation, head_set, rh)
     work = stage_key("measure", __name__, cfg, _inputs(cfg, relation, head_set))[:16]
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     method = cfg.ablation_method if head_set else "zero"
     mean = reference(cfg, loaded, relation) if head_set and method != "zero" else None
     logger.info(
@@ -82,10 +85,10 @@ def measure_shard(cfg: Config, relation: str, head_set: masks.HeadSet | None = N
         loaded.info.spec,
         relation,
         len(rows),
-        measurement.ablation_id(head_set, method),
+        measure.ablation_id(head_set, method),
     )
     with progress_bar(f"measure {relation}", len(rows)) as advance:
-        df = measurement.measure_resumable(
+        df = measure.measure_resumable(
             loaded,
             rows,
             cfg.out / SHARDS / ".parts" / work,
@@ -128,14 +131,14 @@ def model_facts(cfg: Config) -> dict:
     """One models.parquet row for this model (parameter counts, layout, identity) and its mean references for every
     relation of prompts.parquet, as shards."""
     t0 = time.perf_counter()
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     path = cfg.out / MODEL_SHARDS / f"{shard_name(loaded.info.spec)}.parquet"
     relations = sorted(tables.read_table(cfg.out, "prompts")["relation"].unique())
     means = pl.concat([reference_frame(cfg, loaded, r) for r in relations])
     mpath = cfg.out / MODEL_SHARDS / f"{shard_name(loaded.info.spec)}.means.parquet"
     return manifest(
         [
-            tables.write_table_file(pl.DataFrame([models.facts(loaded)]), path, "models"),
+            tables.write_table_file(pl.DataFrame([loading.facts(loaded)]), path, "models"),
             tables.write_table_file(means, mpath, "head_means"),
         ],
         model=loaded.info.spec,

@@ -7,10 +7,13 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from entrainment import files, models, report, scoring, stages, tables, tokens
+from entrainment.store import files, tables
+from entrainment.model import loading, scoring, tokens
+from entrainment.stages import report
+from entrainment import stage_graph
 from entrainment.config import Config
-from entrainment.shift_stats import summary_lines as stats_lines
-from entrainment.summaries import summary_lines as ablation_lines
+from entrainment.stages import stats
+from entrainment.ablation import summaries
 from tasks.cache import files_hash, key_fn, manifest
 from tasks.inputs import model_key
 
@@ -20,7 +23,7 @@ def _timing_shards(cfg: Config) -> list:
 
 
 def _inputs(cfg: Config) -> dict:
-    present = [cfg.out / f"{n}.parquet" for n in stages.reads("report") if (cfg.out / f"{n}.parquet").exists()]
+    present = [cfg.out / f"{n}.parquet" for n in stage_graph.reads("report") if (cfg.out / f"{n}.parquet").exists()]
     return {
         "tables": [p.name for p in present],
         "hash": files_hash(present + _timing_shards(cfg)),
@@ -32,7 +35,7 @@ def _inputs(cfg: Config) -> dict:
 def report_task(cfg: Config) -> dict:
     example = None
     if (cfg.out / "measurements.parquet").exists():
-        loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+        loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
         row = report.pick_example(
             tables.read_table(cfg.out, "prompts"), tables.read_table(cfg.out, "measurements"), loaded.info.spec
         )
@@ -46,9 +49,9 @@ def report_task(cfg: Config) -> dict:
         paths.append(tables.write_table(t, cfg.out, "timings"))
     lines = []
     if (cfg.out / "stats.parquet").exists():
-        lines += stats_lines(tables.read_table(cfg.out, "stats"))
+        lines += stats.summary_lines(tables.read_table(cfg.out, "stats"))
     if (cfg.out / "ablation.parquet").exists():
-        lines += ablation_lines(tables.read_table(cfg.out, "ablation"))
+        lines += summaries.summary_lines(tables.read_table(cfg.out, "ablation"))
     create_markdown_artifact(
         key="entrainment-report",
         markdown="# Contextual entrainment\n\n"

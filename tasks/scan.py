@@ -1,5 +1,5 @@
 """Tasks: head-importance maps per (model, relation, ablation method), their agreement with the learned mask, and the
-agreement between methods. The work is ``entrainment.importance`` (shared with the Python API)."""
+agreement between methods. The work is ``entrainment.stages.scan`` (shared with the Python API)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import numpy as np
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment import files, importance, models, tables
+from entrainment.store import files, tables
+from entrainment.stages import scan
+from entrainment.model import loading
 from entrainment.config import Config
-from entrainment.schema import HEAD_AGREEMENT, HEAD_SCORES
+from entrainment.store.schema import HEAD_AGREEMENT, HEAD_SCORES
 from tasks.cache import key_fn, manifest, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
-from entrainment import sources
+from entrainment.model import sources
 
 SHARDS = Path("shards") / "scan"
 
@@ -44,9 +46,9 @@ def save_effects(effects: np.ndarray, path: Path) -> Path:
 
 @task(name="scan", tags=["gpu"], cache_key_fn=key_fn("scan", __name__, _inputs_scan))
 def scan_relation(cfg: Config, relation: str, method: str) -> dict:
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     info = loaded.info
-    df, effects, secs = importance.score_heads(
+    df, effects, secs = scan.score_heads(
         loaded, relation_rows(cfg.out, relation), relation, method, cfg, _mean(cfg, loaded, relation, method)
     )
     get_run_logger().info(
@@ -84,7 +86,7 @@ def _heads(cfg: Config) -> pl.DataFrame | None:
 
 
 def _inputs_agree(cfg: Config, relation: str, method: str, scores_manifest: dict) -> dict:
-    m = importance.learned_mask(_heads(cfg), sources.resolve(cfg.model).spec, relation)
+    m = scan.learned_mask(_heads(cfg), sources.resolve(cfg.model).spec, relation)
     return {
         "model": model_key(cfg),
         "relation": relation,
@@ -100,11 +102,11 @@ def agreement_relation(cfg: Config, relation: str, method: str, scores_manifest:
     import time
 
     t0 = time.perf_counter()
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     scores = pl.concat(
         [tables.read_parquet(Path(p), HEAD_SCORES) for p in scores_manifest["outputs"] if p.endswith(".scores.parquet")]
     )
-    df = importance.agreement_rows(
+    df = scan.agreement_rows(
         loaded,
         relation_rows(cfg.out, relation),
         relation,
@@ -137,7 +139,7 @@ def combine(cfg: Config, score_manifests: list[dict], agree_manifests: list[dict
     pick = lambda suffix: pl.concat([tables.read_parquet(p) for p in paths_in if p.name.endswith(suffix)])  # noqa: E731
     scores = pick(".scores.parquet").sort("model", "relation", "ablation_method", "method", "layer", "head")
     agree = pick(".agreement.parquet").sort("model", "relation", "ablation_method", "method", "k")
-    methods = importance.method_table(scores)
+    methods = scan.method_table(scores)
     timing = pl.concat(
         [
             pick(".timing.parquet"),
@@ -162,4 +164,4 @@ def combine(cfg: Config, score_manifests: list[dict], agree_manifests: list[dict
         tables.write_table(methods, cfg.out, "method_agreement"),
         write_timings(cfg, "scan", timing),
     ]
-    return manifest(paths, summary=importance.summary(agree, methods))
+    return manifest(paths, summary=scan.summary(agree, methods))

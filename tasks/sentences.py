@@ -1,5 +1,5 @@
 """Tasks: sentence-level entrainment per model (sentence_scores, sentence_stats). The work is
-``entrainment.sentence_level.run`` (shared with the Python API)."""
+``entrainment.stages.sentences.run`` (shared with the Python API)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment import lre_prompts, models, sentence_level, tables
+from entrainment.data import lre_prompts
+from entrainment.model import loading
+from entrainment.stages import sentences
+from entrainment.store import tables
 from entrainment.config import Config
-from entrainment.schema import SENTENCE_SCORES, SENTENCE_STATS
+from entrainment.store.schema import SENTENCE_SCORES, SENTENCE_STATS
 from tasks.cache import files_hash, key_fn, manifest, write_timings
 from tasks.inputs import model_key, rows_hash, shard_name
 from tasks.progress import progress_bar
@@ -28,7 +31,7 @@ def _inputs(cfg: Config) -> dict:
     heads = _heads(cfg)
     rels = sorted(prompts["relation"].unique())
     files = [] if cfg.items is not None else lre_prompts.input_files(
-        cfg.data_dir, tuple(sentence_level.lre_names(cfg.data_dir, rels)))
+        cfg.data_dir, tuple(sentences.lre_names(cfg.data_dir, rels)))
     return {
         "model": model_key(cfg),
         "rows": rows_hash(prompts),
@@ -39,11 +42,11 @@ def _inputs(cfg: Config) -> dict:
 
 @task(name="sentences", tags=["gpu"], cache_key_fn=key_fn("sentences", __name__, _inputs))
 def sentences_model(cfg: Config) -> dict:
-    loaded = models.load(cfg.model, cfg.device, cfg.dtype)
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     spec = loaded.info.spec
     with ExitStack() as stack:
         bar: list = []
-        res = sentence_level.run(
+        res = sentences.run(
             loaded,
             tables.read_table(cfg.out, "prompts"),
             cfg,

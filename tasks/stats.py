@@ -5,7 +5,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from entrainment import scaling, shift_stats, tables
+from entrainment.stats import scaling
+from entrainment.stages import stats
+from entrainment.store import tables
 from entrainment.config import Config
 from tasks.cache import files_hash, key_fn, manifest
 
@@ -41,11 +43,11 @@ def scaling_step(cfg: Config, s) -> tuple[list, list[str]]:
 @task(name="stats", cache_key_fn=key_fn("stats", __name__, _inputs))
 def stats_task(cfg: Config) -> dict:
     tables.read_table(cfg.out, "measurements"), tables.read_table(cfg.out, "prompts")  # validated before testing
-    s, c = shift_stats.compute(cfg.out / "measurements.parquet", cfg.out / "prompts.parquet", cfg.confidence)
+    s, c = stats.compute(cfg.out / "measurements.parquet", cfg.out / "prompts.parquet", cfg.confidence)
     paths = [tables.write_table(s, cfg.out, "stats"), tables.write_table(c, cfg.out, "contrasts")]
     fit_paths, fit_lines = scaling_step(cfg, s)
     paths += fit_paths
-    lines = shift_stats.summary_lines(s) + fit_lines
+    lines = stats.summary_lines(s) + fit_lines
     logger = get_run_logger()
     for line in lines:
         logger.info(line)

@@ -7,13 +7,15 @@ import polars as pl
 import pytest
 import torch
 
-from entrainment import ablation, lre_prompts, random_heads, side_effects
-from entrainment.masks import HeadSet
-from entrainment.heads import scaled_heads
-from entrainment.scoring import Request, score
-from entrainment.tokens import Tokens
+from entrainment.ablation import evaluate, side_effects
+from entrainment.data import lre_prompts
+from entrainment.heads import random_heads
+from entrainment.heads.masks import HeadSet
+from entrainment.model.hooks import scaled_heads
+from entrainment.model.scoring import Request, score
+from entrainment.model.tokens import Tokens
 from tests import tiny
-from entrainment import scoring
+from entrainment.model import scoring
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ KEY = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
 def test_ablated_variant_equals_manual_zeroing(setup):
     m, items = setup
     hs = HeadSet("mask:x", ((0, 1), (1, 3)))
-    df = ablation.evaluate_mask(m, items, hs, KEY, ablation.Plan(random_draws=3, seed=0, batch_size=4))
+    df = evaluate.evaluate_mask(m, items, hs, KEY, evaluate.Plan(random_draws=3, seed=0, batch_size=4))
     assert set(df["variant"]) == {"original", "ablated", "random_heads", "no_context", "prompted"}
     assert set(df["templates"]) == {"all"} and set(df["ablation_method"]) == {"zero"}
     tk = Tokens(m.tokenizer)
@@ -57,7 +59,7 @@ def test_ablated_variant_equals_manual_zeroing(setup):
 
 def test_kl_is_zero_against_itself_and_positive_otherwise(setup):
     m, items = setup
-    df = ablation.evaluate_mask(m, items, HeadSet("mask:x", ((1, 0),)), KEY, ablation.Plan(random_draws=2, seed=0))
+    df = evaluate.evaluate_mask(m, items, HeadSet("mask:x", ((1, 0),)), KEY, evaluate.Plan(random_draws=2, seed=0))
     orig = df.filter(pl.col("variant") == "original")
     noctx = df.filter(pl.col("variant") == "no_context")
     assert (orig["kl_to_original"] == 0).all() and (noctx["kl_to_no_context"] == 0).all()

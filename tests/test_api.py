@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import entrainment as en
-from entrainment import tables
+from entrainment.store import tables
 from entrainment.errors import InputError
 from tests import tiny
 from tests.helpers import run_watched, cli
@@ -128,7 +128,7 @@ def test_results_reads_tables_and_queries_read_only(project):
 def test_results_refuses_a_stale_table_with_the_cli_message(project, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(project[3], out, ignore=shutil.ignore_patterns(".lock", ".cache", "shards"))
-    from entrainment import lre_prompts
+    from entrainment.data import lre_prompts
 
     fewer = lre_prompts.build(project[1], ("toy capital",), 0, 2, (0.6, 0.2, 0.2))
     tables.write_table(fewer, out, "prompts")  # another prompts table: measurements are stale now

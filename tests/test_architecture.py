@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from entrainment import imports, stages
-from entrainment.schema import TABLES
+from entrainment import imports, stage_graph
+from entrainment.store.schema import TABLES
 from tests.helpers import run_watched, CEILING_S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_no_import_cycle_and_no_upward_import():
     assert imports.cycles(ROOT) == []
     assert imports.upward(ROOT) == []  # entrainment < tasks < flows < cli / deployments
+    assert imports.upward_folders(ROOT) == []  # root < store < data, model < stats < heads < ablation < ... < api
+    folders = {p.name for p in (ROOT / "entrainment").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(imports.FOLDER_LAYERS) - {"root", "api"}, folders  # every folder has its place in the rule
     g = imports.graph(ROOT)
     assert not any(
         b.startswith(("tasks", "flows", "cli")) for a, bs in g.items() if a.startswith("entrainment") for b in bs
@@ -53,7 +56,7 @@ def test_flows_hold_only_flows():
 
 def test_modules_are_small_or_say_why():
     for pkg in imports.PACKAGES:
-        for path in sorted((ROOT / pkg).glob("*.py")):
+        for path in imports.python_files(ROOT / pkg):
             lines = path.read_text().count("\n")
             if lines > 320:
                 doc = ast.get_docstring(ast.parse(path.read_text())) or ""
@@ -62,12 +65,12 @@ def test_modules_are_small_or_say_why():
 
 def test_every_table_has_exactly_one_producing_stage_and_inputs_that_exist():
     producers: dict[str, list[str]] = {}
-    for s in stages.STAGES:
+    for s in stage_graph.STAGES:
         for t in s.writes:
             producers.setdefault(t, []).append(s.name)
     assert set(producers) == set(TABLES), set(producers) ^ set(TABLES)
     assert all(len(v) == 1 for v in producers.values()), producers
-    for s in stages.STAGES:
+    for s in stage_graph.STAGES:
         for t, made_from in s.writes.items():
             assert set(made_from) <= set(TABLES) and set(made_from) <= set(s.reads) | set(s.writes), (s.name, t)
         assert set(s.reads) <= set(TABLES)
@@ -190,35 +193,35 @@ def test_the_derived_maps_equal_the_old_hand_written_ones():
         ),
     }
     for t, made_from in old_inputs.items():
-        assert stages.inputs_of(t) == made_from, t
+        assert stage_graph.inputs_of(t) == made_from, t
     for t, cmd in old_refresh.items():
-        assert stages.producer(t) == cmd, t
+        assert stage_graph.producer(t) == cmd, t
     for cmd, reads in old_reads.items():
-        assert stages.reads(cmd) == reads, cmd
-    assert set(old_report) <= set(stages.reads("report"))
+        assert stage_graph.reads(cmd) == reads, cmd
+    assert set(old_report) <= set(stage_graph.reads("report"))
     for stage, fields in old_fields.items():  # this round added fields; none was dropped
-        assert set(fields) <= set(stages.fields(stage)), stage
+        assert set(fields) <= set(stage_graph.fields(stage)), stage
 
 
 def test_cache_key_follows_an_edit_to_a_module_reached_only_indirectly(tmp_path):
-    """tasks.report reaches entrainment.oom only through scoring (the example's scoring path): editing it in a copy
+    """tasks.report reaches entrainment.model.oom only through scoring (the example's scoring path): editing it in a copy
     of the package changes the report task's code hash; an edit to a module it cannot reach does not."""
     from tasks.cache import code_hash
 
     for pkg in imports.PACKAGES:
         shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    assert "entrainment.oom" not in imports.graph(tmp_path)["tasks.report"]  # not imported directly...
-    assert "entrainment.oom" in imports.reachable(tmp_path, "tasks.report")  # ...but reached
+    assert "entrainment.model.oom" not in imports.graph(tmp_path)["tasks.report"]  # not imported directly...
+    assert "entrainment.model.oom" in imports.reachable(tmp_path, "tasks.report")  # ...but reached
     before = code_hash("tasks.report", str(tmp_path))
     assert before == code_hash("tasks.report", str(ROOT))  # a faithful copy hashes the same
-    p = tmp_path / "entrainment" / "oom.py"
+    p = tmp_path / "entrainment" / "model" / "oom.py"
     p.write_text(p.read_text() + "\n# an edit to the out-of-memory policy\n")
     code_hash.cache_clear()
     try:
         assert code_hash("tasks.report", str(tmp_path)) != before
-        assert "entrainment.scaling" not in imports.reachable(tmp_path, "tasks.generate")
+        assert "entrainment.stats.scaling" not in imports.reachable(tmp_path, "tasks.generate")
         k = code_hash("tasks.generate", str(tmp_path))
-        q = tmp_path / "entrainment" / "scaling.py"
+        q = tmp_path / "entrainment" / "stats" / "scaling.py"
         q.write_text(q.read_text() + "\n# unrelated to generating prompts\n")
         code_hash.cache_clear()
         assert code_hash("tasks.generate", str(tmp_path)) == k
@@ -229,8 +232,10 @@ def test_cache_key_follows_an_edit_to_a_module_reached_only_indirectly(tmp_path)
 def test_importing_the_library_and_the_api_loads_no_prefect():
     code = (
         "import sys, entrainment as en\n"
-        "from entrainment import api, ablation, mask_search, measurement, head_scan, shift_stats, report, searches\n"
-        "from entrainment import evaluation, importance\n"
+        "from entrainment import api\n"
+        "from entrainment.ablation import evaluate\n"
+        "from entrainment.heads import maps, search\n"
+        "from entrainment.stages import ablate, discover, measure, report, scan, stats\n"
         "en.prompts\n"
         "assert not [m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')], 'prefect imported'\n"
         "print('ok')\n"
@@ -256,3 +261,15 @@ def test_cli_help_defaults_come_from_the_config():
     assert str(default("epochs")) in options.help_text("epochs")
     run_fields = {p.name for p in options.parameters("run")}
     assert {"epochs", "seeds", "ablation_method", "search_resamples", "template_holdout", "items"} <= run_fields
+
+
+def test_the_folder_rule_catches_a_lower_folder_importing_a_higher_one(tmp_path):
+    for pkg in imports.PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    for folder in ("store", "stages"):
+        (tmp_path / "entrainment" / folder).mkdir()
+        (tmp_path / "entrainment" / folder / "__init__.py").write_text("")
+    (tmp_path / "entrainment" / "stages" / "measure.py").write_text("from entrainment.store import tables\n")
+    (tmp_path / "entrainment" / "store" / "tables.py").write_text("def f():\n    from entrainment.stages import measure\n")
+    assert imports.upward_folders(tmp_path) == [("entrainment.store.tables", "entrainment.stages.measure")]

@@ -11,7 +11,8 @@ from tests.helpers import ROOT, cli, one_line_error, tmpfs  # noqa: F401  (ROOT:
 
 
 def _valid_prompts(folder: Path, lre: Path) -> None:
-    from entrainment import lre_prompts, tables
+    from entrainment.data import lre_prompts
+    from entrainment.store import tables
 
     tables.write_table(lre_prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2)), folder, "prompts")
 

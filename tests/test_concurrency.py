@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from entrainment.errors import InputError
-from entrainment.lock import folder_lock, holder
+from entrainment.store.lock import folder_lock, holder
 from tests import tiny
 from tests.helpers import CEILING_S, ROOT, cli
 from tests.toy_data import CONFIG
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_lock_is_exclusive_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = (f"from entrainment.lock import folder_lock\nimport time\nwith folder_lock({str(tmp_path)!r}):\n    "
+    code = (f"from entrainment.store.lock import folder_lock\nimport time\nwith folder_lock({str(tmp_path)!r}):\n    "
             f"print('held', flush=True)\n    time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"

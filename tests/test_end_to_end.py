@@ -11,7 +11,7 @@ import importlib.util
 import polars as pl
 import pytest
 
-from entrainment.schema import TABLES
+from entrainment.store.schema import TABLES
 from tests.helpers import cli
 
 pytestmark = pytest.mark.slow

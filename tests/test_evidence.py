@@ -8,12 +8,17 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment import ablation, dataset, multimask, null, lre_prompts, random_heads
+from entrainment.ablation import evaluate
+from entrainment.stages import generate
+from entrainment.model import multimask
+from entrainment.stats import null
+from entrainment.data import lre_prompts
+from entrainment.heads import random_heads
 from entrainment.config import Config
-from entrainment.masks import HeadSet
-from entrainment.tokens import Tokens
+from entrainment.heads.masks import HeadSet
+from entrainment.model.tokens import Tokens
 from tests import tiny
-from entrainment import scoring
+from entrainment.model import scoring
 
 
 def test_paired_gain_equals_scipy():
@@ -93,7 +98,7 @@ def test_on_the_fly_kl_equals_stored_distributions(setup):
     d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rows]
     mask = HeadSet("x", ((1, 0), (0, 3))).mask(2, 4)
     inputs = {"ctx": ctx, "base": base, "prompted": ctx}
-    per = ablation.variant_passes(m, inputs, g, d, {"ablated": ablation.Pass("ctx", mask)}, batch_size=4, chunk=3)
+    per = evaluate.variant_passes(m, inputs, g, d, {"ablated": evaluate.Pass("ctx", mask)}, batch_size=4, chunk=3)
     o = scoring.run_pass(m, ctx, g, d, None, 8, keep_dist=True).dist  # every distribution kept at once
     n = scoring.run_pass(m, base, g, d, None, 8, keep_dist=True).dist
     a = scoring.run_pass(m, ctx, g, d, mask, 8, keep_dist=True).dist
@@ -108,7 +113,7 @@ def test_ablated_rows_carry_gain_and_null(setup):
     hs = HeadSet("mask:x", ((0, 1), (1, 3)))
     plan = random_heads.NullPlan(draws=12, items=3, conditions=("related",))
     key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
-    df = ablation.evaluate_mask(m, items, hs, key, ablation.Plan(random_draws=2, seed=0, batch_size=4, null=plan))
+    df = evaluate.evaluate_mask(m, items, hs, key, evaluate.Plan(random_draws=2, seed=0, batch_size=4, null=plan))
     abl = df.filter(pl.col("variant") == "ablated")
     orig = df.filter(pl.col("variant") == "original")
     for a, o in zip(abl.iter_rows(named=True), orig.iter_rows(named=True)):
@@ -120,7 +125,7 @@ def test_ablated_rows_carry_gain_and_null(setup):
             assert a["null_draws"] == 0 and np.isnan(a["null_p"])
     assert orig["null_draws"].sum() == 0 and orig["gain"].is_nan().all()
     # the observed subsample gain and the null's draws are recomputed identically (seeded subsample and draws)
-    again = ablation.evaluate_mask(m, items, hs, key, ablation.Plan(random_draws=2, seed=0, batch_size=2, null=plan))
+    again = evaluate.evaluate_mask(m, items, hs, key, evaluate.Plan(random_draws=2, seed=0, batch_size=2, null=plan))
     a2 = again.filter(pl.col("variant") == "ablated")
     assert a2["null_p"].to_list() == pytest.approx(abl["null_p"].to_list(), nan_ok=True)
     assert a2["null_gain"].to_list() == pytest.approx(abl["null_gain"].to_list(), abs=1e-5, nan_ok=True)
@@ -128,7 +133,7 @@ def test_ablated_rows_carry_gain_and_null(setup):
 
 def test_head_search_splits_are_subject_disjoint_at_the_new_sizes():
     cfg = Config(relations=("country capital city",))
-    df = dataset.from_config(cfg)
+    df = generate.from_config(cfg)
     rel = df.filter(pl.col("condition") == "related")
     n = dict(rel.group_by("split").len().iter_rows())
     assert n["test"] >= 150 and n["dev"] >= 20 and n["train"] >= 50

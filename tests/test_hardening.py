@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from entrainment import tables
+from entrainment.store import tables
 from entrainment.errors import InputError
 from tests.toy_data import toy_lre, write_relation
 from tests.helpers import CEILING_S, ROOT, run_watched, cli, one_line_error, tmpfs
@@ -32,7 +32,7 @@ from tests.helpers import CEILING_S, ROOT, run_watched, cli, one_line_error, tmp
 
 def write_prompts(folder: Path, lre: Path, relations: tuple[str, ...] = ("toy capital",),
                   max_pairs: int = 2) -> pl.DataFrame:
-    from entrainment.lre_prompts import build
+    from entrainment.data.lre_prompts import build
 
     folder.mkdir(parents=True, exist_ok=True)
     df = build(lre, relations, 0, max_pairs, (0.5, 0.25, 0.25))
@@ -69,7 +69,7 @@ def lre(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def measured_dir(tmp_path_factory, lre) -> Path:
     """prompts.parquet and measurements.parquet (with their provenance), written by the library on a tiny model."""
-    from entrainment.measurement import measure_frame
+    from entrainment.stages.measure import measure_frame
     from tests import tiny
 
     out = tmp_path_factory.mktemp("measured")
@@ -223,7 +223,7 @@ def _replace_weights(model: Path) -> None:
 
 
 def test_replaced_weights_of_the_same_size_and_mtime_change_the_identity(tmp_path):
-    from entrainment.sources import resolve
+    from entrainment.model.sources import resolve
     from tests import tiny
 
     model = Path(tiny.save("llama", tmp_path / "m"))
@@ -231,7 +231,7 @@ def test_replaced_weights_of_the_same_size_and_mtime_change_the_identity(tmp_pat
     assert resolve(str(model)).identity == before  # stable while nothing changes
     _replace_weights(model)
     assert resolve(str(model)).identity != before
-    assert subprocess.run([sys.executable, "-c", f"from entrainment.sources import resolve; "
+    assert subprocess.run([sys.executable, "-c", f"from entrainment.model.sources import resolve; "
                            f"print(resolve({str(model)!r}).identity)"], capture_output=True, text=True, cwd=ROOT,
                           timeout=CEILING_S).stdout.strip() not in ("", before)  # the on-disk memo agrees
 
@@ -310,7 +310,7 @@ def test_cuda_without_cuda_is_one_line(tmp_path, lre):
                                       "The capital of {0} is", "The {} capital of {} is", "The capital of {!r} is",
                                       "The capital of {:>9} is", "The capital of {{}} is"])
 def test_templates_need_exactly_one_plain_field(tmp_path, template):
-    from entrainment.relations import load_relation
+    from entrainment.data.relations import load_relation
 
     path = write_relation(tmp_path, "bad.json", "bad", prompt_templates=[template])
     with pytest.raises(InputError) as e:
@@ -326,9 +326,9 @@ def test_a_stray_brace_in_a_template_is_one_line_through_the_cli(tmp_path):
 
 def test_the_same_answer_is_never_a_distractor_of_itself(tmp_path):
     """'Paris', 'PARIS', fullwidth 'Ｐａｒｉｓ', 'Straße'/'STRASSE', 'Mos\\u200bcow': one answer per spelling class."""
-    from entrainment.lre_prompts import build
-    from entrainment.relations import load_relation
-    from entrainment.text import answer_key
+    from entrainment.data.lre_prompts import build
+    from entrainment.data.relations import load_relation
+    from entrainment.data.text import answer_key
 
     objs = [("France", "Paris"), ("Germany", "PARIS"), ("Italy", "Ｐａｒｉｓ"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
             ("Egypt", "Cairo"), ("Peru", "Lima"), ("Russia", "Mos\u200bcow"), ("Chile", "Straße"), ("Cuba", "STRASSE")]
@@ -367,7 +367,7 @@ def test_a_prompt_longer_than_the_context_window_is_one_line_naming_it(tmp_path)
 
 
 def test_tokens_refuse_a_prompt_longer_than_max_len():
-    from entrainment.tokens import Tokens, context_window
+    from entrainment.model.tokens import Tokens, context_window
     from tests import tiny
 
     m = tiny.model("gpt2")
@@ -425,7 +425,7 @@ def test_a_null_text_is_refused(measured):
 
 @pytest.mark.parametrize("record", [b"{not json", b"[1, 2]", b'{"prompts": 3}', b"\xff\xfe"])
 def test_corrupt_provenance_metadata_is_one_line_for_stats_and_a_warning_for_sql(measured, record):
-    from entrainment.files import SOURCE_KEY
+    from entrainment.store.files import SOURCE_KEY
 
     path = measured / "measurements.parquet"
     t = pq.read_table(path)
@@ -470,7 +470,7 @@ STRAYS = ["folder named x.json", "deeply nested unrelated json file", "deeply ne
 
 @pytest.mark.parametrize("kind", [k for k in STRAYS if k != "fifo"])
 def test_a_stray_entry_breaks_nothing(tmp_path, kind):
-    from entrainment.relations import load_relations
+    from entrainment.data.relations import load_relations
 
     d = toy_lre(tmp_path / "lre")
     _stray(kind, d)

@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 import torch
 
-from entrainment import head_circuits, head_dissociation, head_type_scores
+from entrainment.heads import circuits, dissociation
+from entrainment.stages import head_types
 from entrainment.config import Config
 from tests import tiny
 
@@ -59,11 +60,11 @@ def _pattern(kind: str, bos: int, length: int) -> torch.Tensor:
 @pytest.mark.parametrize("kind,where", [("prev_token", (0, 2)), ("duplicate_token", (1, 1)), ("induction", (1, 3))])
 def test_a_planted_attention_pattern_ranks_its_head_first(kind, where):
     m = tiny.model("llama")
-    seqs, bos = head_type_scores.repeated_tokens(m.tokenizer, len(m.tokenizer), 3, T, seed=0)
+    seqs, bos = head_types.repeated_tokens(m.tokenizer, len(m.tokenizer), 3, T, seed=0)
     assert bos == 1 and seqs.shape == (3, 1 + 2 * T)
     assert (seqs[:, 1:T + 1] == seqs[:, T + 1:]).all() and all(len(set(r[1:T + 1].tolist())) == T for r in seqs)
     with planted_attention(*where, _pattern(kind, bos, T)):
-        scores = head_type_scores.pattern_scores(m, seqs, bos)
+        scores = head_types.pattern_scores(m, seqs, bos)
     s = scores[kind]
     assert s[where] == pytest.approx(1.0, abs=1e-5)
     assert np.unravel_index(np.argmax(s), s.shape) == where
@@ -90,11 +91,11 @@ def test_identity_ov_copies_its_negative_suppresses_and_gqa_heads_read_their_kv_
     m = tiny.model("llama", tie_word_embeddings=True)  # 4 query heads on 2 key/value heads
     assert (m.info.n_heads, m.info.n_kv_heads) == (4, 2)
     _plant_ov(m, 1, {0: -1.0, 1: 1.0})
-    c = head_circuits.copying_scores(m)
+    c = circuits.copying_scores(m)
     assert c[1].tolist() == pytest.approx([-1.0, -1.0, 1.0, 1.0], abs=1e-6)  # heads 0, 1 read kv 0; 2, 3 read kv 1
     assert np.all(np.abs(c[0]) < 0.999)  # random heads are neither
-    assert [head_circuits.kv_head(h, 4, 2) for h in range(4)] == [0, 0, 1, 1]
-    sup, top1 = head_circuits.suppression_scores(m, list(range(len(m.tokenizer))))
+    assert [circuits.kv_head(h, 4, 2) for h in range(4)] == [0, 0, 1, 1]
+    sup, top1 = circuits.suppression_scores(m, list(range(len(m.tokenizer))))
     assert np.argmax(sup[0].tolist() + sup[1].tolist()) in (4, 5) and sup[1, 0] > 0.2
     assert np.argmax(top1[0].tolist() + top1[1].tolist()) in (6, 7) and top1[1, 2] > 0.2
 
@@ -102,11 +103,11 @@ def test_identity_ov_copies_its_negative_suppresses_and_gqa_heads_read_their_kv_
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "gpt_neox"])
 def test_the_d_head_form_equals_the_full_vocabulary_form(arch):
     m = tiny.model(arch)
-    c = head_circuits.copying_scores(m)
+    c = circuits.copying_scores(m)
     for layer, head in [(0, 0), (1, 3)]:
-        full = head_circuits.full_ov(m, layer, head)
+        full = circuits.full_ov(m, layer, head)
         assert full.shape == (len(m.tokenizer), len(m.tokenizer))
-        assert head_circuits.positivity(torch.linalg.eigvals(full.double())) == pytest.approx(c[layer, head], abs=1e-5)
+        assert circuits.positivity(torch.linalg.eigvals(full.double())) == pytest.approx(c[layer, head], abs=1e-5)
 
 
 def test_gemma_norms_are_folded_with_one_plus_weight():
@@ -114,8 +115,8 @@ def test_gemma_norms_are_folded_with_one_plus_weight():
     layer = m.model.model.layers[0]
     with torch.no_grad():
         layer.input_layernorm.weight.fill_(-1.0)  # Gemma's gain 1 + w = 0: the value path reads nothing
-    assert np.isnan(head_circuits.copying_scores(m)[0]).all()
-    assert head_circuits.norm_gain(layer.post_attention_layernorm, 32).tolist() == pytest.approx([1.0] * 32)
+    assert np.isnan(circuits.copying_scores(m)[0]).all()
+    assert circuits.norm_gain(layer.post_attention_layernorm, 32).tolist() == pytest.approx([1.0] * 32)
 
 
 def test_direct_logit_attribution_adds_up_without_norms():
@@ -126,10 +127,10 @@ def test_direct_logit_attribution_adds_up_without_norms():
     with torch.no_grad():
         m.model.model.layers[0].mlp.down_proj.weight.zero_()
     tk_ids = [tuple(range(2, 9)), tuple(range(20, 31))]
-    _, z, post, resid, _ = head_type_scores._last_position_pass(m, tk_ids, attend=False)
+    _, z, post, resid, _ = head_types._last_position_pass(m, tk_ids, attend=False)
     u = m.model.get_output_embeddings().weight.detach()
     direction = u[[5, 7]] - u[[6, 8]]
-    dla = head_type_scores.head_dla(m, z, post, resid, direction)  # [B, L, H]
+    dla = head_types.head_dla(m, z, post, resid, direction)  # [B, L, H]
     emb = m.model.get_input_embeddings().weight.detach()
     last = torch.stack([emb[ids[-1]] for ids in tk_ids])
     expect = ((resid - last) * direction).sum(-1)  # the attention block's write, projected
@@ -141,23 +142,23 @@ def test_distractor_positions_spell_the_distractor():
     ctx = "The capital of France is the city of Paris."
     text = ctx + " The capital city of Germany is"
     ids = tuple(tok(text).input_ids)
-    pos = head_type_scores.distractor_positions(tok, ids, text, ctx, "Paris")
+    pos = head_types.distractor_positions(tok, ids, text, ctx, "Paris")
     assert pos and "Paris" in tok.decode([ids[i] for i in pos]).strip()
-    assert head_type_scores.distractor_positions(tok, ids, text, ctx, "Rome") == []
+    assert head_types.distractor_positions(tok, ids, text, ctx, "Rome") == []
     with_bos = (tok.bos_token_id,) + ids
-    assert head_type_scores.distractor_positions(tok, with_bos, text, ctx, "Paris") == [p + 1 for p in pos]
+    assert head_types.distractor_positions(tok, with_bos, text, ctx, "Paris") == [p + 1 for p in pos]
 
 
 def test_agreement_statistics():
     rng = np.random.default_rng(0)
     x = rng.normal(size=60)
-    rho, lo, hi, p = head_dissociation.spearman_ci(x, x + 0.3 * rng.normal(size=60))
+    rho, lo, hi, p = dissociation.spearman_ci(x, x + 0.3 * rng.normal(size=60))
     assert lo <= rho <= hi and rho > 0.8 and p < 1e-6
-    assert np.isnan(head_dissociation.spearman_ci(x, np.ones(60))[0])
-    obs, chance, p = head_dissociation.overlap(((0, 0), (0, 1)), ((0, 0), (0, 1)), 10)
+    assert np.isnan(dissociation.spearman_ci(x, np.ones(60))[0])
+    obs, chance, p = dissociation.overlap(((0, 0), (0, 1)), ((0, 0), (0, 1)), 10)
     assert (obs, chance) == (2, pytest.approx(0.4)) and p == pytest.approx(1 / 45)
     grid = np.array([[0.1, 0.9], [0.5, np.nan]])
-    assert head_dissociation.top_k(grid, 2) == ((0, 1), (1, 0)) and head_dissociation.top_k(grid, 1, exclude=((0, 1),)) == ((1, 0),)
+    assert dissociation.top_k(grid, 2) == ((0, 1), (1, 0)) and dissociation.top_k(grid, 1, exclude=((0, 1),)) == ((1, 0),)
 
 
 def test_compute_without_prompts_and_the_dissociation_rows():
@@ -166,7 +167,7 @@ def test_compute_without_prompts_and_the_dissociation_rows():
     heads = pl.DataFrame({"model": [m.info.spec] * 8, "relation": ["r"] * 8, "seed": [-1] * 8,
                           "layer": [0] * 4 + [1] * 4, "head": list(range(4)) * 2,
                           "mask_logit": [0.0] * 8, "removed": [True, False, False, False, False, True, False, False]})
-    types, agree = head_type_scores.compute(m, None, "r", cfg, heads=heads)
+    types, agree = head_types.compute(m, None, "r", cfg, heads=heads)
     assert len(types) == 8 and types["n_tokens"][0] == 40 and types["distractor_attention"].is_nan().all()
     d = agree.filter(pl.col("kind") == "dissociation")
     assert set(zip(d["removed"], d["excluded"])) == {("induction", "entrainment"), ("entrainment", "induction"),
@@ -177,7 +178,8 @@ def test_compute_without_prompts_and_the_dissociation_rows():
 
 
 def _folder(tmp_path, lre_dir) -> tuple[Config, str]:
-    from entrainment import lre_prompts, tables
+    from entrainment.data import lre_prompts
+    from entrainment.store import tables
 
     model = tiny.save("llama", tmp_path / "model")
     spec = str((tmp_path / "model").resolve())
@@ -185,7 +187,7 @@ def _folder(tmp_path, lre_dir) -> tuple[Config, str]:
                  discover_relations=("toy capital",), head_types_seqs=2, head_types_len=8, head_types_tokens=60,
                  head_types_k=2, head_types_draws=2, null_items=4, scan_items=4)
     tables.write_table(lre_prompts.build(lre_dir, ("toy capital",), 0, 6, (0.5, 0.25, 0.25)), cfg.out, "prompts")
-    from entrainment.schema import HEADS
+    from entrainment.store.schema import HEADS
 
     heads = pl.DataFrame({
         "model": [spec] * 8, "relation": ["toy capital"] * 8, "seed": [0] * 4 + [-1] * 4,
@@ -199,8 +201,8 @@ def _folder(tmp_path, lre_dir) -> tuple[Config, str]:
 
 
 def test_heads_flow_writes_both_tables_and_is_cached(prefect_api, tmp_path, lre_dir):
-    from entrainment import provenance
-    from entrainment.schema import HEAD_TYPE_AGREEMENT, HEAD_TYPES
+    from entrainment.store import provenance
+    from entrainment.store.schema import HEAD_TYPE_AGREEMENT, HEAD_TYPES
     from flows.head_types import head_types_flow
 
     cfg, spec = _folder(tmp_path, lre_dir)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entrainment.heads import HeadScaler, out_projections, scaled_heads
-from entrainment.masks import parse_ablation, parse_head_list
+from entrainment.model.hooks import HeadScaler, out_projections, scaled_heads
+from entrainment.heads.masks import parse_ablation, parse_head_list
 from entrainment.errors import InputError
 from tests import tiny
 

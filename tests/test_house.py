@@ -45,10 +45,10 @@ def test_a_module_in_a_subfolder_is_hashed_and_its_edit_changes_the_stage_key(tm
     sub = root / "entrainment" / "house"
     sub.mkdir()
     (sub / "__init__.py").write_text("from . import deep  # noqa: F401\n")
-    (sub / "deep.py").write_text("from ..text import visible  # noqa: F401\nX = 1\n")
+    (sub / "deep.py").write_text("from ..data.text import visible  # noqa: F401\nX = 1\n")
     (root / "tasks" / "sub").mkdir()
     (root / "tasks" / "sub" / "more.py").write_text("import entrainment.house.deep  # noqa: F401\n")
-    oom = root / "entrainment" / "oom.py"
+    oom = root / "entrainment" / "model" / "oom.py"
     oom.write_text(oom.read_text() + "\nfrom entrainment.house import deep as _deep  # noqa: E402,F401\n")
 
     files = imports.module_files(root)
@@ -57,7 +57,7 @@ def test_a_module_in_a_subfolder_is_hashed_and_its_edit_changes_the_stage_key(tm
     assert "tasks.sub.more" in files
     g = imports.graph(root)
     assert g["entrainment.house"] == {"entrainment.house.deep"}
-    assert g["entrainment.house.deep"] == {"entrainment.text"}  # two dots: one package up
+    assert g["entrainment.house.deep"] == {"entrainment.data.text"}  # two dots: one package up
     assert {"entrainment", "entrainment.house", "entrainment.house.deep"} <= g["tasks.sub.more"]
     assert imports.cycles(root) == [] and imports.upward(root) == []
     assert "entrainment.house.deep" in imports.reachable(root, "tasks.report")  # through scoring -> oom -> house
@@ -101,9 +101,9 @@ def test_the_walk_is_bounded_and_survives_a_symlink_loop(tmp_path):
 
 def test_a_module_name_given_by_two_files_is_an_error(tmp_path):
     root = _copy(tmp_path)
-    (root / "entrainment" / "masks").mkdir()  # a package folder beside masks.py: one would shadow the other
-    (root / "entrainment" / "masks" / "__init__.py").write_text("")
-    with pytest.raises(RuntimeError, match="both module entrainment.masks"):
+    (root / "entrainment" / "heads" / "masks").mkdir()  # a package folder beside masks.py: one would shadow the other
+    (root / "entrainment" / "heads" / "masks" / "__init__.py").write_text("")
+    with pytest.raises(RuntimeError, match="both module entrainment.heads.masks"):
         imports.module_files(root)
 
 
@@ -125,13 +125,13 @@ SHARED_OPTIONS = dict(
 
 
 def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included(tmp_path):
-    """en.discover(..., shared_mask=True) runs the discover stage's jobs (searches.search_jobs): the shared mask's
+    """en.discover(..., shared_mask=True) runs the discover stage's jobs (discover.search_jobs): the shared mask's
     rows are there and every discovery table equals the CLI's for the same config."""
     from polars.testing import assert_frame_equal
 
     import entrainment as en
-    from entrainment import tables
-    from entrainment.masks import SHARED
+    from entrainment.store import tables
+    from entrainment.heads.masks import SHARED
     from tests import tiny
     from tests.toy_data import toy_lre
     from tests.helpers import cli
@@ -170,9 +170,10 @@ def test_the_ablation_reports_its_progress_per_head_set_method_and_null(tmp_path
     import polars as pl
     import torch
 
-    from entrainment import ablation, lre_prompts
-    from entrainment.masks import HeadSet
-    from entrainment.random_heads import NullPlan
+    from entrainment.ablation import evaluate
+    from entrainment.data import lre_prompts
+    from entrainment.heads.masks import HeadSet
+    from entrainment.heads.random_heads import NullPlan
     from tests import tiny
     from tests.toy_data import toy_lre
 
@@ -182,12 +183,12 @@ def test_the_ablation_reports_its_progress_per_head_set_method_and_null(tmp_path
     model = tiny.model("llama")
     info = model.info
     mean = torch.zeros(info.n_layers, info.n_heads, model.model.config.hidden_size // info.n_heads)
-    plan = ablation.Plan(methods=("zero", "mean"), mean=mean, random_draws=2, seed=0, chunk=5,
+    plan = evaluate.Plan(methods=("zero", "mean"), mean=mean, random_draws=2, seed=0, chunk=5,
                          null=NullPlan(draws=3, items=4, conditions=("related",)),
                          progress=lambda what, done, total: calls.append((what, done, total)))
     sets = [HeadSet("mask:a", ((1, 0),)), HeadSet("mask:b", ((0, 1), (1, 2)))]
     key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "x"}
-    ablation.evaluate_masks(model, items, sets, key, plan)
+    evaluate.evaluate_masks(model, items, sets, key, plan)
     done = [c[1] for c in calls]
     assert done == sorted(done) and len({c[2] for c in calls}) == 1 and done[-1] == calls[-1][2] > 0
     labels = {c[0] for c in calls}
@@ -197,11 +198,11 @@ def test_the_ablation_reports_its_progress_per_head_set_method_and_null(tmp_path
 
 
 def test_one_rule_for_the_discover_stage_jobs_and_relations():
-    """searches.search_jobs / discovery_relations: what the flow and en.discover both run."""
+    """discover.search_jobs / discovery_relations: what the flow and en.discover both run."""
     from entrainment.config import Config
     from entrainment.errors import InputError
-    from entrainment.masks import SHARED
-    from entrainment.searches import discovery_relations, search_jobs
+    from entrainment.heads.masks import SHARED
+    from entrainment.stages.discover import discovery_relations, search_jobs
 
     cfg = Config(relations=("a", "b"), discover_relations=("a", "b"), seeds=(0, 1), search_resamples=2,
                  shared_mask=True)

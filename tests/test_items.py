@@ -10,7 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from entrainment import dataset, items, lre_prompts
+from entrainment.stages import generate
+from entrainment.data import items, lre_prompts
 from entrainment.config import Config
 from entrainment.errors import InputError
 from tests import tiny
@@ -213,7 +214,7 @@ def test_own_items_run_through_every_stage(tmp_path):
 
 def test_passages_put_the_distractor_passage_at_every_position_once_and_never_the_gold():
     cfg = Config(relations=("country capital city",), passage_items=6, n_passages=4)
-    df = dataset.from_config(cfg).filter(pl.col("condition") == "passages")
+    df = generate.from_config(cfg).filter(pl.col("condition") == "passages")
     assert len(df) and set(df["n_passages"]) == {4}
     for pair, g in df.group_by("pair_id"):
         assert sorted(g["position"].to_list()) == [1, 2, 3, 4]  # every position exactly once
@@ -233,21 +234,22 @@ def test_passages_put_the_distractor_passage_at_every_position_once_and_never_th
 
 def test_the_prompting_baseline_differs_only_by_the_instruction():
     cfg = Config(relations=("country capital city", "fruit inside color"), prompt_instruction="Careful: maybe false.")
-    df = dataset.from_config(cfg)
+    df = generate.from_config(cfg)
     assert (df["text_prompted"] == df["context"] + " Careful: maybe false. " + df["query"]).all()
     assert (df["text_ctx"] == df["context"] + " " + df["query"]).all()
     assert (df["text_prompted"].str.replace(" Careful: maybe false.", "", literal=True) == df["text_ctx"]).all()
 
 
 def test_counterfactuals_of_the_discovery_relation_are_enough_for_accuracy():
-    df = dataset.from_config(Config(relations=("country capital city",)))
+    df = generate.from_config(Config(relations=("country capital city",)))
     cf = df.filter((pl.col("condition") == "counterfactual") & (pl.col("split") == "test"))
     assert len(cf) >= 24 and set(cf["pair_id"]) <= set(df.filter(pl.col("condition") == "related")["pair_id"])
     assert not len(df.filter(pl.col("gold") == pl.col("distractor")))
 
 
 def test_stats_group_the_passages_shift_by_position(tmp_path, lre_dir):
-    from entrainment import measurement, shift_stats, tables
+    from entrainment.stages import measure, stats
+    from entrainment.store import tables
 
     p = lre_prompts.build(
         lre_dir,
@@ -259,9 +261,9 @@ def test_stats_group_the_passages_shift_by_position(tmp_path, lre_dir):
         lre_prompts.SearchData((3, 2, 3), passage_items=2, n_passages=3),
     )
     tables.write_table(p, tmp_path, "prompts")
-    m = measurement.measure_frame(tiny.model("llama"), p, batch_size=8)
+    m = measure.measure_frame(tiny.model("llama"), p, batch_size=8)
     tables.write_table(m, tmp_path, "measurements")
-    s, _ = shift_stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
+    s, _ = stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
     pos = s.filter(
         pl.col("position").is_not_null()
         & (pl.col("relation") == "ALL")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from entrainment import measurement, lre_prompts
+from entrainment.stages import measure
+from entrainment.data import lre_prompts
 from entrainment.config import Config
-from entrainment.masks import parse_head_list
-from entrainment.heads import scaled_heads
-from entrainment.models import load
-from entrainment.schema import MEASUREMENTS
-from entrainment.scoring import Request, score
-from entrainment.tokens import Tokens
+from entrainment.heads.masks import parse_head_list
+from entrainment.model.hooks import scaled_heads
+from entrainment.model.loading import load
+from entrainment.store.schema import MEASUREMENTS
+from entrainment.model.scoring import Request, score
+from entrainment.model.tokens import Tokens
 from tests import tiny
 
 
@@ -23,7 +24,7 @@ def _prompts(lre_dir, max_pairs=6):
 def test_columns_and_values(lre_dir):
     m = tiny.model("llama")
     df = _prompts(lre_dir)
-    out = measurement.measure_frame(m, df, batch_size=4)
+    out = measure.measure_frame(m, df, batch_size=4)
     assert out.columns == MEASUREMENTS.names and len(out) == len(df)
     assert (out["ablation"] == "none").all()
     # ranks are consistent with log-probs: the higher log-prob never has the worse rank
@@ -43,7 +44,7 @@ def test_collision_is_true_exactly_where_first_tokens_coincide(lre_dir):
     m = tiny.model("llama")
     df = _prompts(lre_dir)
     crafted = df.head(2).with_columns(pl.Series("distractor", ["Rome", "Romeo"]), pl.Series("gold", ["Rome", "Rome"]))
-    out = measurement.measure_frame(m, pl.concat([df, crafted]), batch_size=4)
+    out = measure.measure_frame(m, pl.concat([df, crafted]), batch_size=4)
     assert (out["collision"] == (out["gold_token_id"] == out["distractor_token_id"])).all()
     assert out["collision"].sum() >= 1
 
@@ -52,7 +53,7 @@ def test_ablated_rows_equal_manual_hooked_scoring(lre_dir):
     m = tiny.model("gpt2")
     df = _prompts(lre_dir).head(5)
     hs = parse_head_list("0.1,1.3")
-    out = measurement.measure_frame(m, df, hs, batch_size=3)
+    out = measure.measure_frame(m, df, hs, batch_size=3)
     assert (out["ablation"] == hs.id).all()
     tk = Tokens(m.tokenizer)
     row = df.row(0, named=True)
@@ -60,15 +61,15 @@ def test_ablated_rows_equal_manual_hooked_scoring(lre_dir):
     with scaled_heads(m.model, hs.mask(2, 4)):
         ref = score(m.model, [req], [(req.cont[0],)], m.tokenizer.pad_token_id)[0]
     assert out["gold_logit_ctx"][0] == pytest.approx(ref.probe_logit[0], abs=1e-5)
-    plain = measurement.measure_frame(m, df, None, batch_size=3)
+    plain = measure.measure_frame(m, df, None, batch_size=3)
     assert (plain["gold_logit_ctx"] - out["gold_logit_ctx"]).abs().max() > 1e-4
 
 
 def test_resume_after_crash_equals_uninterrupted(lre_dir, tmp_path, monkeypatch):
     m = tiny.model("llama")
     df = _prompts(lre_dir, max_pairs=10)
-    full = measurement.measure_resumable(m, df, tmp_path / "a", chunk=7)
-    real = measurement.measure_frame
+    full = measure.measure_resumable(m, df, tmp_path / "a", chunk=7)
+    real = measure.measure_frame
     calls = []
 
     def crashing(*a, **k):
@@ -77,14 +78,14 @@ def test_resume_after_crash_equals_uninterrupted(lre_dir, tmp_path, monkeypatch)
             raise KeyboardInterrupt("simulated crash")
         return real(*a, **k)
 
-    monkeypatch.setattr(measurement, "measure_frame", crashing)
+    monkeypatch.setattr(measure, "measure_frame", crashing)
     with pytest.raises(KeyboardInterrupt):
-        measurement.measure_resumable(m, df, tmp_path / "b", chunk=7)
+        measure.measure_resumable(m, df, tmp_path / "b", chunk=7)
     assert len(list((tmp_path / "b").glob("part-*.parquet"))) == 2
-    monkeypatch.setattr(measurement, "measure_frame", real)
+    monkeypatch.setattr(measure, "measure_frame", real)
     recomputed = []
-    monkeypatch.setattr(measurement, "measure_frame", lambda *a, **k: recomputed.append(1) or real(*a, **k))
-    resumed = measurement.measure_resumable(m, df, tmp_path / "b", chunk=7)
+    monkeypatch.setattr(measure, "measure_frame", lambda *a, **k: recomputed.append(1) or real(*a, **k))
+    resumed = measure.measure_resumable(m, df, tmp_path / "b", chunk=7)
     assert len(recomputed) == -(-len(df) // 7) - 2  # only the unfinished chunks ran
     assert resumed.equals(full)
     assert resumed["prompt_id"].n_unique() == len(df) == len(resumed)

@@ -8,12 +8,14 @@ import polars as pl
 import pytest
 import torch
 
-from entrainment import donors, means, multimask, lre_prompts
-from entrainment.heads import Ablation, out_projections
-from entrainment.masks import HeadSet
-from entrainment.tokens import Tokens
+from entrainment.ablation import donors
+from entrainment.model import means, multimask
+from entrainment.data import lre_prompts
+from entrainment.model.hooks import Ablation, out_projections
+from entrainment.heads.masks import HeadSet
+from entrainment.model.tokens import Tokens
 from tests import tiny
-from entrainment import scoring
+from entrainment.model import scoring
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Embedded models shipped as part packages (entrainment.gguf_parts) and the Qwen2 path (GQA 14/2 and 12/2,
+"""Embedded models shipped as part packages (entrainment.model.gguf_parts) and the Qwen2 path (GQA 14/2 and 12/2,
 untied output) through scoring, the head hook and the multi-mask passes, against a hook-by-hook reference."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from entrainment import gguf_parts, models, multimask, sources
+from entrainment.model import gguf_parts, loading, multimask, sources
 from entrainment.errors import InputError
-from entrainment.heads import Ablation, out_projections, scaled_heads
-from entrainment.model_shape import shape_from_config
-from entrainment.scoring import Request, score
-from entrainment.tokens import Tokens
+from entrainment.model.hooks import Ablation, out_projections, scaled_heads
+from entrainment.model.shape import shape_from_config
+from entrainment.model.scoring import Request, score
+from entrainment.model.tokens import Tokens
 from tests import tiny
 from tests.helpers import TEXTS
-from entrainment import model_shape
+from entrainment.model.shape import Shape
 
 # --------------------------------------------------------------------------------------------------- part assembly
 
@@ -157,7 +157,7 @@ def test_the_recorded_models_are_the_issue_s():
 @pytest.mark.parametrize("name,shape", [("qwen2.5-coder-0.5b", (24, 14, 2, 64, 896)),
                                         ("qwen2.5-coder-1.5b", (28, 12, 2, 128, 1536))])
 def test_real_part_models_shapes_from_the_gguf_header(name, shape):
-    from entrainment.model_shape import model_shape
+    from entrainment.model.shape import model_shape
 
     if not gguf_parts.PART_MODELS[name].target().is_file():
         pytest.skip(f"{name} not assembled (make models)")
@@ -194,7 +194,7 @@ def test_qwen2_is_gqa_with_an_untied_output(qwen):
     projs, n_heads, head_dim = out_projections(qwen.model)
     assert (len(projs), n_heads, head_dim) == (3, qwen.info.n_heads, 4)
     # the plan's Shape of this config counts the same parameters (plus Qwen2's q/k/v biases, which it leaves out)
-    f = models.facts(qwen)
+    f = loading.facts(qwen)
     shape = shape_from_config(cfg.to_dict())
     bias = cfg.num_hidden_layers * (n_heads + 2 * 2) * head_dim
     assert not shape.tied and shape.n_kv_heads == 2
@@ -285,7 +285,7 @@ def test_qwen2_multimask_passes_equal_the_reference(qwen, method):
 def test_plan_predicts_the_dequantisation_peak_of_a_gguf(tmp_path, monkeypatch):
     """Before a GGUF is dequantised, the measure stage (which loads it) peaks at the measured dequantisation RSS;
     once the dequantised copy is cached it does not."""
-    from entrainment import plan
+    from entrainment.plan import predict
     from entrainment.config import make_config
     from tests.toy_data import toy_lre
 
@@ -293,19 +293,19 @@ def test_plan_predicts_the_dequantisation_peak_of_a_gguf(tmp_path, monkeypatch):
     cfg = make_config(None, relations=["toy capital"], discover_relations=["toy capital"], max_pairs=3,
                       search_pairs=[2, 2, 2], seeds=[0], epochs=1, null_draws=2, null_items=2, scan=False,
                       data_dir=lre, device="cpu", out=tmp_path / "out", model="qwen2.5-coder-1.5b")
-    shape = model_shape.Shape(28, 12, 2, 128, 1536, 8960, 151936, tied=False, model_type="qwen2")
-    monkeypatch.setattr(plan, "model_shape", lambda spec: shape)
-    from entrainment import dataset
+    shape = Shape(28, 12, 2, 128, 1536, 8960, 151936, tied=False, model_type="qwen2")
+    monkeypatch.setattr(predict, "model_shape", lambda spec: shape)
+    from entrainment.stages import generate
 
-    prompts = dataset.from_config(cfg)
-    cost = plan.load_cost_model()
+    prompts = generate.from_config(cfg)
+    cost = predict.load_cost_model()
     weights_mb = shape.n_params * 4 / 2**20
-    monkeypatch.setattr(plan, "model_folder", lambda spec: (None, tmp_path / "m.gguf"))
-    cold, _, _ = plan.predict_model(cfg, cfg.model, prompts, cost)
-    expected = plan.DEQUANT_BASE_MB + plan.DEQUANT_PER_WEIGHT_MB * weights_mb
+    monkeypatch.setattr(predict, "model_folder", lambda spec: (None, tmp_path / "m.gguf"))
+    cold, _, _ = predict.predict_model(cfg, cfg.model, prompts, cost)
+    expected = predict.DEQUANT_BASE_MB + predict.DEQUANT_PER_WEIGHT_MB * weights_mb
     assert cold["measure"]["peak_mb"] >= expected - 1
     assert 8.0 * 1024 < expected < 9.5 * 1024  # 8.65 GiB measured for Qwen2.5-Coder-1.5B
-    monkeypatch.setattr(plan, "model_folder", lambda spec: (tmp_path, tmp_path / "m.gguf"))
-    warm, _, _ = plan.predict_model(cfg, cfg.model, prompts, cost)
+    monkeypatch.setattr(predict, "model_folder", lambda spec: (tmp_path, tmp_path / "m.gguf"))
+    warm, _, _ = predict.predict_model(cfg, cfg.model, prompts, cost)
     assert warm["measure"]["peak_mb"] < cold["measure"]["peak_mb"]
     assert warm["measure"]["seconds"] < cold["measure"]["seconds"]  # no dequantisation time either

@@ -7,7 +7,8 @@ import re
 import polars as pl
 import pytest
 
-from entrainment import models, scaling
+from entrainment.model import loading
+from entrainment.stats import scaling
 from entrainment.config import Config, make
 from entrainment.errors import InputError
 from tests import tiny
@@ -38,7 +39,7 @@ def test_models_option_gives_one_single_model_config_per_model():
 
 def test_model_facts_count_parameters():
     m = tiny.model("llama", **SIZES["c"])
-    f = models.facts(m)
+    f = loading.facts(m)
     total = sum(p.numel() for p in m.model.parameters())
     emb = m.model.get_input_embeddings().weight.numel() + m.model.get_output_embeddings().weight.numel()
     assert f["n_params"] == total and f["n_params_non_embedding"] == total - emb
@@ -145,10 +146,10 @@ def test_adding_a_fourth_model_computes_only_its_shards(three_models):
 
 def test_two_models_say_why_there_is_no_scaling_table(tmp_path):
     """With 2 models stats writes no scaling.parquet (an old one is removed: it describes other models) and says why."""
-    from entrainment import tables
+    from entrainment.store import tables
     from tasks.stats import scaling_step
 
-    facts = pl.DataFrame([models.facts(tiny.model("llama", **SIZES[k])) for k in "ab"]).with_columns(
+    facts = pl.DataFrame([loading.facts(tiny.model("llama", **SIZES[k])) for k in "ab"]).with_columns(
         pl.Series("model", ["m-a", "m-b"])
     )
     tables.write_table_file(facts, tmp_path / "models.parquet", "models")

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from entrainment import models
+from entrainment.model import loading
 from entrainment.config import Config
-from entrainment.schema import TABLES
+from entrainment.store.schema import TABLES
 from tests import tiny
 
 STAGES = (
@@ -145,12 +145,12 @@ def test_rerun_only_on_change(first_run, setup):
 
     # (a) nothing changed: every task cached, no model loaded, fast. The test server's SQLite can stall on
     # lock contention under load, so the time is the better of two reruns (each must recompute nothing).
-    models._LOADED.clear()
+    loading._LOADED.clear()
     times = []
     for _ in range(2):
         _, states, seconds = _run(cfg)
         assert recomputed(states) == set() and states.keys() >= set(STAGES)
-        assert models._LOADED == {}
+        assert loading._LOADED == {}
         times.append(seconds)
         if seconds <= 20:
             break
@@ -202,12 +202,12 @@ def test_rerun_only_on_change(first_run, setup):
     assert "stats" in recomputed(states) and "measure" not in recomputed(states)
 
     # (f) after every change above, no table is stale: each records the current hashes of its inputs
-    from entrainment import stages
-    from entrainment.provenance import why_stale
+    from entrainment import stage_graph
+    from entrainment.store.provenance import why_stale
 
     assert not (other.out / "scaling.parquet").exists()  # one model: no scaling fit
-    for name in stages.TABLES:
-        if stages.inputs_of(name) and name != "scaling":
+    for name in stage_graph.TABLES:
+        if stage_graph.inputs_of(name) and name != "scaling":
             assert why_stale(other.out, name) is None, name
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from entrainment import plan
+from entrainment.plan import predict
 from entrainment.config import Config, make_config
 from tests import tiny
 from tests.helpers import run_watched, CEILING_S, ROOT, cli
-from entrainment import model_shape
+from entrainment.model import shape
 
 OPTIONS = dict(relations=["toy capital", "toy color"], discover_relations=["toy capital"], max_pairs=4,
                search_pairs=[3, 2, 3], passage_items=2, seeds=[0, 1], search_resamples=2, epochs=3,
@@ -42,7 +42,7 @@ def project(tmp_path_factory):
     return d, lre, model
 
 
-def _check(pred: dict, stages: tuple[str, ...] = plan.STAGE_ORDER) -> None:
+def _check(pred: dict, stages: tuple[str, ...] = predict.STAGE_ORDER) -> None:
     assert set(pred) == {"stages", "total_seconds", "device"}
     assert tuple(pred["stages"]) == stages
     for name, st in pred["stages"].items():
@@ -85,24 +85,24 @@ def test_prediction_follows_the_work(project):
     """More epochs: only discovery grows, about in proportion; no scan: no scan stage; a wider model: slower."""
     d, lre, model = project
     base = make_config(d / "c.toml", out=d / "out")
-    a, b = plan.predict(base), plan.predict(base.replace(epochs=6))
+    a, b = predict.predict(base), predict.predict(base.replace(epochs=6))
     assert b["stages"]["discover"]["seconds"] > 1.5 * a["stages"]["discover"]["seconds"] - 10
     assert b["stages"]["discover"]["seconds"] > a["stages"]["discover"]["seconds"]
     for name in ("measure", "scan", "ablate"):
         assert b["stages"][name]["seconds"] == pytest.approx(a["stages"][name]["seconds"])
-    _check(plan.predict(base.replace(scan=False)), tuple(s for s in plan.STAGE_ORDER if s != "scan"))
+    _check(predict.predict(base.replace(scan=False)), tuple(s for s in predict.STAGE_ORDER if s != "scan"))
     wide = tiny.save("llama", d / "wide", hidden_size=256, intermediate_size=512, num_hidden_layers=4)
-    c = plan.predict(base.replace(model=wide))
+    c = predict.predict(base.replace(model=wide))
     assert c["stages"]["scan"]["seconds"] > a["stages"]["scan"]["seconds"]
     assert c["stages"]["measure"]["peak_mb"] >= a["stages"]["measure"]["peak_mb"]
 
 
 def test_shapes_count_parameters_exactly():
     """The parameter counts plan's cost model is fitted on (checked against the published models)."""
-    llama1b = model_shape.Shape(16, 32, 8, 64, 2048, 8192, 128256, tied=True)
+    llama1b = shape.Shape(16, 32, 8, 64, 2048, 8192, 128256, tied=True)
     assert llama1b.n_params == 1_235_814_400
-    assert model_shape.Shape(30, 9, 3, 64, 576, 1536, 49152).n_params == 134_515_008          # SmolLM2-135M
-    assert model_shape.Shape(32, 32, 8, 128, 4096, 14336, 128256, tied=False).n_params == 8_030_261_248  # Llama-3.1-8B
+    assert shape.Shape(30, 9, 3, 64, 576, 1536, 49152).n_params == 134_515_008          # SmolLM2-135M
+    assert shape.Shape(32, 32, 8, 128, 4096, 14336, 128256, tied=False).n_params == 8_030_261_248  # Llama-3.1-8B
     assert llama1b.n_params_non_embedding == llama1b.n_params - 128256 * 2048
     assert llama1b.forward_flops(20) > 2 * llama1b.n_params_non_embedding * 20
 
@@ -132,16 +132,17 @@ def test_gpu_rehearsal_dry_run(tmp_path):
 
 
 def test_the_plans_side_effect_prompts_are_the_evaluations():
-    """plan_work.side_texts mirrors entrainment.evaluation.side_tasks without torch: the same number of prompts for
+    """work.side_texts mirrors entrainment.stages.ablate.side_tasks without torch: the same number of prompts for
     the default and a limited side-effect control (side_items, side_relations)."""
-    from entrainment import evaluation, plan_work
+    from entrainment.stages import ablate
+    from entrainment.plan import work
     from entrainment.paths import ICL_DIR
 
     for over in ({}, {"side_items": 3, "side_relations": 2, "side_icl_items": 5}):
         cfg = Config(**over)
-        tasks_, _ = evaluation.side_tasks(cfg, "country capital city", ICL_DIR)
-        assert len(plan_work.side_texts(cfg, "country capital city")) == sum(len(v) for v in tasks_.values())
-    limited = evaluation.side_tasks(Config(side_relations=2), "country capital city", ICL_DIR)[0]
+        tasks_, _ = ablate.side_tasks(cfg, "country capital city", ICL_DIR)
+        assert len(work.side_texts(cfg, "country capital city")) == sum(len(v) for v in tasks_.values())
+    limited = ablate.side_tasks(Config(side_relations=2), "country capital city", ICL_DIR)[0]
     assert len([k for k in limited if not k.startswith("icl:")]) == 2
 
 
@@ -150,11 +151,11 @@ def test_cross_fitting_heads_and_sentences_are_priced(project):
     and more sentence draws cost more."""
     d, _, _ = project
     base = make_config(d / "c.toml", out=d / "out")
-    off, on = plan.predict(base.replace(crossfit_folds=0)), plan.predict(base.replace(crossfit_folds=2))
+    off, on = predict.predict(base.replace(crossfit_folds=0)), predict.predict(base.replace(crossfit_folds=2))
     for stage in ("discover", "ablate"):
         assert on["stages"][stage]["seconds"] > off["stages"][stage]["seconds"], stage
     assert on["stages"]["measure"]["seconds"] == pytest.approx(off["stages"]["measure"]["seconds"])
-    bare = plan.predict(base.replace(head_types=False, sentences=False))
+    bare = predict.predict(base.replace(head_types=False, sentences=False))
     assert "heads" not in bare["stages"] and "sentences" not in bare["stages"]
-    few, many = (plan.predict(base.replace(sentence_draws=n))["stages"]["sentences"]["seconds"] for n in (1, 30))
+    few, many = (predict.predict(base.replace(sentence_draws=n))["stages"]["sentences"]["seconds"] for n in (1, 30))
     assert many > few

@@ -12,7 +12,7 @@ import pytest
 
 from entrainment.errors import InputError
 from entrainment.paths import LRE_DIR
-from entrainment.relations import eligible_names, load_relation, load_relations
+from entrainment.data.relations import eligible_names, load_relation, load_relations
 from tests.toy_data import write_relation
 from tests.helpers import CEILING_S
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from entrainment import agreement, head_scan
-from entrainment.heads import scaled_heads
-from entrainment.scoring import collate, forward_last
-from entrainment.tokens import Tokens
+from entrainment.heads import agreement, maps
+from entrainment.model.hooks import scaled_heads
+from entrainment.model.scoring import collate, forward_last
+from entrainment.model.tokens import Tokens
 from tests import tiny
 from tests.tiny import copy_head_model
 from tests.toy_data import search_items
@@ -36,8 +36,8 @@ def _data(m):
 def test_batched_scan_equals_one_head_at_a_time(arch):
     m = tiny.model(arch)
     p, g, d = _data(m)
-    fast = head_scan.scan_scores(m, p, g, d, batch_size=6)
-    slow = head_scan.naive_scan_scores(m, p, g, d, batch_size=1)
+    fast = maps.scan_scores(m, p, g, d, batch_size=6)
+    slow = maps.naive_scan_scores(m, p, g, d, batch_size=1)
     assert np.abs(slow).max() > 1e-4  # the heads matter at all
     assert np.abs(fast - slow).max() < 1e-4
 
@@ -52,7 +52,7 @@ def _delta(m, p, g, d, scale):
 def test_atp_equals_a_finite_difference():
     m = tiny.model("llama")
     p, g, d = _data(m)
-    atp = head_scan.atp_scores(m, p, g, d, batch_size=3)
+    atp = maps.atp_scores(m, p, g, d, batch_size=3)
     eps = 1e-2
     ones = torch.ones(m.info.n_layers, m.info.n_heads)
     for layer, head in [(0, 0), (0, 3), (1, 1), (1, 2)]:
@@ -68,7 +68,7 @@ def test_atp_is_exact_for_a_model_linear_in_the_head_scale():
     estimate of zeroing a head is its exact effect."""
     from transformers import LlamaConfig
 
-    from entrainment.models import from_config
+    from entrainment.model.loading import from_config
 
     tok = tiny.tokenizer()
     cfg = LlamaConfig(
@@ -87,8 +87,8 @@ def test_atp_is_exact_for_a_model_linear_in_the_head_scale():
     m.model.model.norm = torch.nn.Identity()
     m.model.model.layers[0].post_attention_layernorm = torch.nn.Identity()
     p, g, d = _data(m)
-    exact = head_scan.naive_scan_scores(m, p, g, d, batch_size=2)
-    atp = head_scan.atp_scores(m, p, g, d, batch_size=2)
+    exact = maps.naive_scan_scores(m, p, g, d, batch_size=2)
+    atp = maps.atp_scores(m, p, g, d, batch_size=2)
     assert np.abs(exact).max() > 1e-3
     assert np.abs(atp - exact).max() < 1e-5 * max(1.0, np.abs(exact).max())
 
@@ -97,14 +97,14 @@ def test_planted_copy_head_ranks_first_under_scan_and_atp():
     m = copy_head_model()
     items = search_items(m, 8)
     p, g, d = [it.prompt for it in items], [it.gold for it in items], [it.distractor for it in items]
-    for scores in (head_scan.scan_scores(m, p, g, d), head_scan.atp_scores(m, p, g, d)):
-        r = head_scan.ranks(scores)
+    for scores in (maps.scan_scores(m, p, g, d), maps.atp_scores(m, p, g, d)):
+        r = maps.ranks(scores)
         assert r[0, 0] == 1 and scores[0, 0] > 0  # head 0 copies the context: removing it raises Δ
 
 
 def test_ranks_and_agreement_summary():
     s = np.array([[0.5, -1.0], [2.0, 0.5]])
-    assert head_scan.ranks(s).tolist() == [[2, 4], [1, 3]]
+    assert maps.ranks(s).tolist() == [[2, 4], [1, 3]]
     assert agreement.top_k(s, 2) == ((0, 0), (1, 0))
     summ = agreement.summary(s, s * 2, ((1, 0), (0, 1)))
     assert summ["spearman_atp_scan"] == pytest.approx(1.0) and summ["mask_ranks"] == "1,4"
@@ -114,7 +114,7 @@ def test_ranks_and_agreement_summary():
 def test_k_curves_start_at_the_intact_model_and_match_direct_ablation():
     m = tiny.model("llama")
     p, g, d = _data(m)
-    scores = head_scan.scan_scores(m, p, g, d)
+    scores = maps.scan_scores(m, p, g, d)
     rows = agreement.k_curves(m, p, g, d, {"scan": scores}, max_k=3, random_draws=2, seed=0, batch_size=5)
     by = {(r["method"], r["k"]): r for r in rows}
     intact = _delta(m, p, g, d, None)

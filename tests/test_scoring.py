@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entrainment.scoring import Request, score
-from entrainment.tokens import Tokens
+from entrainment.model.scoring import Request, score
+from entrainment.model.tokens import Tokens
 from tests import tiny
 from tests.helpers import TEXTS
 

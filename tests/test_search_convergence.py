@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from entrainment import mask_search, random_heads, stability
-from entrainment.tokens import Item
-from entrainment.mask_search import SearchParams
+from entrainment.heads import search, random_heads, stability
+from entrainment.model.tokens import Item
+from entrainment.heads.search import SearchParams
 from tests import tiny
 from tests.tiny import copy_head_model
 from tests.toy_data import search_items
@@ -21,29 +21,29 @@ from tests.toy_data import search_items
 
 def test_gumbel_samples_differ_across_rows_and_repeat_with_the_seed():
     logits = torch.zeros(3, 4)
-    a = mask_search.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(5), rows=16)
-    b = mask_search.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(5), rows=16)
-    c = mask_search.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(6), rows=16)
+    a = search.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(5), rows=16)
+    b = search.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(5), rows=16)
+    c = search.gumbel_sigmoid_st(logits, 1.0, torch.Generator().manual_seed(6), rows=16)
     assert a.shape == (16, 3, 4) and torch.equal(a, b) and not torch.equal(a, c)
     assert len({tuple(r.flatten().tolist()) for r in a}) == 16  # every row its own mask
     assert set(a.unique().tolist()) <= {0.0, 1.0}
     # the per-row rate follows sigmoid(l / tau): logit 2 keeps ~88% of the heads across rows
-    keep = mask_search.gumbel_sigmoid_st(torch.full((4, 8), 2.0), 1.0, torch.Generator().manual_seed(0), rows=2000)
+    keep = search.gumbel_sigmoid_st(torch.full((4, 8), 2.0), 1.0, torch.Generator().manual_seed(0), rows=2000)
     assert float(keep.mean()) == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))), abs=0.01)
 
 
 def test_search_hands_the_hook_one_mask_per_row(monkeypatch):
     m = tiny.model("llama")
     seen = []
-    real = mask_search.step_losses
+    real = search.step_losses
 
     def spy(loaded, batches, scales, *a, **k):
         seen.append([tuple(s.shape) for s in scales])
         return real(loaded, batches, scales, *a, **k)
 
-    monkeypatch.setattr(mask_search, "step_losses", spy)
+    monkeypatch.setattr(search, "step_losses", spy)
     items = search_items(m, 10)
-    mask_search.search(m, items, items[:4], SearchParams(epochs=1, batch_size=4, max_steps=3, converge_steps=100))
+    search.search(m, items, items[:4], SearchParams(epochs=1, batch_size=4, max_steps=3, converge_steps=100))
     assert seen and all(s == [(4, m.info.n_layers, m.info.n_heads)] for s in seen)
 
 
@@ -51,12 +51,12 @@ def test_search_hands_the_hook_one_mask_per_row(monkeypatch):
 def test_batches_have_equal_size_and_cover_every_item(n, bs):
     items = [Item(tuple(range(1 + i % 5)), i, i + 1000) for i in range(n)]
     for epoch in range(3):
-        batches = mask_search.make_batches(items, bs, random.Random(f"e{epoch}"))
+        batches = search.make_batches(items, bs, random.Random(f"e{epoch}"))
         b = min(bs, n)
         assert {len(x) for x in batches} == {b} and len(batches) == -(-n // b)
         seen = [it for x in batches for it in x]
         assert set(seen) == set(items) and len(seen) - n < b  # every item once, the remainder filled up
-    assert mask_search.make_batches(items, bs, random.Random(1)) == mask_search.make_batches(items, bs, random.Random(1))
+    assert search.make_batches(items, bs, random.Random(1)) == search.make_batches(items, bs, random.Random(1))
 
 
 def test_convergence_test_on_a_synthetic_mask_sequence():
@@ -64,8 +64,8 @@ def test_convergence_test_on_a_synthetic_mask_sequence():
     a, b = torch.tensor([[1, 0], [0, 0]]).bool(), torch.tensor([[1, 1], [0, 0]]).bool()
     # unchanged start (never moved) does not converge; then a, b, b, b, b
     seq = [z, z, z, z, a, b, b, b, b]
-    assert mask_search.converged_at(seq[:4], 2) is None
-    assert mask_search.converged_at(seq, 3) == 8 and mask_search.converged_at(seq, 2) == 7 and mask_search.converged_at(seq, 4) is None
+    assert search.converged_at(seq[:4], 2) is None
+    assert search.converged_at(seq, 3) == 8 and search.converged_at(seq, 2) == 7 and search.converged_at(seq, 4) is None
 
 
 def test_the_convergence_test_stops_where_the_mask_stops_changing():
@@ -73,12 +73,12 @@ def test_the_convergence_test_stops_where_the_mask_stops_changing():
     items = search_items(m, 8)
     # batch = every item: one step per epoch, so the history holds the mask after every step
     base = dict(batch_size=8, lam=0.0, init=1.0, epochs=1000, seed=2)
-    free_rows, free = mask_search.search(m, items, items, SearchParams(max_steps=40, converge_steps=10**6, **base))
+    free_rows, free = search.search(m, items, items, SearchParams(max_steps=40, converge_steps=10**6, **base))
     assert not free_rows[-1]["converged"] and free_rows[-1]["step"] == 40
     masks = [h <= 0 for h in free]
-    stop = mask_search.converged_at(masks, 5)
+    stop = search.converged_at(masks, 5)
     assert stop is not None and stop < 40
-    rows, hist = mask_search.search(m, items, items, SearchParams(max_steps=40, converge_steps=5, **base))
+    rows, hist = search.search(m, items, items, SearchParams(max_steps=40, converge_steps=5, **base))
     assert rows[-1]["converged"] and rows[-1]["step"] == stop and len(hist) == stop + 1
     assert all(torch.equal(x, y) for x, y in zip(hist, free))  # the same trajectory, stopped there
     assert not any(r["converged"] for r in rows[:-1])
@@ -87,7 +87,7 @@ def test_the_convergence_test_stops_where_the_mask_stops_changing():
 def test_the_budget_is_counted_in_optimiser_steps():
     m = tiny.model("llama")
     items = search_items(m, 10)  # batches of 4: 3 steps per epoch
-    rows, _ = mask_search.search(m, items, items[:4], SearchParams(epochs=100, batch_size=4, max_steps=7, converge_steps=99))
+    rows, _ = search.search(m, items, items[:4], SearchParams(epochs=100, batch_size=4, max_steps=7, converge_steps=99))
     assert [r["step"] for r in rows] == [0, 3, 6, 7] and [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert not rows[-1]["converged"]
 
@@ -103,7 +103,7 @@ def _trajectory(means: list[float], removed: list[int], sd: float, n_subjects: i
         vals = mu + np.repeat(subject, 4) + rng.normal(0, 0.01, len(groups))
         vals += mu - vals.mean()  # the epoch's dev Δ is exactly mu
         rows.append({"epoch": e, "dev_delta": float(vals.mean()), "n_removed": k,
-                     "dev_se": mask_search.subject_se(vals, groups)})
+                     "dev_se": search.subject_se(vals, groups)})
     return rows
 
 
@@ -112,15 +112,15 @@ def test_one_se_rule_picks_the_expected_epoch_under_known_noise():
     removed = [0, 0, 1, 4, 9, 2]
     quiet = _trajectory(means, removed, sd=0.05, n_subjects=30)  # SE ~ 0.01: only the best epoch is within reach
     assert quiet[4]["dev_se"] == pytest.approx(0.05 / np.sqrt(30), rel=0.35)
-    assert mask_search.select_epoch(quiet) == 4
+    assert search.select_epoch(quiet) == 4
     mid = _trajectory(means, removed, sd=0.8, n_subjects=30)  # SE ~ 0.15: 7.3 (4 heads) and 7.1 are not, 7.3 is
-    assert 0.1 < mid[4]["dev_se"] < 0.2 and mask_search.select_epoch(mid) == 3
+    assert 0.1 < mid[4]["dev_se"] < 0.2 and search.select_epoch(mid) == 3
     noisy = _trajectory(means, removed, sd=4.0, n_subjects=5)  # SE ~ 1.6: the intact model is as good
-    assert noisy[4]["dev_se"] > 1.4 and mask_search.select_epoch(noisy) == 0
+    assert noisy[4]["dev_se"] > 1.4 and search.select_epoch(noisy) == 0
     # the old rule ignores the noise: 5% of 7.35 always admits the one-head epoch 2
-    assert mask_search.select_epoch(quiet, rule="within_5pct") == mask_search.select_epoch(noisy, rule="within_5pct") == 2
+    assert search.select_epoch(quiet, rule="within_5pct") == search.select_epoch(noisy, rule="within_5pct") == 2
     with pytest.raises(ValueError):
-        mask_search.select_epoch(quiet, rule="nope")
+        search.select_epoch(quiet, rule="nope")
 
 
 def test_subject_se_resamples_subjects_not_items():
@@ -128,11 +128,11 @@ def test_subject_se_resamples_subjects_not_items():
     subject = rng.normal(0, 1.0, 40)
     vals = np.repeat(subject, 10) + rng.normal(0, 0.1, 400)  # 10 near-identical items per subject
     groups = [f"s{i}" for i in range(40) for _ in range(10)]
-    by_subject = mask_search.subject_se(vals, groups)
-    by_item = mask_search.subject_se(vals, [str(i) for i in range(400)])
+    by_subject = search.subject_se(vals, groups)
+    by_item = search.subject_se(vals, [str(i) for i in range(400)])
     assert by_subject == pytest.approx(subject.std(ddof=1) / np.sqrt(40), rel=0.25)
     assert by_subject > 2.5 * by_item  # items of one subject are not independent evidence
-    assert np.isnan(mask_search.subject_se(vals[:10], groups[:10]))  # one subject: no standard error
+    assert np.isnan(search.subject_se(vals[:10], groups[:10]))  # one subject: no standard error
 
 
 def _subject_items(n_subjects: int, per: int) -> list[Item]:
@@ -142,16 +142,16 @@ def _subject_items(n_subjects: int, per: int) -> list[Item]:
 def test_half_samples_are_subject_disjoint_complementary_halves():
     items = _subject_items(11, 3)
     subjects = lambda xs: {it.subject for it in xs}  # noqa: E731
-    assert mask_search.half_sample(items, 0, 4) == items
+    assert search.half_sample(items, 0, 4) == items
     for seed, pair in itertools.product((0, 7), (1, 2)):
-        a, b = mask_search.half_sample(items, 2 * pair - 1, seed), mask_search.half_sample(items, 2 * pair, seed)
+        a, b = search.half_sample(items, 2 * pair - 1, seed), search.half_sample(items, 2 * pair, seed)
         assert not subjects(a) & subjects(b) and subjects(a) | subjects(b) == subjects(items)
         assert len(subjects(a)) == 5 and len(subjects(b)) == 6  # without replacement: each subject once
         assert all(sum(x is it for x in a + b) == 1 for it in items)  # every item in exactly one half
-    draws = {frozenset(subjects(mask_search.half_sample(items, 1, seed))) for seed in range(6)}
+    draws = {frozenset(subjects(search.half_sample(items, 1, seed))) for seed in range(6)}
     assert len(draws) > 1  # seeded, different splits for different seeds
-    assert mask_search.half_sample(items, 3, 0) != mask_search.half_sample(items, 1, 0)  # a new split for each pair
-    assert mask_search.resample_items(items, 1, 0, "bootstrap") == mask_search.bootstrap(items, 1, 0)
+    assert search.half_sample(items, 3, 0) != search.half_sample(items, 1, 0)  # a new split for each pair
+    assert search.resample_items(items, 1, 0, "bootstrap") == search.bootstrap(items, 1, 0)
 
 
 def test_expected_jaccard_equals_a_simulation():
@@ -175,18 +175,18 @@ def test_corrected_jaccard_overlap_and_the_false_selection_bound():
 
 
 def test_overlap_and_stability_rows_carry_the_new_columns():
-    from entrainment import searches
+    from entrainment.stages import discover
 
     sets = {("m", "r", 0, 0): {(0, 0), (0, 1)}, ("m", "r", 0, 1): {(0, 0)}, ("m", "r", 1, 0): {(1, 1), (0, 0)}}
-    ov = searches.overlap(sets, {"m": (2, 2)})
+    ov = discover.overlap(sets, {"m": (2, 2)})
     row = ov.filter((ov["seed_a"] == 0) & (ov["resample_a"] == 0) & (ov["resample_b"] == 1)).row(0, named=True)
     assert row["jaccard"] == 0.5 and row["overlap"] == 1.0
     assert row["jaccard_chance"] == pytest.approx(stability.expected_jaccard(2, 1, 4))
     assert row["jaccard_corrected"] == pytest.approx((0.5 - row["jaccard_chance"]) / (1 - row["jaccard_chance"]))
-    st = searches.stability_rows(sets, {"m": (2, 2)}, 0.75, "zero")
+    st = discover.stability_rows(sets, {"m": (2, 2)}, 0.75, "zero")
     assert set(st["half_samples"]) == {1} and set(st["searches"]) == {3}
     assert st["pfer_bound"][0] == pytest.approx((5 / 3) ** 2 / (0.5 * 4))
-    assert set(searches.stability_rows(sets, {"m": (2, 2)}, 0.75, "zero", "bootstrap")["half_samples"]) == {0}
+    assert set(discover.stability_rows(sets, {"m": (2, 2)}, 0.75, "zero", "bootstrap")["half_samples"]) == {0}
 
 
 def test_kcurve_random_sets_come_from_the_one_generator():
@@ -195,7 +195,7 @@ def test_kcurve_random_sets_come_from_the_one_generator():
     old = [tuple(sorted(rng.sample(every, 3))) for _ in range(6)]  # the removed agreement.random_k_sets
     new = random_heads.random_sets(3, 3, 4, 6, 5, key="kcurve|5|3")
     assert [s.heads for s in new] == old
-    assert not hasattr(__import__("entrainment.agreement").agreement, "random_k_sets")
+    assert not hasattr(__import__("entrainment.heads.agreement").agreement, "random_k_sets")
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
@@ -204,14 +204,14 @@ def test_batched_searches_follow_the_separate_trajectories(arch):
     items = search_items(m, 12)
     for i, it in enumerate(items):
         items[i] = Item(it.prompt[: 4 + i % 5] + it.prompt[-3:], it.gold, it.distractor, f"s{i % 6}")  # mixed lengths
-    trains = [items, mask_search.half_sample(items, 1, 0), mask_search.half_sample(items, 2, 0), items[:7]]
+    trains = [items, search.half_sample(items, 1, 0), search.half_sample(items, 2, 0), items[:7]]
     params = [
         SearchParams(epochs=50, batch_size=4, max_steps=9, converge_steps=100, lam=0.3, init=0.5, seed=s)
         for s in (0, 1, 2, 3)
     ]
-    batched = mask_search.search_many(m, trains, items[:5], params)
+    batched = search.search_many(m, trains, items[:5], params)
     for (rows_b, hist_b), train, p in zip(batched, trains, params):
-        rows_s, hist_s = mask_search.search(m, train, items[:5], p)
+        rows_s, hist_s = search.search(m, train, items[:5], p)
         assert [r["step"] for r in rows_b] == [r["step"] for r in rows_s]
         assert len(hist_b) == len(hist_s)
         for a, b in zip(hist_b, hist_s):
@@ -225,7 +225,7 @@ def test_the_paper_preset_file_is_the_named_preset():
     from entrainment.config import make_config
 
     cfg = make_config(Path(__file__).parents[1] / "configs" / "search-paper.toml")
-    assert {k: getattr(cfg, k) for k in mask_search.PRESETS["paper"]} == mask_search.PRESETS["paper"]
+    assert {k: getattr(cfg, k) for k in search.PRESETS["paper"]} == search.PRESETS["paper"]
     assert cfg.max_steps >= 100 and cfg.epochs >= cfg.max_steps  # run to convergence, not cut by epochs
 
 
@@ -240,9 +240,10 @@ def test_the_verdict_configuration_runs_twenty_half_samples_with_a_finite_bound(
 
 
 def test_discovery_tables_report_steps_convergence_rule_and_chance(tmp_path):
-    from entrainment import lre_prompts, searches
+    from entrainment.data import lre_prompts
+    from entrainment.stages import discover
     from entrainment.config import Config
-    from entrainment.schema import DISCOVERY, HEAD_OVERLAP, HEAD_STABILITY, check_frame
+    from entrainment.store.schema import DISCOVERY, HEAD_OVERLAP, HEAD_STABILITY, check_frame
     from tests.toy_data import toy_lre
 
     m = tiny.model("llama")
@@ -250,8 +251,8 @@ def test_discovery_tables_report_steps_convergence_rule_and_chance(tmp_path):
                       lre_prompts.SearchData((4, 2, 3)))
     cfg = Config(seeds=(0, 1), search_resamples=3, max_steps=5, discover_batch_size=4, lam=0.0, init=0.5,
                  relations=("toy capital",), discover_relations=("toy capital",))
-    found = searches.many_searches(m, p, "toy capital", [(s, r) for s in cfg.seeds for r in range(3)], cfg)
-    t = searches.tables(found, cfg)
+    found = discover.many_searches(m, p, "toy capital", [(s, r) for s in cfg.seeds for r in range(3)], cfg)
+    t = discover.tables(found, cfg)
     d = t["discovery"]
     assert check_frame(DISCOVERY, d) is None and set(d["selection_rule"]) == {"one_se"}
     for _, g in d.group_by("seed", "resample"):

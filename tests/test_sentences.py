@@ -1,4 +1,4 @@
-"""Sentence-level entrainment (entrainment/sentence_level.py): exact teacher-forced scores, padding invariance, the
+"""Sentence-level entrainment (entrainment/stages/sentences.py): exact teacher-forced scores, padding invariance, the
 boundary check, the control sentences, and a planted copy head that raises a sentence it has read."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from conftest import toy_lre
-from entrainment import sentence_level
-from entrainment import sentence_stats
+from entrainment.stages import sentences
+from entrainment.stats import sentence_stats
 from entrainment.config import Config
-from entrainment.lre_prompts import build, load_facts, load_words
-from entrainment.models import from_config
+from entrainment.data.lre_prompts import build, load_facts, load_words
+from entrainment.model.loading import from_config
 from entrainment.paths import FACTS_FILE, WORDS_FILE
-from entrainment.relations import load_relations
-from entrainment.sentence_items import MAX_LENGTH_GAP, SentenceItem, build_items
-from entrainment.sentence_scoring import encode, score
-from entrainment.tokens import Tokens
+from entrainment.data.relations import load_relations
+from entrainment.data.sentence_items import MAX_LENGTH_GAP, SentenceItem, build_items
+from entrainment.model.sentence_scoring import encode, score
+from entrainment.model.tokens import Tokens
 from tiny import config as tiny_config
 from tiny import model as tiny_model
 from tiny import tokenizer as tiny_tokenizer
@@ -166,7 +166,7 @@ def copy_model(copy: bool):
 
 def _delta_self(loaded, items, keep=None) -> float:
     tk = Tokens(loaded.tokenizer)
-    df = sentence_level.score_items(loaded, items, tk, keep=keep)
+    df = sentences.score_items(loaded, items, tk, keep=keep)
     eff = sentence_stats.item_effects(df).filter(pl.col("measure") == "self")
     return float(eff["value"].mean())
 
@@ -189,7 +189,7 @@ def test_planted_copy_head_raises_the_sentence_it_has_read():
     # removing the copy head (zero ablation through the project's hook) takes the effect away
     assert abs(_delta_self(with_head, items, keep=torch.zeros(1, 1))) < 1e-5
     # and Δ_net: the control (not in the prompt) is not raised as much as the sentence read
-    df = sentence_level.score_items(with_head, items, Tokens(with_head.tokenizer))
+    df = sentences.score_items(with_head, items, Tokens(with_head.tokenizer))
     net = sentence_stats.item_effects(df).filter(pl.col("measure") == "net")["value"]
     assert (net > 0).all()
 
@@ -218,9 +218,9 @@ def test_run_writes_both_tables_with_heads_and_null(toy):
                           for la in range(2) for h in range(4)])
     cfg = Config(data_dir=d, relations=("toy capital", "toy color"), discover_relations=("toy capital",),
                  sentence_items=2, sentence_draws=3)
-    res = sentence_level.run(loaded, prompts, cfg, heads)
-    from entrainment.schema import SENTENCE_SCORES, SENTENCE_STATS, check_frame
-    from entrainment.tables import to_arrow
+    res = sentences.run(loaded, prompts, cfg, heads)
+    from entrainment.store.schema import SENTENCE_SCORES, SENTENCE_STATS, check_frame
+    from entrainment.store.tables import to_arrow
 
     for table, df in ((SENTENCE_SCORES, res.scores), (SENTENCE_STATS, res.stats)):
         to_arrow(df, table)  # every column present and castable
@@ -235,5 +235,5 @@ def test_run_writes_both_tables_with_heads_and_null(toy):
 def test_no_items_gives_empty_tables(toy):
     d, _, prompts = toy
     cfg = Config(data_dir=d, relations=("toy capital",), sentence_items=2)
-    res = sentence_level.run(tiny_model("llama"), prompts.filter(pl.col("condition") == "passages"), cfg)
+    res = sentences.run(tiny_model("llama"), prompts.filter(pl.col("condition") == "passages"), cfg)
     assert res.scores.is_empty() and res.stats.is_empty() and "no sentence items" in res.summary[0]

@@ -7,9 +7,12 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment import dataset, mask_search, importance, models, lre_prompts, relations, head_scan, searches, stability
+from entrainment.stages import generate, scan, discover
+from entrainment.heads import search, maps, stability
+from entrainment.model import loading
+from entrainment.data import lre_prompts, relations
 from entrainment.config import Config
-from entrainment.mask_search import SearchParams
+from entrainment.heads.search import SearchParams
 from entrainment.paths import LRE_DIR
 from tests import tiny
 from tests.tiny import copy_head_model
@@ -27,10 +30,10 @@ def test_search_dtype_auto_is_float32_on_every_cpu(monkeypatch):
             "flags : fpu avx512_bf16 amx_bf16 amx_tile" if str(self) == "/proc/cpuinfo" else real(self, *a, **k)
         ),
     )
-    assert models.search_bf16("auto", "cpu") is False  # whatever the CPU claims
-    assert models.search_bf16("auto", "cuda") is True and models.search_bf16("auto", "cuda:1") is True
-    assert models.search_bf16("bfloat16", "cpu") is True and models.search_bf16("float32", "cuda") is False
-    assert models.search_bf16("auto", "mps") is False
+    assert loading.search_bf16("auto", "cpu") is False  # whatever the CPU claims
+    assert loading.search_bf16("auto", "cuda") is True and loading.search_bf16("auto", "cuda:1") is True
+    assert loading.search_bf16("bfloat16", "cpu") is True and loading.search_bf16("float32", "cuda") is False
+    assert loading.search_bf16("auto", "mps") is False
 
 
 def test_wilson_interval_equals_a_direct_computation():
@@ -54,13 +57,13 @@ def test_the_planted_copy_head_is_in_every_search_and_the_stable_set():
     found = []  # six searches: three seeds, each on the training items and on one bootstrap resample of them
     for seed in (0, 1, 2):
         for r in range(2):
-            train = mask_search.bootstrap([x["it"] for x in rows if x["split"] == "train"], r, seed)
+            train = search.bootstrap([x["it"] for x in rows if x["split"] == "train"], r, seed)
             dev = [x["it"] for x in rows if x["split"] == "dev"]
-            log_rows, hist = mask_search.search(
+            log_rows, hist = search.search(
                 m, train, dev, SearchParams(epochs=4, batch_size=8, lam=0.0, init=3.0, seed=seed)
             )
-            e = mask_search.select_epoch(log_rows)
-            found.append(set(mask_search.removed_heads(hist[e])))
+            e = search.select_epoch(log_rows)
+            found.append(set(search.removed_heads(hist[e])))
     rows_ = stability.inclusion(found, 1, 2, threshold=0.5)
     copy = next(r for r in rows_ if (r["layer"], r["head"]) == (0, 0))
     idle = next(r for r in rows_ if (r["layer"], r["head"]) == (0, 1))
@@ -73,10 +76,10 @@ def test_the_planted_copy_head_is_in_every_search_and_the_stable_set():
 
 def test_bootstrap_resamples_are_seeded_resamples_of_the_training_items():
     items = list(range(40))
-    assert mask_search.bootstrap(items, 0, 5) == items
-    a, b = mask_search.bootstrap(items, 1, 5), mask_search.bootstrap(items, 1, 5)
+    assert search.bootstrap(items, 0, 5) == items
+    a, b = search.bootstrap(items, 1, 5), search.bootstrap(items, 1, 5)
     assert a == b and len(a) == 40 and set(a) <= set(items) and len(set(a)) < 40
-    assert mask_search.bootstrap(items, 2, 5) != a and mask_search.bootstrap(items, 1, 6) != a
+    assert search.bootstrap(items, 2, 5) != a and search.bootstrap(items, 1, 6) != a
 
 
 def test_mean_jaccard_and_its_bootstrap_ci():
@@ -96,11 +99,11 @@ def test_scan_bootstrap_ci_equals_a_recomputation_from_the_stored_effects(tmp_pa
     lre = toy_lre(tmp_path / "lre")
     p = lre_prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), lre_prompts.SearchData((3, 3, 3)))
     cfg = Config(scan_items=0, relations=("toy capital",), discover_relations=("toy capital",))
-    df, effects, _ = importance.score_heads(m, p, "toy capital", "zero", cfg)
+    df, effects, _ = scan.score_heads(m, p, "toy capital", "zero", cfg)
     path = save_effects(effects, tmp_path / "effects.npy")
     stored = np.load(path)
     assert np.array_equal(stored, effects) and stored.shape == (m.info.n_total_heads, df["n"][0])
-    boot = head_scan.bootstrap_ranks(stored, seed=cfg.seed)
+    boot = maps.bootstrap_ranks(stored, seed=cfg.seed)
     s = df.filter(pl.col("method") == "scan").sort("layer", "head")
     assert s["score"].to_numpy() == pytest.approx(stored.mean(axis=1), abs=1e-12)
     assert s["score_ci_low"].to_numpy() == pytest.approx(boot["score_ci_low"], abs=1e-12)
@@ -118,7 +121,7 @@ def test_scan_bootstrap_ci_equals_a_recomputation_from_the_stored_effects(tmp_pa
 
 def test_template_holdout_keeps_one_query_template_out_of_train_and_dev():
     cfg = Config(relations=("country capital city",))
-    df = dataset.from_config(cfg)
+    df = generate.from_config(cfg)
     rel = relations.load_relations(LRE_DIR, ("country capital city",))[0]
     held = lre_prompts.held_out_template(rel)
     assert held is not None and held in rel.query_templates
@@ -127,7 +130,7 @@ def test_template_holdout_keeps_one_query_template_out_of_train_and_dev():
     assert set(test["query_template"]) == set(rel.query_templates)  # test keeps both: seen and unseen
     formatted = [t.format(subj) for t, subj in zip(df["query_template"], df["subject"])]
     assert df["query"].to_list() == formatted
-    off = dataset.from_config(cfg.replace(template_holdout=False))
+    off = generate.from_config(cfg.replace(template_holdout=False))
     assert held in set(off.filter(pl.col("split") == "train")["query_template"])
 
 
@@ -145,8 +148,8 @@ def test_discovery_tables_record_the_dtype_and_every_search(tmp_path):
         relations=("toy capital",),
         discover_relations=("toy capital",),
     )
-    found = [searches.one_search(m, p, "toy capital", s, r, cfg) for s in cfg.seeds for r in range(2)]
-    t = searches.tables(found, cfg)
+    found = [discover.one_search(m, p, "toy capital", s, r, cfg) for s in cfg.seeds for r in range(2)]
+    t = discover.tables(found, cfg)
     assert set(t["discovery"]["search_dtype"]) == {"float32"}
     assert set(zip(t["discovery"]["seed"], t["discovery"]["resample"])) == {(0, 0), (0, 1), (1, 0), (1, 1)}
     assert len(t["head_overlap"]) == 6 and t["head_overlap"]["mean_jaccard"].n_unique() == 1

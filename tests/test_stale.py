@@ -12,18 +12,20 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from entrainment import measurement, lre_prompts, provenance, sql, tables
+from entrainment.stages import measure
+from entrainment.data import lre_prompts
+from entrainment.store import provenance, sql, tables
 from tests import tiny
 from tests.helpers import ROOT, cli, one_line_error
 from tests.toy_data import CONFIG
-from entrainment import masks
+from entrainment.heads import masks
 
 
 def _measured(out: Path, lre: Path, max_pairs: int) -> None:
     """prompts.parquet and measurements.parquet (with its source record) written by the library."""
     p = lre_prompts.build(lre, ("toy capital",), 0, max_pairs, (0.6, 0.2, 0.2))
     tables.write_table(p, out, "prompts")
-    tables.write_table(measurement.measure_frame(tiny.model("llama"), p, batch_size=8), out, "measurements")
+    tables.write_table(measure.measure_frame(tiny.model("llama"), p, batch_size=8), out, "measurements")
 
 
 def test_stats_refuses_measurements_of_other_prompts(tmp_path, lre_dir):

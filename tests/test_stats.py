@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment import shift_stats, tables
-from entrainment.schema import MEASUREMENTS
+from entrainment.stages import stats
+from entrainment.store import tables
+from entrainment.store.schema import MEASUREMENTS
 from tests.toy_data import synthetic_tables
 
 
@@ -22,7 +23,7 @@ def _close(a, b):
 def computed(tmp_path_factory):
     d = tmp_path_factory.mktemp("stats")
     mdf, pdf = synthetic_tables(d)
-    s, c = shift_stats.compute(d / "measurements.parquet", d / "prompts.parquet")
+    s, c = stats.compute(d / "measurements.parquet", d / "prompts.parquet")
     return mdf, pdf, s, c
 
 
@@ -92,7 +93,7 @@ def test_zero_variance_note(tmp_path):
     mdf, pdf = synthetic_tables(tmp_path)
     same = mdf.with_columns((pl.col("gold_logit_base") + 1.0).alias("gold_logit_ctx"))
     tables.write_parquet(same, tmp_path / "measurements.parquet", MEASUREMENTS)
-    s, _ = shift_stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
+    s, _ = stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
     rows = s.filter((pl.col("metric") == "logit") & (pl.col("target") == "gold") & (pl.col("relation") == "r1"))
     assert (rows["note"] == "zero variance").all() and rows["t"].is_nan().all()
     assert (rows["mean_diff"] - 1.0).abs().max() < 1e-12

@@ -31,8 +31,8 @@ def test_stats_code_change_reruns_only_stats(prefect_api, tmp_path, lre_dir, mon
 
     def edited(root):  # the project as it would be with one line added to entrainment/stats.py
         files = dict(real(root))
-        copy.write_text(files["entrainment.shift_stats"].read_text() + "\n# an edit to the stats code\n")
-        return files | {"entrainment.shift_stats": copy}
+        copy.write_text(files["entrainment.stages.stats"].read_text() + "\n# an edit to the stats code\n")
+        return files | {"entrainment.stages.stats": copy}
 
     monkeypatch.setattr(cache.imports, "module_files", edited)
     cache.code_hash.cache_clear()

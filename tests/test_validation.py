@@ -16,7 +16,8 @@ import polars as pl
 import pytest
 
 import entrainment as en
-from entrainment import items, tables
+from entrainment.data import items
+from entrainment.store import tables
 from entrainment.errors import InputError
 from tests import tiny
 from tests.toy_data import toy_lre
@@ -233,17 +234,17 @@ def test_api_ablate_refuses_an_unknown_relation(model, small):
 
 def test_a_hand_edited_mean_reference_cache_is_recomputed(tmp_path, model_dir):
     from entrainment.config import make
-    from tasks import means as tm
+    from tasks import means
 
     out = tmp_path / "o"
     tables.write_table(items.build_items(_jsonl(tmp_path / "i.jsonl", _queries(6))), out, "prompts")
     cfg = make(out=str(out), model=model_dir, ablation_method="mean")
     loaded = tiny.model("llama")
-    first = tm.reference_frame(cfg, loaded, "capitals")
+    first = means.reference_frame(cfg, loaded, "capitals")
     (cache,) = [p for p in (out / "shards" / "means").rglob("*.parquet")]
     edited = first.with_columns(pl.col("mean").list.eval(pl.element() * 0))
-    tables.write_parquet(edited, cache, tm.HEAD_MEANS)
-    again = tm.reference_frame(cfg, loaded, "capitals")
+    tables.write_parquet(edited, cache, means.HEAD_MEANS)
+    again = means.reference_frame(cfg, loaded, "capitals")
     assert again["mean"].to_list() == first["mean"].to_list()
     assert again["mean"].to_list() != edited["mean"].to_list()
 
@@ -285,8 +286,8 @@ def test_results_refuse_a_table_edited_by_hand(tmp_path, edit):
 def test_report_refuses_a_table_edited_by_hand(tmp_path, lre):
     import pyarrow.compute as pc
 
-    from entrainment.lre_prompts import build
-    from entrainment.measurement import measure_frame
+    from entrainment.data.lre_prompts import build
+    from entrainment.stages.measure import measure_frame
 
     out = tmp_path / "o"
     p = build(lre, ("toy capital",), 0, 2, (0.5, 0.25, 0.25))
@@ -509,8 +510,8 @@ def test_a_bad_value_on_the_command_line_is_blamed_on_the_command_line(tmp_path)
 
 
 def test_report_for_a_model_the_tables_do_not_hold_names_it(tmp_path, lre):
-    from entrainment.lre_prompts import build
-    from entrainment.measurement import measure_frame
+    from entrainment.data.lre_prompts import build
+    from entrainment.stages.measure import measure_frame
 
     out = tmp_path / "o"
     p = build(lre, ("toy capital",), 0, 2, (0.5, 0.25, 0.25))
@@ -532,7 +533,7 @@ def test_a_toml_key_given_twice_under_two_spellings_is_refused(tmp_path, text):
 
 def test_a_full_disk_during_an_atomic_write_names_the_file(tmp_path):
     from cli.errors import known_failure
-    from entrainment.files import atomic_write_bytes
+    from entrainment.store.files import atomic_write_bytes
     from tests.helpers import tmpfs
 
     with tmpfs(tmp_path / "small", "size=64k") as disk:

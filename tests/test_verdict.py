@@ -7,12 +7,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from entrainment import ablation, agreement
-from entrainment.schema import ABLATION
-from entrainment.summaries import with_holm
-from entrainment.tokens import Tokens
+from entrainment.ablation import evaluate
+from entrainment.heads import agreement
+from entrainment.store.schema import ABLATION
+from entrainment.ablation.summaries import with_holm
+from entrainment.model.tokens import Tokens
 from tests import tiny
-from entrainment import scoring
+from entrainment.model import scoring
 
 
 def _ablated_row(relation: str, null_p: float, seed: int = 0) -> dict:
@@ -62,7 +63,7 @@ def test_k_curve_rows_are_capped():
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from entrainment import lre_prompts
+    from entrainment.data import lre_prompts
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("verdict") / "lre")
@@ -79,12 +80,12 @@ def test_collisions_are_left_out_of_the_gains(toy):
     collide = dict(row, prompt_id="collision", distractor=row["gold"] + "zzq")
     assert tk.answer(row["text_base"], collide["distractor"])[0] == tk.answer(row["text_base"], row["gold"])[0]
     both = pl.concat([test, pl.DataFrame([collide], schema=test.schema)])
-    assert ablation.without_collisions(both, tk).equals(ablation.without_collisions(test, tk))
+    assert evaluate.without_collisions(both, tk).equals(evaluate.without_collisions(test, tk))
     key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
-    plan = ablation.Plan(random_draws=1, seed=0, batch_size=4)
-    hs = ablation.HeadSet("mask:x", ((0, 1),))
-    a = ablation.evaluate_mask(m, both, hs, key, plan).filter(pl.col("variant") == "ablated")
-    b = ablation.evaluate_mask(m, test, hs, key, plan).filter(pl.col("variant") == "ablated")
+    plan = evaluate.Plan(random_draws=1, seed=0, batch_size=4)
+    hs = evaluate.HeadSet("mask:x", ((0, 1),))
+    a = evaluate.evaluate_mask(m, both, hs, key, plan).filter(pl.col("variant") == "ablated")
+    b = evaluate.evaluate_mask(m, test, hs, key, plan).filter(pl.col("variant") == "ablated")
     assert a["n"].to_list() == b["n"].to_list()
     assert a["gain"].to_list() == pytest.approx(b["gain"].to_list())
 
@@ -99,11 +100,11 @@ def _subject_means(mdf: pl.DataFrame, pdf: pl.DataFrame, rel: str, cond: str) ->
 def test_subject_level_stats_equal_a_direct_computation(tmp_path):
     from scipy import stats as sps
 
-    from entrainment import shift_stats
+    from entrainment.stages import stats
     from tests.toy_data import synthetic_tables
 
     mdf, pdf = synthetic_tables(tmp_path)
-    s, _ = shift_stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
+    s, _ = stats.compute(tmp_path / "measurements.parquet", tmp_path / "prompts.parquet")
     pick = (pl.col("target") == "distractor") & (pl.col("metric") == "logit") & pl.col("position").is_null()
     for rel in ("r1", "r2"):
         for cond in ("related", "random"):
@@ -140,20 +141,20 @@ def test_subject_level_stats_equal_a_direct_computation(tmp_path):
 
 
 def test_interaction_equals_gain_minus_noctx_per_subject(toy):
-    from entrainment import verdict
+    from entrainment.stats import verdict
 
     m, items = toy
     test = items.filter((pl.col("split") == "test") & (pl.col("relation") == "toy capital"))
-    hs = ablation.HeadSet("mask:x", ((0, 1), (1, 2)))
-    plan = ablation.Plan(random_draws=1, seed=0, batch_size=4, subject_conditions=("related",))
+    hs = evaluate.HeadSet("mask:x", ((0, 1), (1, 2)))
+    plan = evaluate.Plan(random_draws=1, seed=0, batch_size=4, subject_conditions=("related",))
     key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "mask:x"}
-    _, _, rows = ablation.evaluate_masks(m, test, [hs], key, plan)[0]
+    _, _, rows = evaluate.evaluate_masks(m, test, [hs], key, plan)[0]
     assert rows and {r["condition"] for r in rows} == {"related"}
     sg = verdict.subject_gains(pl.DataFrame(rows))
     assert (sg["interaction"] - (sg["gain"] - sg["gain_noctx"])).abs().max() < 1e-12
     # gain_noctx by hand: the no-context prompts scored intact and with the heads removed
     tk = Tokens(m.tokenizer)
-    rel = ablation.without_collisions(test.filter(pl.col("condition") == "related"), tk).to_dicts()
+    rel = evaluate.without_collisions(test.filter(pl.col("condition") == "related"), tk).to_dicts()
     base = [tk.prompt(r["text_base"]) for r in rel]
     g = [tk.answer(r["text_base"], r["gold"])[0] for r in rel]
     d = [tk.answer(r["text_base"], r["distractor"])[0] for r in rel]
@@ -172,7 +173,7 @@ def test_interaction_equals_gain_minus_noctx_per_subject(toy):
 def test_verdict_rows_use_the_subject_as_unit():
     from scipy import stats as sps
 
-    from entrainment import verdict
+    from entrainment.stats import verdict
 
     gains = [0.5, 1.5, -0.2, 0.9, 1.1]
     noctx = [0.1, 0.3, 0.0, -0.4, 0.2]
@@ -194,7 +195,7 @@ def test_verdict_rows_use_the_subject_as_unit():
 
 
 def test_folds_never_train_on_their_subjects_and_test_each_subject_once(toy):
-    from entrainment import crossfit
+    from entrainment.stages import crossfit
     from entrainment.config import Config
 
     _, items = toy
@@ -222,7 +223,8 @@ def test_folds_never_train_on_their_subjects_and_test_each_subject_once(toy):
 
 
 def test_crossfit_verdict_tests_every_subject_once(toy):
-    from entrainment import crossfit, verdict
+    from entrainment.stages import crossfit
+    from entrainment.stats import verdict
     from entrainment.config import Config
 
     m, items = toy
@@ -232,7 +234,7 @@ def test_crossfit_verdict_tests_every_subject_once(toy):
     rows, facts = crossfit.evaluate(m, folded, "toy capital", [(0, ((0, 1),)), (1, ((1, 3), (0, 0)))], cfg)
     sg = verdict.subject_gains(rows)
     tk = Tokens(m.tokenizer)
-    related = ablation.without_collisions(folded.filter((pl.col("relation") == "toy capital")
+    related = evaluate.without_collisions(folded.filter((pl.col("relation") == "toy capital")
                                                       & (pl.col("condition") == "related")), tk)
     assert sorted(sg["subject"]) == sorted(set(related["subject"]))  # each subject once, by its own fold
     assert set(sg["ablation_label"]) == {"crossfit:toy capital"}
@@ -244,7 +246,8 @@ def test_crossfit_verdict_tests_every_subject_once(toy):
 
 
 def test_verdict_panels_draw_from_the_tables():
-    from entrainment import verdict, verdict_figures
+    from entrainment.stats import verdict
+    from entrainment.figures import verdict_panels
 
     rng = np.random.default_rng(1)
     n = 6
@@ -258,6 +261,6 @@ def test_verdict_panels_draw_from_the_tables():
     assert sg.height == n and (sg["n_items"] == 2).all()
     v = verdict.verdict_rows(sg, {}, {})
     assert v["null_draws"].to_list() == [0] and np.isnan(v["null_p"][0])
-    for uri in (verdict_figures.verdict_plot(v), verdict_figures.subject_plot(sg)):
+    for uri in (verdict_panels.verdict_plot(v), verdict_panels.subject_plot(sg)):
         assert uri and uri.startswith("data:image/png;base64,")
-    assert verdict_figures.subject_plot(sg.with_columns(pl.lit("mask:r:seed0").alias("ablation_label"))) is None
+    assert verdict_panels.subject_plot(sg.with_columns(pl.lit("mask:r:seed0").alias("ablation_label"))) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from entrainment.models import Loaded, from_config
+from entrainment.model.loading import Loaded, from_config
 
 CORPUS = [
     "The capital city of Germany is Berlin. The capital of France is the city of Paris.",

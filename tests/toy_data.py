@@ -75,7 +75,7 @@ def search_items(m, n=12, seed=0):
     """Prompts "word. The capital of X is" with gold/distractor first tokens (the distractor is in context)."""
     import random
 
-    from entrainment.tokens import Item
+    from entrainment.model.tokens import Item
 
     tok = m.tokenizer
     words = [
@@ -113,8 +113,8 @@ def synthetic_tables(tmp_path, rng_seed=0):
     import numpy as np
     import polars as pl
 
-    from entrainment import tables
-    from entrainment.schema import MEASUREMENTS
+    from entrainment.store import tables
+    from entrainment.store.schema import MEASUREMENTS
 
     rng = np.random.default_rng(rng_seed)
     prompts, meas = [], []

@@ -1,0 +1,1 @@
+"""What the model is asked: LRE relations, the prompt table, your own items, sentence-level items."""

@@ -1,0 +1,1 @@
+"""`entrainment plan`: predicted time and memory of a run before it runs (no torch imported)."""

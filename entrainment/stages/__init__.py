@@ -1,0 +1,1 @@
+"""One entry module per pipeline stage, named like tasks/ and flows/: generate, measure, stats, discover, scan, ablate, head_types, sentences, report."""
