@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
 from entrainment.model import scoring
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -28,11 +29,11 @@ def child(mode: str, n: int, base: int, model: str = MODEL) -> None:
     import polars as pl
 
     from entrainment.ablation import evaluate
-    from entrainment.stages import generate
-    from entrainment.model import loading
     from entrainment.config import Config
     from entrainment.heads.masks import HeadSet
+    from entrainment.model import loading
     from entrainment.model.tokens import Tokens
+    from entrainment.stages import generate
 
     cfg = Config()
     loaded = loading.load(model, "cpu", "float32")

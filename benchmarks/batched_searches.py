@@ -20,22 +20,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from entrainment.stages import generate
-from entrainment.model import loading  # noqa: E402
-from entrainment.heads import search  # noqa: E402
 from entrainment.config import Config  # noqa: E402
+from entrainment.heads import search  # noqa: E402
+from entrainment.model import (
+    loading,  # noqa: E402
+    tokens,
+)
 from entrainment.model.tokens import Tokens  # noqa: E402
-from entrainment.model import tokens
+from entrainment.stages import generate
 
 
 def _data(args) -> tuple:
     if args.quick:
         import _quick  # noqa: F401  (puts the project root on sys.path, for tests.tiny)
+
         from tests import tiny
         from tests.toy_data import search_items
 
         m = tiny.model("llama")
-        items = [tokens.Item(it.prompt, it.gold, it.distractor, f"s{i % 8}") for i, it in enumerate(search_items(m, 24))]
+        items = [
+            tokens.Item(it.prompt, it.gold, it.distractor, f"s{i % 8}") for i, it in enumerate(search_items(m, 24))
+        ]
         return m, items, items[:6]
     loaded = loading.load(args.model)
     cfg = Config(relations=(args.relation,), discover_relations=(args.relation,))
@@ -58,7 +63,8 @@ def main() -> None:
     jobs = [(s, s % 2) for s in range(args.n)]  # (seed, resample): full split and half-samples alternating
     trains = [search.resample_items(train, r, s, "half") for s, r in jobs]
     params = [
-        search.SearchParams(seed=s, max_steps=args.steps, converge_steps=10**9, epochs=10**6, bf16=False) for s, _ in jobs
+        search.SearchParams(seed=s, max_steps=args.steps, converge_steps=10**9, epochs=10**6, bf16=False)
+        for s, _ in jobs
     ]
     print(
         f"{loaded.info.spec}: {args.n} searches x {args.steps} steps, batch {params[0].batch_size}, "
@@ -73,8 +79,10 @@ def main() -> None:
     t_bat = time.perf_counter() - t
     diff = max(float((a - b).abs().max()) for (_, ha), (_, hb) in zip(seq, bat) for a, b in zip(ha, hb))
     same_rows = all(len(a[0]) == len(b[0]) for a, b in zip(seq, bat))
-    print(f"sequential {t_seq:.1f} s, batched {t_bat:.1f} s: ratio {t_seq / t_bat:.2f}x; "
-          f"max |mask logit difference| {diff:.2e}; same epochs logged: {same_rows}")
+    print(
+        f"sequential {t_seq:.1f} s, batched {t_bat:.1f} s: ratio {t_seq / t_bat:.2f}x; "
+        f"max |mask logit difference| {diff:.2e}; same epochs logged: {same_rows}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,17 +20,16 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import _quick  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-import _quick  # noqa: E402
-
-from entrainment.stages import generate
-from entrainment.model import loading  # noqa: E402
-from entrainment.heads import search  # noqa: E402
 from entrainment.config import Config, default  # noqa: E402
-from entrainment.stats.null import paired_gain  # noqa: E402
+from entrainment.heads import search  # noqa: E402
+from entrainment.model import loading  # noqa: E402
 from entrainment.model.tokens import Tokens  # noqa: E402
+from entrainment.stages import generate
+from entrainment.stats.null import paired_gain  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

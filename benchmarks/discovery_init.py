@@ -15,15 +15,14 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import _quick  # noqa: E402
 import polars as pl  # noqa: E402
 
-import _quick  # noqa: E402
-
+from entrainment.data import lre_prompts  # noqa: E402
 from entrainment.heads import search
 from entrainment.model import loading
-from entrainment.data import lre_prompts  # noqa: E402
-from entrainment.paths import LRE_DIR  # noqa: E402
 from entrainment.model.tokens import Tokens  # noqa: E402
+from entrainment.paths import LRE_DIR  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,17 +19,16 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import _quick  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
-import _quick  # noqa: E402
-
-from entrainment.heads import search, maps
-from entrainment.model import loading
-from entrainment.stages import generate  # noqa: E402
 from entrainment.config import Config  # noqa: E402
+from entrainment.heads import maps, search
+from entrainment.model import loading
 from entrainment.model.tokens import Tokens  # noqa: E402
+from entrainment.stages import generate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,16 +24,15 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import _quick  # noqa: E402
 import torch  # noqa: E402
 
-import _quick  # noqa: E402
-
-from entrainment.model import loading
 from entrainment.data import lre_prompts  # noqa: E402
-from entrainment.stages.measure import measure_frame  # noqa: E402
-from entrainment.paths import LRE_DIR  # noqa: E402
+from entrainment.model import loading
 from entrainment.model.scoring import collate  # noqa: E402
 from entrainment.model.tokens import Tokens  # noqa: E402
+from entrainment.paths import LRE_DIR  # noqa: E402
+from entrainment.stages.measure import measure_frame  # noqa: E402
 
 
 def first_token_logits(rows: list[dict], tk: Tokens, ctx: list, base: list) -> list[tuple[float, float, float, float]]:
@@ -125,8 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     n = len(df)
     lengths = [len(tk.prompt(t)) for t in df["text_ctx"]]
     n_pass = len(df.filter(df["condition"] == "passages"))
-    print(f"model {args.model}, {n} prompts ({args.relations}; {n_pass} multi-passage prompts of the first), "
-          f"prompt length {min(lengths)}-{max(lengths)} tokens, torch threads {torch.get_num_threads()}")
+    print(
+        f"model {args.model}, {n} prompts ({args.relations}; {n_pass} multi-passage prompts of the first), "
+        f"prompt length {min(lengths)}-{max(lengths)} tokens, torch threads {torch.get_num_threads()}"
+    )
     print(
         f"project:               {n / best['project']:.1f} prompts/s ({best['project']:.2f} s; every measurement "
         f"column)"

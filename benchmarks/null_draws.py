@@ -16,17 +16,16 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import _quick  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-import _quick  # noqa: E402
-from entrainment.stages import generate
-from entrainment.model import loading, multimask  # noqa: E402
 from entrainment.config import Config  # noqa: E402
 from entrainment.heads.masks import HeadSet  # noqa: E402
 from entrainment.heads.random_heads import random_head_sets  # noqa: E402
+from entrainment.model import loading, multimask, scoring  # noqa: E402
 from entrainment.model.tokens import Tokens  # noqa: E402
-from entrainment.model import scoring
+from entrainment.stages import generate
 
 
 def main(argv: list[str] | None = None) -> None:

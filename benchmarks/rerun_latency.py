@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="results")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--config", default=None, help="TOML passed to both commands (model, data_dir, ...)")
-    ap.add_argument("--quick", action="store_true", help="smoke test: only the import and fast-path-check breakdown, "
-                    "once, on a fresh folder (no finished run needed, no server started)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: only the import and fast-path-check breakdown, "
+        "once, on a fresh folder (no finished run needed, no server started)",
+    )
     a = ap.parse_args(argv)
     if a.quick:
         import tempfile
@@ -71,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         a.repeats,
     )
     if a.quick:
-        print(f"python + CLI imports {imports:.2f} s; + fast-path check of `run` {check - imports:+.2f} s; "
-              f"prefect + torch + transformers imports {heavy - imports:.2f} s (quick: breakdown only)")
+        print(
+            f"python + CLI imports {imports:.2f} s; + fast-path check of `run` {check - imports:+.2f} s; "
+            f"prefect + torch + transformers imports {heavy - imports:.2f} s (quick: breakdown only)"
+        )
         return
     rows["fast path (default)"] = (median(run, base, a.repeats), median(stats, base, a.repeats))
     rows["no fast path, temporary server"] = (median(run, slow, a.repeats), median(stats, slow, a.repeats))

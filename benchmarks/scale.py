@@ -53,29 +53,85 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from entrainment.plan.predict import COST_MODEL
-from entrainment.model.shape import Shape, shape_from_config  # noqa: E402
 from entrainment.model import scoring
+from entrainment.model.shape import Shape, shape_from_config  # noqa: E402
 from entrainment.model.tokens import Item
+from entrainment.plan.predict import COST_MODEL
 
 # LlamaConfig fields per size (head_dim 64 throughout, like SmolLM2 and Llama-3.2)
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
-                 intermediate_size=64, vocab_size=512, tie_word_embeddings=True),
-    "tiny2": dict(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
-                  intermediate_size=128, vocab_size=1024, tie_word_embeddings=True),
-    "135m": dict(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576,
-                 intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),      # SmolLM2-135M
-    "250m": dict(num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=4, hidden_size=768,
-                 intermediate_size=2048, vocab_size=49152, tie_word_embeddings=True),
-    "360m": dict(num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5, hidden_size=960,
-                 intermediate_size=2560, vocab_size=49152, tie_word_embeddings=True),      # SmolLM2-360M
-    "600m": dict(num_hidden_layers=22, num_attention_heads=20, num_key_value_heads=4, hidden_size=1280,
-                 intermediate_size=4096, vocab_size=128256, tie_word_embeddings=True),
-    "1b": dict(num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, hidden_size=2048,
-               intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),      # Llama-3.2-1B
-    "8b": dict(num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, hidden_size=4096,
-               intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False),    # Llama-3.1-8B
+    "tiny": dict(
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=32,
+        intermediate_size=64,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    ),
+    "tiny2": dict(
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=64,
+        intermediate_size=128,
+        vocab_size=1024,
+        tie_word_embeddings=True,
+    ),
+    "135m": dict(
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        hidden_size=576,
+        intermediate_size=1536,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),  # SmolLM2-135M
+    "250m": dict(
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        hidden_size=768,
+        intermediate_size=2048,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
+    "360m": dict(
+        num_hidden_layers=32,
+        num_attention_heads=15,
+        num_key_value_heads=5,
+        hidden_size=960,
+        intermediate_size=2560,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),  # SmolLM2-360M
+    "600m": dict(
+        num_hidden_layers=22,
+        num_attention_heads=20,
+        num_key_value_heads=4,
+        hidden_size=1280,
+        intermediate_size=4096,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "1b": dict(
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        hidden_size=2048,
+        intermediate_size=8192,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),  # Llama-3.2-1B
+    "8b": dict(
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        hidden_size=4096,
+        intermediate_size=14336,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),  # Llama-3.1-8B
 }
 DEFAULT_SIZES = ("135m", "250m", "360m", "600m", "1b")
 UNITS = ("measure", "evaluate", "discover", "atp", "scan", "null", "ablate")
@@ -85,10 +141,23 @@ NULL_HEADS = 5
 # fixed costs of the stages outside the model's units (seconds; measured in the default run, see docs)
 # fixed costs outside the model's units, from the default run's log (/tmp/run1, 2026-12-01): flow wall time minus
 # its tasks' seconds per task (1.1-1.7 s), the process and Prefect server start (generate), the report's HTML
-OVERHEAD: dict[str, Any] = {"stage_s": {"generate": 13.0, "measure": 1.0, "stats": 3.0, "discover": 1.0, "scan": 1.0,
-                                        "ablate": 1.0, "report": 4.0},
-                            "task_s": 1.4, "runtime_mb": 650.0, "prefect_mb": 0.0, "load_mb_per_s": 400.0,
-                            "dequantise_s_per_gb": 40.0, "cuda_base_mb": 600.0}
+OVERHEAD: dict[str, Any] = {
+    "stage_s": {
+        "generate": 13.0,
+        "measure": 1.0,
+        "stats": 3.0,
+        "discover": 1.0,
+        "scan": 1.0,
+        "ablate": 1.0,
+        "report": 4.0,
+    },
+    "task_s": 1.4,
+    "runtime_mb": 650.0,
+    "prefect_mb": 0.0,
+    "load_mb_per_s": 400.0,
+    "dequantise_s_per_gb": 40.0,
+    "cuda_base_mb": 600.0,
+}
 
 
 def shape_of(size: str | dict[str, Any]) -> Shape:
@@ -112,8 +181,13 @@ class IdsTokenizer:
         return self.vocab
 
 
-def build(size: str | dict[str, Any], device: str = "cpu", dtype: str = "float32", tokenizer: Any = None,
-          spec: str | None = None):
+def build(
+    size: str | dict[str, Any],
+    device: str = "cpu",
+    dtype: str = "float32",
+    tokenizer: Any = None,
+    spec: str | None = None,
+):
     """A random-weight Llama model of this size, built on `device` in `dtype` (no download, no CPU copy on CUDA).
 
     Args:
@@ -266,9 +340,18 @@ def _masks_flops(shape: Shape, masks, prompts: list, probe: bool = True) -> floa
     return total
 
 
-def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None, bf16: bool = False,
-               scan_layers: int = 2, scan_items: int = 4, tokens: int = BENCH_TOKENS,
-               only: tuple[str, ...] = UNITS, log: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
+def unit_costs(
+    loaded,
+    n_items: int,
+    repeats: int = 1,
+    peak: Peak | None = None,
+    bf16: bool = False,
+    scan_layers: int = 2,
+    scan_items: int = 4,
+    tokens: int = BENCH_TOKENS,
+    only: tuple[str, ...] = UNITS,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
     """Seconds, peak memory and achieved FLOP/s of one unit of every stage on this model.
 
     Args:
@@ -289,9 +372,9 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
 
     from entrainment.ablation import evaluate
     from entrainment.heads import maps, search
-    from entrainment.model import multimask
     from entrainment.heads.masks import HeadSet
     from entrainment.heads.random_heads import random_head_sets
+    from entrainment.model import multimask
     from entrainment.model.scoring import Request, score
 
     info, model = loaded.info, loaded.model
@@ -338,13 +421,23 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
         multimask.probe_logits(loaded, list(ps), list(zip(gs, ds)), nmasks, 64, bf16=bf16)
 
     def run_ablate(ps, gs, ds, cs):
-        evaluate.variant_passes(loaded, {"ctx": list(ps), "base": list(ps), "prompted": list(ps)}, list(gs),
-                                list(ds), {"ablated": evaluate.Pass("ctx", keep)}, 32)
+        evaluate.variant_passes(
+            loaded,
+            {"ctx": list(ps), "base": list(ps), "prompted": list(ps)},
+            list(gs),
+            list(ds),
+            {"ablated": evaluate.Pass("ctx", keep)},
+            32,
+        )
 
     ns = min(scan_items, n_items)
     plan = {  # unit -> (function, items used, units counted, FLOPs of the call, warm-up kwargs)
-        "measure": (run_measure, n_items, n_items, fwd(prompts) + sum(len(c) - 1 for c in conts)
-                    * shape.forward_flops(1.0)),
+        "measure": (
+            run_measure,
+            n_items,
+            n_items,
+            fwd(prompts) + sum(len(c) - 1 for c in conts) * shape.forward_flops(1.0),
+        ),
         "evaluate": (run_evaluate, n_items, n_items, fwd(prompts)),
         "discover": (run_discover, n_items, n_items, 2 * fwd(prompts)),
         "atp": (run_atp, n_items, n_items, 2 * fwd(prompts)),
@@ -372,10 +465,17 @@ def unit_costs(loaded, n_items: int, repeats: int = 1, peak: Peak | None = None,
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t0)
             top = max(top, peak.peak_mb())
-        out[unit] = {"seconds": best / count, "count": count, "peak_mb": top, "flops": flops / count,
-                     "flops_per_s": flops / best}
-        log(f"  {unit:9s} {best / count * 1e3:9.2f} ms/unit  ({count} units in {best:.2f} s, "
-            f"{flops / best / 1e9:.1f} GFLOP/s, peak {top:.0f} MB)")
+        out[unit] = {
+            "seconds": best / count,
+            "count": count,
+            "peak_mb": top,
+            "flops": flops / count,
+            "flops_per_s": flops / best,
+        }
+        log(
+            f"  {unit:9s} {best / count * 1e3:9.2f} ms/unit  ({count} units in {best:.2f} s, "
+            f"{flops / best / 1e9:.1f} GFLOP/s, peak {top:.0f} MB)"
+        )
     out["_scan_layers"] = {"layers": picked}  # type: ignore[assignment]
     if own_peak:
         peak.close()
@@ -388,16 +488,31 @@ def machine(device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
 
     from entrainment.plan.predict import _cpu_name
 
-    out = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "dtype": dtype,
-           "torch": torch.__version__, "python": platform.python_version(), "device": device,
-           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if device.startswith("cuda"):
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out
 
 
-def one_size(size: str, items: int, repeats: int, device: str = "cpu", dtype: str = "float32",
-             scan_layers: int = 2, scan_items: int = 4, bf16: bool = False) -> dict[str, Any]:
+def one_size(
+    size: str,
+    items: int,
+    repeats: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+    scan_layers: int = 2,
+    scan_items: int = 4,
+    bf16: bool = False,
+) -> dict[str, Any]:
     """Build one size and measure every unit; a JSON-able record."""
     peak = Peak(device)
     t0 = time.perf_counter()
@@ -405,26 +520,50 @@ def one_size(size: str, items: int, repeats: int, device: str = "cpu", dtype: st
     built = time.perf_counter() - t0
     shape = shape_of(size)
     n_params = sum(p.numel() for p in loaded.model.parameters())
-    print(f"{size}: {shape.n_layers} x {shape.n_heads} heads, width {shape.hidden}, vocab {shape.vocab}, "
-          f"{n_params / 1e6:.0f}M parameters (built in {built:.1f} s, RSS {peak.rss_mb():.0f} MB)", flush=True)
-    units = unit_costs(loaded, items, repeats, peak, bf16, scan_layers, scan_items,
-                       log=lambda s: print(s, flush=True))
+    print(
+        f"{size}: {shape.n_layers} x {shape.n_heads} heads, width {shape.hidden}, vocab {shape.vocab}, "
+        f"{n_params / 1e6:.0f}M parameters (built in {built:.1f} s, RSS {peak.rss_mb():.0f} MB)",
+        flush=True,
+    )
+    units = unit_costs(loaded, items, repeats, peak, bf16, scan_layers, scan_items, log=lambda s: print(s, flush=True))
     layers = units.pop("_scan_layers")["layers"]  # type: ignore[index]
     nbytes = {"float32": 4, "bfloat16": 2, "float16": 2}[dtype]
     peak.close()
-    return {"size": size, "shape": shape.to_dict(), "n_params": n_params,
-            "n_params_non_embedding": shape.n_params_non_embedding, "n_total_heads": shape.n_total_heads,
-            "weights_mb": n_params * nbytes / 2**20, "build_s": built, "units": units, "scan_layers": layers,
-            "items": items, "repeats": repeats}
+    return {
+        "size": size,
+        "shape": shape.to_dict(),
+        "n_params": n_params,
+        "n_params_non_embedding": shape.n_params_non_embedding,
+        "n_total_heads": shape.n_total_heads,
+        "weights_mb": n_params * nbytes / 2**20,
+        "build_s": built,
+        "units": units,
+        "scan_layers": layers,
+        "items": items,
+        "repeats": repeats,
+    }
 
 
 def _subprocess_size(size: str, args: argparse.Namespace) -> dict[str, Any]:
     """one_size in a fresh process (its own peak RSS), through a JSON file."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "size.json"
-        cmd = [sys.executable, __file__, "--one", size, "--items", str(args.items), "--repeats", str(args.repeats),
-               "--scan-layers", str(args.scan_layers), "--scan-items", str(args.scan_items),
-               "--json-out", str(out)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            size,
+            "--items",
+            str(args.items),
+            "--repeats",
+            str(args.repeats),
+            "--scan-layers",
+            str(args.scan_layers),
+            "--scan-items",
+            str(args.scan_items),
+            "--json-out",
+            str(out),
+        ]
         subprocess.run(cmd, check=True)
         return json.loads(out.read_text())
 
@@ -439,10 +578,12 @@ def _two_way(x1: np.ndarray, x2: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     s2 = float(((y - X @ beta) ** 2).sum() / dof)
     se = np.sqrt(np.diag(s2 * np.linalg.inv(X.T @ X)))
     half = stats.t.ppf(0.975, dof) * se
-    return {"item_slope_params": float(beta[1]), "item_slope_params_ci": [float(beta[1] - half[1]),
-                                                                          float(beta[1] + half[1])],
-            "item_slope_heads": float(beta[2]), "item_slope_heads_ci": [float(beta[2] - half[2]),
-                                                                        float(beta[2] + half[2])]}
+    return {
+        "item_slope_params": float(beta[1]),
+        "item_slope_params_ci": [float(beta[1] - half[1]), float(beta[1] + half[1])],
+        "item_slope_heads": float(beta[2]),
+        "item_slope_heads_ci": [float(beta[2] - half[2]), float(beta[2] + half[2])],
+    }
 
 
 def fit(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -464,14 +605,19 @@ def fit(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             lr = stats.linregress(x, y)
             half = tq * lr.stderr if n > 2 else float("nan")
             resid = float(np.exp(np.abs(y - (lr.intercept + lr.slope * x))).max())
-            entry |= {f"slope{name}": float(lr.slope), f"slope{name}_ci": [float(lr.slope - half),
-                                                                         float(lr.slope + half)],
-                      f"intercept{name}": float(lr.intercept), f"r2{name}": float(lr.rvalue ** 2),
-                      f"max_factor{name}": resid}
+            entry |= {
+                f"slope{name}": float(lr.slope),
+                f"slope{name}_ci": [float(lr.slope - half), float(lr.slope + half)],
+                f"intercept{name}": float(lr.intercept),
+                f"r2{name}": float(lr.rvalue**2),
+                f"max_factor{name}": resid,
+            }
         if unit == "scan" and n > 3:  # the scan's cost per item (every head): log-linear in parameters AND heads
-            entry |= _two_way(np.log([r[k] for r in records for k in ("n_params_non_embedding",)]),
-                              np.log([r["n_total_heads"] for r in records]),
-                              y + np.log([r["n_total_heads"] for r in records]))
+            entry |= _two_way(
+                np.log([r[k] for r in records for k in ("n_params_non_embedding",)]),
+                np.log([r["n_total_heads"] for r in records]),
+                y + np.log([r["n_total_heads"] for r in records]),
+            )
         peaks = np.array([r["units"][unit]["peak_mb"] for r in records])
         b, a = np.polyfit(wmb, peaks, 1) if n > 1 else (1.0, float(peaks[0] - wmb[0]))
         entry["mem"] = {"base_mb": float(a), "per_weight_mb": float(b)}
@@ -482,34 +628,57 @@ def fit(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def markdown(records: list[dict[str, Any]], fits: dict[str, dict[str, Any]]) -> str:
     """The cost table (ms per unit and peak MB per size) and the fitted exponents."""
-    head = ["size", "layers x heads", "width", "vocab", "params (M)", "non-emb (M)"] + \
-           [f"{u} ms" for u in UNITS] + ["peak MB"]
+    head = (
+        ["size", "layers x heads", "width", "vocab", "params (M)", "non-emb (M)"]
+        + [f"{u} ms" for u in UNITS]
+        + ["peak MB"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         s = r["shape"]
-        cells = [r["size"], f"{s['n_layers']} x {s['n_heads']} ({s['n_kv_heads']} KV)", str(s["hidden"]),
-                 str(s["vocab"]), f"{r['n_params'] / 1e6:.0f}", f"{r['n_params_non_embedding'] / 1e6:.0f}"]
+        cells = [
+            r["size"],
+            f"{s['n_layers']} x {s['n_heads']} ({s['n_kv_heads']} KV)",
+            str(s["hidden"]),
+            str(s["vocab"]),
+            f"{r['n_params'] / 1e6:.0f}",
+            f"{r['n_params_non_embedding'] / 1e6:.0f}",
+        ]
         cells += [f"{r['units'][u]['seconds'] * 1e3:.1f}" if u in r["units"] else "" for u in UNITS]
         cells.append(f"{max(v['peak_mb'] for v in r['units'].values()):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| unit | slope vs non-emb params [95% CI] | slope vs all params [95% CI] | R^2 | max factor | "
-                  "GFLOP/s (smallest -> largest) | peak MB = a + b x weights MB |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| unit | slope vs non-emb params [95% CI] | slope vs all params [95% CI] | R^2 | max factor | "
+        "GFLOP/s (smallest -> largest) | peak MB = a + b x weights MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for unit, f in fits.items():
         ci, ct = f["slope_ci"], f["slope_params_total_ci"]
         extra = ""
         if "item_slope_heads" in f:
             p, h = f["item_slope_params_ci"], f["item_slope_heads_ci"]
-            extra = f"; per item (every head): params {f['item_slope_params']:.2f} [{p[0]:.2f}, {p[1]:.2f}] and " \
-                    f"heads {f['item_slope_heads']:.2f} [{h[0]:.2f}, {h[1]:.2f}] jointly"
-        lines.append(f"| {unit} | {f['slope']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]{extra} | {f['slope_params_total']:.2f} "
-                     f"[{ct[0]:.2f}, {ct[1]:.2f}] | {f['r2']:.3f} | {f['max_factor']:.2f} | "
-                     f"{f['flops_per_s'][0] / 1e9:.0f} -> {f['flops_per_s'][-1] / 1e9:.0f} | "
-                     f"{f['mem']['base_mb']:.0f} + {f['mem']['per_weight_mb']:.2f} x |")
+            extra = (
+                f"; per item (every head): params {f['item_slope_params']:.2f} [{p[0]:.2f}, {p[1]:.2f}] and "
+                f"heads {f['item_slope_heads']:.2f} [{h[0]:.2f}, {h[1]:.2f}] jointly"
+            )
+        lines.append(
+            f"| {unit} | {f['slope']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]{extra} | {f['slope_params_total']:.2f} "
+            f"[{ct[0]:.2f}, {ct[1]:.2f}] | {f['r2']:.3f} | {f['max_factor']:.2f} | "
+            f"{f['flops_per_s'][0] / 1e9:.0f} -> {f['flops_per_s'][-1] / 1e9:.0f} | "
+            f"{f['mem']['base_mb']:.0f} + {f['mem']['per_weight_mb']:.2f} x |"
+        )
     return "\n".join(lines)
 
 
-def write_cost_model(path: Path, device: str, records: list[dict[str, Any]], fits: dict[str, dict[str, Any]],
-                     mach: dict[str, Any], tokens: int = BENCH_TOKENS) -> None:
+def write_cost_model(
+    path: Path,
+    device: str,
+    records: list[dict[str, Any]],
+    fits: dict[str, dict[str, Any]],
+    mach: dict[str, Any],
+    tokens: int = BENCH_TOKENS,
+) -> None:
     """Put this device's entry into the cost model file (other devices' entries and the overheads are kept)."""
     try:
         cost = json.loads(path.read_text())
@@ -518,20 +687,40 @@ def write_cost_model(path: Path, device: str, records: list[dict[str, Any]], fit
     cost.setdefault("version", 1)
     cost["chars_per_token"] = CHARS_PER_TOKEN
     cost["overhead"] = cost.get("overhead") or OVERHEAD
-    units = {u: {"intercept": f["intercept"], "slope": f["slope"], "slope_ci": f["slope_ci"], "r2": f["r2"],
-                 "max_factor": f["max_factor"], "slope_params_total": f["slope_params_total"],
-                 "slope_params_total_ci": f["slope_params_total_ci"], "mem": f["mem"]}
-             | {k: f[k] for k in ("item_slope_params", "item_slope_params_ci", "item_slope_heads",
-                                  "item_slope_heads_ci") if k in f}
-             for u, f in fits.items()}
+    units = {
+        u: {
+            "intercept": f["intercept"],
+            "slope": f["slope"],
+            "slope_ci": f["slope_ci"],
+            "r2": f["r2"],
+            "max_factor": f["max_factor"],
+            "slope_params_total": f["slope_params_total"],
+            "slope_params_total_ci": f["slope_params_total_ci"],
+            "mem": f["mem"],
+        }
+        | {
+            k: f[k]
+            for k in ("item_slope_params", "item_slope_params_ci", "item_slope_heads", "item_slope_heads_ci")
+            if k in f
+        }
+        for u, f in fits.items()
+    }
     cost.setdefault("machines", {})[device] = {
-        "machine": mach, "dtype": mach["dtype"], "bench_tokens": tokens, "units": units,
-        "sizes": [{k: r[k] for k in ("size", "shape", "n_params", "n_params_non_embedding", "n_total_heads",
-                                     "weights_mb")} | {"units": r["units"]} for r in records]}
+        "machine": mach,
+        "dtype": mach["dtype"],
+        "bench_tokens": tokens,
+        "units": units,
+        "sizes": [
+            {k: r[k] for k in ("size", "shape", "n_params", "n_params_non_embedding", "n_total_heads", "weights_mb")}
+            | {"units": r["units"]}
+            for r in records
+        ],
+    }
     path.write_text(json.dumps(cost, indent=1) + "\n")
 
 
 # --- the rehearsal: every stage's library functions on a random model -------------------------------------------
+
 
 def rehearsal_tokenizer(vocab: int = 128256):
     """A real tokenizer for text prompts, offline: SmolLM2's (its dequantised folder, if cached) when its ids fit a
@@ -553,8 +742,14 @@ def rehearsal_tokenizer(vocab: int = 128256):
     return tiny.tokenizer(), "tests/tiny.py BPE"
 
 
-def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
-             log: Callable[[str], None] = print, counter: LayerFlops | None = None) -> dict[str, dict[str, Any]]:
+def rehearse(
+    loaded,
+    cfg,
+    peak: Peak,
+    n: dict[str, int] | None = None,
+    log: Callable[[str], None] = print,
+    counter: LayerFlops | None = None,
+) -> dict[str, dict[str, Any]]:
     """The whole pipeline, flow-free, on a loaded model with a handful of items per stage.
 
     Args:
@@ -569,14 +764,14 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
     """
     import polars as pl
 
-    from entrainment.stages import generate, ablate, scan, measure, discover, stats
-    from entrainment.model import means
     from entrainment.ablation import side_effects
     from entrainment.heads.masks import HeadSet
-    from entrainment.paths import ICL_DIR
     from entrainment.heads.random_heads import random_head_sets
+    from entrainment.model import means
     from entrainment.model.scoring import top_tokens
     from entrainment.model.tokens import Tokens
+    from entrainment.paths import ICL_DIR
+    from entrainment.stages import ablate, discover, generate, measure, scan, stats
 
     n = {"measure": 16, "train": 8, "dev": 4, "test": 8, "side": 8} | (n or {})
     tk = Tokens(loaded.tokenizer, cfg.bos)
@@ -593,8 +788,11 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
         out[name] = {"seconds": time.perf_counter() - t0, "peak_mb": peak.peak_mb(), "work": work}
         if counter is not None:
             out[name] |= {"flops": counter.total, "flops_per_s": counter.total / max(out[name]["seconds"], 1e-9)}
-        log(f"  {name:9s} {out[name]['seconds']:8.1f} s   peak {out[name]['peak_mb']:7.0f} MB   "
-            + (f"{out[name]['flops_per_s'] / 1e9:8.1f} GFLOP/s   " if counter is not None else "") + f"({work})")
+        log(
+            f"  {name:9s} {out[name]['seconds']:8.1f} s   peak {out[name]['peak_mb']:7.0f} MB   "
+            + (f"{out[name]['flops_per_s'] / 1e9:8.1f} GFLOP/s   " if counter is not None else "")
+            + f"({work})"
+        )
         return result
 
     def sync() -> None:
@@ -609,15 +807,27 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
     def pick(frame: pl.DataFrame, k: int) -> pl.DataFrame:
         return frame.head(k)
 
-    small = pl.concat([pick(df.filter((pl.col("relation") == r) & (pl.col("split") == s)
-                                      & pl.col("condition").is_in(list(cfg.train_conditions))), n[s])
-                       for r in sorted(df["relation"].unique()) for s in ("train", "dev", "test")])
-    meas_rows = pl.concat([pick(df.filter(pl.col("relation") == r), n["measure"])
-                           for r in sorted(df["relation"].unique())])
+    small = pl.concat(
+        [
+            pick(
+                df.filter(
+                    (pl.col("relation") == r)
+                    & (pl.col("split") == s)
+                    & pl.col("condition").is_in(list(cfg.train_conditions))
+                ),
+                n[s],
+            )
+            for r in sorted(df["relation"].unique())
+            for s in ("train", "dev", "test")
+        ]
+    )
+    meas_rows = pl.concat(
+        [pick(df.filter(pl.col("relation") == r), n["measure"]) for r in sorted(df["relation"].unique())]
+    )
 
     def do_measure():
         m = measure.measure_frame(loaded, meas_rows, batch_size=cfg.batch_size, tokens=tk)
-        ref = means.reference_prompts(small.filter(pl.col("relation") == rel), tk)[:n["measure"]]
+        ref = means.reference_prompts(small.filter(pl.col("relation") == rel), tk)[: n["measure"]]
         mu, _ = means.head_means(loaded, ref, cfg.batch_size)
         return m, mu
 
@@ -628,10 +838,14 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
         meas_rows.write_parquet(pp)
         stage("stats", lambda: stats.compute(mp, pp, cfg.confidence), "paired tests")
     rows = small.filter(pl.col("relation") == rel)
-    s = stage("discover", lambda: discover.one_search(loaded, rows, rel, cfg.seeds[0], 0, cfg, mu),
-              f"{n['train']} train + {n['dev']} dev items x {cfg.epochs} epochs, 1 search")
-    removed = tuple(sorted((int(r["layer"]), int(r["head"])) for r in s.heads.filter(pl.col("removed"))
-                           .iter_rows(named=True)))
+    s = stage(
+        "discover",
+        lambda: discover.one_search(loaded, rows, rel, cfg.seeds[0], 0, cfg, mu),
+        f"{n['train']} train + {n['dev']} dev items x {cfg.epochs} epochs, 1 search",
+    )
+    removed = tuple(
+        sorted((int(r["layer"]), int(r["head"])) for r in s.heads.filter(pl.col("removed")).iter_rows(named=True))
+    )
 
     def do_scan():
         results = {}
@@ -641,26 +855,36 @@ def rehearse(loaded, cfg, peak: Peak, n: dict[str, int] | None = None,
             results[method] = (scores, agree)
         return results
 
-    scans = stage("scan", do_scan, f"{min(cfg.scan_items, n['dev'])} dev items x {loaded.info.n_total_heads} heads"
-                                   f" x {len(cfg.methods())} method(s) + AtP + k-curves on {cfg.null_items} items")
+    scans = stage(
+        "scan",
+        do_scan,
+        f"{min(cfg.scan_items, n['dev'])} dev items x {loaded.info.n_total_heads} heads"
+        f" x {len(cfg.methods())} method(s) + AtP + k-curves on {cfg.null_items} items",
+    )
     heads = removed
     if not heads:  # a random model's search rarely removes a head: evaluate the scan's top 5 instead
         sc = scans[cfg.methods()[0]][0].filter(pl.col("method") == "scan").sort("rank").head(NULL_HEADS)
         heads = tuple(sorted(zip(sc["layer"].to_list(), sc["head"].to_list())))
 
     def do_ablate():
-        res = [ablate.evaluate_relation(loaded, small, rel, [heads], r, cfg, mu)
-               for r in sorted(small["relation"].unique())]
+        res = [
+            ablate.evaluate_relation(loaded, small, rel, [heads], r, cfg, mu)
+            for r in sorted(small["relation"].unique())
+        ]
         tasks_, icl = ablate.side_tasks(cfg, rel, ICL_DIR)
         keep = [k for k in tasks_ if k not in icl][:2] + sorted(icl)[:1]
-        tasks_ = {k: tasks_[k][:n["side"]] for k in keep}
+        tasks_ = {k: tasks_[k][: n["side"]] for k in keep}
         hs = HeadSet("rehearsal", heads)
         draws = random_head_sets(hs, loaded.info.n_layers, loaded.info.n_heads, 1, cfg.seed)
         side = side_effects.side_effects(loaded, tasks_, icl, hs, draws, rel, 0, cfg.batch_size, tk)
         return res, side
 
-    stage("ablate", do_ablate, f"{len(heads)} heads on {n['test']} test items x {small['relation'].n_unique()} "
-                               f"relations, null {cfg.null_draws} draws x {cfg.null_items} items, side effects")
+    stage(
+        "ablate",
+        do_ablate,
+        f"{len(heads)} heads on {n['test']} test items x {small['relation'].n_unique()} "
+        f"relations, null {cfg.null_draws} draws x {cfg.null_items} items, side effects",
+    )
     row = meas_rows.row(0, named=True)
     stage("report", lambda: top_tokens(loaded, row, tk), "the report's example (two full-vocabulary passes)")
     return out
@@ -671,9 +895,19 @@ def rehearsal_config(**over: Any):
     small null."""
     from entrainment.config import Config
 
-    base = dict(relations=("country capital city", "country currency"), discover_relations=("country capital city",),
-                seeds=(0,), search_resamples=1, epochs=2, scan_items=2,
-                scan_k=2, random_draws=1, null_draws=8, null_items=4, max_pairs=12)
+    base = dict(
+        relations=("country capital city", "country currency"),
+        discover_relations=("country capital city",),
+        seeds=(0,),
+        search_resamples=1,
+        epochs=2,
+        scan_items=2,
+        scan_k=2,
+        random_draws=1,
+        null_draws=8,
+        null_items=4,
+        max_pairs=12,
+    )
     return Config(**(base | over))
 
 
@@ -683,9 +917,12 @@ def run_rehearsal(size: str, json_path: Path | None = None) -> None:
     tok, tok_name = rehearsal_tokenizer(SIZES[size]["vocab_size"])
     t0 = time.perf_counter()
     loaded = build(size, "cpu", "float32", tokenizer=tok)
-    print(f"rehearsal on random-llama-{size} ({loaded.info.n_params / 1e6:.0f}M parameters, "
-          f"{loaded.info.n_layers} x {loaded.info.n_heads} heads; tokenizer {tok_name}); built in "
-          f"{time.perf_counter() - t0:.1f} s, RSS {peak.rss_mb():.0f} MB", flush=True)
+    print(
+        f"rehearsal on random-llama-{size} ({loaded.info.n_params / 1e6:.0f}M parameters, "
+        f"{loaded.info.n_layers} x {loaded.info.n_heads} heads; tokenizer {tok_name}); built in "
+        f"{time.perf_counter() - t0:.1f} s, RSS {peak.rss_mb():.0f} MB",
+        flush=True,
+    )
     counter = LayerFlops(loaded)
     stages = rehearse(loaded, rehearsal_config(), peak, log=lambda s: print(s, flush=True), counter=counter)
     counter.close()
@@ -693,8 +930,11 @@ def run_rehearsal(size: str, json_path: Path | None = None) -> None:
     top = max(v["peak_mb"] for v in stages.values())
     print(f"total {total:.1f} s, peak RSS {top:.0f} MB ({top / 1024:.2f} GiB)")
     if json_path:
-        json_path.write_text(json.dumps({"size": size, "stages": stages, "total_seconds": total, "peak_mb": top,
-                                         "machine": machine()}, indent=1))
+        json_path.write_text(
+            json.dumps(
+                {"size": size, "stages": stages, "total_seconds": total, "peak_mb": top, "machine": machine()}, indent=1
+            )
+        )
     peak.close()
 
 
@@ -713,8 +953,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        args.json_out.write_text(json.dumps(one_size(args.one, args.items, args.repeats,
-                                                     scan_layers=args.scan_layers, scan_items=args.scan_items)))
+        args.json_out.write_text(
+            json.dumps(
+                one_size(args.one, args.items, args.repeats, scan_layers=args.scan_layers, scan_items=args.scan_items)
+            )
+        )
         return
     if args.rehearsal:
         run_rehearsal(args.rehearsal, args.rehearsal_json)

@@ -18,8 +18,8 @@ from cli import options, preflight
 from cli.output import emit
 from entrainment.config import Config, default, make_config
 from entrainment.errors import InputError
-from entrainment.store.lock import folder_lock
 from entrainment.paths import QUICK_CONFIG
+from entrainment.store.lock import folder_lock
 
 app = typer.Typer(
     add_completion=False,

@@ -21,9 +21,9 @@ from typing import Any
 
 from entrainment import imports, stage_graph
 from entrainment.config import Config
+from entrainment.model import sources
 from entrainment.paths import DATA_DIR, PROJECT_ROOT
 from entrainment.store.files import file_sha256
-from entrainment.model import sources
 
 CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
 

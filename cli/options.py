@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from entrainment import stage_graph
-from entrainment.config import Config, LIST_FIELDS, default, describe, parse_ints, parse_list, parse_numbers
+from entrainment.config import LIST_FIELDS, Config, default, describe, parse_ints, parse_list, parse_numbers
 from entrainment.errors import InputError
 
 # field -> flag, where it is not `--` + the field name with dashes
@@ -123,9 +123,14 @@ def parameters(command: str) -> list[inspect.Parameter]:
                 "quick",
                 inspect.Parameter.KEYWORD_ONLY,
                 default=False,
-                annotation=Annotated[bool, typer.Option(
-                    "--quick", help="Use configs/quick.toml: every stage at its smallest, about 3 minutes on a "
-                                    "2-core CPU; a smoke run, not evidence (other flags still override it).")],
+                annotation=Annotated[
+                    bool,
+                    typer.Option(
+                        "--quick",
+                        help="Use configs/quick.toml: every stage at its smallest, about 3 minutes on a "
+                        "2-core CPU; a smoke run, not evidence (other flags still override it).",
+                    ),
+                ],
             )
         )
     params.append(

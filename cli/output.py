@@ -18,8 +18,27 @@ def _json_default(v: object) -> object:
 
 
 # column types CSV and JSON take as they are; every other type is converted to text
-_SCALARS = (pl.String, pl.Boolean, pl.Date, pl.Datetime, pl.Time, pl.Duration, pl.Categorical, pl.Enum, pl.Null,
-            pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Float32, pl.Float64)
+_SCALARS = (
+    pl.String,
+    pl.Boolean,
+    pl.Date,
+    pl.Datetime,
+    pl.Time,
+    pl.Duration,
+    pl.Categorical,
+    pl.Enum,
+    pl.Null,
+    pl.Int8,
+    pl.Int16,
+    pl.Int32,
+    pl.Int64,
+    pl.UInt8,
+    pl.UInt16,
+    pl.UInt32,
+    pl.UInt64,
+    pl.Float32,
+    pl.Float64,
+)
 
 
 def _plain(df: pl.DataFrame) -> pl.DataFrame:
@@ -28,8 +47,9 @@ def _plain(df: pl.DataFrame) -> pl.DataFrame:
     for name, dtype in df.schema.items():
         col = df[name]
         if isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
-            col = pl.Series(name, [None if v is None else json.dumps(v, default=_json_default) for v in col.to_list()],
-                            pl.String)
+            col = pl.Series(
+                name, [None if v is None else json.dumps(v, default=_json_default) for v in col.to_list()], pl.String
+            )
         elif dtype == pl.Binary:
             col = pl.Series(name, [None if v is None else v.hex() for v in col.to_list()], pl.String)
         elif isinstance(dtype, pl.Decimal):
@@ -46,8 +66,11 @@ class StdoutError(Exception):
 
 def stdout_error(e: OSError) -> StdoutError:
     """The StdoutError of a failed write to stdout."""
-    return StdoutError("stdout was closed" if isinstance(e, BrokenPipeError)
-                       else f"cannot write to stdout ({e.strerror or type(e).__name__})")
+    return StdoutError(
+        "stdout was closed"
+        if isinstance(e, BrokenPipeError)
+        else f"cannot write to stdout ({e.strerror or type(e).__name__})"
+    )
 
 
 class GuardedStdout:

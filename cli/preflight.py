@@ -66,9 +66,8 @@ def lengths_ok(
     tokenise it: ``tokens.Tokens.max_len``.)"""
     import polars as pl
 
+    from entrainment.model.sources import context_length, resolve, tokenizer_folder
     from entrainment.store import tables
-    from entrainment.model.sources import resolve
-    from entrainment.model.sources import context_length, tokenizer_folder
 
     df = tables.read_table(cfg.out, "prompts")
     if only:
@@ -113,13 +112,17 @@ def lengths_ok(
 def relations_ok(cfg: Config):
     """Relation files (or the items file): known, well-formed, and enough for generation; returns the prompts the
     dataset stage will make (generation is cheap: every check it makes, e.g. passages, happens here)."""
-    from entrainment.stages import generate
     from entrainment.config import default
+    from entrainment.stages import generate
 
     if cfg.items is not None:
         if cfg.relations != default("relations"):
-            raise InputError("--relations", "relations", ",".join(cfg.relations),
-                             "does not apply with --items (the items file names its relations; filter it instead)")
+            raise InputError(
+                "--relations",
+                "relations",
+                ",".join(cfg.relations),
+                "does not apply with --items (the items file names its relations; filter it instead)",
+            )
         return generate.from_config(cfg)  # every check, splits included
     from entrainment.data.lre_prompts import check_relations
     from entrainment.data.relations import load_relations
@@ -140,8 +143,12 @@ def discovery_of(cfg: Config, present: list[str], only: tuple[str, ...] | None =
     missing = [r for r in wanted if r not in present]
     if missing:
         flag = "--relations" if only else "--discover-relations"
-        raise InputError(flag, "relation", missing[0],
-                         f"not among the relations of the prompts (they are: {', '.join(sorted(present)[:20])})")
+        raise InputError(
+            flag,
+            "relation",
+            missing[0],
+            f"not among the relations of the prompts (they are: {', '.join(sorted(present)[:20])})",
+        )
     return rels
 
 
@@ -155,7 +162,9 @@ def search_data_ok(cfg: Config, df, rels: list[str], where: object) -> None:
         lacking = [s for s in ("train", "dev") if (r, s) not in have]
         if lacking:
             raise InputError(
-                where, "relation", r,
+                where,
+                "relation",
+                r,
                 f"no {lacking[0]} items of the training conditions ({', '.join(cfg.train_conditions)}), so no mask "
                 f"can be searched on it; give it {lacking[0]} items (a split column, or at least 3 queries) or "
                 "search other relations (--discover-relations)",
@@ -172,9 +181,13 @@ def crossfit_ok(cfg: Config, df, rels: list[str], where: object) -> None:
     if gap:
         rel, fold, split = gap
         n = df.filter(df["relation"] == rel)["subject"].n_unique()
-        raise InputError(where, "crossfit_folds", cfg.crossfit_folds,
-                         f"fold {fold} of {rel} ({n} query subjects) leaves no {split} items for its search: "
-                         "use fewer folds, more subjects, or crossfit_folds = 0 (off)")
+        raise InputError(
+            where,
+            "crossfit_folds",
+            cfg.crossfit_folds,
+            f"fold {fold} of {rel} ({n} query subjects) leaves no {split} items for its search: "
+            "use fewer folds, more subjects, or crossfit_folds = 0 (off)",
+        )
 
 
 def means_ok(cfg: Config, df, rels: list[str], where: object) -> None:
@@ -185,7 +198,9 @@ def means_ok(cfg: Config, df, rels: list[str], where: object) -> None:
     for r in rels:
         if r not in have:
             raise InputError(
-                where, "relation", r,
+                where,
+                "relation",
+                r,
                 f"no train items, so no mean-ablation reference (--ablation-method {cfg.ablation_method}); give it "
                 "train items or use --ablation-method zero",
             )
@@ -221,16 +236,17 @@ def check_generate(cfg: Config, only: tuple[str, ...] | None = None) -> None:
 
 
 def check_measure(cfg: Config, only: tuple[str, ...] | None = None) -> None:
-    from entrainment.store import tables
     from entrainment.heads.masks import parse_ablation
     from entrainment.model.sources import dims, resolve
+    from entrainment.store import tables
 
     fresh(cfg, "prompts")
     present(cfg, only)
     if cfg.ablation_heads and cfg.ablation_method != "zero":
         df = tables.read_table(cfg.out, "prompts")
-        means_ok(cfg, df, sorted(r for r in df["relation"].unique() if not only or r in only),
-                 cfg.out / "prompts.parquet")
+        means_ok(
+            cfg, df, sorted(r for r in df["relation"].unique() if not only or r in only), cfg.out / "prompts.parquet"
+        )
     specs = models_ok(cfg)
     lengths_ok(cfg, specs, only)
     for spec in specs:
@@ -304,9 +320,13 @@ def check_report(cfg: Config, only: tuple[str, ...] | None = None) -> None:
             have = sorted(tables.read_table(cfg.out, name)["model"].unique())
             for spec in specs:
                 if have and spec not in have:
-                    raise InputError(cfg.out / f"{name}.parquet", "model", spec,
-                                     f"no rows of this model (the table holds: {', '.join(have)}); pass --model "
-                                     "with one of those, or measure this model first")
+                    raise InputError(
+                        cfg.out / f"{name}.parquet",
+                        "model",
+                        spec,
+                        f"no rows of this model (the table holds: {', '.join(have)}); pass --model "
+                        "with one of those, or measure this model first",
+                    )
 
 
 def check_run(cfg: Config, only: tuple[str, ...] | None = None) -> None:

@@ -23,9 +23,9 @@ SCHEDULES: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 def deployments() -> list:
     """RunnerDeployment objects for every entry of SCHEDULES."""
-    import tasks  # noqa: F401  (project-local Prefect env)
     from prefect.schedules import Cron
 
+    import tasks  # noqa: F401  (project-local Prefect env)
     from flows.pipeline import pipeline
 
     out = []

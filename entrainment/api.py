@@ -183,8 +183,8 @@ def measure(model: Model, prompts: pl.DataFrame, heads: HeadsLike = None, **opti
     Returns:
         The measurements frame (intact rows, then one block per head set).
     """
-    from entrainment.stages.measure import CHUNK, measure_frame
     from entrainment.model.tokens import Tokens
+    from entrainment.stages.measure import CHUNK, measure_frame
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
@@ -255,8 +255,9 @@ def _relations(cfg, prompts: pl.DataFrame, options: dict) -> list[str]:
     from entrainment.stages.discover import discovery_relations
 
     every = "discover_relations" not in options
-    return discovery_relations(prompts["relation"].unique(), cfg.discover_relations, every, "prompts",
-                               "discover_relations")
+    return discovery_relations(
+        prompts["relation"].unique(), cfg.discover_relations, every, "prompts", "discover_relations"
+    )
 
 
 def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
@@ -290,9 +291,14 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
     if "fold" in prompts.columns:  # the cross-fitted verdict's per-fold searches, as the discover stage runs them
         from entrainment.stages import crossfit
 
-        folds = [crossfit.fold_search(model.loaded, prompts.filter(pl.col("relation") == rel), rel, f, cfg,
-                                      means.get(rel)).heads
-                 for rel in rels if rel != masks.SHARED for f in range(cfg.crossfit_folds)]
+        folds = [
+            crossfit.fold_search(
+                model.loaded, prompts.filter(pl.col("relation") == rel), rel, f, cfg, means.get(rel)
+            ).heads
+            for rel in rels
+            if rel != masks.SHARED
+            for f in range(cfg.crossfit_folds)
+        ]
         t["heads"] = crossfit.with_fold_heads(t["heads"], folds)
     return Frames({k: v for k, v in t.items() if k != "timings"})
 
@@ -413,10 +419,10 @@ def ablate(
         Frames(ablation, null_draws, side_effects, subject_gains, verdict): the verdict of each mask with the query
         subject as the unit (docs/verdict.md; the cross-fitted verdict needs the pipeline's per-fold masks).
     """
-    from entrainment.stages.ablate import evaluate_relation, side_effect_rows, tables
     from entrainment.heads import masks
-    from entrainment.paths import ICL_DIR
     from entrainment.heads.masks import source_relations
+    from entrainment.paths import ICL_DIR
+    from entrainment.stages.ablate import evaluate_relation, side_effect_rows, tables
 
     with_side = options.pop("side_effects", True)
     api_checks.model(model)
@@ -424,7 +430,9 @@ def ablate(
     api_checks.relation(relation, prompts)
     cfg = _config(model, **options)
     if isinstance(heads, pl.DataFrame):
-        found = [m for m in masks.learned_masks(heads, model.spec) if m.fold is None]  # per-fold: entrainment.stages.crossfit
+        found = [
+            m for m in masks.learned_masks(heads, model.spec) if m.fold is None
+        ]  # per-fold: entrainment.stages.crossfit
     else:
         hs = _head_sets(heads, model)[0]
         rel = relation or _relations(cfg, prompts, options)[0]
@@ -441,9 +449,7 @@ def ablate(
     }
     for mrel, sets in by_relation.items():
         for rel in sorted(prompts["relation"].unique()):
-            for h, res in zip(
-                sets, evaluate_relation(model.loaded, prompts, mrel, sets, rel, cfg, means[mrel])
-            ):
+            for h, res in zip(sets, evaluate_relation(model.loaded, prompts, mrel, sets, rel, cfg, means[mrel])):
                 done[(mrel, h, rel)] = res
     if with_side:
         for mrel, sets in by_relation.items():
@@ -493,7 +499,6 @@ class Results:
 
     def __getitem__(self, name: str) -> pl.DataFrame:
         from entrainment.store import tables
-
         from entrainment.store.provenance import require_fresh
         from entrainment.store.schema import TABLES
 
@@ -543,9 +548,8 @@ def results(out: str | Path = "results") -> Results:
         Results: ``r.stats`` / ``r["stats"]`` read a table (a stale one is refused with the CLI's one-line message),
         ``r.sql("select ...")`` queries, ``r.tables`` lists what is there.
     """
-    from entrainment.errors import InputError
-
     from entrainment.config import resolved
+    from entrainment.errors import InputError
 
     try:
         out = resolved(Path(out))

@@ -30,8 +30,17 @@ def model(value: Any) -> Any:
     return value
 
 
-PROMPT_COLUMNS = ("prompt_id", "relation", "condition", "split", "subject", "gold", "distractor", "text_ctx",
-                  "text_base")
+PROMPT_COLUMNS = (
+    "prompt_id",
+    "relation",
+    "condition",
+    "split",
+    "subject",
+    "gold",
+    "distractor",
+    "text_ctx",
+    "text_base",
+)
 
 
 def frame(value: Any, name: str, table=PROMPTS, need: tuple[str, ...] = PROMPT_COLUMNS) -> pl.DataFrame:
@@ -73,16 +82,21 @@ def head_pairs(value: Any) -> tuple[tuple[int, int], ...]:
     try:
         pairs = list(value)
     except TypeError:
-        raise InputError("en", "heads", repr(value), "expected [(layer, head), ...], a heads frame or '3.4,10.7'") \
-            from None
+        raise InputError(
+            "en", "heads", repr(value), "expected [(layer, head), ...], a heads frame or '3.4,10.7'"
+        ) from None
     out = set()
     for p in pairs:
-        ok = isinstance(p, (tuple, list)) and len(p) == 2 and all(
-            isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in p
+        ok = (
+            isinstance(p, (tuple, list))
+            and len(p) == 2
+            and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in p)
         )
         if not ok:
             raise InputError(
-                "en", "heads", repr(value)[:80],
+                "en",
+                "heads",
+                repr(value)[:80],
                 f"{p!r} is not a (layer, head) pair of integers; give a list of pairs, e.g. [(0, 1)]",
             )
         if p[0] < 0 or p[1] < 0:
@@ -104,12 +118,17 @@ def prompt_row(value: Any) -> dict:
     """One prompts row as a dict with the fields a prompt is scored by."""
     need = ("text_ctx", "text_base", "gold", "distractor")
     if not isinstance(value, dict):
-        raise InputError("en", "row", type(value).__name__, "expected one prompts row as a dict "
-                                                            "(prompts.row(0, named=True))")
+        raise InputError(
+            "en", "row", type(value).__name__, "expected one prompts row as a dict (prompts.row(0, named=True))"
+        )
     missing = [f for f in need if not isinstance(value.get(f), str)]
     if missing:
-        raise InputError("en", f"row.{missing[0]}", value.get(missing[0]), "missing or not a string (expected a "
-                                                                           "prompts row: prompts.row(0, named=True))")
+        raise InputError(
+            "en",
+            f"row.{missing[0]}",
+            value.get(missing[0]),
+            "missing or not a string (expected a prompts row: prompts.row(0, named=True))",
+        )
     return value
 
 
@@ -127,8 +146,13 @@ def same_prompts(measurements: pl.DataFrame, prompts: pl.DataFrame) -> None:
     measured = measurements["prompt_id"].unique().to_list()
     stray = [p for p in measured if p not in ids]
     if stray:
-        raise InputError("en", "measurements", stray[0], f"measures a prompt not in these prompts ({len(stray)} of "
-                                                         f"{len(measured)} ids); measure these prompts again")
+        raise InputError(
+            "en",
+            "measurements",
+            stray[0],
+            f"measures a prompt not in these prompts ({len(stray)} of "
+            f"{len(measured)} ids); measure these prompts again",
+        )
 
 
 def relation(value: str | None, prompts: pl.DataFrame) -> str | None:

@@ -18,13 +18,22 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr,
-                      ValidationError, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from entrainment import stage_graph
 from entrainment.errors import InputError
-from entrainment.vocabulary import ABLATION_METHODS, ALL_CONDITIONS, CONTEXT_CONDITIONS  # noqa: F401 (re-exported)
 from entrainment.paths import LRE_DIR
+from entrainment.vocabulary import ABLATION_METHODS, ALL_CONDITIONS, CONTEXT_CONDITIONS  # noqa: F401 (re-exported)
 
 # The small default set a plain `entrainment run` uses (README: "Default relations"). Every relation
 # in `relations.ELIGIBLE` can be named with --relations.
@@ -97,61 +106,100 @@ class Config(BaseModel):
     out: AbsPath = _f(Path("results"), "Output folder: every table, the report and the caches.")
     data_dir: AbsPath = _f(LRE_DIR, "Folder of LRE relation JSON files (default: the shipped data/lre).")
     relations: Names = _f(DEFAULT_RELATIONS, "LRE relation names (the `name` field), comma-separated.")
-    items: AbsPath | None = _f(None, "Your own items (JSONL, CSV or Parquet) instead of LRE relations; "
-                                     "see docs/own-items.md.")
-    model: StrictStr = _f("smollm2-135m", "smollm2-135m | gemma3-270m | qwen2.5-coder-0.5b | qwen2.5-coder-1.5b "
-                                          "(embedded: `entrainment models`) | a Hugging Face id | a local folder | "
-                                          "a .gguf.")
-    models: Names = _f((), "Several models side by side in one --out (each cached per model); "
-                                  "the first is the report's example model.")
+    items: AbsPath | None = _f(
+        None, "Your own items (JSONL, CSV or Parquet) instead of LRE relations; see docs/own-items.md."
+    )
+    model: StrictStr = _f(
+        "smollm2-135m",
+        "smollm2-135m | gemma3-270m | qwen2.5-coder-0.5b | qwen2.5-coder-1.5b "
+        "(embedded: `entrainment models`) | a Hugging Face id | a local folder | "
+        "a .gguf.",
+    )
+    models: Names = _f(
+        (), "Several models side by side in one --out (each cached per model); the first is the report's example model."
+    )
     seed: StrictInt = _f(0, "Sampling seed (prompts, random heads, donors).")
     device: StrictStr = _f("auto", "auto | cpu | cuda | cuda:N | mps.")
     dtype: StrictStr = _f("auto", "auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16.")
     # generate
-    max_pairs: StrictInt = _f(60, "Items per relation and condition for the shift statistics (split train/dev/test "
-                                  "by --split). It does not size the head search (--search-pairs, --seeds, "
-                                  "--search-resamples, --epochs), the scan (--scan-items), the ablation controls "
-                                  "(--null-draws, --null-items, --random-draws) or the methods (--compare-methods): "
-                                  "for a small run of every stage use `run --quick` (configs/quick.toml).")
+    max_pairs: StrictInt = _f(
+        60,
+        "Items per relation and condition for the shift statistics (split train/dev/test "
+        "by --split). It does not size the head search (--search-pairs, --seeds, "
+        "--search-resamples, --epochs), the scan (--scan-items), the ablation controls "
+        "(--null-draws, --null-items, --random-draws) or the methods (--compare-methods): "
+        "for a small run of every stage use `run --quick` (configs/quick.toml).",
+    )
     split: Annotated[tuple[Number, Number, Number], BeforeValidator(_seq)] = _f(
-        (0.8, 0.1, 0.1), "Train, dev, test fractions of the query subjects.")
+        (0.8, 0.1, 0.1), "Train, dev, test fractions of the query subjects."
+    )
     search_pairs: Annotated[tuple[StrictInt, StrictInt, StrictInt], BeforeValidator(_seq)] = _f(
-        (25, 12, 40), "Head-search (query, context subject) pairs per split (train, dev, test), each crossed with "
-                       "every context x query template.")
-    template_holdout: StrictBool = _f(True, "Keep one query template of each discovery relation out of train and dev "
-                                            "(the test split keeps it: seen vs unseen template gains).")
+        (25, 12, 40),
+        "Head-search (query, context subject) pairs per split (train, dev, test), each crossed with "
+        "every context x query template.",
+    )
+    template_holdout: StrictBool = _f(
+        True,
+        "Keep one query template of each discovery relation out of train and dev "
+        "(the test split keeps it: seen vs unseen template gains).",
+    )
     n_passages: StrictInt = _f(4, "Passages per multi-passage (`passages`) context.")
-    passage_items: StrictInt = _f(24, "Queries per split of each discovery relation that get a `passages` "
-                                      "context (each at every position 1..n_passages); 0 = none.")
-    passage_distractor: StrictStr = _f("counterfactual", "The passage that carries the distractor: counterfactual "
-                                                         "(a false fact of the query's relation) | related.")
-    prompt_instruction: StrictStr = _f("The text above may be wrong; answer from what you know.",
-                                       "The prompting baseline's instruction, placed between context and query.")
+    passage_items: StrictInt = _f(
+        24,
+        "Queries per split of each discovery relation that get a `passages` "
+        "context (each at every position 1..n_passages); 0 = none.",
+    )
+    passage_distractor: StrictStr = _f(
+        "counterfactual",
+        "The passage that carries the distractor: counterfactual (a false fact of the query's relation) | related.",
+    )
+    prompt_instruction: StrictStr = _f(
+        "The text above may be wrong; answer from what you know.",
+        "The prompting baseline's instruction, placed between context and query.",
+    )
     # measure, discover, ablate
     batch_size: StrictInt = _f(32, "Batch size of measurement and evaluation passes.")
     bos: StrictStr = _f("auto", "auto (the tokenizer's own) | always (prepend BOS, as TransformerLens) | never.")
-    search_dtype: StrictStr = _f("auto", "Search-side passes (mask training, scan, AtP, k-curves, null): auto = "
-                                         "bfloat16 autocast on CUDA, float32 on CPU | float32 | bfloat16.")
+    search_dtype: StrictStr = _f(
+        "auto",
+        "Search-side passes (mask training, scan, AtP, k-curves, null): auto = "
+        "bfloat16 autocast on CUDA, float32 on CPU | float32 | bfloat16.",
+    )
     ablation_method: StrictStr = _f("zero", "How a head is removed: zero | mean | resample (docs/method.md).")
-    compare_methods: OrderedNames = _f(("zero", "mean"), "Methods the discovery relation's masks and scan are also "
-                                                         "evaluated under; () = only --ablation-method (resample: "
-                                                         "configs/heads.toml and configs/paper.toml).")
+    compare_methods: OrderedNames = _f(
+        ("zero", "mean"),
+        "Methods the discovery relation's masks and scan are also "
+        "evaluated under; () = only --ablation-method (resample: "
+        "configs/heads.toml and configs/paper.toml).",
+    )
     # stats
     confidence: Number = _f(0.95, "Confidence level of every CI.")
     ablation_heads: StrictStr | None = _f(None, "Measure with these heads removed: a heads.parquet, or 3.4,10.7.")
     # discover
     discover_relations: Names = _f(("country capital city",), "Relations to search heads for.")
-    epochs: StrictInt = _f(30, "Mask-search epochs (passes over a search's training sample): a cap beside "
-                               "max_steps; the search ends at whichever comes first, or at convergence.")
+    epochs: StrictInt = _f(
+        30,
+        "Mask-search epochs (passes over a search's training sample): a cap beside "
+        "max_steps; the search ends at whichever comes first, or at convergence.",
+    )
     max_steps: StrictInt = _f(40, "Mask-search budget in optimiser steps (each a batch of discover_batch_size rows).")
-    converge_steps: StrictInt = _f(16, "A search has converged (and stops) once its deterministic mask has not "
-                                       "changed for this many optimiser steps, counted after it first changed.")
-    selection_rule: StrictStr = _f("one_se", "Which epoch's mask a search reports: one_se (the fewest heads whose "
-                                             "dev delta is within one subject-bootstrap standard error of the best) "
-                                             "| within_5pct (within 5% of the best).")
-    search_resampling: StrictStr = _f("half", "Training samples of the searches with resample >= 1: half (subject-"
-                                              "level half-samples, complementary pairs, without replacement) | "
-                                              "bootstrap (items with replacement).")
+    converge_steps: StrictInt = _f(
+        16,
+        "A search has converged (and stops) once its deterministic mask has not "
+        "changed for this many optimiser steps, counted after it first changed.",
+    )
+    selection_rule: StrictStr = _f(
+        "one_se",
+        "Which epoch's mask a search reports: one_se (the fewest heads whose "
+        "dev delta is within one subject-bootstrap standard error of the best) "
+        "| within_5pct (within 5% of the best).",
+    )
+    search_resampling: StrictStr = _f(
+        "half",
+        "Training samples of the searches with resample >= 1: half (subject-"
+        "level half-samples, complementary pairs, without replacement) | "
+        "bootstrap (items with replacement).",
+    )
     discover_batch_size: StrictInt = _f(16, "Mask-search batch size.")
     lr: Number = _f(1.0, "AdamW learning rate of the mask logits.")
     lam: Number = _f(1.0, "Sparsity weight lambda.")
@@ -159,9 +207,12 @@ class Config(BaseModel):
     weight_decay: Number = _f(0.0, "AdamW weight decay (the paper's code used 0.01).")
     init: Number = _f(3.0, "Start value of the mask logits (3 = all kept; the paper: 0).")
     seeds: Ints = _f((0, 1), "Search seeds (x search_resamples = the searches of the stability selection).")
-    search_resamples: StrictInt = _f(2, "Training sets per seed: the full training split, then subject half-samples "
-                                        "(or bootstrap resamples, search_resampling) of it (stability selection; "
-                                        "searches = seeds x resamples).")
+    search_resamples: StrictInt = _f(
+        2,
+        "Training sets per seed: the full training split, then subject half-samples "
+        "(or bootstrap resamples, search_resampling) of it (stability selection; "
+        "searches = seeds x resamples).",
+    )
     stability_threshold: Number = _f(0.5, "A head is in the stable set if at least this share of searches removed it.")
     train_conditions: Names = _f(("related",), "Conditions the masks are trained (and the scan scored) on.")
     shared_mask: StrictBool = _f(False, "Also learn one mask on the union of the discovery relations (`shared`).")
@@ -169,48 +220,77 @@ class Config(BaseModel):
     scan: StrictBool = _f(True, "Run the head scan (single-head scan + AtP + k-curves) in `run`.")
     scan_k: StrictInt = _f(8, "Longest k-curve: top-k heads removed, k = 1..K.")
     scan_items: StrictInt = _f(8, "Dev items the single-head scan scores (a fixed seeded subsample; 0 = all).")
-    compare_everywhere: StrictBool = _f(False, "Evaluate every method of compare_methods everywhere (transfer, random "
-                                               "heads, the null, side effects); default: the other methods only on "
-                                               "the masks' own relation.")
+    compare_everywhere: StrictBool = _f(
+        False,
+        "Evaluate every method of compare_methods everywhere (transfer, random "
+        "heads, the null, side effects); default: the other methods only on "
+        "the masks' own relation.",
+    )
     # heads (head types)
     head_types: StrictBool = _f(True, "Run the head-types stage (entrainment heads) in `run`.")
     head_types_k: StrictInt = _f(5, "Head types: top-k heads per score in the overlap tests and the dissociation.")
     head_types_seqs: StrictInt = _f(4, "Head types: sequences of repeated random tokens [BOS] r1..rT r1..rT.")
     head_types_len: StrictInt = _f(50, "Head types: T, the random tokens per half of each sequence.")
-    head_types_tokens: StrictInt = _f(1000, "Head types: tokens in the copy-suppression subset (the prompts' tokens, "
-                                            "then the lowest ordinary ids).")
+    head_types_tokens: StrictInt = _f(
+        1000, "Head types: tokens in the copy-suppression subset (the prompts' tokens, then the lowest ordinary ids)."
+    )
     head_types_draws: StrictInt = _f(3, "Head types: random head sets per dissociation control.")
     # sentences
     sentences: StrictBool = _f(True, "Run the sentence-level stage (entrainment sentences) in `run`.")
-    sentence_items: StrictInt = _f(6, "Sentence items per relation and condition (seeded sample, distinct query "
-                                      "subjects first; discovery relations: dev and test subjects only).")
-    sentence_absent: StrictStr = _f("drop", "The absent arm of sentence scoring: drop (the query alone) | neutral (a "
-                                            "length-matched neutral sentence in the context's place).")
-    sentence_draws: StrictInt = _f(10, "Random head sets of the stable set's size the sentence-level head removal "
-                                       "is compared with (0 = none).")
+    sentence_items: StrictInt = _f(
+        6,
+        "Sentence items per relation and condition (seeded sample, distinct query "
+        "subjects first; discovery relations: dev and test subjects only).",
+    )
+    sentence_absent: StrictStr = _f(
+        "drop",
+        "The absent arm of sentence scoring: drop (the query alone) | neutral (a "
+        "length-matched neutral sentence in the context's place).",
+    )
+    sentence_draws: StrictInt = _f(
+        10, "Random head sets of the stable set's size the sentence-level head removal is compared with (0 = none)."
+    )
     # ablate
     random_draws: StrictInt = _f(2, "Random head sets averaged in the random_heads rows.")
-    null_draws: StrictInt = _f(50, "Random head sets in the significance null (the smallest p it can give is "
-                                    "1/51; configs/heads.toml: 100).")
+    null_draws: StrictInt = _f(
+        50, "Random head sets in the significance null (the smallest p it can give is 1/51; configs/heads.toml: 100)."
+    )
     null_items: StrictInt = _f(24, "Test items (fixed seeded subsample) the null and the k-curves use.")
     # cross-fitting over subjects (the verdict)
-    crossfit_folds: StrictInt = _f(3, "Cross-fitting folds of each discovery relation's query subjects: one search "
-                                      "per fold on the other folds' subjects, tested on the fold's (verdict.parquet, "
-                                      "`crossfit:<relation>`); 0 = off.")
+    crossfit_folds: StrictInt = _f(
+        3,
+        "Cross-fitting folds of each discovery relation's query subjects: one search "
+        "per fold on the other folds' subjects, tested on the fold's (verdict.parquet, "
+        "`crossfit:<relation>`); 0 = off.",
+    )
     crossfit_items: Annotated[tuple[StrictInt, StrictInt], BeforeValidator(_seq)] = _f(
-        (50, 24), "Most training and dev items of each fold's search (seeded subsamples; the default search's size).")
+        (50, 24), "Most training and dev items of each fold's search (seeded subsamples; the default search's size)."
+    )
     side_items: StrictInt = _f(10, "Subjects per other relation in the side-effect control's recall (no context).")
-    side_relations: StrictInt = _f(0, "Other relations in the side-effect control's recall: the first N eligible "
-                                      "ones by name; 0 = every eligible relation in --data-dir.")
-    side_icl_items: StrictInt = _f(0, "ICL items per shipped dataset in the side-effect control (the first N of each; "
-                                      "0 = all 60).")
-    side_random_draws: StrictInt = _f(1, "Random head sets of each mask's size in the side-effect control (each costs "
-                                         "a full pass over the recall and ICL items); configs/heads.toml: 20.")
-    crossfit_draws: StrictInt = _f(20, "Random head sets (one of each fold's size per draw) in the cross-fitted "
-                                       "verdict's null; configs/heads.toml: 100.")
+    side_relations: StrictInt = _f(
+        0,
+        "Other relations in the side-effect control's recall: the first N eligible "
+        "ones by name; 0 = every eligible relation in --data-dir.",
+    )
+    side_icl_items: StrictInt = _f(
+        0, "ICL items per shipped dataset in the side-effect control (the first N of each; 0 = all 60)."
+    )
+    side_random_draws: StrictInt = _f(
+        1,
+        "Random head sets of each mask's size in the side-effect control (each costs "
+        "a full pass over the recall and ICL items); configs/heads.toml: 20.",
+    )
+    crossfit_draws: StrictInt = _f(
+        20,
+        "Random head sets (one of each fold's size per draw) in the cross-fitted "
+        "verdict's null; configs/heads.toml: 100.",
+    )
     # control
-    smoke: StrictBool = _f(False, "A smoke run (configs/quick.toml, `run --quick`): the console and the report label "
-                                  "its numbers as a check of the install, not evidence.")
+    smoke: StrictBool = _f(
+        False,
+        "A smoke run (configs/quick.toml, `run --quick`): the console and the report label "
+        "its numbers as a check of the install, not evidence.",
+    )
     refresh: StrictBool = _f(False, "Ignore caches for this command.")
     runner: StrictStr = _f("default", "default | dask (fan shards out over a Dask cluster).")
     dask_address: StrictStr | None = _f(None, "An existing Dask scheduler (else a LocalCluster).")
@@ -279,8 +359,11 @@ def make(where: object = "config", **kwargs: Any) -> Config:
         err = e.errors()[0]
         key = ".".join(str(x) for x in err["loc"]) or "options"
         top = str(err["loc"][0]) if err["loc"] else ""
-        msg = err["msg"] if err["type"] != "extra_forbidden" else \
-            f"unknown option (known: {', '.join(sorted(Config.model_fields))})"
+        msg = (
+            err["msg"]
+            if err["type"] != "extra_forbidden"
+            else f"unknown option (known: {', '.join(sorted(Config.model_fields))})"
+        )
         msg = msg.removeprefix("Value error, ")
         raise InputError(where, key, kwargs.get(top, err.get("input")), msg) from None
 
@@ -291,12 +374,29 @@ def _bad(name: str, value: Any, problem: str) -> None:
 
 def check(cfg: Config) -> None:
     """Reject impossible values with a one-line InputError (types are pydantic's, ranges are checked here)."""
-    at_least = {"max_pairs": 1, "batch_size": 1, "discover_batch_size": 1, "epochs": 1, "random_draws": 1,
-                "null_draws": 0, "null_items": 2, "scan_k": 1, "search_resamples": 1,
-                "max_steps": 1, "converge_steps": 1, "n_passages": 2, "passage_items": 0, "scan_items": 0,
-                "sentence_items": 1, "sentence_draws": 0,
-                "head_types_k": 1, "head_types_seqs": 1, "head_types_len": 2, "head_types_tokens": 2,
-                "head_types_draws": 1}
+    at_least = {
+        "max_pairs": 1,
+        "batch_size": 1,
+        "discover_batch_size": 1,
+        "epochs": 1,
+        "random_draws": 1,
+        "null_draws": 0,
+        "null_items": 2,
+        "scan_k": 1,
+        "search_resamples": 1,
+        "max_steps": 1,
+        "converge_steps": 1,
+        "n_passages": 2,
+        "passage_items": 0,
+        "scan_items": 0,
+        "sentence_items": 1,
+        "sentence_draws": 0,
+        "head_types_k": 1,
+        "head_types_seqs": 1,
+        "head_types_len": 2,
+        "head_types_tokens": 2,
+        "head_types_draws": 1,
+    }
     at_least["crossfit_draws"] = 0
     at_least["side_random_draws"] = 1
     at_least["side_items"] = 1
@@ -310,9 +410,12 @@ def check(cfg: Config) -> None:
         if getattr(cfg, name) > high:
             _bad(name, getattr(cfg, name), f"must be at most {high}")
     if len(cfg.seeds) * cfg.search_resamples > MAX_SEARCHES:
-        _bad("search_resamples", cfg.search_resamples,
-             f"seeds x search_resamples = {len(cfg.seeds) * cfg.search_resamples} searches per relation; at most "
-             f"{MAX_SEARCHES}")
+        _bad(
+            "search_resamples",
+            cfg.search_resamples,
+            f"seeds x search_resamples = {len(cfg.seeds) * cfg.search_resamples} searches per relation; at most "
+            f"{MAX_SEARCHES}",
+        )
     if not 0 <= cfg.seed <= INT64_MAX:
         _bad("seed", cfg.seed, "must be between 0 and 2**63 - 1")
     if not cfg.seeds:
@@ -324,7 +427,8 @@ def check(cfg: Config) -> None:
     if not (cfg.split[1] > 0 and cfg.split[2] > 0):
         _bad("split", cfg.split, "dev and test fractions must be positive (discovery needs dev, ablation needs test)")
     if cfg.device not in ("auto", "cpu", "cuda", "mps") and not (
-            cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()):
+        cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()
+    ):
         _bad("device", cfg.device, "expected auto, cpu, cuda, cuda:N or mps")
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
         _bad("dtype", cfg.dtype, "expected auto, float32, bfloat16 or float16")
@@ -432,8 +536,12 @@ def from_toml(path: Path) -> dict[str, Any]:
                 value = parse_ints(value, "seeds")
             except InputError as e:
                 raise InputError(path, key, value, e.problem) from None
-        if name in ("items", "data_dir", "out") and isinstance(value, str) and value.strip() \
-                and not Path(value).expanduser().is_absolute():
+        if (
+            name in ("items", "data_dir", "out")
+            and isinstance(value, str)
+            and value.strip()
+            and not Path(value).expanduser().is_absolute()
+        ):
             value = str(path.parent / value)  # relative paths in a config file are relative to the file
         out[name] = value
     return out
@@ -468,8 +576,21 @@ def markdown() -> str:
     return "\n".join(rows)
 
 
-__all__ = ["Config", "CONDITIONS", "ALL_CONDITIONS", "ABLATION_METHODS", "DEFAULT_RELATIONS", "default", "describe",
-           "make", "make_config", "parse_list", "parse_ints", "parse_numbers", "markdown"]
+__all__ = [
+    "Config",
+    "CONDITIONS",
+    "ALL_CONDITIONS",
+    "ABLATION_METHODS",
+    "DEFAULT_RELATIONS",
+    "default",
+    "describe",
+    "make",
+    "make_config",
+    "parse_list",
+    "parse_ints",
+    "parse_numbers",
+    "markdown",
+]
 
 if __name__ == "__main__":
     print(markdown())

@@ -135,8 +135,13 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "ablate",
-        {"ablation": ("heads", "prompts"), "side_effects": ("heads", "prompts"), "null_draws": ("heads", "prompts"),
-         "subject_gains": ("heads", "prompts"), "verdict": ("heads", "prompts")},
+        {
+            "ablation": ("heads", "prompts"),
+            "side_effects": ("heads", "prompts"),
+            "null_draws": ("heads", "prompts"),
+            "subject_gains": ("heads", "prompts"),
+            "verdict": ("heads", "prompts"),
+        },
         ("prompts", "heads"),
         (
             "model",

@@ -19,4 +19,12 @@ ABLATION_METHODS: tuple[str, ...] = ("zero", "mean", "resample")
 TARGETS: tuple[str, ...] = ("gold", "distractor")
 METRICS: tuple[str, ...] = ("logit", "logprob", "prob", "rank", "seq_logprob")
 
-__all__ = ["ABLATION_METHODS", "ALL_CONDITIONS", "CONDITION_ORDER", "CONTEXT_CONDITIONS", "METRICS", "SPLITS", "TARGETS"]
+__all__ = [
+    "ABLATION_METHODS",
+    "ALL_CONDITIONS",
+    "CONDITION_ORDER",
+    "CONTEXT_CONDITIONS",
+    "METRICS",
+    "SPLITS",
+    "TARGETS",
+]

@@ -31,6 +31,9 @@ def ablate_flow(cfg: Config) -> dict:
         (mask, rel, done_evals[(m.model, mask.relation, rel)]) for m, mask in found for rel in stage_relations(m, None)
     ]
     side = [(mask, done_sides[(m.model, mask.relation)]) for m, mask in found]
-    fits = [(m, (rel, tuple((mask.fold, mask.head_set.heads) for mask in masks_)))
-            for m in cfg.per_model() for rel, masks_ in sorted(fold_masks(m).items())]
+    fits = [
+        (m, (rel, tuple((mask.fold, mask.head_set.heads) for mask in masks_)))
+        for m in cfg.per_model()
+        for rel, masks_ in sorted(fold_masks(m).items())
+    ]
     return combine(cfg, jobs, side, run_jobs(crossfit_task, fits) if fits else [])

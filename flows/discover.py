@@ -17,6 +17,7 @@ from tasks.inputs import discover_relations
 def discover_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
     rels = discover_relations(cfg, only)
     jobs = [(m, job) for m in cfg.per_model() for job in search_jobs(cfg, rels, bool(only))]  # shared mask included
-    folds = [(m, (rel, f)) for m in cfg.per_model() for rel in rels if rel != SHARED
-             for f in range(cfg.crossfit_folds)]  # cross-fitting over subjects (entrainment.stages.crossfit)
+    folds = [
+        (m, (rel, f)) for m in cfg.per_model() for rel in rels if rel != SHARED for f in range(cfg.crossfit_folds)
+    ]  # cross-fitting over subjects (entrainment.stages.crossfit)
     return combine(cfg, run_jobs(discover_shard, jobs) + (run_jobs(crossfit_shard, folds) if folds else []))

@@ -7,10 +7,10 @@ from prefect import flow
 
 from entrainment.config import Config
 from entrainment.heads.masks import parse_ablation
+from entrainment.model import sources
 from tasks.cache import run_jobs
 from tasks.inputs import stage_relations
 from tasks.measure import combine, measure_shard, model_facts
-from entrainment.model import sources
 
 
 @flow(name="measure", validate_parameters=False)

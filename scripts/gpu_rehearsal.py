@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
 from entrainment.model import sources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +56,9 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def cost_benchmark(scale, sizes: list[str], device: str, dtype: str, items: int, repeats: int,
-                   scan_items: int, log=print) -> list[dict[str, Any]]:
+def cost_benchmark(
+    scale, sizes: list[str], device: str, dtype: str, items: int, repeats: int, scan_items: int, log=print
+) -> list[dict[str, Any]]:
     """scale.unit_costs on each size built on `device` (search-side units under bf16 autocast on CUDA)."""
     records = []
     bf16 = device.startswith("cuda")
@@ -66,23 +68,35 @@ def cost_benchmark(scale, sizes: list[str], device: str, dtype: str, items: int,
         loaded = scale.build(size, device, dtype)
         built = time.perf_counter() - t0
         shape = scale.shape_of(size)
-        log(f"{size}: {shape.n_layers} x {shape.n_heads} heads, {shape.n_params / 1e9:.2f}B parameters "
-            f"(built in {built:.1f} s)")
+        log(
+            f"{size}: {shape.n_layers} x {shape.n_heads} heads, {shape.n_params / 1e9:.2f}B parameters "
+            f"(built in {built:.1f} s)"
+        )
         units = scale.unit_costs(loaded, items, repeats, peak, bf16, scan_layers=2, scan_items=scan_items, log=log)
         units.pop("_scan_layers", None)
         nbytes = 4 if dtype == "float32" else 2
         n_params = sum(p.numel() for p in loaded.model.parameters())
-        records.append({"size": size, "shape": shape.to_dict(), "n_params": n_params,
-                        "n_params_non_embedding": shape.n_params_non_embedding, "n_total_heads": shape.n_total_heads,
-                        "weights_mb": n_params * nbytes / 2**20, "build_s": built, "units": units})
+        records.append(
+            {
+                "size": size,
+                "shape": shape.to_dict(),
+                "n_params": n_params,
+                "n_params_non_embedding": shape.n_params_non_embedding,
+                "n_total_heads": shape.n_total_heads,
+                "weights_mb": n_params * nbytes / 2**20,
+                "build_s": built,
+                "units": units,
+            }
+        )
         peak.close()
         del loaded
         _free()
     return records
 
 
-def embedded_benchmark(scale, device: str, dtype: str, items: int, repeats: int, scan_items: int,
-                       log=print) -> list[dict[str, Any]]:
+def embedded_benchmark(
+    scale, device: str, dtype: str, items: int, repeats: int, scan_items: int, log=print
+) -> list[dict[str, Any]]:
     """The same units on every installed embedded model (loaded the pipeline's way)."""
     from entrainment.model import loading
 
@@ -97,8 +111,9 @@ def embedded_benchmark(scale, device: str, dtype: str, items: int, repeats: int,
             continue
         log(f"{m['name']}: {loaded.info.n_layers} x {loaded.info.n_heads} heads")
         peak = scale.Peak(device)
-        units = scale.unit_costs(loaded, items, repeats, peak, device.startswith("cuda"), scan_layers=2,
-                                 scan_items=scan_items, log=log)
+        units = scale.unit_costs(
+            loaded, items, repeats, peak, device.startswith("cuda"), scan_layers=2, scan_items=scan_items, log=log
+        )
         units.pop("_scan_layers", None)
         peak.close()
         out.append({"model": m["name"], "n_params": loaded.info.n_params, "units": units})
@@ -115,8 +130,10 @@ def pipeline(scale, size: str, device: str, dtype: str, over: dict[str, Any], lo
     t0 = time.perf_counter()
     loaded = scale.build(size, device, dtype, tokenizer=tok)
     built = time.perf_counter() - t0
-    log(f"pipeline on random-llama-{size} ({loaded.info.n_params / 1e9:.2f}B parameters, {dtype}, tokenizer "
-        f"{tok_name}), built in {built:.1f} s")
+    log(
+        f"pipeline on random-llama-{size} ({loaded.info.n_params / 1e9:.2f}B parameters, {dtype}, tokenizer "
+        f"{tok_name}), built in {built:.1f} s"
+    )
     counter = scale.LayerFlops(loaded)
     cfg = scale.rehearsal_config(device=device.split(":")[0], **over)
     stages = scale.rehearse(loaded, cfg, peak, log=log, counter=counter)
@@ -126,8 +143,15 @@ def pipeline(scale, size: str, device: str, dtype: str, over: dict[str, Any], lo
     stages = {k: {key if kk == "peak_mb" else kk: vv for kk, vv in v.items()} for k, v in stages.items()}
     del loaded
     _free()
-    return {"size": size, "dtype": dtype, "tokenizer": tok_name, "build_s": built, "config": cfg.to_dict(),
-            "stages": stages, "total_seconds": sum(v["seconds"] for v in stages.values())}
+    return {
+        "size": size,
+        "dtype": dtype,
+        "tokenizer": tok_name,
+        "build_s": built,
+        "config": cfg.to_dict(),
+        "stages": stages,
+        "total_seconds": sum(v["seconds"] for v in stages.values()),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -157,8 +181,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit("no CUDA device (use --dry-run to exercise the script on the CPU)")
         device, dtype = args.device, args.dtype
         sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-        psize, items, repeats, scan_items, embedded = (args.pipeline_size, args.items, args.repeats, args.scan_items,
-                                                       not args.no_embedded)
+        psize, items, repeats, scan_items, embedded = (
+            args.pipeline_size,
+            args.items,
+            args.repeats,
+            args.scan_items,
+            not args.no_embedded,
+        )
         over = {"compare_methods": ("zero", "mean", "resample"), "scan_items": 4, "null_draws": 20, "null_items": 8}
     t0 = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
@@ -166,10 +195,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fits = scale.fit(records) if len(records) > 1 else {}
     mach = scale.machine(device, dtype)
     result: dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, str(Path(__file__).resolve().relative_to(ROOT))
-                                                     if Path(__file__).resolve().is_relative_to(ROOT) else __file__]
-                            + list(argv_used)),
-        "dry_run": args.dry_run, "machine": mach,
+        "command": " ".join(
+            shlex.quote(a)
+            for a in [
+                sys.executable,
+                str(Path(__file__).resolve().relative_to(ROOT))
+                if Path(__file__).resolve().is_relative_to(ROOT)
+                else __file__,
+            ]
+            + list(argv_used)
+        ),
+        "dry_run": args.dry_run,
+        "machine": mach,
         "cost_benchmark": {"sizes": records, "fits": fits, "table": scale.markdown(records, fits) if fits else ""},
         "embedded": embedded_benchmark(scale, device, dtype, items, repeats, scan_items, log) if embedded else [],
         "pipeline": pipeline(scale, psize, device, dtype, over, log),

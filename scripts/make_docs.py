@@ -4,7 +4,8 @@
     .venv/bin/python scripts/make_docs.py --check   # exit 1 if either page differs from what would be written
 
 docs/options.md is ``entrainment.config.markdown()`` (every Config field: TOML key, CLI flag, default, the stages
-that read it, its description); docs/tables.md is ``entrainment.store.schema.markdown()`` (every table, column by column).
+that read it, its description); docs/tables.md is ``entrainment.store.schema.markdown()`` (every table, column by
+column).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from entrainment import config
+from entrainment import config  # noqa: E402
 from entrainment.store import schema  # noqa: E402
 
 OPTIONS_HEADER = """# Options

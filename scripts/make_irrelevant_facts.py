@@ -10,9 +10,9 @@ single-word objects, each phrased with the relation's first context template.
 import json
 import random
 
-from entrainment.paths import FACTS_FILE, LRE_DIR
 from entrainment.data.lre_prompts import context_sentence
 from entrainment.data.relations import load_relation, relation_files
+from entrainment.paths import FACTS_FILE, LRE_DIR
 
 facts = []
 for path in relation_files(LRE_DIR):

@@ -29,8 +29,9 @@ def main() -> int:
     load = [subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=True) for _ in range(args.busy)]
     t0 = time.monotonic()
     try:
-        rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.pytest_args],
-                             cwd=ROOT)
+        rc = subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.pytest_args], cwd=ROOT
+        )
     finally:
         for p in load:
             p.kill()

@@ -15,23 +15,21 @@ from typing import Callable
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment.stages import crossfit
-from entrainment.stats import verdict
-from entrainment.stages import ablate
-from entrainment.heads import masks
-from entrainment.model import loading
-from entrainment.data import relations
-from entrainment.store import tables
-from entrainment.config import Config
-from entrainment.paths import ICL_DIR
-from entrainment.store.schema import ABLATION, NULL_DRAWS, SIDE_EFFECTS
-from entrainment.heads.masks import source_relations
 from entrainment.ablation.summaries import summary_lines
+from entrainment.config import Config
+from entrainment.data import relations
+from entrainment.heads import masks
+from entrainment.heads.masks import source_relations
+from entrainment.model import loading, sources
+from entrainment.paths import ICL_DIR
+from entrainment.stages import ablate, crossfit
+from entrainment.stats import verdict
+from entrainment.store import tables
+from entrainment.store.schema import ABLATION, NULL_DRAWS, SIDE_EFFECTS
 from tasks.cache import files_hash, key_fn, manifest, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
 from tasks.progress import progress_bar
-from entrainment.model import sources
 
 SHARDS = Path("shards") / "ablation"
 
@@ -136,10 +134,13 @@ def ablate_relation(cfg: Config, mask_relation: str, heads_sets: tuple, relation
 
 def _inputs_side(cfg: Config, mask_relation: str, heads_sets: tuple) -> dict:
     files = relations.relation_files(cfg.data_dir) + sorted(ICL_DIR.glob("*.json"))
-    return {"model": model_key(cfg), "heads": [mask_relation, [list(h) for h in heads_sets]],
-            "data": files_hash(files),
-            "knobs": [cfg.side_items, cfg.side_relations, cfg.side_icl_items, cfg.side_random_draws],
-            "train": rows_hash(relation_rows(cfg.out, source_relations(cfg, mask_relation)))}
+    return {
+        "model": model_key(cfg),
+        "heads": [mask_relation, [list(h) for h in heads_sets]],
+        "data": files_hash(files),
+        "knobs": [cfg.side_items, cfg.side_relations, cfg.side_icl_items, cfg.side_random_draws],
+        "train": rows_hash(relation_rows(cfg.out, source_relations(cfg, mask_relation))),
+    }
 
 
 @task(name="side-effects", tags=["gpu"], cache_key_fn=key_fn("ablate", __name__, _inputs_side))
@@ -150,16 +151,23 @@ def side_effects_task(cfg: Config, mask_relation: str, heads_sets: tuple) -> dic
     methods = cfg.methods() if cfg.compare_everywhere else (cfg.ablation_method,)
     needed = any(m != "zero" for m in methods)
     get_run_logger().info("side effects of %d head sets of %s", len(heads_sets), mask_relation)
-    frames = ablate.side_effect_rows(loaded, mask_relation, list(heads_sets), cfg, ICL_DIR,
-                                         _mean(cfg, loaded, mask_relation, needed))
-    paths = [tables.write_parquet(df, side_path(cfg, loaded.info.spec, mask_relation, heads), SIDE_EFFECTS)
-             for heads, df in zip(heads_sets, frames)]
+    frames = ablate.side_effect_rows(
+        loaded, mask_relation, list(heads_sets), cfg, ICL_DIR, _mean(cfg, loaded, mask_relation, needed)
+    )
+    paths = [
+        tables.write_parquet(df, side_path(cfg, loaded.info.spec, mask_relation, heads), SIDE_EFFECTS)
+        for heads, df in zip(heads_sets, frames)
+    ]
     return manifest(paths, seconds=time.perf_counter() - t0)
 
 
 def _inputs_crossfit(cfg: Config, relation: str, folds: tuple) -> dict:
-    return {"model": model_key(cfg), "relation": relation, "folds": [[f, [list(h) for h in hs]] for f, hs in folds],
-            "rows": rows_hash(relation_rows(cfg.out, relation))}
+    return {
+        "model": model_key(cfg),
+        "relation": relation,
+        "folds": [[f, [list(h) for h in hs]] for f, hs in folds],
+        "rows": rows_hash(relation_rows(cfg.out, relation)),
+    }
 
 
 @task(name="crossfit-verdict", tags=["gpu"], cache_key_fn=key_fn("ablate", __name__, _inputs_crossfit))
@@ -167,8 +175,13 @@ def crossfit_task(cfg: Config, relation: str, folds: tuple) -> dict:
     """The cross-fitted verdict of one relation: each fold's mask on its fold's subjects, and the null."""
     t0 = time.perf_counter()
     loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
-    get_run_logger().info("cross-fitted verdict: %s, %d folds (%s heads), %d random draws", relation, len(folds),
-                          "/".join(str(len(h)) for _, h in folds), cfg.crossfit_draws)
+    get_run_logger().info(
+        "cross-fitted verdict: %s, %d folds (%s heads), %d random draws",
+        relation,
+        len(folds),
+        "/".join(str(len(h)) for _, h in folds),
+        cfg.crossfit_draws,
+    )
     mean = _mean(cfg, loaded, relation, cfg.ablation_method != "zero")
     rows, facts = crossfit.evaluate(loaded, tables.read_table(cfg.out, "prompts"), relation, list(folds), cfg, mean)
     stem = cfg.out / SHARDS / shard_name(loaded.info.spec) / f"crossfit.{shard_name(relation)}"
@@ -176,8 +189,12 @@ def crossfit_task(cfg: Config, relation: str, folds: tuple) -> dict:
     return manifest(paths, model=loaded.info.spec, relation=relation, seconds=time.perf_counter() - t0)
 
 
-def combine(cfg: Config, jobs: list[tuple[masks.LearnedMask, str, dict]],
-            sides: list[tuple[masks.LearnedMask, dict]], crossfits: list[dict] | None = None) -> dict:
+def combine(
+    cfg: Config,
+    jobs: list[tuple[masks.LearnedMask, str, dict]],
+    sides: list[tuple[masks.LearnedMask, dict]],
+    crossfits: list[dict] | None = None,
+) -> dict:
     """ablation, null_draws, side_effects, subject_gains and verdict: each mask's rows from the shard of its head
     set, labelled; the cross-fitted verdicts from their shards."""
 
@@ -188,22 +205,46 @@ def combine(cfg: Config, jobs: list[tuple[masks.LearnedMask, str, dict]],
     evals = []
     for mask, relation, m in jobs:
         stem = eval_stem(cfg, mask.model, mask.relation, mask.head_set.heads, relation)
-        evals.append((mask, read(m, stem.with_name(stem.name + ".eval.parquet")),
-                      read(m, stem.with_name(stem.name + ".null.parquet")),
-                      read(m, stem.with_name(stem.name + ".items.parquet"))))
+        evals.append(
+            (
+                mask,
+                read(m, stem.with_name(stem.name + ".eval.parquet")),
+                read(m, stem.with_name(stem.name + ".null.parquet")),
+                read(m, stem.with_name(stem.name + ".items.parquet")),
+            )
+        )
     side = [(mask, read(m, side_path(cfg, mask.model, mask.relation, mask.head_set.heads))) for mask, m in sides]
     fits = [crossfit.read_result(Path(p)) for m in (crossfits or []) for p in m["outputs"] if p.endswith(".json")]
     t = ablate.tables(evals, side, cfg, fits)
     timed: dict[str, dict] = {}  # one row per distinct task (several masks share one)
     for stage, ms in (("ablate", [(j[0], j[2]) for j in jobs]), ("side-effects", sides)):
         for mask, m in ms:
-            timed.setdefault(min(m["outputs"]), {"model": mask.model, "stage": stage, "relation": mask.relation,
-                                                 "seed": mask.seed, "epoch": -1,
-                                                 "seconds": m.get("seconds", float("nan"))})
+            timed.setdefault(
+                min(m["outputs"]),
+                {
+                    "model": mask.model,
+                    "stage": stage,
+                    "relation": mask.relation,
+                    "seed": mask.seed,
+                    "epoch": -1,
+                    "seconds": m.get("seconds", float("nan")),
+                },
+            )
     for m in crossfits or []:
-        timed.setdefault(min(m["outputs"]), {"model": m["model"], "stage": "crossfit", "relation": m["relation"],
-                                             "seed": -1, "epoch": -1, "seconds": m.get("seconds", float("nan"))})
-    paths = [tables.write_table(t[name], cfg.out, name)
-             for name in ("ablation", "side_effects", "null_draws", "subject_gains", "verdict")]
+        timed.setdefault(
+            min(m["outputs"]),
+            {
+                "model": m["model"],
+                "stage": "crossfit",
+                "relation": m["relation"],
+                "seed": -1,
+                "epoch": -1,
+                "seconds": m.get("seconds", float("nan")),
+            },
+        )
+    paths = [
+        tables.write_table(t[name], cfg.out, name)
+        for name in ("ablation", "side_effects", "null_draws", "subject_gains", "verdict")
+    ]
     paths.append(write_timings(cfg, "ablate", pl.DataFrame(list(timed.values()))))
     return manifest(paths, summary=summary_lines(t["ablation"]) + verdict.lines(t["verdict"]))

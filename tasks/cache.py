@@ -22,8 +22,8 @@ from prefect import Task
 
 from entrainment import imports
 from entrainment.config import Config
-from entrainment.store.files import file_sha256
 from entrainment.paths import PROJECT_ROOT
+from entrainment.store.files import file_sha256
 
 log = logging.getLogger("entrainment.cache")
 

@@ -1,7 +1,7 @@
 """Tasks: one mask search per (model, relation, seed, resample), cached; the discovery tables from all of them.
 
-The work is ``entrainment.stages.discover`` (shared with the Python API); a task adds the cache key, a resume checkpoint,
-a progress bar and the shard files.
+The work is ``entrainment.stages.discover`` (shared with the Python API); a task adds the cache key, a resume
+checkpoint, a progress bar and the shard files.
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from entrainment.stages import crossfit
-from entrainment.model import loading
-from entrainment.stages import discover
-from entrainment.store import tables
 from entrainment.config import Config
+from entrainment.heads import masks
+from entrainment.model import loading
+from entrainment.stages import crossfit, discover
+from entrainment.store import tables
 from entrainment.store.schema import DISCOVERY_MASKS, HEADS
 from tasks.cache import key_fn, manifest, stage_key, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
-from entrainment.heads import masks
 
 SHARDS = Path("shards") / "discovery"
 source_relations = masks.source_relations
@@ -100,21 +99,24 @@ def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> 
 
 
 def _inputs_fold(cfg: Config, relation: str, fold: int) -> dict:
-    return {"model": model_key(cfg), "relation": relation, "fold": fold,
-            "rows": rows_hash(relation_rows(cfg.out, relation))}
+    return {
+        "model": model_key(cfg),
+        "relation": relation,
+        "fold": fold,
+        "rows": rows_hash(relation_rows(cfg.out, relation)),
+    }
 
 
 @task(name="crossfit-search", tags=["gpu"], cache_key_fn=key_fn("discover", __name__, _inputs_fold))
 def crossfit_shard(cfg: Config, relation: str, fold: int) -> dict:
-    """One fold's search of the cross-fitted verdict (entrainment.stages.crossfit.fold_search): trained and selected on the
-    other folds' subjects only."""
+    """One fold's search of the cross-fitted verdict (entrainment.stages.crossfit.fold_search): trained and selected
+    on the other folds' subjects only."""
     t0 = time.perf_counter()
     loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     rows = relation_rows(cfg.out, relation)
     mean = reference(cfg, loaded, relation) if cfg.ablation_method != "zero" else None
     work = stage_key("discover", __name__, cfg, _inputs_fold(cfg, relation, fold))[:16]
-    get_run_logger().info("cross-fitting: %s / %s, fold %d of %d", loaded.info.spec, relation, fold,
-                          cfg.crossfit_folds)
+    get_run_logger().info("cross-fitting: %s / %s, fold %d of %d", loaded.info.spec, relation, fold, cfg.crossfit_folds)
     ckpt = cfg.out / SHARDS / ".ckpt" / f"{work}.pt"
     s = crossfit.fold_search(loaded, rows, relation, fold, cfg, mean, ckpt)
     folder, stem = cfg.out / SHARDS / shard_name(loaded.info.spec), f"{shard_name(relation)}.fold{fold}"
@@ -134,8 +136,9 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
     folds = [m for m in shard_manifests if m.get("fold") is not None]
     shard_manifests = [m for m in shard_manifests if m.get("fold") is None]
     t = discover.tables([_search(m) for m in shard_manifests], cfg)
-    t["heads"] = crossfit.with_fold_heads(t["heads"], [tables.read_parquet(Path(p)) for m in folds
-                                                       for p in m["outputs"]])
+    t["heads"] = crossfit.with_fold_heads(
+        t["heads"], [tables.read_parquet(Path(p)) for m in folds for p in m["outputs"]]
+    )
     timings = pl.concat(
         [
             t["timings"],
@@ -165,5 +168,7 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
             table=t["head_overlap"].to_dicts(),
             description="Jaccard overlap of removed heads across searches",
         )
-    return manifest(paths, summary=discover.summary(shard_manifests, t["head_overlap"], t["head_stability"])
-                    + crossfit.summary(folds))
+    return manifest(
+        paths,
+        summary=discover.summary(shard_manifests, t["head_overlap"], t["head_stability"]) + crossfit.summary(folds),
+    )

@@ -6,9 +6,9 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from entrainment.config import Config
 from entrainment.stages.generate import from_config, input_files
 from entrainment.store import tables
-from entrainment.config import Config
 from entrainment.vocabulary import SPLITS
 from tasks.cache import files_hash, key_fn, manifest
 
@@ -45,8 +45,9 @@ def generate(cfg: Config) -> dict:
             set(g.filter(pl.col("split") == "test")["query_template"].drop_nulls())
             - set(g.filter(pl.col("split") != "test")["query_template"].drop_nulls())
         )
-        one_template = cfg.items is None and cfg.template_holdout and not held \
-            and g["query_template"].drop_nulls().n_unique() == 1
+        one_template = (
+            cfg.items is None and cfg.template_holdout and not held and g["query_template"].drop_nulls().n_unique() == 1
+        )
         summary.append(
             f"head-search data for {rel} ({', '.join(cfg.train_conditions)}): "
             + ", ".join(f"{s} {n[s]}" for s in n)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from entrainment.model import loading
-from entrainment.store import tables
 from entrainment.config import Config
-from entrainment.model import sources
+from entrainment.model import loading, sources
+from entrainment.store import tables
 
 
 def shard_name(text: str, width: int = 40) -> str:
@@ -41,8 +40,12 @@ def model_key(cfg: Config) -> dict:
     """What identifies the model a task runs: spec, content identity, device class, dtype."""
     src = sources.resolve(cfg.model)
     dev = loading.pick_device(cfg.device)
-    return {"spec": src.spec, "identity": src.identity, "device": dev.split(":")[0],
-            "dtype": str(loading.pick_dtype(cfg.dtype, dev))}
+    return {
+        "spec": src.spec,
+        "identity": src.identity,
+        "device": dev.split(":")[0],
+        "dtype": str(loading.pick_dtype(cfg.dtype, dev)),
+    }
 
 
 def stage_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
@@ -58,4 +61,6 @@ def discover_relations(cfg: Config, only: tuple[str, ...] | None) -> list[str]:
     from entrainment.stages.discover import discovery_relations
 
     fallback = not only and cfg.items is not None and cfg.discover_relations == default("discover_relations")
-    return discovery_relations(stage_relations(cfg, None), only or cfg.discover_relations, fallback, cfg.out / "prompts.parquet")
+    return discovery_relations(
+        stage_relations(cfg, None), only or cfg.discover_relations, fallback, cfg.out / "prompts.parquet"
+    )

@@ -10,14 +10,14 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from entrainment.model import means
-from entrainment.store import tables
 from entrainment.config import Config
 from entrainment.errors import InputError
-from entrainment.store.files import atomic_write_bytes, file_sha256
+from entrainment.model import means
 from entrainment.model.loading import Loaded
-from entrainment.store.schema import HEAD_MEANS
 from entrainment.model.tokens import Tokens
+from entrainment.store import tables
+from entrainment.store.files import atomic_write_bytes, file_sha256
+from entrainment.store.schema import HEAD_MEANS
 from tasks.cache import code_hash, sha
 from tasks.inputs import model_key, relation_rows, shard_name
 
@@ -35,8 +35,12 @@ def reference_frame(cfg: Config, loaded: Loaded, relations: str | tuple[str, ...
     prompts = means.reference_prompts(relation_rows(cfg.out, relations), Tokens(loaded.tokenizer, cfg.bos))
     path = _path(cfg, relations, prompts)
     digest = path.with_name(path.name + ".sha256")  # the cache file's content as written: a hand edit is recomputed
-    if path.exists() and digest.is_file() and tables.is_valid_parquet(path) \
-            and digest.read_text().strip() == file_sha256(path):
+    if (
+        path.exists()
+        and digest.is_file()
+        and tables.is_valid_parquet(path)
+        and digest.read_text().strip() == file_sha256(path)
+    ):
         return tables.read_parquet(path, HEAD_MEANS)
     mu, n = means.head_means(loaded, prompts, cfg.batch_size)
     df = means.to_frame(loaded.info.spec, ",".join(relations), cfg.bos, mu, n)
@@ -51,7 +55,11 @@ def reference(cfg: Config, loaded: Loaded, relations: str | tuple[str, ...]) -> 
     df = reference_frame(cfg, loaded, relations)
     if df.is_empty() or int(df["n_tokens"].max()) == 0:
         names = (relations,) if isinstance(relations, str) else tuple(relations)
-        raise InputError(cfg.out / "prompts.parquet", "relation", ",".join(names),
-                         f"no train items, so no mean-ablation reference (--ablation-method {cfg.ablation_method}, "
-                         "--compare-methods); give it train items or use zero ablation only")
+        raise InputError(
+            cfg.out / "prompts.parquet",
+            "relation",
+            ",".join(names),
+            f"no train items, so no mean-ablation reference (--ablation-method {cfg.ablation_method}, "
+            "--compare-methods); give it train items or use zero ablation only",
+        )
     return means.from_frame(df)

@@ -15,17 +15,16 @@ from pathlib import Path
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment.heads import masks
-from entrainment.stages import measure
-from entrainment.model import loading
-from entrainment.store import tables
 from entrainment.config import Config
 from entrainment.errors import InputError
+from entrainment.heads import masks
+from entrainment.model import loading, sources
+from entrainment.stages import measure
+from entrainment.store import tables
 from tasks.cache import key_fn, manifest, stage_key, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference, reference_frame
 from tasks.progress import progress_bar
-from entrainment.model import sources
 
 SHARDS = Path("shards") / "measurements"
 MODEL_SHARDS = Path("shards") / "models"

@@ -7,13 +7,12 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from entrainment.store import files, tables
-from entrainment.model import loading, scoring, tokens
-from entrainment.stages import report
 from entrainment import stage_graph
-from entrainment.config import Config
-from entrainment.stages import stats
 from entrainment.ablation import summaries
+from entrainment.config import Config
+from entrainment.model import loading, scoring, tokens
+from entrainment.stages import report, stats
+from entrainment.store import files, tables
 from tasks.cache import files_hash, key_fn, manifest
 from tasks.inputs import model_key
 

@@ -10,15 +10,14 @@ import numpy as np
 import polars as pl
 from prefect import get_run_logger, task
 
-from entrainment.store import files, tables
-from entrainment.stages import scan
-from entrainment.model import loading
 from entrainment.config import Config
+from entrainment.model import loading, sources
+from entrainment.stages import scan
+from entrainment.store import files, tables
 from entrainment.store.schema import HEAD_AGREEMENT, HEAD_SCORES
 from tasks.cache import key_fn, manifest, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
-from entrainment.model import sources
 
 SHARDS = Path("shards") / "scan"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 from prefect import get_run_logger, task
 
+from entrainment.config import Config
 from entrainment.data import lre_prompts
 from entrainment.model import loading
 from entrainment.stages import sentences
 from entrainment.store import tables
-from entrainment.config import Config
 from entrainment.store.schema import SENTENCE_SCORES, SENTENCE_STATS
 from tasks.cache import files_hash, key_fn, manifest, write_timings
 from tasks.inputs import model_key, rows_hash, shard_name
@@ -30,8 +30,11 @@ def _inputs(cfg: Config) -> dict:
     prompts = tables.read_table(cfg.out, "prompts")
     heads = _heads(cfg)
     rels = sorted(prompts["relation"].unique())
-    files = [] if cfg.items is not None else lre_prompts.input_files(
-        cfg.data_dir, tuple(sentences.lre_names(cfg.data_dir, rels)))
+    files = (
+        []
+        if cfg.items is not None
+        else lre_prompts.input_files(cfg.data_dir, tuple(sentences.lre_names(cfg.data_dir, rels)))
+    )
     return {
         "model": model_key(cfg),
         "rows": rows_hash(prompts),
@@ -58,8 +61,16 @@ def sentences_model(cfg: Config) -> dict:
     for line in res.summary:
         log.info("%s", line)
     folder = cfg.out / SHARDS / shard_name(spec)
-    timing = pl.DataFrame({"model": [spec], "stage": ["sentences"], "relation": ["ALL"], "seed": [-1], "epoch": [-1],
-                           "seconds": [res.seconds]})
+    timing = pl.DataFrame(
+        {
+            "model": [spec],
+            "stage": ["sentences"],
+            "relation": ["ALL"],
+            "seed": [-1],
+            "epoch": [-1],
+            "seconds": [res.seconds],
+        }
+    )
     paths = [
         tables.write_parquet(res.scores, folder / "scores.parquet", SENTENCE_SCORES),
         tables.write_parquet(res.stats, folder / "stats.parquet", SENTENCE_STATS),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from entrainment.stats import scaling
-from entrainment.stages import stats
-from entrainment.store import tables
 from entrainment.config import Config
+from entrainment.stages import stats
+from entrainment.stats import scaling
+from entrainment.store import tables
 from tasks.cache import files_hash, key_fn, manifest
 
 

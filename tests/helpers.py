@@ -94,14 +94,20 @@ def run_watched(
         Hang: the command made no progress for `idle` seconds, or ran past `ceiling`; it was killed.
     """
     p = subprocess.Popen(
-        list(cmd), cwd=cwd, env=env, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        list(cmd),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     out: list[bytes] = []
     err: list[bytes] = []
     stamp = [time.monotonic()]
-    pumps = [threading.Thread(target=_pump, args=(s, b, stamp), daemon=True) for s, b in ((p.stdout, out),
-                                                                                        (p.stderr, err))]
+    pumps = [
+        threading.Thread(target=_pump, args=(s, b, stamp), daemon=True) for s, b in ((p.stdout, out), (p.stderr, err))
+    ]
     for t in pumps:
         t.start()
     if input is not None:
@@ -181,9 +187,14 @@ def command_server_url(wait_s: float = 180.0) -> str | None:
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen(cmd + ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"],
-                            cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd + ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"],
+        cwd=home,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and proc.poll() is None and not _healthy(url):
@@ -209,8 +220,9 @@ def stop_command_server() -> None:
                 pass
 
 
-def cli(*args: str, cwd: Path = ROOT, env: dict | None = None, input: str | None = None,
-        idle: float = IDLE_S) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path = ROOT, env: dict | None = None, input: str | None = None, idle: float = IDLE_S
+) -> subprocess.CompletedProcess:
     """`entrainment <args>` as a real subprocess (the project's CLI module), watched for hangs.
 
     Args:

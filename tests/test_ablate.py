@@ -11,11 +11,11 @@ from entrainment.ablation import evaluate, side_effects
 from entrainment.data import lre_prompts
 from entrainment.heads import random_heads
 from entrainment.heads.masks import HeadSet
+from entrainment.model import scoring
 from entrainment.model.hooks import scaled_heads
 from entrainment.model.scoring import Request, score
 from entrainment.model.tokens import Tokens
 from tests import tiny
-from entrainment.model import scoring
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,9 @@ def setup(tmp_path_factory):
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("abl") / "lre")
-    items = lre_prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")
+    items = lre_prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(
+        pl.col("split") == "test"
+    )
     return tiny.model("gpt_neox"), items
 
 

@@ -11,10 +11,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import entrainment as en
-from entrainment.store import tables
 from entrainment.errors import InputError
+from entrainment.store import tables
 from tests import tiny
-from tests.helpers import run_watched, cli
+from tests.helpers import cli, run_watched
 
 OPTIONS = dict(
     relations=["toy capital", "toy color"],
@@ -55,9 +55,7 @@ def project(tmp_path_factory):
     model = tiny.save("llama", d / "model")
     (d / "c.toml").write_text(_toml(OPTIONS))
     out = d / "out"
-    r = cli(
-        "run", "--out", str(out), "--model", model, "--data-dir", str(lre), "--config", str(d / "c.toml")
-    )
+    r = cli("run", "--out", str(out), "--model", model, "--data-dir", str(lre), "--config", str(d / "c.toml"))
     assert r.returncode == 0, r.stderr[-3000:]
     return d, lre, model, out
 
@@ -80,8 +78,7 @@ def api_frames(project):
     sc = en.scan(m, p, heads=disc.heads, **opts)
     ab = en.ablate(m, p, disc.heads, **opts)
     se = en.sentences(m, p, disc.heads, **opts)
-    return {"prompts": p, "measurements": meas, "stats": s.stats, "contrasts": s.contrasts, **disc, **sc, **ab,
-            **se}
+    return {"prompts": p, "measurements": meas, "stats": s.stats, "contrasts": s.contrasts, **disc, **sc, **ab, **se}
 
 
 @pytest.mark.parametrize(

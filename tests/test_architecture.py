@@ -13,7 +13,7 @@ import pytest
 
 from entrainment import imports, stage_graph
 from entrainment.store.schema import TABLES
-from tests.helpers import run_watched, CEILING_S
+from tests.helpers import CEILING_S, run_watched
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,8 +204,8 @@ def test_the_derived_maps_equal_the_old_hand_written_ones():
 
 
 def test_cache_key_follows_an_edit_to_a_module_reached_only_indirectly(tmp_path):
-    """tasks.report reaches entrainment.model.oom only through scoring (the example's scoring path): editing it in a copy
-    of the package changes the report task's code hash; an edit to a module it cannot reach does not."""
+    """tasks.report reaches entrainment.model.oom only through scoring (the example's scoring path): editing it in a
+    copy of the package changes the report task's code hash; an edit to a module it cannot reach does not."""
     from tasks.cache import code_hash
 
     for pkg in imports.PACKAGES:
@@ -244,17 +244,18 @@ def test_importing_the_library_and_the_api_loads_no_prefect():
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
-def test_linter_passes_on_the_tree():
+def test_linter_and_formatter_pass_on_the_tree():
+    """`ruff check` (pyflakes, pycodestyle, import order) and `ruff format --check` (one code style)."""
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         pytest.fail("ruff is not installed (it is in the dev extra)")
-    r = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=CEILING_S)
-    assert r.returncode == 0, r.stdout[-3000:]
+    for args in (["check", "."], ["format", "--check", "."]):
+        r = subprocess.run([ruff, *args], cwd=ROOT, capture_output=True, text=True, timeout=CEILING_S)
+        assert r.returncode == 0, (args, r.stdout[-3000:])
 
 
 def test_cli_help_defaults_come_from_the_config():
     from cli import options
-
     from entrainment.config import default
 
     assert str(default("scan_k")) in options.help_text("scan_k")
@@ -271,5 +272,7 @@ def test_the_folder_rule_catches_a_lower_folder_importing_a_higher_one(tmp_path)
         (tmp_path / "entrainment" / folder).mkdir()
         (tmp_path / "entrainment" / folder / "__init__.py").write_text("")
     (tmp_path / "entrainment" / "stages" / "measure.py").write_text("from entrainment.store import tables\n")
-    (tmp_path / "entrainment" / "store" / "tables.py").write_text("def f():\n    from entrainment.stages import measure\n")
+    (tmp_path / "entrainment" / "store" / "tables.py").write_text(
+        "def f():\n    from entrainment.stages import measure\n"
+    )
     assert imports.upward_folders(tmp_path) == [("entrainment.store.tables", "entrainment.stages.measure")]

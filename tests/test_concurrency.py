@@ -24,8 +24,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_lock_is_exclusive_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = (f"from entrainment.store.lock import folder_lock\nimport time\nwith folder_lock({str(tmp_path)!r}):\n    "
-            f"print('held', flush=True)\n    time.sleep(60)\n")
+    code = (
+        f"from entrainment.store.lock import folder_lock\nimport time\nwith folder_lock({str(tmp_path)!r}):\n    "
+        f"print('held', flush=True)\n    time.sleep(60)\n"
+    )
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"
     with pytest.raises(InputError) as e:

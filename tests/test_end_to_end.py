@@ -52,7 +52,9 @@ def test_the_science_holds_on_the_real_model(quick_run):
     """Context raises the distractor, significantly, pooled; collisions and distractor placement are consistent."""
     out, _ = quick_run
     stats = pl.read_parquet(out / "stats.parquet").filter(
-        (pl.col("relation") == "ALL") & (pl.col("target") == "distractor") & (pl.col("metric") == "logprob")
+        (pl.col("relation") == "ALL")
+        & (pl.col("target") == "distractor")
+        & (pl.col("metric") == "logprob")
         & pl.col("position").is_null()
     )
     for row in stats.iter_rows(named=True):
@@ -72,8 +74,14 @@ def test_a_stage_again_is_cached_and_sql_reads_the_folder(quick_run):
     r2 = cli("stats", "--out", str(out))
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert (out / "stats.parquet").read_bytes() == before and "distractor logprob shift" in r2.stdout
-    q = cli("sql", "--out", str(out), "--format", "csv",
-            "select condition, count(*) as n from measurements group by 1 order by 1")
+    q = cli(
+        "sql",
+        "--out",
+        str(out),
+        "--format",
+        "csv",
+        "select condition, count(*) as n from measurements group by 1 order by 1",
+    )
     assert q.stdout.splitlines()[0] == "condition,n" and len(q.stdout.splitlines()) == 6  # 4 conditions + passages
 
 

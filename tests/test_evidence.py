@@ -9,16 +9,15 @@ import pytest
 from scipy import stats as sps
 
 from entrainment.ablation import evaluate
-from entrainment.stages import generate
-from entrainment.model import multimask
-from entrainment.stats import null
+from entrainment.config import Config
 from entrainment.data import lre_prompts
 from entrainment.heads import random_heads
-from entrainment.config import Config
 from entrainment.heads.masks import HeadSet
+from entrainment.model import multimask, scoring
 from entrainment.model.tokens import Tokens
+from entrainment.stages import generate
+from entrainment.stats import null
 from tests import tiny
-from entrainment.model import scoring
 
 
 def test_paired_gain_equals_scipy():
@@ -64,7 +63,9 @@ def setup(tmp_path_factory):
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path_factory.mktemp("ev") / "lre")
-    items = lre_prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(pl.col("split") == "test")
+    items = lre_prompts.build(lre, ("toy capital", "toy color"), 0, 8, (0.5, 0.25, 0.25)).filter(
+        pl.col("split") == "test"
+    )
     return tiny.model("llama"), items
 
 

@@ -21,7 +21,7 @@ def test_a_silent_idle_process_is_killed_and_reported_as_a_hang():
 
 def test_a_child_that_hangs_is_killed_with_its_parent():
     """The whole process group goes: a hung grandchild cannot keep the test waiting on its pipes."""
-    code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(600)'])")
+    code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(600)'])"
     t0 = time.monotonic()
     with pytest.raises(Hang):
         run_watched([sys.executable, "-c", code], idle=3, poll=0.2)

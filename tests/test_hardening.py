@@ -23,15 +23,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from entrainment.store import tables
 from entrainment.errors import InputError
+from entrainment.store import tables
+from tests.helpers import CEILING_S, ROOT, cli, one_line_error, run_watched, tmpfs
 from tests.toy_data import toy_lre, write_relation
-from tests.helpers import CEILING_S, ROOT, run_watched, cli, one_line_error, tmpfs
 
 
-
-def write_prompts(folder: Path, lre: Path, relations: tuple[str, ...] = ("toy capital",),
-                  max_pairs: int = 2) -> pl.DataFrame:
+def write_prompts(
+    folder: Path, lre: Path, relations: tuple[str, ...] = ("toy capital",), max_pairs: int = 2
+) -> pl.DataFrame:
     from entrainment.data.lre_prompts import build
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,6 +86,7 @@ def measured(measured_dir, tmp_path) -> Path:
 
 # ---- 1. sql is read-only ------------------------------------------------------------------------------------------
 
+
 def _writes(out: Path) -> list[str]:
     target = out / "prompts.parquet"
     return [
@@ -112,8 +113,14 @@ def test_sql_refuses_every_statement_but_select_and_changes_no_table(tmp_path, l
     assert snapshot(tmp_path) == before  # no table replaced, no file added
 
 
-@pytest.mark.parametrize("query", ["select * from read_parquet('{p}')", "select * from read_csv('/etc/passwd')",
-                                   "with a as (select 1) select * from read_text('{p}')"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "select * from read_parquet('{p}')",
+        "select * from read_csv('/etc/passwd')",
+        "with a as (select 1) select * from read_text('{p}')",
+    ],
+)
 def test_sql_has_no_file_access(tmp_path, lre, query):
     write_prompts(tmp_path, lre)
     r = cli("sql", "--out", str(tmp_path), query.format(p=tmp_path / "prompts.parquet"))
@@ -122,20 +129,27 @@ def test_sql_has_no_file_access(tmp_path, lre, query):
 
 def test_sql_select_and_with_select_still_work(tmp_path, lre):
     n = len(write_prompts(tmp_path, lre))
-    r = cli("sql", "--out", str(tmp_path), "--format", "csv",
-            "with a as (select * from prompts) select count(*) n from a")
+    r = cli(
+        "sql", "--out", str(tmp_path), "--format", "csv", "with a as (select * from prompts) select count(*) n from a"
+    )
     assert r.returncode == 0 and r.stdout.split() == ["n", str(n)], r.stderr
 
 
 # ---- 2. collision-free shard, cache and resume names; --out taken literally ------------------------------------
+
 
 def test_shard_names_never_collide():
     from tasks.inputs import shard_name
 
     long = "/data/" + "experiment_" + "x" * 100
     heads = ",".join(f"{layer}.{head}" for layer in range(30) for head in range(9))
-    pairs = [(f"{long}/checkpoint-1000", f"{long}/checkpoint-2000"), (f"heads-{heads},29.7", f"heads-{heads},29.8"),
-             ("country capital city", "country, capital city"), ("toy capital!", "toy capital?"), ("T", "T/")]
+    pairs = [
+        (f"{long}/checkpoint-1000", f"{long}/checkpoint-2000"),
+        (f"heads-{heads},29.7", f"heads-{heads},29.8"),
+        ("country capital city", "country, capital city"),
+        ("toy capital!", "toy capital?"),
+        ("T", "T/"),
+    ]
     for a, b in pairs:
         assert shard_name(a) != shard_name(b), (a, b)
         assert len(shard_name(a)) <= 60 and all(c.isalnum() or c in "._-" for c in shard_name(a))
@@ -170,8 +184,17 @@ def test_long_head_lists_sharing_a_prefix_give_two_sets_of_rows(tmp_path, lre):
     common = ",".join(f"{layer}.{head}" for layer in range(4) for head in range(8))[: -len(",3.6,3.7")]
     n = len(write_prompts(tmp_path / "out", lre))
     for last in ("3.6", "3.7"):  # 31 heads each, the first 30 shared
-        r = cli("measure", "--out", str(tmp_path / "out"), "--model", model, "--device", "cpu",
-                "--ablation-heads", f"{common},{last}")
+        r = cli(
+            "measure",
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            model,
+            "--device",
+            "cpu",
+            "--ablation-heads",
+            f"{common},{last}",
+        )
         assert r.returncode == 0, r.stderr[-2000:]
     m = pl.read_parquet(tmp_path / "out" / "measurements.parquet")
     sizes = dict(m.group_by("ablation").len().iter_rows())
@@ -199,6 +222,7 @@ def test_out_is_a_literal_path_not_a_glob_pattern(tmp_path, lre):
 
 
 # ---- 3. a model's identity follows its content ---------------------------------------------------------------------
+
 
 def _other_weights(model: Path, factor: float = 1.5) -> bytes:
     """The model's safetensors file with every weight multiplied by `factor`: other weights, the very same size."""
@@ -231,9 +255,17 @@ def test_replaced_weights_of_the_same_size_and_mtime_change_the_identity(tmp_pat
     assert resolve(str(model)).identity == before  # stable while nothing changes
     _replace_weights(model)
     assert resolve(str(model)).identity != before
-    assert subprocess.run([sys.executable, "-c", f"from entrainment.model.sources import resolve; "
-                           f"print(resolve({str(model)!r}).identity)"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=CEILING_S).stdout.strip() not in ("", before)  # the on-disk memo agrees
+    assert subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from entrainment.model.sources import resolve; print(resolve({str(model)!r}).identity)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=CEILING_S,
+    ).stdout.strip() not in ("", before)  # the on-disk memo agrees
 
 
 def test_replaced_weights_are_measured_again(tmp_path, lre):
@@ -255,27 +287,31 @@ def test_replaced_weights_are_measured_again(tmp_path, lre):
 
 # ---- 4. validation at the door ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, needles", [
-    (("discover", "--lr", "nan"), ("lr", "finite")),
-    (("discover", "--lr", "-1"), ("lr", "positive")),
-    (("discover", "--lr", "0"), ("lr", "positive")),
-    (("discover", "--weight-decay", "-0.01"), ("weight_decay", ">= 0")),
-    (("discover", "--lambda", "inf"), ("lam", "finite")),
-    (("discover", "--lambda", "-1"), ("lam", ">= 0")),
-    (("discover", "--tau", "inf"), ("tau", "finite")),
-    (("discover", "--tau", "0"), ("tau", "positive")),
-    (("discover", "--seeds", str(2**63)), ("seeds", "2**63 - 1")),
-    (("discover", "--seeds", "-1"), ("seeds", "2**63 - 1")),
-    (("generate", "--seed", str(2**63)), ("seed", "2**63 - 1")),
-    (("generate", "--seed", str(-2**63 - 1)), ("seed",)),
-    (("generate", "--split", "1,0,0"), ("split", "dev and test")),
-    (("generate", "--split", "0.8,0.2,0"), ("split", "dev and test")),
-    (("generate", "--split", "0.5,0.5,0.5"), ("split", "summing to 1")),
-    (("measure", "--device", "cuda:abc"), ("device", "cuda:abc")),
-    (("generate", "--out", ""), ("--out", "empty")),
-    (("generate", "--out", "  "), ("--out", "empty")),
-    (("sql", "--out", "", "select 1"), ("--out", "empty")),
-])
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (("discover", "--lr", "nan"), ("lr", "finite")),
+        (("discover", "--lr", "-1"), ("lr", "positive")),
+        (("discover", "--lr", "0"), ("lr", "positive")),
+        (("discover", "--weight-decay", "-0.01"), ("weight_decay", ">= 0")),
+        (("discover", "--lambda", "inf"), ("lam", "finite")),
+        (("discover", "--lambda", "-1"), ("lam", ">= 0")),
+        (("discover", "--tau", "inf"), ("tau", "finite")),
+        (("discover", "--tau", "0"), ("tau", "positive")),
+        (("discover", "--seeds", str(2**63)), ("seeds", "2**63 - 1")),
+        (("discover", "--seeds", "-1"), ("seeds", "2**63 - 1")),
+        (("generate", "--seed", str(2**63)), ("seed", "2**63 - 1")),
+        (("generate", "--seed", str(-(2**63) - 1)), ("seed",)),
+        (("generate", "--split", "1,0,0"), ("split", "dev and test")),
+        (("generate", "--split", "0.8,0.2,0"), ("split", "dev and test")),
+        (("generate", "--split", "0.5,0.5,0.5"), ("split", "summing to 1")),
+        (("measure", "--device", "cuda:abc"), ("device", "cuda:abc")),
+        (("generate", "--out", ""), ("--out", "empty")),
+        (("generate", "--out", "  "), ("--out", "empty")),
+        (("sql", "--out", "", "select 1"), ("--out", "empty")),
+    ],
+)
 def test_bad_option_values_are_one_line(tmp_path, args, needles):
     cmd, *rest = args
     if "--out" not in rest:
@@ -284,9 +320,17 @@ def test_bad_option_values_are_one_line(tmp_path, args, needles):
     assert not any(tmp_path.iterdir())  # nothing written, in the cwd (`--out ""`) or anywhere else
 
 
-@pytest.mark.parametrize("line, needle", [("lr = nan", "lr"), ("tau = inf", "tau"), ("lambda = inf", "lam"),
-                                          ("weight_decay = -1.0", "weight_decay"), ('device = "cuda:abc"', "device"),
-                                          (f"seed = {2**63 - 1}\nseeds = [0, {2**63}]", "seeds")])
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ("lr = nan", "lr"),
+        ("tau = inf", "tau"),
+        ("lambda = inf", "lam"),
+        ("weight_decay = -1.0", "weight_decay"),
+        ('device = "cuda:abc"', "device"),
+        (f"seed = {2**63 - 1}\nseeds = [0, {2**63}]", "seeds"),
+    ],
+)
 def test_bad_values_in_a_config_file_are_one_line(tmp_path, line, needle):
     (tmp_path / "c.toml").write_text(line + "\n")
     one_line_error(cli("discover", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "c.toml")), needle)
@@ -302,13 +346,26 @@ def test_cuda_without_cuda_is_one_line(tmp_path, lre):
     write_prompts(tmp_path, lre)
     model = tiny.save("llama", tmp_path / "m")
     for device in ("cuda", "cuda:1"):
-        one_line_error(cli("measure", "--out", str(tmp_path), "--model", model, "--device", device),
-                       "device", "CUDA is not available")
+        one_line_error(
+            cli("measure", "--out", str(tmp_path), "--model", model, "--device", device),
+            "device",
+            "CUDA is not available",
+        )
 
 
-@pytest.mark.parametrize("template", ["The capital {} of { is", "The capital of {} is }", "The capital of {country} is",
-                                      "The capital of {0} is", "The {} capital of {} is", "The capital of {!r} is",
-                                      "The capital of {:>9} is", "The capital of {{}} is"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "The capital {} of { is",
+        "The capital of {} is }",
+        "The capital of {country} is",
+        "The capital of {0} is",
+        "The {} capital of {} is",
+        "The capital of {!r} is",
+        "The capital of {:>9} is",
+        "The capital of {{}} is",
+    ],
+)
 def test_templates_need_exactly_one_plain_field(tmp_path, template):
     from entrainment.data.relations import load_relation
 
@@ -330,8 +387,18 @@ def test_the_same_answer_is_never_a_distractor_of_itself(tmp_path):
     from entrainment.data.relations import load_relation
     from entrainment.data.text import answer_key
 
-    objs = [("France", "Paris"), ("Germany", "PARIS"), ("Italy", "Ｐａｒｉｓ"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-            ("Egypt", "Cairo"), ("Peru", "Lima"), ("Russia", "Mos\u200bcow"), ("Chile", "Straße"), ("Cuba", "STRASSE")]
+    objs = [
+        ("France", "Paris"),
+        ("Germany", "PARIS"),
+        ("Italy", "Ｐａｒｉｓ"),
+        ("Spain", "Madrid"),
+        ("Japan", "Tokyo"),
+        ("Egypt", "Cairo"),
+        ("Peru", "Lima"),
+        ("Russia", "Mos\u200bcow"),
+        ("Chile", "Straße"),
+        ("Cuba", "STRASSE"),
+    ]
     write_relation(tmp_path / "lre", "same.json", "same", [{"subject": s, "object": o} for s, o in objs])
     rel = load_relation(tmp_path / "lre" / "same.json")
     assert rel.objects == ("Cairo", "Lima", "Madrid", "Moscow", "Paris", "Straße", "Tokyo")
@@ -342,8 +409,10 @@ def test_the_same_answer_is_never_a_distractor_of_itself(tmp_path):
 
 @pytest.mark.parametrize("obj", ["\u200b", "\u200b\u200d\u2060", "\ufeff", "\u00ad"])
 def test_an_invisible_answer_is_one_line(tmp_path, obj):
-    samples = [{"subject": s, "object": o} for s, o in [("France", "Paris"), ("Spain", "Madrid"), ("Peru", "Lima"),
-                                                         ("Chile", obj)]]
+    samples = [
+        {"subject": s, "object": o}
+        for s, o in [("France", "Paris"), ("Spain", "Madrid"), ("Peru", "Lima"), ("Chile", obj)]
+    ]
     write_relation(tmp_path / "lre", "inv.json", "inv", samples)
     r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "lre"), "--relations", "inv")
     one_line_error(r, "inv.json", "samples[3]", "empty")
@@ -354,8 +423,14 @@ def test_a_prompt_longer_than_the_context_window_is_one_line_naming_it(tmp_path)
 
     lre = tmp_path / "lre"
     long = " ".join(["Berlin"] * 300)  # every subject: ~300 tokens, more than the model's 128 positions
-    pairs = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-             ("Egypt", "Cairo")]
+    pairs = [
+        ("France", "Paris"),
+        ("Germany", "Berlin"),
+        ("Italy", "Rome"),
+        ("Spain", "Madrid"),
+        ("Japan", "Tokyo"),
+        ("Egypt", "Cairo"),
+    ]
     write_relation(lre, "long.json", "toy long", [{"subject": f"{s} {long}", "object": o} for s, o in pairs])
     p = write_prompts(tmp_path / "out", lre, ("toy long",))
     model = tiny.save("gpt2", tmp_path / "gpt2")  # 128 positions: an IndexError inside the model before
@@ -380,6 +455,7 @@ def test_tokens_refuse_a_prompt_longer_than_max_len():
 
 
 # ---- 5. hand-edited or damaged tables -------------------------------------------------------------------------------
+
 
 def test_the_undamaged_tables_pass(measured):
     from cli import preflight
@@ -438,6 +514,7 @@ def test_corrupt_provenance_metadata_is_one_line_for_stats_and_a_warning_for_sql
 
 # ---- 6. the data folder -----------------------------------------------------------------------------------------
 
+
 def _stray(kind: str, d: Path) -> None:
     if kind == "folder named x.json":
         (d / "factual" / "x.json").mkdir()
@@ -463,9 +540,18 @@ def _stray(kind: str, d: Path) -> None:
         os.mkfifo(d / "factual" / "pipe.json")
 
 
-STRAYS = ["folder named x.json", "deeply nested unrelated json file", "deeply nested json content",
-          "unrelated json object", "invalid json", "binary file", "link to a device", "dangling link", "link loop",
-          "fifo"]
+STRAYS = [
+    "folder named x.json",
+    "deeply nested unrelated json file",
+    "deeply nested json content",
+    "unrelated json object",
+    "invalid json",
+    "binary file",
+    "link to a device",
+    "dangling link",
+    "link loop",
+    "fifo",
+]
 
 
 @pytest.mark.parametrize("kind", [k for k in STRAYS if k != "fifo"])
@@ -483,8 +569,17 @@ def test_every_stray_entry_at_once_through_the_cli_and_no_hang(tmp_path):
     d = toy_lre(tmp_path / "lre")
     for kind in STRAYS:
         _stray(kind, d)
-    r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(d), "--relations", "toy capital,toy color",
-            "--max-pairs", "2")
+    r = cli(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "--data-dir",
+        str(d),
+        "--relations",
+        "toy capital,toy color",
+        "--max-pairs",
+        "2",
+    )
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert set(pl.read_parquet(tmp_path / "o" / "prompts.parquet")["relation"]) == {"toy capital", "toy color"}
 
@@ -492,13 +587,25 @@ def test_every_stray_entry_at_once_through_the_cli_and_no_hang(tmp_path):
 def test_data_dir_errors_name_the_data_dir(tmp_path):
     d = toy_lre(tmp_path / "lre")
     _stray("invalid json", d)
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "nope")),
-                   "--data-dir", "nope", "not a directory")
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(d / "factual" / "capitals.json")),
-                   "--data-dir", "capitals.json", "not a directory")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "nope")),
+        "--data-dir",
+        "nope",
+        "not a directory",
+    )
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(d / "factual" / "capitals.json")),
+        "--data-dir",
+        "capitals.json",
+        "not a directory",
+    )
     (tmp_path / "empty").mkdir()
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "empty")),
-                   "--data-dir", "empty", "no relation .json files")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "empty")),
+        "--data-dir",
+        "empty",
+        "no relation .json files",
+    )
     r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(d), "--relations", "no such relation")
     one_line_error(r, "--relations", "'no such relation'", "unknown relation", str(d))
     assert r.stderr.index("no such relation") < r.stderr.index("broken.json")  # the relation first, then suspects
@@ -506,9 +613,11 @@ def test_data_dir_errors_name_the_data_dir(tmp_path):
 
 # ---- 7. output and services ------------------------------------------------------------------------------------------
 
-ODD = ("select [1, 2] as l, {'a': 1, 'b': [3]} as s, '\\xAA\\x00'::BLOB as b, "
-       "170141183460469231731687303715884105727::HUGEINT as h, 1::UHUGEINT as u, 1.50::DECIMAL(38, 2) as d, "
-       "map([1], ['x']) as m, interval 1 day as i, union_value(k := 1) as un, NULL::HUGEINT as nh")
+ODD = (
+    "select [1, 2] as l, {'a': 1, 'b': [3]} as s, '\\xAA\\x00'::BLOB as b, "
+    "170141183460469231731687303715884105727::HUGEINT as h, 1::UHUGEINT as u, 1.50::DECIMAL(38, 2) as d, "
+    "map([1], ['x']) as m, interval 1 day as i, union_value(k := 1) as un, NULL::HUGEINT as nh"
+)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "table"])
@@ -528,15 +637,26 @@ def test_sql_prints_nested_blob_and_hugeint_values(tmp_path, lre, fmt):
 
 def test_a_non_utf8_byte_in_the_query_is_one_line(tmp_path, lre):
     write_prompts(tmp_path, lre)
-    r = subprocess.run([sys.executable.encode(), b"-m", b"cli.app", b"sql", b"--out", str(tmp_path).encode(),
-                        b"select '\xff' as x"], capture_output=True, cwd=ROOT, timeout=CEILING_S)
+    r = subprocess.run(
+        [sys.executable.encode(), b"-m", b"cli.app", b"sql", b"--out", str(tmp_path).encode(), b"select '\xff' as x"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=CEILING_S,
+    )
     r = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode("utf-8", "replace"))
     one_line_error(r, "query", "not valid UTF-8")
 
 
 def _to(stdout, *args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.app", *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
-                          cwd=ROOT, timeout=CEILING_S, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.app", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        timeout=CEILING_S,
+        **kw,
+    )
 
 
 def test_a_full_stdout_is_one_line(tmp_path, lre):
@@ -544,8 +664,18 @@ def test_a_full_stdout_is_one_line(tmp_path, lre):
     with open("/dev/full", "w") as full:
         one_line_failure(_to(full, "sql", "--out", str(tmp_path), "select * from prompts"), "No space left")
         one_line_failure(_to(full, "models"), "No space left")
-        r = _to(full, "generate", "--out", str(tmp_path / "g"), "--data-dir", str(lre), "--relations", "toy capital",
-                "--max-pairs", "2")
+        r = _to(
+            full,
+            "generate",
+            "--out",
+            str(tmp_path / "g"),
+            "--data-dir",
+            str(lre),
+            "--relations",
+            "toy capital",
+            "--max-pairs",
+            "2",
+        )
     one_line_failure(r, "No space left", "saved")
     assert (tmp_path / "g" / "prompts.parquet").exists()  # the work is kept
 
@@ -555,8 +685,9 @@ def test_a_closed_pipe_or_a_closed_stdout_is_one_line(tmp_path, lre):
     read, write = os.pipe()
     os.close(read)  # a reader that has gone away (`| head` that exited)
     try:
-        one_line_failure(_to(write, "sql", "--out", str(tmp_path), "--format", "csv", "select * from prompts"),
-                         "stdout")
+        one_line_failure(
+            _to(write, "sql", "--out", str(tmp_path), "--format", "csv", "select * from prompts"), "stdout"
+        )
     finally:
         os.close(write)
     r = _to(None, "sql", "--out", str(tmp_path), "select 1", preexec_fn=lambda: os.close(1))  # started with `>&-`
@@ -574,17 +705,43 @@ def test_a_disk_that_fills_during_a_stage_is_one_line(tmp_path, lre):
                     f.write(b"\0" * 4096)
             except OSError:
                 pass
-        code = ("import sys; import cli.preflight as p; p.MIN_FREE_MB = 0; from cli.app import main; "
-                "sys.argv = ['entrainment'] + sys.argv[1:]; main()")
-        r = run_watched([sys.executable, "-c", code, "generate", "--out", str(small / "out"), "--data-dir", str(lre),
-                         "--relations", "toy capital", "--max-pairs", "2"])
+        code = (
+            "import sys; import cli.preflight as p; p.MIN_FREE_MB = 0; from cli.app import main; "
+            "sys.argv = ['entrainment'] + sys.argv[1:]; main()"
+        )
+        r = run_watched(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "generate",
+                "--out",
+                str(small / "out"),
+                "--data-dir",
+                str(lre),
+                "--relations",
+                "toy capital",
+                "--max-pairs",
+                "2",
+            ]
+        )
         one_line_failure(r, "no space left")
         assert not (small / "out" / "prompts.parquet").exists()
 
 
 def test_an_unreachable_prefect_api_is_one_line(tmp_path, lre):
     env = dict(os.environ, PREFECT_API_URL="http://127.0.0.1:9/api")
-    r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(lre), "--relations", "toy capital",
-            "--max-pairs", "2", env=env)
+    r = cli(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "--data-dir",
+        str(lre),
+        "--relations",
+        "toy capital",
+        "--max-pairs",
+        "2",
+        env=env,
+    )
     one_line_failure(r, "Prefect API", "http://127.0.0.1:9/api")
     assert len(r.stderr.strip().splitlines()) <= 3, r.stderr  # not a 141-line traceback

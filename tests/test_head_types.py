@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 import torch
 
+from entrainment.config import Config
 from entrainment.heads import circuits, dissociation
 from entrainment.stages import head_types
-from entrainment.config import Config
 from tests import tiny
 
 T = 12
@@ -51,8 +51,11 @@ def _pattern(kind: str, bos: int, length: int) -> torch.Tensor:
     p[0, 0] = 1
     for q in range(1, s):
         second = q >= bos + length
-        key = {"prev_token": q - 1, "duplicate_token": q - length if second else 0,
-               "induction": q - length + 1 if second else 0}[kind]
+        key = {
+            "prev_token": q - 1,
+            "duplicate_token": q - length if second else 0,
+            "induction": q - length + 1 if second else 0,
+        }[kind]
         p[q, key] = 1
     return p
 
@@ -62,7 +65,7 @@ def test_a_planted_attention_pattern_ranks_its_head_first(kind, where):
     m = tiny.model("llama")
     seqs, bos = head_types.repeated_tokens(m.tokenizer, len(m.tokenizer), 3, T, seed=0)
     assert bos == 1 and seqs.shape == (3, 1 + 2 * T)
-    assert (seqs[:, 1:T + 1] == seqs[:, T + 1:]).all() and all(len(set(r[1:T + 1].tolist())) == T for r in seqs)
+    assert (seqs[:, 1 : T + 1] == seqs[:, T + 1 :]).all() and all(len(set(r[1 : T + 1].tolist())) == T for r in seqs)
     with planted_attention(*where, _pattern(kind, bos, T)):
         scores = head_types.pattern_scores(m, seqs, bos)
     s = scores[kind]
@@ -82,9 +85,9 @@ def _plant_ov(m, layer: int, signs: dict[int, float]):
         attn.v_proj.weight.zero_()
         attn.o_proj.weight.zero_()
         for g, sign in signs.items():
-            attn.v_proj.weight[g * d:(g + 1) * d, :d] = sign * torch.eye(d)
+            attn.v_proj.weight[g * d : (g + 1) * d, :d] = sign * torch.eye(d)
         for h in range(info.n_heads):
-            attn.o_proj.weight[:d, h * d:(h + 1) * d] = torch.eye(d)
+            attn.o_proj.weight[:d, h * d : (h + 1) * d] = torch.eye(d)
 
 
 def test_identity_ov_copies_its_negative_suppresses_and_gqa_heads_read_their_kv_head():
@@ -158,20 +161,34 @@ def test_agreement_statistics():
     obs, chance, p = dissociation.overlap(((0, 0), (0, 1)), ((0, 0), (0, 1)), 10)
     assert (obs, chance) == (2, pytest.approx(0.4)) and p == pytest.approx(1 / 45)
     grid = np.array([[0.1, 0.9], [0.5, np.nan]])
-    assert dissociation.top_k(grid, 2) == ((0, 1), (1, 0)) and dissociation.top_k(grid, 1, exclude=((0, 1),)) == ((1, 0),)
+    assert dissociation.top_k(grid, 2) == ((0, 1), (1, 0)) and dissociation.top_k(grid, 1, exclude=((0, 1),)) == (
+        (1, 0),
+    )
 
 
 def test_compute_without_prompts_and_the_dissociation_rows():
     m = tiny.model("llama")
     cfg = Config(head_types_seqs=2, head_types_len=8, head_types_tokens=40, head_types_k=2, head_types_draws=2)
-    heads = pl.DataFrame({"model": [m.info.spec] * 8, "relation": ["r"] * 8, "seed": [-1] * 8,
-                          "layer": [0] * 4 + [1] * 4, "head": list(range(4)) * 2,
-                          "mask_logit": [0.0] * 8, "removed": [True, False, False, False, False, True, False, False]})
+    heads = pl.DataFrame(
+        {
+            "model": [m.info.spec] * 8,
+            "relation": ["r"] * 8,
+            "seed": [-1] * 8,
+            "layer": [0] * 4 + [1] * 4,
+            "head": list(range(4)) * 2,
+            "mask_logit": [0.0] * 8,
+            "removed": [True, False, False, False, False, True, False, False],
+        }
+    )
     types, agree = head_types.compute(m, None, "r", cfg, heads=heads)
     assert len(types) == 8 and types["n_tokens"][0] == 40 and types["distractor_attention"].is_nan().all()
     d = agree.filter(pl.col("kind") == "dissociation")
-    assert set(zip(d["removed"], d["excluded"])) == {("induction", "entrainment"), ("entrainment", "induction"),
-                                                    ("copying", "entrainment"), ("entrainment", "copying")}
+    assert set(zip(d["removed"], d["excluded"])) == {
+        ("induction", "entrainment"),
+        ("entrainment", "induction"),
+        ("copying", "entrainment"),
+        ("entrainment", "copying"),
+    }
     ind = d.filter(pl.col("removed") == "induction").row(0, named=True)
     assert ind["n_removed"] == 2 and "0.0" not in ind["heads_type"].split(",") and ind["ranking"] == "stable"
     assert np.isfinite(ind["induction_loss"]) and np.isnan(ind["entrainment_gain"])  # no prompts: no gain
@@ -183,18 +200,37 @@ def _folder(tmp_path, lre_dir) -> tuple[Config, str]:
 
     model = tiny.save("llama", tmp_path / "model")
     spec = str((tmp_path / "model").resolve())
-    cfg = Config(out=tmp_path / "out", data_dir=lre_dir, relations=("toy capital",), max_pairs=6, model=model,
-                 discover_relations=("toy capital",), head_types_seqs=2, head_types_len=8, head_types_tokens=60,
-                 head_types_k=2, head_types_draws=2, null_items=4, scan_items=4)
+    cfg = Config(
+        out=tmp_path / "out",
+        data_dir=lre_dir,
+        relations=("toy capital",),
+        max_pairs=6,
+        model=model,
+        discover_relations=("toy capital",),
+        head_types_seqs=2,
+        head_types_len=8,
+        head_types_tokens=60,
+        head_types_k=2,
+        head_types_draws=2,
+        null_items=4,
+        scan_items=4,
+    )
     tables.write_table(lre_prompts.build(lre_dir, ("toy capital",), 0, 6, (0.5, 0.25, 0.25)), cfg.out, "prompts")
     from entrainment.store.schema import HEADS
 
-    heads = pl.DataFrame({
-        "model": [spec] * 8, "relation": ["toy capital"] * 8, "seed": [0] * 4 + [-1] * 4,
-        "layer": [0, 0, 1, 1] * 2, "head": [0, 3, 1, 2] * 2, "mask_logit": [0.0] * 8,
-        "removed": [True, False, True, False, True, False, False, False],
-        "ablation_label": ["mask:toy capital:seed0"] * 4 + ["stable:toy capital"] * 4, "ablation_method": ["zero"] * 8,
-    })
+    heads = pl.DataFrame(
+        {
+            "model": [spec] * 8,
+            "relation": ["toy capital"] * 8,
+            "seed": [0] * 4 + [-1] * 4,
+            "layer": [0, 0, 1, 1] * 2,
+            "head": [0, 3, 1, 2] * 2,
+            "mask_logit": [0.0] * 8,
+            "removed": [True, False, True, False, True, False, False, False],
+            "ablation_label": ["mask:toy capital:seed0"] * 4 + ["stable:toy capital"] * 4,
+            "ablation_method": ["zero"] * 8,
+        }
+    )
     heads = heads.with_columns([pl.lit(None).alias(c) for c in HEADS.names if c not in heads.columns])
     tables.write_table(heads, cfg.out, "heads")
     return cfg, spec

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entrainment.model.hooks import HeadScaler, out_projections, scaled_heads
-from entrainment.heads.masks import parse_ablation, parse_head_list
 from entrainment.errors import InputError
+from entrainment.heads.masks import parse_ablation, parse_head_list
+from entrainment.model.hooks import HeadScaler, out_projections, scaled_heads
 from tests import tiny
 
 TEXT = "The capital city of Germany is Berlin. The capital of France is the city of"

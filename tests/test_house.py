@@ -130,11 +130,11 @@ def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included
     from polars.testing import assert_frame_equal
 
     import entrainment as en
-    from entrainment.store import tables
     from entrainment.heads.masks import SHARED
+    from entrainment.store import tables
     from tests import tiny
-    from tests.toy_data import toy_lre
     from tests.helpers import cli
+    from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path / "lre")
     model = tiny.save("llama", tmp_path / "model")
@@ -157,8 +157,7 @@ def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included
     for name in ("heads", "discovery", "discovery_masks", "head_overlap", "head_stability"):
         table = tables.read_table(out, name)
         assert len(table) or name == "head_overlap", name
-        assert_frame_equal(disc[name].select(table.columns), table, check_exact=False, abs_tol=1e-6,
-                           check_dtypes=False)
+        assert_frame_equal(disc[name].select(table.columns), table, check_exact=False, abs_tol=1e-6, check_dtypes=False)
     without = en.discover(en.load_model(model), p, **dict(opts, shared_mask=False))
     assert SHARED not in set(without.discovery["relation"].to_list())
     assert len(without.discovery) < len(disc.discovery)
@@ -183,9 +182,15 @@ def test_the_ablation_reports_its_progress_per_head_set_method_and_null(tmp_path
     model = tiny.model("llama")
     info = model.info
     mean = torch.zeros(info.n_layers, info.n_heads, model.model.config.hidden_size // info.n_heads)
-    plan = evaluate.Plan(methods=("zero", "mean"), mean=mean, random_draws=2, seed=0, chunk=5,
-                         null=NullPlan(draws=3, items=4, conditions=("related",)),
-                         progress=lambda what, done, total: calls.append((what, done, total)))
+    plan = evaluate.Plan(
+        methods=("zero", "mean"),
+        mean=mean,
+        random_draws=2,
+        seed=0,
+        chunk=5,
+        null=NullPlan(draws=3, items=4, conditions=("related",)),
+        progress=lambda what, done, total: calls.append((what, done, total)),
+    )
     sets = [HeadSet("mask:a", ((1, 0),)), HeadSet("mask:b", ((0, 1), (1, 2)))]
     key = {"mask_relation": "toy capital", "seed": 0, "ablation_label": "x"}
     evaluate.evaluate_masks(model, items, sets, key, plan)
@@ -204,8 +209,9 @@ def test_one_rule_for_the_discover_stage_jobs_and_relations():
     from entrainment.heads.masks import SHARED
     from entrainment.stages.discover import discovery_relations, search_jobs
 
-    cfg = Config(relations=("a", "b"), discover_relations=("a", "b"), seeds=(0, 1), search_resamples=2,
-                 shared_mask=True)
+    cfg = Config(
+        relations=("a", "b"), discover_relations=("a", "b"), seeds=(0, 1), search_resamples=2, shared_mask=True
+    )
     jobs = search_jobs(cfg, ["a", "b"])
     assert jobs[:2] == [("a", 0, 0), ("a", 0, 1)] and len(jobs) == 3 * 2 * 2
     assert {j[0] for j in jobs} == {"a", "b", SHARED}

@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from entrainment.stages import generate
-from entrainment.data import items, lre_prompts
 from entrainment.config import Config
+from entrainment.data import items, lre_prompts
 from entrainment.errors import InputError
+from entrainment.stages import generate
 from tests import tiny
 from tests.helpers import cli, one_line_error
 
@@ -292,7 +292,16 @@ def test_too_few_subjects_to_cross_fit_are_refused_at_the_door(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text("crossfit_folds = 2\n")
     out = tmp_path / "out"
-    r = cli("run", "--out", str(out), "--model", tiny.save("llama", tmp_path / "model"), "--items", str(path),
-            "--config", str(toml))
+    r = cli(
+        "run",
+        "--out",
+        str(out),
+        "--model",
+        tiny.save("llama", tmp_path / "model"),
+        "--items",
+        str(path),
+        "--config",
+        str(toml),
+    )
     one_line_error(r, "crossfit_folds", "capitals", "subjects", str(path))
     assert not (out / "prompts.parquet").exists()  # refused before the dataset stage wrote anything

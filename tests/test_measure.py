@@ -5,15 +5,15 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from entrainment.stages import measure
-from entrainment.data import lre_prompts
 from entrainment.config import Config
+from entrainment.data import lre_prompts
 from entrainment.heads.masks import parse_head_list
 from entrainment.model.hooks import scaled_heads
 from entrainment.model.loading import load
-from entrainment.store.schema import MEASUREMENTS
 from entrainment.model.scoring import Request, score
 from entrainment.model.tokens import Tokens
+from entrainment.stages import measure
+from entrainment.store.schema import MEASUREMENTS
 from tests import tiny
 
 

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from entrainment.ablation import donors
-from entrainment.model import means, multimask
 from entrainment.data import lre_prompts
-from entrainment.model.hooks import Ablation, out_projections
 from entrainment.heads.masks import HeadSet
+from entrainment.model import means, multimask, scoring
+from entrainment.model.hooks import Ablation, out_projections
 from entrainment.model.tokens import Tokens
 from tests import tiny
-from entrainment.model import scoring
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from entrainment.model import gguf_parts, loading, multimask, sources
 from entrainment.errors import InputError
+from entrainment.model import gguf_parts, loading, multimask, sources
 from entrainment.model.hooks import Ablation, out_projections, scaled_heads
-from entrainment.model.shape import shape_from_config
 from entrainment.model.scoring import Request, score
+from entrainment.model.shape import Shape, shape_from_config
 from entrainment.model.tokens import Tokens
 from tests import tiny
 from tests.helpers import TEXTS
-from entrainment.model.shape import Shape
 
 # --------------------------------------------------------------------------------------------------- part assembly
 
@@ -30,9 +29,17 @@ def _fake_parts(root: Path, tag: str, chunks: list[bytes]) -> gguf_parts.PartMod
         (pkg / "__init__.py").write_text("raise RuntimeError('a part module must never be imported')\n")
         (pkg / "data" / f"part{i:02d}.bin").write_bytes(data)
     whole = b"".join(chunks)
-    return gguf_parts.PartModel(name=f"fake-{tag}", dist=f"fake-{tag}-part{{i}}", module=f"fake_{tag}_part{{i}}",
-                                n_parts=len(chunks), version="0", filename=f"fake-{tag}.gguf", size=len(whole),
-                                sha256=hashlib.sha256(whole).hexdigest(), about="fake")
+    return gguf_parts.PartModel(
+        name=f"fake-{tag}",
+        dist=f"fake-{tag}-part{{i}}",
+        module=f"fake_{tag}_part{{i}}",
+        n_parts=len(chunks),
+        version="0",
+        filename=f"fake-{tag}.gguf",
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
+        about="fake",
+    )
 
 
 CHUNKS = [b"GGUF" + bytes(range(256)) * 3, bytes(range(255, -1, -1)) * 2, b"tail" * 50]
@@ -46,8 +53,9 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setattr(gguf_parts, "GGUF_DIR", tmp_path / "cache")
     monkeypatch.setitem(gguf_parts.PART_MODELS, model.name, model)
-    monkeypatch.setitem(sources.EMBEDDED, model.name, {"package": model.module.format(i=1), "pip": model.pip(),
-                                                       "about": model.about})
+    monkeypatch.setitem(
+        sources.EMBEDDED, model.name, {"package": model.module.format(i=1), "pip": model.pip(), "about": model.about}
+    )
     return model
 
 
@@ -154,8 +162,9 @@ def test_the_recorded_models_are_the_issue_s():
     assert {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m", "gemma3-270m"} <= set(sources.EMBEDDED)
 
 
-@pytest.mark.parametrize("name,shape", [("qwen2.5-coder-0.5b", (24, 14, 2, 64, 896)),
-                                        ("qwen2.5-coder-1.5b", (28, 12, 2, 128, 1536))])
+@pytest.mark.parametrize(
+    "name,shape", [("qwen2.5-coder-0.5b", (24, 14, 2, 64, 896)), ("qwen2.5-coder-1.5b", (28, 12, 2, 128, 1536))]
+)
 def test_real_part_models_shapes_from_the_gguf_header(name, shape):
     from entrainment.model.shape import model_shape
 
@@ -170,10 +179,12 @@ def test_real_part_models_shapes_from_the_gguf_header(name, shape):
 
 # 14 query / 2 KV heads (the 0.5B model's ratio) and 12 / 2 (the 1.5B's), untied output embedding, head_dim 4
 QWEN = {
-    "14/2": dict(hidden_size=56, num_attention_heads=14, intermediate_size=64, num_hidden_layers=3,
-                 tie_word_embeddings=False),
-    "12/2": dict(hidden_size=48, num_attention_heads=12, intermediate_size=64, num_hidden_layers=3,
-                 tie_word_embeddings=False),
+    "14/2": dict(
+        hidden_size=56, num_attention_heads=14, intermediate_size=64, num_hidden_layers=3, tie_word_embeddings=False
+    ),
+    "12/2": dict(
+        hidden_size=48, num_attention_heads=12, intermediate_size=64, num_hidden_layers=3, tie_word_embeddings=False
+    ),
 }
 
 
@@ -210,6 +221,7 @@ def _reference_logits(model, ids: list[int], keep: torch.Tensor | None = None, m
     handles = []
     if keep is not None:
         for layer, proj in enumerate(projs):
+
             def hook(_m, args, layer=layer):
                 z = args[0].clone()
                 for h in range(n_heads):
@@ -217,6 +229,7 @@ def _reference_logits(model, ids: list[int], keep: torch.Tensor | None = None, m
                         cols = slice(h * head_dim, (h + 1) * head_dim)
                         z[..., cols] = 0 if mean is None else mean[layer, h]
                 return (z,)
+
             handles.append(proj.register_forward_pre_hook(hook))
     try:
         with torch.inference_mode():
@@ -285,14 +298,27 @@ def test_qwen2_multimask_passes_equal_the_reference(qwen, method):
 def test_plan_predicts_the_dequantisation_peak_of_a_gguf(tmp_path, monkeypatch):
     """Before a GGUF is dequantised, the measure stage (which loads it) peaks at the measured dequantisation RSS;
     once the dequantised copy is cached it does not."""
-    from entrainment.plan import predict
     from entrainment.config import make_config
+    from entrainment.plan import predict
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path / "lre")
-    cfg = make_config(None, relations=["toy capital"], discover_relations=["toy capital"], max_pairs=3,
-                      search_pairs=[2, 2, 2], seeds=[0], epochs=1, null_draws=2, null_items=2, scan=False,
-                      data_dir=lre, device="cpu", out=tmp_path / "out", model="qwen2.5-coder-1.5b")
+    cfg = make_config(
+        None,
+        relations=["toy capital"],
+        discover_relations=["toy capital"],
+        max_pairs=3,
+        search_pairs=[2, 2, 2],
+        seeds=[0],
+        epochs=1,
+        null_draws=2,
+        null_items=2,
+        scan=False,
+        data_dir=lre,
+        device="cpu",
+        out=tmp_path / "out",
+        model="qwen2.5-coder-1.5b",
+    )
     shape = Shape(28, 12, 2, 128, 1536, 8960, 151936, tied=False, model_type="qwen2")
     monkeypatch.setattr(predict, "model_shape", lambda spec: shape)
     from entrainment.stages import generate

@@ -71,7 +71,10 @@ def _execute(model: str, results: Path, monkeypatch) -> list[str]:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
-        nb, timeout=CEILING_S, kernel_name="python3", allow_errors=False,
+        nb,
+        timeout=CEILING_S,
+        kernel_name="python3",
+        allow_errors=False,
         resources={"metadata": {"path": str(ROOT / "docs")}},
     ).execute()  # raises on a failing cell
     texts = []

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from entrainment.model import loading
 from entrainment.config import Config
+from entrainment.model import loading
 from entrainment.store.schema import TABLES
 from tests import tiny
 

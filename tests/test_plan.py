@@ -9,16 +9,29 @@ from pathlib import Path
 
 import pytest
 
-from entrainment.plan import predict
 from entrainment.config import Config, make_config
-from tests import tiny
-from tests.helpers import run_watched, CEILING_S, ROOT, cli
 from entrainment.model import shape
+from entrainment.plan import predict
+from tests import tiny
+from tests.helpers import CEILING_S, ROOT, cli, run_watched
 
-OPTIONS = dict(relations=["toy capital", "toy color"], discover_relations=["toy capital"], max_pairs=4,
-               search_pairs=[3, 2, 3], passage_items=2, seeds=[0, 1], search_resamples=2, epochs=3,
-               discover_batch_size=4, random_draws=2, null_draws=4, null_items=4, scan_items=3, scan_k=2,
-               device="cpu")
+OPTIONS = dict(
+    relations=["toy capital", "toy color"],
+    discover_relations=["toy capital"],
+    max_pairs=4,
+    search_pairs=[3, 2, 3],
+    passage_items=2,
+    seeds=[0, 1],
+    search_resamples=2,
+    epochs=3,
+    discover_batch_size=4,
+    random_draws=2,
+    null_draws=4,
+    null_items=4,
+    scan_items=3,
+    scan_k=2,
+    device="cpu",
+)
 HEAVY = ("torch", "transformers", "transformers.models.llama.modeling_llama", "prefect")
 
 
@@ -56,11 +69,13 @@ def test_predict_loads_no_model(project):
     """predict() in a fresh process: every stage positive, and neither torch nor transformers (let alone the Llama
     modelling code that loads weights) is imported."""
     d, _, _ = project
-    code = ("import json, sys\n"
-            "from entrainment.config import make_config\n"
-            "from entrainment import plan\n"
-            f"pred = plan.predict(make_config({str(d / 'c.toml')!r}, out={str(d / 'out')!r}))\n"
-            f"print(json.dumps({{'pred': pred, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n")
+    code = (
+        "import json, sys\n"
+        "from entrainment.config import make_config\n"
+        "from entrainment.plan import predict\n"
+        f"pred = predict.predict(make_config({str(d / 'c.toml')!r}, out={str(d / 'out')!r}))\n"
+        f"print(json.dumps({{'pred': pred, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
     r = run_watched([sys.executable, "-c", code])
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
@@ -101,7 +116,7 @@ def test_shapes_count_parameters_exactly():
     """The parameter counts plan's cost model is fitted on (checked against the published models)."""
     llama1b = shape.Shape(16, 32, 8, 64, 2048, 8192, 128256, tied=True)
     assert llama1b.n_params == 1_235_814_400
-    assert shape.Shape(30, 9, 3, 64, 576, 1536, 49152).n_params == 134_515_008          # SmolLM2-135M
+    assert shape.Shape(30, 9, 3, 64, 576, 1536, 49152).n_params == 134_515_008  # SmolLM2-135M
     assert shape.Shape(32, 32, 8, 128, 4096, 14336, 128256, tied=False).n_params == 8_030_261_248  # Llama-3.1-8B
     assert llama1b.n_params_non_embedding == llama1b.n_params - 128256 * 2048
     assert llama1b.forward_flops(20) > 2 * llama1b.n_params_non_embedding * 20
@@ -110,8 +125,13 @@ def test_shapes_count_parameters_exactly():
 def test_gpu_rehearsal_dry_run(tmp_path):
     """scripts/gpu_rehearsal.py --dry-run: the GPU script's whole code path on the CPU with tiny models."""
     out = tmp_path / "dry.json"
-    r = subprocess.run([sys.executable, "scripts/gpu_rehearsal.py", "--dry-run", "--out", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=CEILING_S)
+    r = subprocess.run(
+        [sys.executable, "scripts/gpu_rehearsal.py", "--dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=CEILING_S,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(out.read_text())
     assert got["dry_run"] is True and "gpu_rehearsal.py --dry-run" in got["command"]
@@ -134,9 +154,9 @@ def test_gpu_rehearsal_dry_run(tmp_path):
 def test_the_plans_side_effect_prompts_are_the_evaluations():
     """work.side_texts mirrors entrainment.stages.ablate.side_tasks without torch: the same number of prompts for
     the default and a limited side-effect control (side_items, side_relations)."""
-    from entrainment.stages import ablate
-    from entrainment.plan import work
     from entrainment.paths import ICL_DIR
+    from entrainment.plan import work
+    from entrainment.stages import ablate
 
     for over in ({}, {"side_items": 3, "side_relations": 2, "side_icl_items": 5}):
         cfg = Config(**over)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from entrainment.data import lre_prompts
-from entrainment.store import tables
 from entrainment.config import CONDITIONS
+from entrainment.data import lre_prompts
 from entrainment.paths import LRE_DIR
+from entrainment.store import tables
 from entrainment.store.schema import PROMPTS
 
 RELS = ("country capital city", "fruit inside color")

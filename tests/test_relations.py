@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from entrainment.data.relations import eligible_names, load_relation, load_relations
 from entrainment.errors import InputError
 from entrainment.paths import LRE_DIR
-from entrainment.data.relations import eligible_names, load_relation, load_relations
-from tests.toy_data import write_relation
 from tests.helpers import CEILING_S
+from tests.toy_data import write_relation
 
 
 def test_shipped_dirt_is_cleaned_and_reported(caplog):

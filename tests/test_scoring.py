@@ -11,7 +11,6 @@ from tests import tiny
 from tests.helpers import TEXTS
 
 
-
 def _requests(m, answer="Madrid"):
     tk = Tokens(m.tokenizer)
     reqs = [Request(tk.prompt(t), tk.answer(t, answer)) for t in TEXTS]

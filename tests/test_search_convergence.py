@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from entrainment.heads import search, random_heads, stability
-from entrainment.model.tokens import Item
+from entrainment.heads import random_heads, search, stability
 from entrainment.heads.search import SearchParams
+from entrainment.model.tokens import Item
 from tests import tiny
 from tests.tiny import copy_head_model
 from tests.toy_data import search_items
@@ -102,8 +102,9 @@ def _trajectory(means: list[float], removed: list[int], sd: float, n_subjects: i
     for e, (mu, k) in enumerate(zip(means, removed)):
         vals = mu + np.repeat(subject, 4) + rng.normal(0, 0.01, len(groups))
         vals += mu - vals.mean()  # the epoch's dev Δ is exactly mu
-        rows.append({"epoch": e, "dev_delta": float(vals.mean()), "n_removed": k,
-                     "dev_se": search.subject_se(vals, groups)})
+        rows.append(
+            {"epoch": e, "dev_delta": float(vals.mean()), "n_removed": k, "dev_se": search.subject_se(vals, groups)}
+        )
     return rows
 
 
@@ -240,17 +241,32 @@ def test_the_verdict_configuration_runs_twenty_half_samples_with_a_finite_bound(
 
 
 def test_discovery_tables_report_steps_convergence_rule_and_chance(tmp_path):
+    from entrainment.config import Config
     from entrainment.data import lre_prompts
     from entrainment.stages import discover
-    from entrainment.config import Config
     from entrainment.store.schema import DISCOVERY, HEAD_OVERLAP, HEAD_STABILITY, check_frame
     from tests.toy_data import toy_lre
 
     m = tiny.model("llama")
-    p = lre_prompts.build(toy_lre(tmp_path / "lre"), ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",),
-                      lre_prompts.SearchData((4, 2, 3)))
-    cfg = Config(seeds=(0, 1), search_resamples=3, max_steps=5, discover_batch_size=4, lam=0.0, init=0.5,
-                 relations=("toy capital",), discover_relations=("toy capital",))
+    p = lre_prompts.build(
+        toy_lre(tmp_path / "lre"),
+        ("toy capital",),
+        0,
+        4,
+        (0.6, 0.2, 0.2),
+        ("toy capital",),
+        lre_prompts.SearchData((4, 2, 3)),
+    )
+    cfg = Config(
+        seeds=(0, 1),
+        search_resamples=3,
+        max_steps=5,
+        discover_batch_size=4,
+        lam=0.0,
+        init=0.5,
+        relations=("toy capital",),
+        discover_relations=("toy capital",),
+    )
     found = discover.many_searches(m, p, "toy capital", [(s, r) for s in cfg.seeds for r in range(3)], cfg)
     t = discover.tables(found, cfg)
     d = t["discovery"]

@@ -8,21 +8,21 @@ import math
 import polars as pl
 import pytest
 import torch
-
 from conftest import toy_lre
-from entrainment.stages import sentences
-from entrainment.stats import sentence_stats
-from entrainment.config import Config
-from entrainment.data.lre_prompts import build, load_facts, load_words
-from entrainment.model.loading import from_config
-from entrainment.paths import FACTS_FILE, WORDS_FILE
-from entrainment.data.relations import load_relations
-from entrainment.data.sentence_items import MAX_LENGTH_GAP, SentenceItem, build_items
-from entrainment.model.sentence_scoring import encode, score
-from entrainment.model.tokens import Tokens
 from tiny import config as tiny_config
 from tiny import model as tiny_model
 from tiny import tokenizer as tiny_tokenizer
+
+from entrainment.config import Config
+from entrainment.data.lre_prompts import build, load_facts, load_words
+from entrainment.data.relations import load_relations
+from entrainment.data.sentence_items import MAX_LENGTH_GAP, SentenceItem, build_items
+from entrainment.model.loading import from_config
+from entrainment.model.sentence_scoring import encode, score
+from entrainment.model.tokens import Tokens
+from entrainment.paths import FACTS_FILE, WORDS_FILE
+from entrainment.stages import sentences
+from entrainment.stats import sentence_stats
 
 PROMPTS = [
     ("The capital city of Germany is Berlin. The capital city of France is", "The capital of France is Paris."),
@@ -81,10 +81,10 @@ def test_boundary_check_flags_a_merge_across_the_boundary():
     enc = encode(tk, "The capital city of Germany is Ber", "lin.", sep="")
     assert not enc.boundary_ok
     assert enc.ids == tk.prompt("The capital city of Germany is Berlin.")
-    assert tok.decode(enc.ids[enc.start:]).strip().startswith("Berlin")  # the token holding the boundary is scored
+    assert tok.decode(enc.ids[enc.start :]).strip().startswith("Berlin")  # the token holding the boundary is scored
     ok = encode(tk, "The capital city of Germany is", "Berlin.")
     assert ok.boundary_ok
-    assert ok.ids[:ok.start] == tk.prompt("The capital city of Germany is")
+    assert ok.ids[: ok.start] == tk.prompt("The capital city of Germany is")
 
 
 def test_bos_always_is_kept_in_front():
@@ -119,8 +119,9 @@ def test_controls_are_length_matched_and_absent_from_the_prompt(toy):
             assert control not in it.prompt(arm, "neutral")
         if it.condition not in ("random", "irrelevant"):  # the control's subject is nowhere in the prompt
             rel = rels[it.relation]
-            subj = next(sub for sub, obj in rel.pairs for t in rel.context_templates
-                        if f"{t.format(sub)} {obj}." == control)
+            subj = next(
+                sub for sub, obj in rel.pairs for t in rel.context_templates if f"{t.format(sub)} {obj}." == control
+            )
             assert subj.lower() not in it.prompt("present").lower()
         if it.condition == "self_cf":
             assert s["gold"].endswith(f" {rels[it.relation].gold[it.subject]}.") and s["gold"] != own
@@ -172,11 +173,15 @@ def _delta_self(loaded, items, keep=None) -> float:
 
 
 def _copy_items() -> list[SentenceItem]:
-    pairs = [("The capital city of Germany is Berlin.", "The capital of France is", "Rome Madrid Tokyo."),
-             ("On the outside, bananas are yellow.", "What color are limes?", "window apple bread."),
-             ("Rome Madrid Tokyo Cairo Lima.", "The capital city of Italy is", "purple red orange brown.")]
-    return [SentenceItem(f"i{k}", "r", "related", f"s{k}", c, q, (("self", c), ("control", ctrl)), "It rained.")
-            for k, (c, q, ctrl) in enumerate(pairs)]
+    pairs = [
+        ("The capital city of Germany is Berlin.", "The capital of France is", "Rome Madrid Tokyo."),
+        ("On the outside, bananas are yellow.", "What color are limes?", "window apple bread."),
+        ("Rome Madrid Tokyo Cairo Lima.", "The capital city of Italy is", "purple red orange brown."),
+    ]
+    return [
+        SentenceItem(f"i{k}", "r", "related", f"s{k}", c, q, (("self", c), ("control", ctrl)), "It rained.")
+        for k, (c, q, ctrl) in enumerate(pairs)
+    ]
 
 
 def test_planted_copy_head_raises_the_sentence_it_has_read():
@@ -199,8 +204,18 @@ def test_subject_stats_pool_relations_equally_and_use_subjects_as_unit():
     for rel, subj_vals in (("a", {"x": [1.0, 3.0], "y": [4.0]}), ("b", {"z": [10.0], "w": [12.0], "v": [14.0]})):
         for subj, vals in subj_vals.items():
             for k, v in enumerate(vals):
-                rows.append({"model": "m", "ablation": "none", "relation": rel, "condition": "related",
-                             "item": f"{subj}{k}", "subject": subj, "measure": "self", "value": v})
+                rows.append(
+                    {
+                        "model": "m",
+                        "ablation": "none",
+                        "relation": rel,
+                        "condition": "related",
+                        "item": f"{subj}{k}",
+                        "subject": subj,
+                        "measure": "self",
+                        "value": v,
+                    }
+                )
     st = sentence_stats.subject_stats(pl.DataFrame(rows))
     a = st.filter(pl.col("relation") == "a").row(0, named=True)
     assert a["mean"] == pytest.approx(3.0) and a["n"] == 3 and a["n_subjects"] == 2  # subject means 2 and 4
@@ -213,11 +228,28 @@ def test_subject_stats_pool_relations_equally_and_use_subjects_as_unit():
 def test_run_writes_both_tables_with_heads_and_null(toy):
     d, _, prompts = toy
     loaded = tiny_model("llama")
-    heads = pl.DataFrame([{"model": loaded.info.spec, "relation": "toy capital", "seed": -1, "layer": la, "head": h,
-                           "mask_logit": -3.0 if (la, h) == (1, 2) else 3.0, "removed": (la, h) == (1, 2)}
-                          for la in range(2) for h in range(4)])
-    cfg = Config(data_dir=d, relations=("toy capital", "toy color"), discover_relations=("toy capital",),
-                 sentence_items=2, sentence_draws=3)
+    heads = pl.DataFrame(
+        [
+            {
+                "model": loaded.info.spec,
+                "relation": "toy capital",
+                "seed": -1,
+                "layer": la,
+                "head": h,
+                "mask_logit": -3.0 if (la, h) == (1, 2) else 3.0,
+                "removed": (la, h) == (1, 2),
+            }
+            for la in range(2)
+            for h in range(4)
+        ]
+    )
+    cfg = Config(
+        data_dir=d,
+        relations=("toy capital", "toy color"),
+        discover_relations=("toy capital",),
+        sentence_items=2,
+        sentence_draws=3,
+    )
     res = sentences.run(loaded, prompts, cfg, heads)
     from entrainment.store.schema import SENTENCE_SCORES, SENTENCE_STATS, check_frame
     from entrainment.store.tables import to_arrow

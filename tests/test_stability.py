@@ -7,13 +7,13 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment.stages import generate, scan, discover
-from entrainment.heads import search, maps, stability
-from entrainment.model import loading
-from entrainment.data import lre_prompts, relations
 from entrainment.config import Config
+from entrainment.data import lre_prompts, relations
+from entrainment.heads import maps, search, stability
 from entrainment.heads.search import SearchParams
+from entrainment.model import loading
 from entrainment.paths import LRE_DIR
+from entrainment.stages import discover, generate, scan
 from tests import tiny
 from tests.tiny import copy_head_model
 from tests.toy_data import search_items
@@ -97,7 +97,9 @@ def test_scan_bootstrap_ci_equals_a_recomputation_from_the_stored_effects(tmp_pa
     from tests.toy_data import toy_lre
 
     lre = toy_lre(tmp_path / "lre")
-    p = lre_prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), lre_prompts.SearchData((3, 3, 3)))
+    p = lre_prompts.build(
+        lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), lre_prompts.SearchData((3, 3, 3))
+    )
     cfg = Config(scan_items=0, relations=("toy capital",), discover_relations=("toy capital",))
     df, effects, _ = scan.score_heads(m, p, "toy capital", "zero", cfg)
     path = save_effects(effects, tmp_path / "effects.npy")
@@ -139,7 +141,9 @@ def test_discovery_tables_record_the_dtype_and_every_search(tmp_path):
 
     m = tiny.model("llama")
     lre = toy_lre(tmp_path / "lre")
-    p = lre_prompts.build(lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), lre_prompts.SearchData((3, 2, 3)))
+    p = lre_prompts.build(
+        lre, ("toy capital",), 0, 4, (0.6, 0.2, 0.2), ("toy capital",), lre_prompts.SearchData((3, 2, 3))
+    )
     cfg = Config(
         seeds=(0, 1),
         search_resamples=2,

@@ -12,13 +12,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from entrainment.stages import measure
 from entrainment.data import lre_prompts
+from entrainment.heads import masks
+from entrainment.stages import measure
 from entrainment.store import provenance, sql, tables
 from tests import tiny
 from tests.helpers import ROOT, cli, one_line_error
 from tests.toy_data import CONFIG
-from entrainment.heads import masks
 
 
 def _measured(out: Path, lre: Path, max_pairs: int) -> None:

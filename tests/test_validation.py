@@ -17,11 +17,11 @@ import pytest
 
 import entrainment as en
 from entrainment.data import items
-from entrainment.store import tables
 from entrainment.errors import InputError
+from entrainment.store import tables
 from tests import tiny
-from tests.toy_data import toy_lre
 from tests.helpers import cli, one_line_error
+from tests.toy_data import toy_lre
 
 ITEM = {
     "relation": "capitals",
@@ -44,8 +44,9 @@ def _queries(n: int, relation: str = "capitals", conditions=("related",), **over
     for i in range(n):
         for c in conditions:
             ctx = "The capital of Italy is Rome." if c == "related" else "The capital of France is Rome."
-            out.append(_item(relation=relation, query=f"The capital of country {i} is", condition=c, context=ctx,
-                             **over))
+            out.append(
+                _item(relation=relation, query=f"The capital of country {i} is", condition=c, context=ctx, **over)
+            )
     return out
 
 
@@ -81,12 +82,16 @@ def model_dir(tmp_path_factory) -> str:
 
 # ---- silently wrong: a field given twice ---------------------------------------------------------------------------
 
+
 def test_a_csv_header_naming_gold_twice_is_refused(tmp_path):
-    text = "relation,query,gold,distractor,context,condition,gold\n" \
-           "capitals,The capital of France is,Paris,Rome,The capital of Italy is Rome.,related,WRONG\n"
+    text = (
+        "relation,query,gold,distractor,context,condition,gold\n"
+        "capitals,The capital of France is,Paris,Rome,The capital of Italy is Rome.,related,WRONG\n"
+    )
     (tmp_path / "i.csv").write_text(text)
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "i.csv")),
-                   "i.csv", "gold", "twice")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "i.csv")), "i.csv", "gold", "twice"
+    )
 
 
 def test_a_json_record_naming_gold_twice_is_refused(tmp_path):
@@ -94,19 +99,29 @@ def test_a_json_record_naming_gold_twice_is_refused(tmp_path):
     (tmp_path / "i.jsonl").write_text(line + "\n")
     with pytest.raises(InputError, match="line 1: gold.*twice"):
         items.read_items(tmp_path / "i.jsonl")
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "i.jsonl")),
-                   "line 1: gold", "twice")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "i.jsonl")), "line 1: gold", "twice"
+    )
 
 
 # ---- silently wrong: pairs are scoped by relation ------------------------------------------------------------------
+
 
 def _paired_items(relation: str, n: int) -> list[dict]:
     rows = []
     for i in range(n):
         q = f"The capital of {relation} land {i} is"
         rows.append(_item(relation=relation, query=q, condition="related", pair_id=str(i + 1), split="test"))
-        rows.append(_item(relation=relation, query=q, condition="counterfactual", pair_id=str(i + 1), split="test",
-                          context=f"The capital of {relation} land {i} is Rome."))
+        rows.append(
+            _item(
+                relation=relation,
+                query=q,
+                condition="counterfactual",
+                pair_id=str(i + 1),
+                split="test",
+                context=f"The capital of {relation} land {i} is Rome.",
+            )
+        )
     return rows
 
 
@@ -128,11 +143,16 @@ def test_a_pair_id_naming_two_couples_is_refused(tmp_path):
     rows = _paired_items("alpha", 2)
     rows[2]["pair_id"] = rows[3]["pair_id"] = "1"  # the second query's couple reuses pair id 1
     path = _jsonl(tmp_path / "i.jsonl", rows)
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--items", str(path)),
-                   "line 3: pair_id", "'1'", "already names a related item")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--items", str(path)),
+        "line 3: pair_id",
+        "'1'",
+        "already names a related item",
+    )
 
 
 # ---- silently wrong: a mean reference from nothing ------------------------------------------------------------------
+
 
 def test_api_mean_ablation_without_train_rows_is_refused(model, tmp_path):
     p = items.build_items(_jsonl(tmp_path / "i.jsonl", _queries(2)))  # 2 queries: all test
@@ -157,43 +177,73 @@ def test_measure_with_mean_ablation_on_a_relation_without_train_items_is_one_lin
     path = _jsonl(tmp_path / "i.jsonl", _queries(2))
     out = tmp_path / "o"
     tables.write_table(items.build_items(path), out, "prompts")
-    r = cli("measure", "--out", str(out), "--model", model_dir, "--ablation-heads", "0.1",
-            "--ablation-method", "mean")
+    r = cli("measure", "--out", str(out), "--model", model_dir, "--ablation-heads", "0.1", "--ablation-method", "mean")
     one_line_error(r, "capitals", "no train items", "mean")
 
 
 # ---- silently wrong: options that do nothing -----------------------------------------------------------------------
+
 
 def test_ablate_refuses_stability_threshold(tmp_path):
     one_line_error(cli("ablate", "--out", str(tmp_path), "--stability-threshold", "0.25"), "--stability-threshold")
 
 
 def test_too_many_passages_for_the_relation_is_one_line(tmp_path, lre):
-    r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(lre), "--relations", "toy capital",
-            "--discover-relations", "toy capital", "--n-passages", "50")
+    r = cli(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "--data-dir",
+        str(lre),
+        "--relations",
+        "toy capital",
+        "--discover-relations",
+        "toy capital",
+        "--n-passages",
+        "50",
+    )
     one_line_error(r, "n_passages", "50", "toy capital", "too few subjects")
 
 
 def test_template_holdout_on_one_template_says_it_holds_nothing_out(tmp_path, lre):
-    r = cli("generate", "--out", str(tmp_path / "o"), "--data-dir", str(lre), "--relations", "toy capital",
-            "--discover-relations", "toy capital", "--max-pairs", "2")
+    r = cli(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "--data-dir",
+        str(lre),
+        "--relations",
+        "toy capital",
+        "--discover-relations",
+        "toy capital",
+        "--max-pairs",
+        "2",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "template_holdout holds nothing out" in r.stdout, r.stdout
 
 
 def test_relations_with_items_is_refused(tmp_path):
     path = _jsonl(tmp_path / "i.jsonl", _queries(4))
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--items", str(path), "--relations", "nowhere"),
-                   "--relations", "nowhere", "--items")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--items", str(path), "--relations", "nowhere"),
+        "--relations",
+        "nowhere",
+        "--items",
+    )
 
 
 def test_run_with_items_refuses_a_misspelt_discovery_relation(tmp_path):
     path = _jsonl(tmp_path / "i.jsonl", _queries(6, relation="capital city"))
-    one_line_error(cli("run", "--out", str(tmp_path / "o"), "--items", str(path),
-                       "--discover-relations", "capital cty"), "--discover-relations", "capital cty")
+    one_line_error(
+        cli("run", "--out", str(tmp_path / "o"), "--items", str(path), "--discover-relations", "capital cty"),
+        "--discover-relations",
+        "capital cty",
+    )
 
 
 # ---- silently wrong: the API makes the CLI's checks -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def small(model, tmp_path_factory):
@@ -204,8 +254,12 @@ def small(model, tmp_path_factory):
 
 def test_api_stats_refuses_measurements_of_other_prompts(small, tmp_path):
     p, m = small
-    other = items.build_items(_jsonl(tmp_path / "j.jsonl", _queries(6, conditions=("related", "counterfactual"))[:8]
-                                     + _queries(2, relation="other")))
+    other = items.build_items(
+        _jsonl(
+            tmp_path / "j.jsonl",
+            _queries(6, conditions=("related", "counterfactual"))[:8] + _queries(2, relation="other"),
+        )
+    )
     with pytest.raises(InputError, match="measurements.*not in these prompts"):
         en.stats(m, other)
     assert len(en.stats(m, p).stats) > 0
@@ -231,6 +285,7 @@ def test_api_ablate_refuses_an_unknown_relation(model, small):
 
 
 # ---- silently wrong: hand edits -------------------------------------------------------------------------------------
+
 
 def test_a_hand_edited_mean_reference_cache_is_recomputed(tmp_path, model_dir):
     from entrainment.config import make
@@ -277,8 +332,10 @@ def test_results_refuse_a_table_edited_by_hand(tmp_path, edit):
     if edit == "cut to half":
         _edit(out / "prompts.parquet", lambda t: t.slice(0, 3))
     else:
-        _edit(out / "prompts.parquet", lambda t: t.set_column(t.schema.get_field_index("gold"), "gold",
-                                                                  pa.array(["WRONG"] * len(t))))
+        _edit(
+            out / "prompts.parquet",
+            lambda t: t.set_column(t.schema.get_field_index("gold"), "gold", pa.array(["WRONG"] * len(t))),
+        )
     with pytest.raises(InputError, match="prompts.*edited by hand"):
         en.results(out).prompts
 
@@ -295,15 +352,25 @@ def test_report_refuses_a_table_edited_by_hand(tmp_path, lre):
     tables.write_table(measure_frame(tiny.model("llama"), p, batch_size=8), out, "measurements")
     i = tables.read_table(out, "measurements").columns.index("gold_logit_ctx")
     _edit(out / "measurements.parquet", lambda t: t.set_column(i, "gold_logit_ctx", pc.multiply(t.column(i), 2.0)))
-    one_line_error(cli("report", "--out", str(out), "--model", tiny.save("llama", tmp_path / "m")),
-                   "measurements.parquet", "edited by hand")
+    one_line_error(
+        cli("report", "--out", str(out), "--model", tiny.save("llama", tmp_path / "m")),
+        "measurements.parquet",
+        "edited by hand",
+    )
 
 
 # ---- silently wrong: text fields are normalised ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("field,variant", [("relation", "Capitals"), ("relation", "CAPITALS"),
-                                           ("query", "The capital of country 0 is\u200b"),
-                                           ("query", "THE CAPITAL OF COUNTRY 0 IS")])
+
+@pytest.mark.parametrize(
+    "field,variant",
+    [
+        ("relation", "Capitals"),
+        ("relation", "CAPITALS"),
+        ("query", "The capital of country 0 is\u200b"),
+        ("query", "THE CAPITAL OF COUNTRY 0 IS"),
+    ],
+)
 def test_two_spellings_of_one_relation_or_query_are_refused(tmp_path, field, variant):
     rows = _queries(4)
     rows[1] = dict(rows[0], **{field: variant}, context="The capital of Italy is Rome. More.")
@@ -313,14 +380,17 @@ def test_two_spellings_of_one_relation_or_query_are_refused(tmp_path, field, var
 
 
 def test_labels_are_normalised(tmp_path):
-    rows = _queries(3) + [_item(relation="ｃａｐｉｔａｌｓ", query="The capital of Spain is", condition="Related",
-                                split="TEST"), _item(relation="capi\u200btals", query="The capital of Peru is")]
+    rows = _queries(3) + [
+        _item(relation="ｃａｐｉｔａｌｓ", query="The capital of Spain is", condition="Related", split="TEST"),
+        _item(relation="capi\u200btals", query="The capital of Peru is"),
+    ]
     p = items.build_items(_jsonl(tmp_path / "i.jsonl", rows))
     assert set(p["relation"]) == {"capitals"} and set(p["condition"]) == {"related"}
     assert p.filter(pl.col("query") == "The capital of Spain is")["split"].to_list() == ["test"]
 
 
 # ---- tracebacks: full disk ------------------------------------------------------------------------------------------
+
 
 def test_a_full_disk_under_torch_save_is_one_line():
     import logging
@@ -339,25 +409,29 @@ def test_a_full_disk_under_torch_save_is_one_line():
         caught = e
     why = known_failure(caught)
     assert why is not None and "no space left" in why and "\n" not in why
-    record = logging.LogRecord("prefect.task_runs", logging.ERROR, "x", 1, "failed", None,
-                               (type(caught), caught, None))
+    record = logging.LogRecord("prefect.task_runs", logging.ERROR, "x", 1, "failed", None, (type(caught), caught, None))
     # a record is dropped when any of the logger's filters rejects it (other filters may be attached in a long suite)
     assert not logging.getLogger("prefect.task_runs").filter(record)
 
 
 # ---- tracebacks: own items without train or dev items ---------------------------------------------------------------
 
-@pytest.mark.parametrize("case,rows,needle", [
-    ("no train", _queries(4, split="test"), "no train"),
-    ("no dev", [dict(r, split="train") for r in _queries(4)], "no dev"),
-    ("only none", [_item(query=f"q{i} is", condition="none", context="") for i in range(6)], "no train"),
-])
+
+@pytest.mark.parametrize(
+    "case,rows,needle",
+    [
+        ("no train", _queries(4, split="test"), "no train"),
+        ("no dev", [dict(r, split="train") for r in _queries(4)], "no dev"),
+        ("only none", [_item(query=f"q{i} is", condition="none", context="") for i in range(6)], "no train"),
+    ],
+)
 def test_items_that_cannot_be_searched_are_refused_at_the_door(tmp_path, case, rows, needle):
     path = _jsonl(tmp_path / "i.jsonl", rows)
     one_line_error(cli("run", "--out", str(tmp_path / "o"), "--items", str(path)), "capitals", needle)
 
 
 # ---- tracebacks: path edge cases ------------------------------------------------------------------------------------
+
 
 def test_symlink_loops_are_one_line(tmp_path):
     loop = tmp_path / "loop"
@@ -394,8 +468,19 @@ def test_a_deep_folder_chain_in_the_data_dir_does_not_break_the_fast_path(tmp_pa
     os.close(fd)
     (data / "d" / "d" / "loop").symlink_to(data / "d")
     try:
-        args = ("generate", "--out", str(tmp_path / "o"), "--data-dir", str(data), "--relations", "toy capital",
-                "--discover-relations", "toy capital", "--max-pairs", "2")
+        args = (
+            "generate",
+            "--out",
+            str(tmp_path / "o"),
+            "--data-dir",
+            str(data),
+            "--relations",
+            "toy capital",
+            "--discover-relations",
+            "toy capital",
+            "--max-pairs",
+            "2",
+        )
         r = cli(*args)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
         r = cli(*args)  # up to date: the fast path's key walks the data dir again
@@ -405,6 +490,7 @@ def test_a_deep_folder_chain_in_the_data_dir_does_not_break_the_fast_path(tmp_pa
 
 
 # ---- tracebacks: the API's common mistakes --------------------------------------------------------------------------
+
 
 def test_api_common_mistakes_are_input_errors(model, small):
     import pyarrow as pa
@@ -425,6 +511,7 @@ def test_api_common_mistakes_are_input_errors(model, small):
 
 
 # ---- runaway inputs -------------------------------------------------------------------------------------------------
+
 
 def _many_relations(path: Path, n_relations: int) -> Path:
     with open(path, "w") as f:
@@ -457,15 +544,20 @@ def test_many_relations_print_a_bounded_summary(tmp_path):
     assert len(r.stderr.splitlines()) < 80, len(r.stderr.splitlines())
 
 
-@pytest.mark.parametrize("args,needle", [(["--search-resamples", "100000"], "search_resamples"),
-                                         (["--seeds", ",".join(map(str, range(600))), "--search-resamples", "2"],
-                                          "1200 searches"),
-                                         (["--epochs", "1000000"], "epochs")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--search-resamples", "100000"], "search_resamples"),
+        (["--seeds", ",".join(map(str, range(600))), "--search-resamples", "2"], "1200 searches"),
+        (["--epochs", "1000000"], "epochs"),
+    ],
+)
 def test_runaway_option_values_are_refused(tmp_path, args, needle):
     one_line_error(cli("plan", "--out", str(tmp_path), *args), needle, "at most")
 
 
 # ---- unclear messages -----------------------------------------------------------------------------------------------
+
 
 def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     path = _csv(tmp_path / "i.csv", _queries(4))
@@ -497,8 +589,9 @@ def test_a_folder_or_fifo_named_jsonl_is_named_as_such(tmp_path):
     with pytest.raises(InputError, match="is a folder"):
         items.read_items(tmp_path / "d.jsonl")
     os.mkfifo(tmp_path / "f.jsonl")
-    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "f.jsonl")),
-                   "not a regular file")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "f.jsonl")), "not a regular file"
+    )
 
 
 def test_a_bad_value_on_the_command_line_is_blamed_on_the_command_line(tmp_path):
@@ -518,11 +611,16 @@ def test_report_for_a_model_the_tables_do_not_hold_names_it(tmp_path, lre):
     tables.write_table(p, out, "prompts")
     tables.write_table(measure_frame(tiny.model("llama"), p, batch_size=8), out, "measurements")
     other = tiny.save("llama", tmp_path / "other")
-    one_line_error(cli("report", "--out", str(out), "--model", other), "measurements.parquet", "no rows of this model",
-                   "tiny-llama")
+    one_line_error(
+        cli("report", "--out", str(out), "--model", other),
+        "measurements.parquet",
+        "no rows of this model",
+        "tiny-llama",
+    )
 
 
 # ---- TOML: one option under two spellings ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("text", ["max-pairs = 5\nmax_pairs = 7\n", "lambda = 1.0\nlam = 2.0\n"])
 def test_a_toml_key_given_twice_under_two_spellings_is_refused(tmp_path, text):

@@ -8,27 +8,39 @@ import polars as pl
 import pytest
 
 from entrainment.ablation import evaluate
-from entrainment.heads import agreement
-from entrainment.store.schema import ABLATION
 from entrainment.ablation.summaries import with_holm
-from entrainment.model.tokens import Tokens
-from tests import tiny
+from entrainment.heads import agreement
 from entrainment.model import scoring
+from entrainment.model.tokens import Tokens
+from entrainment.store.schema import ABLATION
+from tests import tiny
 
 
 def _ablated_row(relation: str, null_p: float, seed: int = 0) -> dict:
     row = {c: None for c in ABLATION.names}
     return row | {
-        "model": "m", "mask_relation": relation, "seed": seed, "ablation_label": f"mask:{relation}:seed{seed}",
-        "ablation_method": "zero", "relation": relation, "condition": "related", "split": "test", "templates": "all",
-        "variant": "ablated", "n": 10, "null_draws": 100, "null_p": null_p,
+        "model": "m",
+        "mask_relation": relation,
+        "seed": seed,
+        "ablation_label": f"mask:{relation}:seed{seed}",
+        "ablation_method": "zero",
+        "relation": relation,
+        "condition": "related",
+        "split": "test",
+        "templates": "all",
+        "variant": "ablated",
+        "n": 10,
+        "null_draws": 100,
+        "null_p": null_p,
     }
 
 
 def test_holm_family_spans_relations():
     # two relations' own masks (labels name their relation): one family of two tests, not two families of one
-    abl = pl.DataFrame([_ablated_row("a", 0.01), _ablated_row("b", 0.04), _ablated_row("c", 0.03, seed=1)],
-                       schema=ABLATION.polars_schema())
+    abl = pl.DataFrame(
+        [_ablated_row("a", 0.01), _ablated_row("b", 0.04), _ablated_row("c", 0.03, seed=1)],
+        schema=ABLATION.polars_schema(),
+    )
     got = dict(zip(with_holm(abl)["mask_relation"], with_holm(abl)["null_p_holm"]))
     assert got["a"] == pytest.approx(0.02)  # 2 x 0.01 (the old key left it at 0.01)
     assert got["b"] == pytest.approx(0.04)  # max(0.02, 1 x 0.04)
@@ -46,15 +58,17 @@ def test_gap_closed_is_capped_with_overshoot():
 def test_k_curve_rows_are_capped():
     m = tiny.model("llama")
     tk = Tokens(m.tokenizer)
-    texts = ["The capital city of Germany is Berlin. The capital of France is the city of",
-             "window. The capital of Spain is the city of", "Rome. What color are limes? They are"]
+    texts = [
+        "The capital city of Germany is Berlin. The capital of France is the city of",
+        "window. The capital of Spain is the city of",
+        "Rome. What color are limes? They are",
+    ]
     prompts = [tk.prompt(t) for t in texts]
     base = [tk.prompt(t.split(". ", 1)[1]) for t in texts]
     gold = [tk.answer(t, " Paris")[0] for t in texts]
     dist = [tk.answer(t, " Rome")[0] for t in texts]
     rng = np.random.default_rng(0)
-    rows = agreement.k_curves(m, prompts, gold, dist, {"scan": rng.normal(size=(2, 4))}, 4, 2, 0,
-                              base_prompts=base)
+    rows = agreement.k_curves(m, prompts, gold, dist, {"scan": rng.normal(size=(2, 4))}, 4, 2, 0, base_prompts=base)
     for r in rows:
         f = r["gap_closed"]
         assert np.isnan(f) or f <= 1.0
@@ -92,7 +106,8 @@ def test_collisions_are_left_out_of_the_gains(toy):
 
 def _subject_means(mdf: pl.DataFrame, pdf: pl.DataFrame, rel: str, cond: str) -> np.ndarray:
     sub = mdf.filter((pl.col("relation") == rel) & (pl.col("condition") == cond)).join(
-        pdf.select("prompt_id", "subject"), on="prompt_id")
+        pdf.select("prompt_id", "subject"), on="prompt_id"
+    )
     d = sub.with_columns((pl.col("distractor_logit_ctx") - pl.col("distractor_logit_base")).alias("d"))
     return d.group_by("subject").agg(pl.col("d").mean())["d"].to_numpy()
 
@@ -114,8 +129,10 @@ def test_subject_level_stats_equal_a_direct_computation(tmp_path):
             r = s.filter(pick & (pl.col("relation") == rel) & (pl.col("condition") == cond)).row(0, named=True)
             assert r["n_subjects"] == len(means) < r["n"]  # several prompts per subject
             assert r["subject_mean_diff"] == pytest.approx(means.mean(), rel=1e-9)
-            assert (r["subject_ci_low"], r["subject_ci_high"]) == (pytest.approx(ci.low, rel=1e-9),
-                                                                   pytest.approx(ci.high, rel=1e-9))
+            assert (r["subject_ci_low"], r["subject_ci_high"]) == (
+                pytest.approx(ci.low, rel=1e-9),
+                pytest.approx(ci.high, rel=1e-9),
+            )
             assert r["subject_p"] == pytest.approx(ref.pvalue, rel=1e-9)
             assert r["pooling"] is None
     # pooled: relations weighted equally (r3, one subject, has no variance and is left out), Welch-Satterthwaite df
@@ -132,9 +149,15 @@ def test_subject_level_stats_equal_a_direct_computation(tmp_path):
         assert r["subject_ci_low"] == pytest.approx(est - half, rel=1e-9)
         assert r["subject_p"] == pytest.approx(2 * sps.t.sf(abs(est / se), df), rel=1e-9)
         # the prompt-level pooled row: the mean of the two relations' item means, not the item-weighted mean
-        items = {rel: (mdf.filter((pl.col("relation") == rel) & (pl.col("condition") == cond))
-                       .select(pl.col("distractor_logit_ctx") - pl.col("distractor_logit_base"))
-                       .to_series().to_numpy()) for rel in ("r1", "r2")}
+        items = {
+            rel: (
+                mdf.filter((pl.col("relation") == rel) & (pl.col("condition") == cond))
+                .select(pl.col("distractor_logit_ctx") - pl.col("distractor_logit_base"))
+                .to_series()
+                .to_numpy()
+            )
+            for rel in ("r1", "r2")
+        }
         assert r["mean_diff"] == pytest.approx(np.mean([x.mean() for x in items.values()]), rel=1e-9)
         assert r["mean_diff"] != pytest.approx(np.concatenate(list(items.values())).mean(), rel=1e-6)
         assert r["n"] == sum(len(x) for x in items.values())
@@ -177,10 +200,20 @@ def test_verdict_rows_use_the_subject_as_unit():
 
     gains = [0.5, 1.5, -0.2, 0.9, 1.1]
     noctx = [0.1, 0.3, 0.0, -0.4, 0.2]
-    sg = pl.DataFrame({"model": "m", "relation": "r", "ablation_label": "mask:r:seed0", "ablation_method": "zero",
-                       "fold": None, "subject": [f"s{i}" for i in range(5)], "n_items": [3, 4, 2, 5, 6],
-                       "gain": gains, "gain_noctx": noctx,
-                       "interaction": [a - b for a, b in zip(gains, noctx)]}).cast({"fold": pl.Int64})
+    sg = pl.DataFrame(
+        {
+            "model": "m",
+            "relation": "r",
+            "ablation_label": "mask:r:seed0",
+            "ablation_method": "zero",
+            "fold": None,
+            "subject": [f"s{i}" for i in range(5)],
+            "n_items": [3, 4, 2, 5, 6],
+            "gain": gains,
+            "gain_noctx": noctx,
+            "interaction": [a - b for a, b in zip(gains, noctx)],
+        }
+    ).cast({"fold": pl.Int64})
     key = ("m", "r", "mask:r:seed0", "zero")
     v = verdict.verdict_rows(sg, {key: (0.02, 100)}, {key: 2}).row(0, named=True)
     ref = sps.ttest_1samp(gains, 0.0)
@@ -195,8 +228,8 @@ def test_verdict_rows_use_the_subject_as_unit():
 
 
 def test_folds_never_train_on_their_subjects_and_test_each_subject_once(toy):
-    from entrainment.stages import crossfit
     from entrainment.config import Config
+    from entrainment.stages import crossfit
 
     _, items = toy
     cfg = Config(discover_relations=("toy capital",), crossfit_folds=3, crossfit_items=(1000, 1000))
@@ -223,39 +256,49 @@ def test_folds_never_train_on_their_subjects_and_test_each_subject_once(toy):
 
 
 def test_crossfit_verdict_tests_every_subject_once(toy):
+    from entrainment.config import Config
     from entrainment.stages import crossfit
     from entrainment.stats import verdict
-    from entrainment.config import Config
 
     m, items = toy
-    cfg = Config(discover_relations=("toy capital",), crossfit_folds=2, crossfit_draws=5, null_items=4,
-                 batch_size=4)
+    cfg = Config(discover_relations=("toy capital",), crossfit_folds=2, crossfit_draws=5, null_items=4, batch_size=4)
     folded = crossfit.assign_folds(items, cfg.discover_relations, 2, cfg.seed)
     rows, facts = crossfit.evaluate(m, folded, "toy capital", [(0, ((0, 1),)), (1, ((1, 3), (0, 0)))], cfg)
     sg = verdict.subject_gains(rows)
     tk = Tokens(m.tokenizer)
-    related = evaluate.without_collisions(folded.filter((pl.col("relation") == "toy capital")
-                                                      & (pl.col("condition") == "related")), tk)
+    related = evaluate.without_collisions(
+        folded.filter((pl.col("relation") == "toy capital") & (pl.col("condition") == "related")), tk
+    )
     assert sorted(sg["subject"]) == sorted(set(related["subject"]))  # each subject once, by its own fold
     assert set(sg["ablation_label"]) == {"crossfit:toy capital"}
     assert sg["n_items"].sum() == related.height
     assert facts["null_draws"] == 5 and 1 / 6 <= facts["null_p"] <= 1
-    v = verdict.verdict_rows(sg, {facts["key"]: (facts["null_p"], facts["null_draws"])},
-                             {facts["key"]: facts["n_heads"]}).row(0, named=True)
+    v = verdict.verdict_rows(
+        sg, {facts["key"]: (facts["null_p"], facts["null_draws"])}, {facts["key"]: facts["n_heads"]}
+    ).row(0, named=True)
     assert v["n_subjects"] == related["subject"].n_unique() and v["n_folds"] == 2 and v["null_draws"] == 5
 
 
 def test_verdict_panels_draw_from_the_tables():
-    from entrainment.stats import verdict
     from entrainment.figures import verdict_panels
+    from entrainment.stats import verdict
 
     rng = np.random.default_rng(1)
     n = 6
-    items = pl.DataFrame({
-        "model": "m", "relation": "r", "ablation_label": "crossfit:r", "ablation_method": "zero",
-        "fold": [i % 2 for i in range(2 * n)], "subject": [f"s{i % n}" for i in range(2 * n)],
-        "delta_original": rng.normal(5, 1, 2 * n), "delta_ablated": rng.normal(6, 1, 2 * n),
-        "delta_noctx": rng.normal(8, 1, 2 * n), "delta_noctx_ablated": rng.normal(8, 1, 2 * n)})
+    items = pl.DataFrame(
+        {
+            "model": "m",
+            "relation": "r",
+            "ablation_label": "crossfit:r",
+            "ablation_method": "zero",
+            "fold": [i % 2 for i in range(2 * n)],
+            "subject": [f"s{i % n}" for i in range(2 * n)],
+            "delta_original": rng.normal(5, 1, 2 * n),
+            "delta_ablated": rng.normal(6, 1, 2 * n),
+            "delta_noctx": rng.normal(8, 1, 2 * n),
+            "delta_noctx_ablated": rng.normal(8, 1, 2 * n),
+        }
+    )
     items = items.with_columns(pl.Series("fold", [int(s[1:]) % 2 for s in items["subject"]]))
     sg = verdict.subject_gains(items)
     assert sg.height == n and (sg["n_items"] == 2).all()

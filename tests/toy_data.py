@@ -19,8 +19,18 @@ null_items = 4
 
 CONDS = ("related", "counterfactual", "irrelevant", "random")
 # the ten (country, capital) pairs of the `toy capital` relation
-CAPITALS = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-            ("Egypt", "Cairo"), ("Peru", "Lima"), ("Chile", "Santiago"), ("Russia", "Moscow"), ("China", "Beijing")]
+CAPITALS = [
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Peru", "Lima"),
+    ("Chile", "Santiago"),
+    ("Russia", "Moscow"),
+    ("China", "Beijing"),
+]
 
 
 def write_relation(folder: Path, fname: str, name: str, samples: list[dict] | None = None, **over) -> Path:
@@ -30,12 +40,7 @@ def write_relation(folder: Path, fname: str, name: str, samples: list[dict] | No
         "prompt_templates": ["The capital city of {} is"],
         "prompt_templates_zs": ["The capital of {} is the city of"],
         "properties": {"relation_type": "factual", "domain_name": "country", "range_name": "city", "symmetric": False},
-        "samples": samples
-        if samples is not None
-        else [
-            {"subject": s, "object": o}
-            for s, o in CAPITALS
-        ],
+        "samples": samples if samples is not None else [{"subject": s, "object": o} for s, o in CAPITALS],
     }
     data.update(over)
     folder.mkdir(parents=True, exist_ok=True)

@@ -39,14 +39,14 @@ import polars as pl
 import torch
 
 from entrainment.ablation.donors import ablation_for
-from entrainment.model.hooks import ZERO, Ablation
 from entrainment.heads.masks import HeadSet
-from entrainment.model.loading import Loaded
-from entrainment.stats.null import null_summary, paired_gain
 from entrainment.heads.random_heads import NullPlan, null_gains_many, null_subsample, random_sets
-from entrainment.store.schema import ABLATION
+from entrainment.model.hooks import ZERO, Ablation
+from entrainment.model.loading import Loaded
 from entrainment.model.scoring import kl, run_pass
 from entrainment.model.tokens import Tokens
+from entrainment.stats.null import null_summary, paired_gain
+from entrainment.store.schema import ABLATION
 
 
 @dataclass
@@ -237,8 +237,10 @@ def without_collisions(items: pl.DataFrame, tk: Tokens) -> pl.DataFrame:
     """
     if items.is_empty():
         return items
-    keep = [tk.answer(r["text_base"], r["gold"])[0] != tk.answer(r["text_base"], r["distractor"])[0]
-            for r in items.select("text_base", "gold", "distractor").iter_rows(named=True)]
+    keep = [
+        tk.answer(r["text_base"], r["gold"])[0] != tk.answer(r["text_base"], r["distractor"])[0]
+        for r in items.select("text_base", "gold", "distractor").iter_rows(named=True)
+    ]
     return items.filter(pl.Series(keep, dtype=pl.Boolean))
 
 
@@ -274,14 +276,19 @@ def _pass_label(name: str, selected: list[HeadSet]) -> str:
     return f"random {parts[0][1:]} heads, {parts[2]}"
 
 
-def _reporter(plan: Plan, items: pl.DataFrame, selected: list[HeadSet], sizes: list[int], n_passes: int,
-              n_null: int) -> Callable[[str, int], None]:
+def _reporter(
+    plan: Plan, items: pl.DataFrame, selected: list[HeadSet], sizes: list[int], n_passes: int, n_null: int
+) -> Callable[[str, int], None]:
     """report(what, rows) for plan.progress, counting rows scored against every pass and null draw's rows."""
     null_rows = 0
     if plan.null and n_null and plan.progress is not None and len(items):
         methods = len(plan.methods) if plan.random_all else 1
-        counts = (items.filter(pl.col("condition").is_in(list(plan.null.conditions)))
-                  .group_by("condition", "split").len()["len"].to_list())
+        counts = (
+            items.filter(pl.col("condition").is_in(list(plan.null.conditions)))
+            .group_by("condition", "split")
+            .len()["len"]
+            .to_list()
+        )
         null_rows = sum(1 for k in sizes if k) * methods * n_null * sum(min(c, plan.null.items) for c in counts)
     total = n_passes * len(items) + null_rows
     done = [0]
@@ -295,7 +302,11 @@ def _reporter(plan: Plan, items: pl.DataFrame, selected: list[HeadSet], sizes: l
 
 
 def evaluate_masks(
-    loaded: Loaded, items: pl.DataFrame, selected: list[HeadSet], mask_key: dict, plan: Plan,
+    loaded: Loaded,
+    items: pl.DataFrame,
+    selected: list[HeadSet],
+    mask_key: dict,
+    plan: Plan,
     tokens: Tokens | None = None,
 ) -> list[tuple[pl.DataFrame, list[dict], list[dict]]]:
     """evaluate_mask for several head sets on the same items at once. Shared work: the intact passes (original, no
@@ -312,22 +323,44 @@ def evaluate_masks(
     n_null = plan.null.draws if plan.null else 0
     groups = [(r["relation"], r["condition"]) for r in rows]
     sizes = sorted({len(hs.heads) for hs in selected})
-    draws_of = {k: random_sets(k, info.n_layers, info.n_heads, max(plan.random_draws, n_null), plan.seed,
-                               frozenset(tuple(hs.heads) for hs in selected if len(hs.heads) == k)) for k in sizes}
+    draws_of = {
+        k: random_sets(
+            k,
+            info.n_layers,
+            info.n_heads,
+            max(plan.random_draws, n_null),
+            plan.seed,
+            frozenset(tuple(hs.heads) for hs in selected if len(hs.heads) == k),
+        )
+        for k in sizes
+    }
     # one donor map for every head set: donors depend on the items only
-    how = {m: ablation_for(m, plan.mean, inputs["ctx"], groups, f"donors|{plan.seed}|{mask_key.get('mask_relation')}")
-           for m in plan.methods}
+    how = {
+        m: ablation_for(m, plan.mean, inputs["ctx"], groups, f"donors|{plan.seed}|{mask_key.get('mask_relation')}")
+        for m in plan.methods
+    }
     mask = lambda x: x.mask(info.n_layers, info.n_heads) if x.heads else None  # noqa: E731  (no head: intact)
     passes: dict[str, Pass] = {"prompted": Pass("prompted")}
     for j, m in enumerate(plan.methods):
         for s, hs in enumerate(selected):
             passes[f"{s}|ablated|{m}"] = Pass("ctx", mask(hs), how[m])
         if j == 0 or plan.random_all:
-            passes |= {f"k{k}|random-{i}|{m}": Pass("ctx", mask(r), how[m])
-                       for k in sizes for i, r in enumerate(draws_of[k][: plan.random_draws])}
+            passes |= {
+                f"k{k}|random-{i}|{m}": Pass("ctx", mask(r), how[m])
+                for k in sizes
+                for i, r in enumerate(draws_of[k][: plan.random_draws])
+            }
     report = _reporter(plan, items, selected, sizes, len(passes) + 2, n_null)
-    per = variant_passes(loaded, inputs, gold, dist, passes, plan.batch_size, plan.chunk,
-                         lambda name, n: report(_pass_label(name, selected), n))
+    per = variant_passes(
+        loaded,
+        inputs,
+        gold,
+        dist,
+        passes,
+        plan.batch_size,
+        plan.chunk,
+        lambda name, n: report(_pass_label(name, selected), n),
+    )
     nulls: dict[tuple, tuple[dict, np.ndarray, int]] = {}  # (size, method, condition, split) -> observed, draws, n
 
     def null_for(k: int, m: str, gkey: dict, idx: np.ndarray) -> tuple[dict, np.ndarray, int]:
@@ -335,9 +368,17 @@ def evaluate_masks(
         if key not in nulls:
             sub = null_subsample(idx, plan.null.items, f"null|{plan.seed}|{gkey['condition']}|{gkey['split']}")
             same = [hs for hs in selected if len(hs.heads) == k]
-            observed, gains = null_gains_many(loaded, [inputs["ctx"][i] for i in sub], [gold[i] for i in sub],
-                                              [dist[i] for i in sub], same, draws_of[k][:n_null], plan.batch_size,
-                                              plan.null.bf16, how[m])
+            observed, gains = null_gains_many(
+                loaded,
+                [inputs["ctx"][i] for i in sub],
+                [gold[i] for i in sub],
+                [dist[i] for i in sub],
+                same,
+                draws_of[k][:n_null],
+                plan.batch_size,
+                plan.null.bf16,
+                how[m],
+            )
             nulls[key] = ({hs.id: o for hs, o in zip(same, observed)}, gains, len(sub))
             report(f"null: {k} heads, {m}, {gkey['condition']}/{gkey['split']}", n_null * len(sub))
         return nulls[key]
@@ -353,39 +394,82 @@ def evaluate_masks(
                 key = base | {"ablation_method": m}
                 abl = per[f"{s}|ablated|{m}"].sub(idx)
                 if gkey["templates"] == "all" and gkey["condition"] in plan.subject_conditions:
-                    item_rows += subject_items(loaded, rows, idx, inputs["base"], gold, dist, mask(hs), m, plan,
-                                               orig.delta, abl.delta, per["no_context"].sub(idx).delta,
-                                               key | {"model": info.spec})
+                    item_rows += subject_items(
+                        loaded,
+                        rows,
+                        idx,
+                        inputs["base"],
+                        gold,
+                        dist,
+                        mask(hs),
+                        m,
+                        plan,
+                        orig.delta,
+                        abl.delta,
+                        per["no_context"].sub(idx).delta,
+                        key | {"model": info.spec},
+                    )
                 gain = dict(NO_GAIN) | paired_gain(abl.delta, orig.delta) | _top1_gain(abl.top1, orig.top1)
-                with_null = (plan.null and n_null and hs.heads and (j == 0 or plan.random_all)
-                             and gkey["condition"] in plan.null.conditions and gkey["templates"] == "all")
+                with_null = (
+                    plan.null
+                    and n_null
+                    and hs.heads
+                    and (j == 0 or plan.random_all)
+                    and gkey["condition"] in plan.null.conditions
+                    and gkey["templates"] == "all"
+                )
                 if with_null:  # no heads: nothing to test
                     observed, draw_gains, n_sub = null_for(k, m, gkey, idx)
-                    gain |= {"null_items": n_sub, "null_gain": observed[hs.id]} | null_summary(observed[hs.id],
-                                                                                              draw_gains)
+                    gain |= {"null_items": n_sub, "null_gain": observed[hs.id]} | null_summary(
+                        observed[hs.id], draw_gains
+                    )
                     draws_out.extend(key | {"draw": i, "gain": float(x)} for i, x in enumerate(draw_gains))
                 out.append(key | {"variant": "original"} | _summary(orig, 0) | NO_GAIN)
                 out.append(key | {"variant": "ablated"} | _summary(abl, k) | gain)
-                draws = [per[f"k{k}|random-{i}|{m}"].sub(idx) for i in range(plan.random_draws)
-                         if f"k{k}|random-{i}|{m}" in per]
+                draws = [
+                    per[f"k{k}|random-{i}|{m}"].sub(idx)
+                    for i in range(plan.random_draws)
+                    if f"k{k}|random-{i}|{m}" in per
+                ]
                 if draws:
                     per_draw = [_summary(d, k) for d in draws]
                     mean = {c: float(np.mean([d[c] for d in per_draw])) for c in per_draw[0]}
-                    mean.update(n=per_draw[0]["n"], n_heads_removed=k,
-                                delta_p95=float(np.percentile([d["delta"] for d in per_draw], 95)))
+                    mean.update(
+                        n=per_draw[0]["n"],
+                        n_heads_removed=k,
+                        delta_p95=float(np.percentile([d["delta"] for d in per_draw], 95)),
+                    )
                     top1 = np.mean([d.top1 for d in draws], axis=0)
                     out.append(key | {"variant": "random_heads"} | mean | NO_GAIN | _top1_gain(top1, orig.top1))
                 out.append(key | {"variant": "no_context"} | _summary(per["no_context"].sub(idx), 0) | NO_GAIN)
                 pr = per["prompted"].sub(idx)
-                out.append(key | {"variant": "prompted"} | _summary(pr, 0) | NO_GAIN
-                           | paired_gain(pr.delta, orig.delta) | _top1_gain(pr.top1, orig.top1))
+                out.append(
+                    key
+                    | {"variant": "prompted"}
+                    | _summary(pr, 0)
+                    | NO_GAIN
+                    | paired_gain(pr.delta, orig.delta)
+                    | _top1_gain(pr.top1, orig.top1)
+                )
         results.append((pl.DataFrame(out, schema=ABLATION.polars_schema()), draws_out, item_rows))
     return results
 
 
-def subject_items(loaded: Loaded, rows: list[dict], idx: np.ndarray, base_inputs: list, gold: list[int],
-                  dist: list[int], keep: torch.Tensor | None, method: str, plan: Plan, d_orig: np.ndarray,
-                  d_abl: np.ndarray, d_noctx: np.ndarray, key: dict) -> list[dict]:
+def subject_items(
+    loaded: Loaded,
+    rows: list[dict],
+    idx: np.ndarray,
+    base_inputs: list,
+    gold: list[int],
+    dist: list[int],
+    keep: torch.Tensor | None,
+    method: str,
+    plan: Plan,
+    d_orig: np.ndarray,
+    d_abl: np.ndarray,
+    d_noctx: np.ndarray,
+    key: dict,
+) -> list[dict]:
     """Per-item rows for subject_gains: Δ intact / heads removed, with context (already computed) and without context
     (the no-context prompts scored once more with the heads removed, the same method; resample donors are drawn among
     the no-context prompts of the same relation and condition).
@@ -402,15 +486,27 @@ def subject_items(loaded: Loaded, rows: list[dict], idx: np.ndarray, base_inputs
         One dict per item: key, prompt_id, subject and the four Δ.
     """
     base = [base_inputs[i] for i in idx]
-    how = ablation_for(method, plan.mean, base, [(rows[i]["relation"], rows[i]["condition"]) for i in idx],
-                       f"donors-base|{plan.seed}|{key.get('mask_relation')}")
+    how = ablation_for(
+        method,
+        plan.mean,
+        base,
+        [(rows[i]["relation"], rows[i]["condition"]) for i in idx],
+        f"donors-base|{plan.seed}|{key.get('mask_relation')}",
+    )
     if keep is None:
         d_noctx_abl = d_noctx
     else:
-        sc = run_pass(loaded, base, [gold[i] for i in idx], [dist[i] for i in idx], keep, plan.batch_size,
-                      ablation=how)
+        sc = run_pass(loaded, base, [gold[i] for i in idx], [dist[i] for i in idx], keep, plan.batch_size, ablation=how)
         d_noctx_abl = sc.gold - sc.distractor
-    return [key | {"prompt_id": rows[i]["prompt_id"], "subject": rows[i]["subject"],
-                   "delta_original": float(a), "delta_ablated": float(b), "delta_noctx": float(c),
-                   "delta_noctx_ablated": float(d)}
-            for i, a, b, c, d in zip(idx, d_orig, d_abl, d_noctx, d_noctx_abl)]
+    return [
+        key
+        | {
+            "prompt_id": rows[i]["prompt_id"],
+            "subject": rows[i]["subject"],
+            "delta_original": float(a),
+            "delta_ablated": float(b),
+            "delta_noctx": float(c),
+            "delta_noctx_ablated": float(d),
+        }
+        for i, a, b, c, d in zip(idx, d_orig, d_abl, d_noctx, d_noctx_abl)
+    ]

@@ -18,13 +18,13 @@ import numpy as np
 import polars as pl
 import torch
 
-from entrainment.model.scoring import Scored, run_pass
 from entrainment.ablation.donors import ablation_for
+from entrainment.data.relations import Relation
 from entrainment.heads.masks import HeadSet
 from entrainment.model.loading import Loaded
-from entrainment.data.relations import Relation
-from entrainment.store.schema import SIDE_EFFECTS
+from entrainment.model.scoring import Scored, run_pass
 from entrainment.model.tokens import Tokens
+from entrainment.store.schema import SIDE_EFFECTS
 
 ICL_SHOTS = 3
 CREDULOUS_K = 5
@@ -100,18 +100,32 @@ def side_effects(
         gold = [tk.answer(p, a)[0] for p, a in pairs]
         abl = ablation_for(method, mean, prompts, [task_name] * len(prompts), f"side|{seed}|{task_name}")
         original = accuracy(run_pass(loaded, prompts, gold, gold, None, batch_size))
-        score = lambda hs: original if not hs.heads else accuracy(  # noqa: E731  (nothing removed: intact)
-            run_pass(loaded, prompts, gold, gold, hs.mask(info.n_layers, info.n_heads), batch_size, ablation=abl))
+        score = lambda hs: (
+            original
+            if not hs.heads
+            else accuracy(  # noqa: E731  (nothing removed: intact)
+                run_pass(loaded, prompts, gold, gold, hs.mask(info.n_layers, info.n_heads), batch_size, ablation=abl)
+            )
+        )
         rand = {k: [score(r) for r in rs] for k, rs in rand_of.items()}
         metrics = ["icl_acc"] if task_name in icl else ["strict_acc", "credulous_acc"]
         for rows, hs in zip(out, sets):
             ablated, rs = score(hs), rand[len(hs.heads)]
             for metric in metrics:
                 src = "strict_acc" if metric == "icl_acc" else metric
-                rows.append({"model": info.spec, "mask_relation": mask_relation, "seed": mask_seed,
-                             "ablation_method": method, "task": task_name, "metric": metric,
-                             "original": original[src], "ablated": ablated[src],
-                             "random_heads": float(np.mean([r[src] for r in rs])) if rs else float("nan"),
-                             "n": len(pairs)})
+                rows.append(
+                    {
+                        "model": info.spec,
+                        "mask_relation": mask_relation,
+                        "seed": mask_seed,
+                        "ablation_method": method,
+                        "task": task_name,
+                        "metric": metric,
+                        "original": original[src],
+                        "ablated": ablated[src],
+                        "random_heads": float(np.mean([r[src] for r in rs])) if rs else float("nan"),
+                        "n": len(pairs),
+                    }
+                )
     frames = [pl.DataFrame(rows, schema=SIDE_EFFECTS.polars_schema()) for rows in out]
     return frames if many else frames[0]

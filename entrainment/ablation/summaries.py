@@ -9,6 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from entrainment.heads.masks import SHARED
+from entrainment.model.loading import model_prefix
 from entrainment.stats.null import holm
 
 MASK_KEY = ("model", "mask_relation", "seed", "ablation_label", "ablation_method")
@@ -198,4 +199,3 @@ def summary_lines(abl: pl.DataFrame) -> list[str]:
             f"(random {v['random_heads']['distractor_rank']:.0f})"
         )
     return lines + evidence_lines(abl) + method_lines(abl) + template_lines(abl) + accuracy_lines(abl)
-from entrainment.model.loading import model_prefix

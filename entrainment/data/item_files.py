@@ -85,7 +85,7 @@ def _csv(path: Path, text: str) -> list[tuple[str, dict]]:
             if not values:
                 continue
             if len(values) > len(names):
-                raise InputError(path, where, values[len(names):], "more values than header fields")
+                raise InputError(path, where, values[len(names) :], "more values than header fields")
             out.append((where, dict(zip(names, values))))
     except csv.Error as e:
         raise InputError(path, f"line {reader.line_num}", str(e)[:80], "not a valid CSV file") from None

@@ -26,10 +26,10 @@ from pathlib import Path
 import polars as pl
 
 from entrainment.data import item_files
-from entrainment.errors import InputError
 from entrainment.data.lre_prompts import SPLITS, prompt_id, prompted_text, split_subjects
-from entrainment.store.schema import PROMPTS
 from entrainment.data.text import answer_key, visible
+from entrainment.errors import InputError
+from entrainment.store.schema import PROMPTS
 from entrainment.vocabulary import ALL_CONDITIONS
 
 REQUIRED = ("relation", "query", "gold", "distractor", "context", "condition")
@@ -120,9 +120,13 @@ def _pairs(path: Path, items: list[dict]) -> None:
             continue
         sid = scoped_pair_id(it["relation"], it["pair_id"])
         if scoped.setdefault(sid, (it["relation"], it["pair_id"])) != (it["relation"], it["pair_id"]):
-            raise InputError(path, f"{it['_where']}: pair_id", it["pair_id"],
-                             f"with relation {it['relation']!r} it reads as {sid!r}, the same as a pair of "
-                             f"relation {scoped[sid][0]!r}; choose another pair id")
+            raise InputError(
+                path,
+                f"{it['_where']}: pair_id",
+                it["pair_id"],
+                f"with relation {it['relation']!r} it reads as {sid!r}, the same as a pair of "
+                f"relation {scoped[sid][0]!r}; choose another pair id",
+            )
         key = (it["relation"], it["pair_id"], it["condition"])
         if key in seen:
             raise InputError(

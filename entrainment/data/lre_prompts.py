@@ -46,8 +46,8 @@ from pathlib import Path
 
 import polars as pl
 
-from entrainment.errors import InputError
 from entrainment.data.relations import Relation
+from entrainment.errors import InputError
 from entrainment.store.schema import PROMPTS
 from entrainment.vocabulary import SPLITS
 
@@ -369,8 +369,8 @@ def check_relations(relations: list[Relation], fractions: tuple[float, float, fl
 
 def input_files(data_dir: Path, relations: tuple[str, ...]) -> list[Path]:
     """Every file the dataset stage reads (its cache key hashes their contents)."""
-    from entrainment.paths import FACTS_FILE, WORDS_FILE
     from entrainment.data.relations import find_files
+    from entrainment.paths import FACTS_FILE, WORDS_FILE
 
     return find_files(data_dir, relations) + [WORDS_FILE, FACTS_FILE]
 
@@ -386,8 +386,8 @@ def build(
     instruction: str = DEFAULT_INSTRUCTION,
 ) -> pl.DataFrame:
     """Load, clean and generate: the whole dataset stage as one function."""
-    from entrainment.paths import FACTS_FILE, WORDS_FILE
     from entrainment.data.relations import load_relations
+    from entrainment.paths import FACTS_FILE, WORDS_FILE
 
     rels = load_relations(data_dir, relations)
     return generate_prompts(

@@ -25,8 +25,8 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from entrainment.errors import InputError
 from entrainment.data.text import answer_key, visible
+from entrainment.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,12 @@ def _clean_text(text: str, counts: dict[str, int], path: Path | None = None, whe
     try:
         fixed.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate such as \ud800: no text can hold it
-        raise InputError(path or "relation file", where or "text", text, "contains an invalid character "
-                         "(a lone UTF-16 surrogate, e.g. \\ud800)") from None
+        raise InputError(
+            path or "relation file",
+            where or "text",
+            text,
+            "contains an invalid character (a lone UTF-16 surrogate, e.g. \\ud800)",
+        ) from None
     if fixed != text:
         counts["unicode_escapes"] = counts.get("unicode_escapes", 0) + len(_ESCAPE.findall(text))
     shown = visible(fixed)  # invisible characters removed, whitespace collapsed
@@ -257,11 +261,16 @@ def find_files(data_dir: Path, names: tuple[str, ...] | list[str]) -> list[Path]
     idx = index(data_dir)
     missing = [n for n in names if n not in idx]
     if missing:
-        broken = [(p, why) for p in relation_files(data_dir) if _peek_name(p) is None
-                  for why in [_unreadable(p)] if why]
+        broken = [
+            (p, why) for p in relation_files(data_dir) if _peek_name(p) is None for why in [_unreadable(p)] if why
+        ]
         also = "; unreadable files there: " + ", ".join(f"{p.name} ({why})" for p, why in broken[:3]) if broken else ""
-        raise InputError("--relations", "relation", missing[0],
-                         f"unknown relation in {data_dir} (known: {', '.join(sorted(idx)) or 'none'}){also}")
+        raise InputError(
+            "--relations",
+            "relation",
+            missing[0],
+            f"unknown relation in {data_dir} (known: {', '.join(sorted(idx)) or 'none'}){also}",
+        )
     return [idx[n] for n in sorted(set(names))]
 
 

@@ -176,9 +176,14 @@ def build_items(
             rows = rows.filter(pl.col("split") != "train")
         rel = relations.get(relation)
         related = rows.filter(pl.col("condition") == "related")
-        pool = fact_pool(rel) if rel else [
-            (c.strip(), (s or "",)) for c, s in zip(related["context"].to_list(), related["context_subject"].to_list())
-        ]
+        pool = (
+            fact_pool(rel)
+            if rel
+            else [
+                (c.strip(), (s or "",))
+                for c, s in zip(related["context"].to_list(), related["context_subject"].to_list())
+            ]
+        )
         word_pool = [(f"{w}.", (w,)) for w in words]
         for cond in CONDITIONS:
             rng = random.Random(f"{seed}|sentences|{relation}|{cond}")
@@ -192,9 +197,18 @@ def build_items(
                 if control is None:
                     dropped[cond] = dropped.get(cond, 0) + 1
                     continue
-                items.append(SentenceItem(item_id(relation, cond, r["subject"], y, r["query"]), relation, cond,
-                                          r["subject"], y, r["query"], (("self", y), ("control", control)),
-                                          neutral_for(y, n_tokens)))
+                items.append(
+                    SentenceItem(
+                        item_id(relation, cond, r["subject"], y, r["query"]),
+                        relation,
+                        cond,
+                        r["subject"],
+                        y,
+                        r["query"],
+                        (("self", y), ("control", control)),
+                        neutral_for(y, n_tokens),
+                    )
+                )
         if rel is None:
             continue
         rng = random.Random(f"{seed}|sentences|{relation}|{OWN_CF}")
@@ -212,7 +226,16 @@ def build_items(
             if control is None:
                 dropped[OWN_CF] = dropped.get(OWN_CF, 0) + 1
                 continue
-            items.append(SentenceItem(item_id(relation, OWN_CF, q, cf, r["query"]), relation, OWN_CF, q, cf,
-                                      r["query"], (("self_cf", cf), ("gold", true), ("control", control)),
-                                      neutral_for(cf, n_tokens)))
+            items.append(
+                SentenceItem(
+                    item_id(relation, OWN_CF, q, cf, r["query"]),
+                    relation,
+                    OWN_CF,
+                    q,
+                    cf,
+                    r["query"],
+                    (("self_cf", cf), ("gold", true), ("control", control)),
+                    neutral_for(cf, n_tokens),
+                )
+            )
     return items, dropped

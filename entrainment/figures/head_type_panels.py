@@ -11,8 +11,15 @@ import polars as pl
 
 from entrainment.figures.base import plt, png
 
-MAPS = ("prev_token", "duplicate_token", "induction", "copying", "copy_suppression", "distractor_attention",
-        "dla_distractor")
+MAPS = (
+    "prev_token",
+    "duplicate_token",
+    "induction",
+    "copying",
+    "copy_suppression",
+    "distractor_attention",
+    "dla_distractor",
+)
 
 
 def _grid(df: pl.DataFrame, column: str) -> np.ndarray:
@@ -39,8 +46,15 @@ def head_types_plot(types: pl.DataFrame, scores: pl.DataFrame, agree: pl.DataFra
     for ax, (name, g) in zip(axes[0], panels):
         lim = np.nanmax(np.abs(g)) if np.isfinite(g).any() else 1.0
         signed = np.nanmin(g) < 0 if np.isfinite(g).any() else False
-        ax.imshow(g, aspect="auto", cmap="RdBu_r" if signed else "Reds", vmin=-lim if signed else 0, vmax=lim or 1,
-                  origin="lower", interpolation="nearest")
+        ax.imshow(
+            g,
+            aspect="auto",
+            cmap="RdBu_r" if signed else "Reds",
+            vmin=-lim if signed else 0,
+            vmax=lim or 1,
+            origin="lower",
+            interpolation="nearest",
+        )
         ax.set_title(name.replace("_", " "), fontsize=8)
         ax.set_xlabel("head", fontsize=7)
         ax.tick_params(labelsize=6)

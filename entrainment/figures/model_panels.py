@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from entrainment.model.sources import short_name
 from entrainment.figures.base import COLORS, CONDITION_ORDER, plt, png
+from entrainment.model.sources import short_name
 
 
 def _label(model: str, sizes: dict[str, int]) -> str:
@@ -148,7 +148,7 @@ def scaling_plot(
             f["a"] * grid ** f["b"],
             color=color,
             label=f"{cond}: b = {f['b']:+.2f} [{f['b_ci_low']:+.2f}, {f['b_ci_high']:+.2f}], R² {f['r2']:.2f}, p "
-                  f"{f['p_value']:.2g}",
+            f"{f['p_value']:.2g}",
         )
     ax.set_xscale("log")
     ax.set_yscale("log")

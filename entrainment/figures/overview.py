@@ -12,8 +12,8 @@ import html
 import numpy as np
 import polars as pl
 
-from entrainment.figures.base import CONDITION_ORDER, plt, png
 from entrainment.ablation.summaries import pooled_variants
+from entrainment.figures.base import CONDITION_ORDER, plt, png
 
 VARIANT_ORDER = ["original", "ablated", "random_heads", "no_context", "prompted"]
 VARIANT_LABEL = {

@@ -49,10 +49,14 @@ def sentence_plot(stats: pl.DataFrame) -> str | None:
         ax = axes[0][1]
         set_id = sorted(ablated["ablation"].unique())[0]
         rel = ablated.filter(pl.col("ablation") == set_id)["relation"].filter(
-            ablated.filter(pl.col("ablation") == set_id)["relation"] != "ALL")[0]
+            ablated.filter(pl.col("ablation") == set_id)["relation"] != "ALL"
+        )[0]
         both = s.filter((pl.col("relation") == rel) & pl.col("ablation").is_in(["none", set_id]))
-        groups = [(f"{name}, {'intact' if a == 'none' else 'heads removed'}", m, pl.col("ablation") == a)
-                  for m, name in MEASURES[:2] for a in ("none", set_id)]
+        groups = [
+            (f"{name}, {'intact' if a == 'none' else 'heads removed'}", m, pl.col("ablation") == a)
+            for m, name in MEASURES[:2]
+            for a in ("none", set_id)
+        ]
         conds_r = [c for c in ORDER if c in set(both["condition"])]
         _bars(ax, both, groups, conds_r)
         nul = both.filter((pl.col("ablation") == set_id) & pl.col("measure").is_in(["self", "net"]))
@@ -60,8 +64,15 @@ def sentence_plot(stats: pl.DataFrame) -> str | None:
         for k, m in ((1, "self"), (3, "net")):
             by = {r["condition"]: r["null_mean"] for r in nul.filter(pl.col("measure") == m).to_dicts()}
             x = np.arange(len(conds_r)) + (k - (len(groups) - 1) / 2) * width
-            ax.scatter(x, [by.get(c, np.nan) for c in conds_r], marker="_", s=120, color="k", zorder=3,
-                       label="random heads (mean)" if k == 1 else None)
+            ax.scatter(
+                x,
+                [by.get(c, np.nan) for c in conds_r],
+                marker="_",
+                s=120,
+                color="k",
+                zorder=3,
+                label="random heads (mean)" if k == 1 else None,
+            )
         ax.legend(fontsize=7)
         ax.set_title(f"{rel}: {set_id.split(':')[0]} set removed", fontsize=9)
     return png(fig)

@@ -29,13 +29,19 @@ def verdict_plot(verdict: pl.DataFrame, method: str | None = None) -> str | None
     rows = verdict.filter(pl.col("ablation_method") == method).sort("model", "relation", "ablation_label")
     if rows.is_empty():
         return None
-    labels = [f"{r['ablation_label']}\n{r['n_heads']} heads, {r['subjects_helped']}/{r['n_subjects']} helped"
-              for r in rows.iter_rows(named=True)]
+    labels = [
+        f"{r['ablation_label']}\n{r['n_heads']} heads, {r['subjects_helped']}/{r['n_subjects']} helped"
+        for r in rows.iter_rows(named=True)
+    ]
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(9, 0.7 * len(rows) + 1.6))
-    for k, (col, name, color) in enumerate((("gain", "gain with context", "#2ca02c"),
-                                            ("gain_noctx", "gain without context", "#7f7f7f"),
-                                            ("interaction", "interaction (difference)", "#9467bd"))):
+    for k, (col, name, color) in enumerate(
+        (
+            ("gain", "gain with context", "#2ca02c"),
+            ("gain_noctx", "gain without context", "#7f7f7f"),
+            ("interaction", "interaction (difference)", "#9467bd"),
+        )
+    ):
         mean = rows[col].to_numpy()
         lo = rows[f"{col}_ci_low"].to_numpy()
         hi = rows[f"{col}_ci_high"].to_numpy()
@@ -65,8 +71,13 @@ def subject_plot(sg: pl.DataFrame) -> str | None:
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.6), squeeze=False)
     for ax, ((model, relation, method), g) in zip(axes[0], groups):
         for fold, part in sorted(g.group_by("fold"), key=lambda kv: kv[0][0]):
-            ax.scatter(part["delta_original"], part["delta_ablated"], s=18 + 4 * part["n_items"].to_numpy(),
-                       alpha=0.75, label=f"fold {fold[0]}")
+            ax.scatter(
+                part["delta_original"],
+                part["delta_ablated"],
+                s=18 + 4 * part["n_items"].to_numpy(),
+                alpha=0.75,
+                label=f"fold {fold[0]}",
+            )
         lo = float(min(g["delta_original"].min(), g["delta_ablated"].min()))
         hi = float(max(g["delta_original"].max(), g["delta_ablated"].max()))
         ax.plot([lo, hi], [lo, hi], color="#444", lw=0.8)

@@ -25,11 +25,11 @@ import itertools
 import numpy as np
 from scipy import stats as sps
 
+from entrainment.heads.random_heads import random_sets
 from entrainment.model.hooks import ZERO, Ablation
 from entrainment.model.loading import Loaded
 from entrainment.model.multimask import head_masks, probe_logits
 from entrainment.stats.null import paired_gain
-from entrainment.heads.random_heads import random_sets
 
 GAP_MIN = 0.25  # logits: below this |Δ_noctx − Δ_ctx| the gap_closed ratio is not computed
 

@@ -95,13 +95,17 @@ def layer_ov(layer: nn.Module, n_heads: int, n_kv: int, head_dim: int) -> LayerO
         wo = attn.o_proj.weight.detach().float().cpu()  # [d, n_heads * D]
         d = wv.shape[1]
         post = layer.post_attention_layernorm if hasattr(layer, "pre_feedforward_layernorm") else None
-        return LayerOV(wv.view(n_kv, head_dim, d).transpose(1, 2), wo.view(d, n_heads, head_dim).permute(1, 2, 0),
-                       getattr(layer, "input_layernorm", None), post)
+        return LayerOV(
+            wv.view(n_kv, head_dim, d).transpose(1, 2),
+            wo.view(d, n_heads, head_dim).permute(1, 2, 0),
+            getattr(layer, "input_layernorm", None),
+            post,
+        )
     attn = getattr(layer, "attn", None)
     if attn is not None and hasattr(attn, "c_attn"):  # GPT-2 Conv1D: y = x @ W
         w = attn.c_attn.weight.detach().float().cpu()  # [d, 3d]
         d = w.shape[0]
-        v = w[:, 2 * d:].view(d, n_heads, head_dim).permute(1, 0, 2)
+        v = w[:, 2 * d :].view(d, n_heads, head_dim).permute(1, 0, 2)
         o = attn.c_proj.weight.detach().float().cpu().view(n_heads, head_dim, d)
         return LayerOV(v, o, getattr(layer, "ln_1", None), None)
     attn = getattr(layer, "attention", None)
@@ -117,8 +121,10 @@ def layer_ov(layer: nn.Module, n_heads: int, n_kv: int, head_dim: int) -> LayerO
 def all_ov(loaded) -> list[LayerOV]:
     """layer_ov of every decoder layer."""
     info = loaded.info
-    return [layer_ov(layer, info.n_heads, info.n_kv_heads, info.head_dim)
-            for layer in decoder_layers(loaded.model, info.n_layers)]
+    return [
+        layer_ov(layer, info.n_heads, info.n_kv_heads, info.head_dim)
+        for layer in decoder_layers(loaded.model, info.n_layers)
+    ]
 
 
 def kv_head(head: int, n_heads: int, n_kv: int) -> int:

@@ -24,10 +24,10 @@ import polars as pl
 import torch
 from scipy import stats as st
 
+from entrainment.heads.random_heads import random_sets
 from entrainment.model.hooks import scaled_heads
 from entrainment.model.loading import Loaded
 from entrainment.model.multimask import head_masks, probe_logits
-from entrainment.heads.random_heads import random_sets
 from entrainment.model.scoring import model_device
 
 Heads = tuple[tuple[int, int], ...]
@@ -42,13 +42,18 @@ def top_k(grid: np.ndarray, k: int, exclude: Sequence[tuple[int, int]] = ()) -> 
     return tuple(sorted(picked[:k]))
 
 
-def entrainment_heads(relation: str, heads, scores: dict[tuple[str, str], np.ndarray], model: str,
-                      k: int) -> tuple[tuple[tuple[int, int], ...], str]:
+def entrainment_heads(
+    relation: str, heads, scores: dict[tuple[str, str], np.ndarray], model: str, k: int
+) -> tuple[tuple[tuple[int, int], ...], str]:
     """The entrainment heads of a relation and where they come from: the stable set (heads.parquet, seed −1),
     else the first seed's learned mask, else the scan's top-k; ((), "none") without any."""
     from entrainment.heads import masks
-    found = [m for m in masks.learned_masks(heads) if m.model == model and m.relation == relation] \
-        if heads is not None and not heads.is_empty() else []
+
+    found = (
+        [m for m in masks.learned_masks(heads) if m.model == model and m.relation == relation]
+        if heads is not None and not heads.is_empty()
+        else []
+    )
     for m in sorted(found, key=lambda m: (m.seed != masks.STABLE_SEED, m.seed)):
         if m.head_set.heads:
             return tuple(m.head_set.heads), "stable" if m.seed == masks.STABLE_SEED else f"mask:seed{m.seed}"
@@ -57,8 +62,9 @@ def entrainment_heads(relation: str, heads, scores: dict[tuple[str, str], np.nda
     return (), "none"
 
 
-def rankings(model: str, n_layers: int, n_heads: int, method: str, k: int, head_scores=None,
-             stability=None) -> dict[tuple[str, str], tuple[np.ndarray, tuple]]:
+def rankings(
+    model: str, n_layers: int, n_heads: int, method: str, k: int, head_scores=None, stability=None
+) -> dict[tuple[str, str], tuple[np.ndarray, tuple]]:
     """(relation, scan | atp | frequency) -> ([L, H] entrainment score, entrainment heads) from the scan's and the
     searches' tables (the scan's top-k; the stable set)."""
     out: dict = {}
@@ -71,8 +77,10 @@ def rankings(model: str, n_layers: int, n_heads: int, method: str, k: int, head_
     if stability is not None and not stability.is_empty():
         df = stability.filter(pl.col("model") == model)
         if not df.is_empty():
-            df = df.filter(pl.col("ablation_method") == (method if method in set(df["ablation_method"])
-                                                          else sorted(set(df["ablation_method"]))[0]))
+            df = df.filter(
+                pl.col("ablation_method")
+                == (method if method in set(df["ablation_method"]) else sorted(set(df["ablation_method"]))[0])
+            )
         for (rel,), g in df.group_by("relation"):
             grid = np.full((n_layers, n_heads), np.nan)
             grid[g["layer"].to_numpy(), g["head"].to_numpy()] = g["frequency"].to_numpy()
@@ -81,8 +89,9 @@ def rankings(model: str, n_layers: int, n_heads: int, method: str, k: int, head_
     return out
 
 
-def spearman_ci(x: np.ndarray, y: np.ndarray, draws: int = 1000, seed: int = 0,
-                level: float = 0.95) -> tuple[float, float, float, float]:
+def spearman_ci(
+    x: np.ndarray, y: np.ndarray, draws: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float, float]:
     """(Spearman ρ, bootstrap CI low, high, p) over the heads where both are finite; NaN with fewer than 3."""
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
@@ -104,8 +113,13 @@ def overlap(a: Heads, b: Heads, n: int) -> tuple[int, float, float]:
     return obs, len(a) * len(b) / n, float(st.hypergeom.sf(obs - 1, n, len(b), len(a)))
 
 
-def agreement_rows(model: str, types: dict[str, np.ndarray], rankings: dict[tuple[str, str], tuple[np.ndarray, Heads]],
-                   k: int, seed: int) -> list[dict]:
+def agreement_rows(
+    model: str,
+    types: dict[str, np.ndarray],
+    rankings: dict[tuple[str, str], tuple[np.ndarray, Heads]],
+    k: int,
+    seed: int,
+) -> list[dict]:
     """One row per (relation, score, ranking): Spearman with its CI over heads, top-k overlap against chance.
 
     Args:
@@ -123,11 +137,27 @@ def agreement_rows(model: str, types: dict[str, np.ndarray], rankings: dict[tupl
             rho, lo, hi, p = spearman_ci(score.ravel(), grid.ravel(), seed=seed)
             mine = top_k(score, k) if np.isfinite(score).any() else ()
             obs, chance, op = overlap(mine, entr, grid.size) if mine and entr else (None, None, None)
-            out.append({"model": model, "relation": relation, "score": name, "ranking": ranking, "kind": "agreement",
-                        "spearman": rho, "spearman_ci_low": lo, "spearman_ci_high": hi, "spearman_p": p,
-                        "n_heads": int(grid.size), "k": len(mine), "k_entrainment": len(entr),
-                        "topk_overlap": obs, "chance_overlap": chance, "overlap_p": op,
-                        "heads_type": _names(mine), "heads_entrainment": _names(entr)})
+            out.append(
+                {
+                    "model": model,
+                    "relation": relation,
+                    "score": name,
+                    "ranking": ranking,
+                    "kind": "agreement",
+                    "spearman": rho,
+                    "spearman_ci_low": lo,
+                    "spearman_ci_high": hi,
+                    "spearman_p": p,
+                    "n_heads": int(grid.size),
+                    "k": len(mine),
+                    "k_entrainment": len(entr),
+                    "topk_overlap": obs,
+                    "chance_overlap": chance,
+                    "overlap_p": op,
+                    "heads_type": _names(mine),
+                    "heads_entrainment": _names(entr),
+                }
+            )
     return out
 
 
@@ -140,11 +170,11 @@ def repeat_loss(loaded: Loaded, seqs: torch.Tensor, bos: int, masks: torch.Tenso
     model = loaded.model
     device = model_device(model)
     length = (seqs.shape[1] - bos) // 2
-    target = seqs[:, bos + length + 1:].to(device)
+    target = seqs[:, bos + length + 1 :].to(device)
     out = []
     with torch.inference_mode():
         for lo in range(0, len(masks), chunk):
-            m = masks[lo:lo + chunk]
+            m = masks[lo : lo + chunk]
             scale = m.repeat_interleave(len(seqs), dim=0)  # one mask per row
             with scaled_heads(model, scale):
                 lg = model(input_ids=seqs.repeat(len(m), 1).to(device), use_cache=False, logits_to_keep=length).logits
@@ -154,9 +184,20 @@ def repeat_loss(loaded: Loaded, seqs: torch.Tensor, bos: int, masks: torch.Tenso
     return np.array(out)
 
 
-def dissociation_rows(loaded: Loaded, types: dict[str, np.ndarray], entr: Heads, source: str, relation: str,
-                      k: int, items: tuple[list, list[int], list[int]], seqs: torch.Tensor, bos: int,
-                      draws: int, seed: int, batch_size: int = 64) -> list[dict]:
+def dissociation_rows(
+    loaded: Loaded,
+    types: dict[str, np.ndarray],
+    entr: Heads,
+    source: str,
+    relation: str,
+    k: int,
+    items: tuple[list, list[int], list[int]],
+    seqs: torch.Tensor,
+    bos: int,
+    draws: int,
+    seed: int,
+    batch_size: int = 64,
+) -> list[dict]:
     """The 2 x 2 (x induction, copying) dissociation (module docstring), one row per removed population.
 
     Args:
@@ -199,12 +240,27 @@ def dissociation_rows(loaded: Loaded, types: dict[str, np.ndarray], entr: Heads,
     out = []
     for (name, _, _, s), (_, rnd), i in zip(sets, plan, range(len(sets))):
         removed, excluded = ("entrainment", name) if i % 2 else (name, "entrainment")
-        out.append({"model": info.spec, "relation": relation, "score": name, "ranking": source,
-                    "kind": "dissociation", "removed": removed, "excluded": excluded, "n_removed": len(s),
-                    "heads_type": _names(s), "heads_entrainment": _names(entr), "n_heads": info.n_total_heads,
-                    "k": k, "k_entrainment": len(entr), "n_items": len(prompts), "draws": draws,
-                    "entrainment_gain": float(gain[s]) if s else float("nan"),
-                    "entrainment_gain_random": float(np.mean([gain[r] for r in rnd])) if s else float("nan"),
-                    "induction_loss": float(dloss[s]) if s else float("nan"),
-                    "induction_loss_random": float(np.mean([dloss[r] for r in rnd])) if s else float("nan")})
+        out.append(
+            {
+                "model": info.spec,
+                "relation": relation,
+                "score": name,
+                "ranking": source,
+                "kind": "dissociation",
+                "removed": removed,
+                "excluded": excluded,
+                "n_removed": len(s),
+                "heads_type": _names(s),
+                "heads_entrainment": _names(entr),
+                "n_heads": info.n_total_heads,
+                "k": k,
+                "k_entrainment": len(entr),
+                "n_items": len(prompts),
+                "draws": draws,
+                "entrainment_gain": float(gain[s]) if s else float("nan"),
+                "entrainment_gain_random": float(np.mean([gain[r] for r in rnd])) if s else float("nan"),
+                "induction_loss": float(dloss[s]) if s else float("nan"),
+                "induction_loss_random": float(np.mean([dloss[r] for r in rnd])) if s else float("nan"),
+            }
+        )
     return out

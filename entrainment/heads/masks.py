@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from entrainment.errors import InputError
 from entrainment.config import Config
+from entrainment.errors import InputError
 
 
 @dataclass(frozen=True)

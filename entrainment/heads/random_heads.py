@@ -12,14 +12,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from entrainment.model.hooks import ZERO, Ablation
 from entrainment.heads.masks import HeadSet
+from entrainment.model.hooks import ZERO, Ablation
 from entrainment.model.loading import Loaded
 from entrainment.model.multimask import head_masks, probe_logits
 
 
-def random_sets(k: int, n_layers: int, n_heads: int, draws: int, seed: int,
-                exclude: frozenset[tuple] = frozenset(), key: str | None = None) -> list[HeadSet]:
+def random_sets(
+    k: int,
+    n_layers: int,
+    n_heads: int,
+    draws: int,
+    seed: int,
+    exclude: frozenset[tuple] = frozenset(),
+    key: str | None = None,
+) -> list[HeadSet]:
     """`draws` seeded sets of k heads drawn uniformly, none equal to a set in `exclude` (unless k is 0 or every head).
     Seeded by (seed, k) only, so every mask of one size is compared with the same draws; the first draws do not
     depend on `draws`. The one random-set generator of the project (the null, the random_heads rows, the k-curves'
@@ -60,16 +67,24 @@ def null_subsample(idx: np.ndarray, size: int, key: str) -> np.ndarray:
     return np.sort(np.array(random.Random(key).sample(list(idx), size)))
 
 
-def null_gains_many(loaded: Loaded, prompts: list, gold: list[int], dist: list[int], selected: list[HeadSet],
-                    draws: list[HeadSet], batch_size: int, bf16: bool = False,
-                    ablation: Ablation = ZERO) -> tuple[list[float], np.ndarray]:
+def null_gains_many(
+    loaded: Loaded,
+    prompts: list,
+    gold: list[int],
+    dist: list[int],
+    selected: list[HeadSet],
+    draws: list[HeadSet],
+    batch_size: int,
+    bf16: bool = False,
+    ablation: Ablation = ZERO,
+) -> tuple[list[float], np.ndarray]:
     """(observed mean gain of each selected set, mean gain of each draw) on the same items, in one batched pass:
     masks of one size share their draws, so their null costs one computation."""
     info = loaded.info
     masks = head_masks([()] + [s.heads for s in selected] + [d.heads for d in draws], info.n_layers, info.n_heads)
-    logits = probe_logits(loaded, prompts, list(zip(gold, dist)), masks, max(batch_size, 64), bf16=bf16,
-                          ablation=ablation)
-    delta = logits[..., 0] - logits[..., 1]          # [masks, items]
-    gains = (delta[1:] - delta[0]).mean(axis=1)     # the selected sets, then each draw
-    return [float(g) for g in gains[: len(selected)]], gains[len(selected):]
-
+    logits = probe_logits(
+        loaded, prompts, list(zip(gold, dist)), masks, max(batch_size, 64), bf16=bf16, ablation=ablation
+    )
+    delta = logits[..., 0] - logits[..., 1]  # [masks, items]
+    gains = (delta[1:] - delta[0]).mean(axis=1)  # the selected sets, then each draw
+    return [float(g) for g in gains[: len(selected)]], gains[len(selected) :]

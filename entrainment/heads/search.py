@@ -31,7 +31,8 @@ kept so any rule can be applied afterwards.
 Training samples (``resample_items``): resample 0 is the full training split; r >= 1 is a subject-level
 half-sample (``half``: the training subjects split at random into two disjoint halves without replacement; odd r
 takes the first half of split (r + 1) // 2, even r its complement, as complementary pairs) or a seeded bootstrap of
-the items (``bootstrap``). ``entrainment.heads.stability`` turns the searches into inclusion frequencies and the stable set.
+the items (``bootstrap``). ``entrainment.heads.stability`` turns the searches into inclusion frequencies and the
+stable set.
 
 **Many searches in one pass** (``search_many``): several searches (seeds, half-samples) share each forward and
 backward pass, their rows stacked on the batch axis, each row under its own search's sampled mask, each search with
@@ -67,12 +68,12 @@ from entrainment.config import default
 from entrainment.model.hooks import ZERO, Ablation, donor_rows, intervened, set_batch
 from entrainment.model.loading import Loaded
 from entrainment.model.scoring import Request, collate, forward_last, score
-from entrainment.model.tokens import Tokens
+from entrainment.model.tokens import Item, Tokens, items_with_rows
 
 log = logging.getLogger(__name__)
 
 WITHIN = 0.05  # the within_5pct rule's tolerance on dev delta
-from entrainment.model.tokens import Item, items_with_rows
+
 ONE_SE = "one_se"
 WITHIN_5PCT = "within_5pct"
 SELECTION_RULES = (ONE_SE, WITHIN_5PCT)
@@ -208,9 +209,7 @@ def step_losses(
     model = loaded.model
     device = mask_logits[0].device
     n_layers, n_heads = mask_logits[0].shape
-    rows = [
-        (s if s.dim() == 3 else s.expand(len(b), n_layers, n_heads)).to(device) for s, b in zip(scales, batches)
-    ]
+    rows = [(s if s.dim() == 3 else s.expand(len(b), n_layers, n_heads)).to(device) for s, b in zip(scales, batches)]
     keep = torch.cat(rows)
     prompts = [it.prompt for b in batches for it in b]
     extra = donor_rows(ablation, prompts)
@@ -363,8 +362,22 @@ class _Run:
     seconds: float = 0.0
 
     def state(self) -> dict:
-        keys = ("rows", "history", "queue", "step", "epoch", "start", "last", "still", "moved", "converged", "done",
-                "losses", "effects", "seconds")
+        keys = (
+            "rows",
+            "history",
+            "queue",
+            "step",
+            "epoch",
+            "start",
+            "last",
+            "still",
+            "moved",
+            "converged",
+            "done",
+            "losses",
+            "effects",
+            "seconds",
+        )
         return {k: getattr(self, k) for k in keys} | {
             "mask_logits": self.logits.detach().cpu(),
             "opt": self.opt.state_dict(),
@@ -378,8 +391,22 @@ class _Run:
         self.opt.load_state_dict(st["opt"])
         self.gen.set_state(st["gen"])
         self.rng.setstate(st["rng"])
-        for k in ("rows", "history", "queue", "step", "epoch", "start", "last", "still", "moved", "converged",
-                  "done", "losses", "effects", "seconds"):
+        for k in (
+            "rows",
+            "history",
+            "queue",
+            "step",
+            "epoch",
+            "start",
+            "last",
+            "still",
+            "moved",
+            "converged",
+            "done",
+            "losses",
+            "effects",
+            "seconds",
+        ):
             setattr(self, k, st[k])
 
 
@@ -543,4 +570,3 @@ def search(
 def removed_heads(logits: torch.Tensor) -> tuple[tuple[int, int], ...]:
     """The heads a deterministic mask removes (keep logit <= 0), sorted."""
     return tuple(sorted((int(a), int(b)) for a, b in (logits <= 0).nonzero().tolist()))
-

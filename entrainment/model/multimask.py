@@ -34,7 +34,6 @@ from entrainment.model.oom import halving
 from entrainment.model.scoring import collate, forward_last, model_device
 
 
-
 def _take_rows(x, rows: torch.Tensor):
     """Rows `rows` of a tensor's batch dimension (or of the tensors in a tuple)."""
     if isinstance(x, torch.Tensor):
@@ -48,8 +47,9 @@ def _take_rows(x, rows: torch.Tensor):
 def recorded(layers: Sequence[torch.nn.Module]) -> Iterator[list]:
     """Record each layer's output during the next forward pass."""
     outs: list = [None] * len(layers)
-    handles = [layer.register_forward_hook(lambda _m, _a, out, i=i: outs.__setitem__(i, out))
-               for i, layer in enumerate(layers)]
+    handles = [
+        layer.register_forward_hook(lambda _m, _a, out, i=i: outs.__setitem__(i, out)) for i, layer in enumerate(layers)
+    ]
     try:
         yield outs
     finally:
@@ -124,10 +124,17 @@ def lowest_layer(mask: torch.Tensor) -> int:
     return int(changed[0]) if len(changed) else mask.shape[0]
 
 
-def probe_logits(loaded: Loaded, prompts: Sequence[Sequence[int]], probes: Sequence[Sequence[int]],
-                 masks: torch.Tensor, batch_size: int = 64, chunk: int = 16,
-                 progress: Callable[[int], None] | None = None, bf16: bool = False,
-                 ablation: Ablation = ZERO) -> np.ndarray:
+def probe_logits(
+    loaded: Loaded,
+    prompts: Sequence[Sequence[int]],
+    probes: Sequence[Sequence[int]],
+    masks: torch.Tensor,
+    batch_size: int = 64,
+    chunk: int = 16,
+    progress: Callable[[int], None] | None = None,
+    bf16: bool = False,
+    ablation: Ablation = ZERO,
+) -> np.ndarray:
     """Logits ``[M, N, P]`` of probes[n] after prompts[n] with heads removed by masks[m] (``[M, L, H]``).
 
     Args:
@@ -157,20 +164,29 @@ def probe_logits(loaded: Loaded, prompts: Sequence[Sequence[int]], probes: Seque
     order = sorted(range(n_prompts), key=lambda i: (len(prompts[i]), i))
     chunk = max(1, min(chunk, batch_size))
     ones = torch.ones(1, *masks.shape[1:])
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), \
-            last_position_mlp(layers[-1]), intervened(model, ones[0], ablation) as hook:
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+        last_position_mlp(layers[-1]),
+        intervened(model, ones[0], ablation) as hook,
+    ):
         for lo in range(0, n_prompts, chunk):
-            idx = order[lo:lo + chunk]
+            idx = order[lo : lo + chunk]
             c = len(idx)
             items = [tuple(prompts[i]) for i in idx]
-            extra = list(dict.fromkeys(d for d in (ablation.donors.get(p) for p in items) if d is not None)) \
-                if ablation.resample else []
+            extra = (
+                list(dict.fromkeys(d for d in (ablation.donors.get(p) for p in items) if d is not None))
+                if ablation.resample
+                else []
+            )
             e = len(extra)
             ids, attn = collate(items + extra, loaded.tokenizer.pad_token_id, device)
-            probe_t = torch.tensor([list(probes[i]) for i in idx] + [list(probes[idx[0]])] * e, dtype=torch.long,
-                                   device=device)
-            donor_of = [c + extra.index(ablation.donors[p]) if ablation.resample and p in ablation.donors else -1
-                        for p in items]
+            probe_t = torch.tensor(
+                [list(probes[i]) for i in idx] + [list(probes[idx[0]])] * e, dtype=torch.long, device=device
+            )
+            donor_of = [
+                c + extra.index(ablation.donors[p]) if ablation.resample and p in ablation.donors else -1 for p in items
+            ]
             hook.scale, hook.donor = None, None  # the intact recording pass: no head touched
             with recorded(layers) as outs, probe_head(model, probe_t):
                 intact = forward_last(model, ids, attn, 1)[:c, -1].float()  # [c, P]
@@ -183,17 +199,25 @@ def probe_logits(loaded: Loaded, prompts: Sequence[Sequence[int]], probes: Seque
                 k = 0
                 per_batch = max(1, batch_size // c)
                 while k < len(members):
+
                     def attempt(b: int) -> list[int]:
-                        group = members[k:k + balanced(len(members) - k, b)]
+                        group = members[k : k + balanced(len(members) - k, b)]
                         g = len(group)
                         rows = torch.cat([torch.arange(c).repeat(g), torch.arange(c, c + e)])
                         hook.scale = torch.cat([masks[group].repeat_interleave(c, dim=0), ones.expand(e, -1, -1)])
                         if ablation.resample:
-                            d = torch.tensor([(g * c + donor_of[i] - c) if donor_of[i] >= 0 else -1
-                                              for _ in range(g) for i in range(c)] + [-1] * e, device=device)
+                            d = torch.tensor(
+                                [
+                                    (g * c + donor_of[i] - c) if donor_of[i] >= 0 else -1
+                                    for _ in range(g)
+                                    for i in range(c)
+                                ]
+                                + [-1] * e,
+                                device=device,
+                            )
                             hook.donor, hook.donor_ok = d, attn[rows.to(device)][d.clamp(min=0)].bool()
                         with replayed(layers, outs, below, rows), probe_head(model, probe_t[rows.to(device)]):
-                            lg = forward_last(model, ids[rows.to(device)], attn[rows.to(device)], 1)[:g * c, -1]
+                            lg = forward_last(model, ids[rows.to(device)], attn[rows.to(device)], 1)[: g * c, -1]
                         vals = lg.float().cpu().numpy().reshape(g, c, width)
                         for j, m in enumerate(group):
                             out[m, idx] = vals[j]

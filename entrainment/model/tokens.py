@@ -50,8 +50,13 @@ class Tokens:
     def fits(self, n_tokens: int, text: str, where: str = "prompt", column: str = "text") -> None:
         """Raise InputError if a sequence of `n_tokens` (the prompt `text` plus its answer) exceeds max_len."""
         if self.max_len is not None and n_tokens > self.max_len:
-            raise InputError(where, column, text, f"{n_tokens} tokens to score, more than the model's context "
-                             f"window of {self.max_len} tokens (shorten it or use a model with a longer context)")
+            raise InputError(
+                where,
+                column,
+                text,
+                f"{n_tokens} tokens to score, more than the model's context "
+                f"window of {self.max_len} tokens (shorten it or use a model with a longer context)",
+            )
 
     def prompt(self, text: str, where: str = "prompt", column: str = "text") -> tuple[int, ...]:
         """Model input ids of a prompt (with the tokenizer's special tokens, e.g. BOS); `where` and `column` name it
@@ -82,7 +87,7 @@ class Tokens:
             p = enc(prompt, add_special_tokens=False).input_ids
             full = enc(f"{prompt} {answer}", add_special_tokens=False).input_ids
             if full[: len(p)] == p and len(full) > len(p):
-                ids = tuple(full[len(p):])
+                ids = tuple(full[len(p) :])
             else:
                 self.boundary_fallbacks += 1
                 ids = tuple(enc(f" {answer}", add_special_tokens=False).input_ids)
@@ -98,8 +103,6 @@ class Item:
     gold: int
     distractor: int
     subject: str = ""  # the query subject (the unit of dev_se and of the half-samples); "" = the item itself
-
-
 
 
 def items_with_rows(prompts: pl.DataFrame, tk: Tokens) -> list[tuple[Item, dict]]:

@@ -54,8 +54,9 @@ def load_cost_model(path: Path | None = None) -> dict[str, Any]:
     except FileNotFoundError:
         from entrainment.errors import InputError
 
-        raise InputError(p, "cost model", str(p), "missing; write it with: .venv/bin/python benchmarks/scale.py") \
-            from None
+        raise InputError(
+            p, "cost model", str(p), "missing; write it with: .venv/bin/python benchmarks/scale.py"
+        ) from None
 
 
 def unit_seconds(fit: dict[str, Any], shape: Shape, tokens: float, bench_tokens: float) -> float:
@@ -157,14 +158,19 @@ def predict_model(cfg, spec: str, prompts, cost: dict[str, Any]) -> tuple[dict[s
             peak = unit_peak_mb(fit, weights_mb)
         else:
             calls = math.ceil(w.rows / max(1, w.batch))
-            st["seconds"] += (w.rows * w.factor * _unit_flops(w.unit, shape, w.tokens) / GPU_ASSUMED_FLOPS
-                              + calls * shape.n_layers * GPU_LAYER_OVERHEAD_S)
+            st["seconds"] += (
+                w.rows * w.factor * _unit_flops(w.unit, shape, w.tokens) / GPU_ASSUMED_FLOPS
+                + calls * shape.n_layers * GPU_LAYER_OVERHEAD_S
+            )
             peak = weights_mb + _activation_mb(w.unit, shape, w.tokens, w.batch, nbytes) + over.get("cuda_base_mb", 500)
         st["peak_mb"] = max(st["peak_mb"], peak)
     runtime_mb = over.get("runtime_mb", 400.0)
     for name in STAGE_ORDER:
-        if (name == "scan" and not cfg.scan) or (name == "heads" and not cfg.head_types) \
-                or (name == "sentences" and not cfg.sentences):
+        if (
+            (name == "scan" and not cfg.scan)
+            or (name == "heads" and not cfg.head_types)
+            or (name == "sentences" and not cfg.sentences)
+        ):
             continue
         st = stages.setdefault(name, {"seconds": 0.0, "peak_mb": 0.0})
         st["seconds"] += over.get("stage_s", {}).get(name, 1.0)
@@ -175,23 +181,38 @@ def predict_model(cfg, spec: str, prompts, cost: dict[str, Any]) -> tuple[dict[s
         load += over.get("dequantise_s_per_gb", 150.0) * weights_mb / 1024
         # dequantising a GGUF holds the quantised tensors, the float copies and the model at once: measured peak RSS
         # 3.74 GiB (Qwen2.5-Coder-0.5B) and 8.65 GiB (1.5B) on CPU in float32 (docs/models.md)
-        stages["measure"]["peak_mb"] = max(stages["measure"]["peak_mb"], over.get("dequantise_base_mb", DEQUANT_BASE_MB)
-                                           + over.get("dequantise_per_weight_mb", DEQUANT_PER_WEIGHT_MB) * weights_mb)
+        stages["measure"]["peak_mb"] = max(
+            stages["measure"]["peak_mb"],
+            over.get("dequantise_base_mb", DEQUANT_BASE_MB)
+            + over.get("dequantise_per_weight_mb", DEQUANT_PER_WEIGHT_MB) * weights_mb,
+        )
     stages["measure"]["seconds"] += load
     if measured is not None:
         label = f"{device}: {measured['machine'].get('cpu' if device == 'cpu' else 'gpu', '?')}"
         here = _cpu_name() if device == "cpu" else None
-        if here is not None and (here != measured["machine"].get("cpu")
-                                 or (os.cpu_count() or 1) != measured["machine"].get("cores")):
+        if here is not None and (
+            here != measured["machine"].get("cpu") or (os.cpu_count() or 1) != measured["machine"].get("cores")
+        ):
             label += f" (cost model measured there; this machine: {here}, {os.cpu_count()} cores)"
         else:
             label += f", {measured['machine'].get('cores')} cores, {measured.get('dtype')}"
     else:
-        label = f"{device}: PROJECTION (no measured {device} cost model; FLOPs at an assumed " \
-                f"{GPU_ASSUMED_FLOPS / 1e12:.0f} TFLOP/s)"
-    return stages, label, {"shape": shape.to_dict(), "n_params": shape.n_params, "lengths": lengths.source,
-                           "work": items, "head_sets": "from heads.parquet" if known is not None else "upper bound",
-                           "epochs": "from discovery.parquet" if ran is not None else "upper bound"}
+        label = (
+            f"{device}: PROJECTION (no measured {device} cost model; FLOPs at an assumed "
+            f"{GPU_ASSUMED_FLOPS / 1e12:.0f} TFLOP/s)"
+        )
+    return (
+        stages,
+        label,
+        {
+            "shape": shape.to_dict(),
+            "n_params": shape.n_params,
+            "lengths": lengths.source,
+            "work": items,
+            "head_sets": "from heads.parquet" if known is not None else "upper bound",
+            "epochs": "from discovery.parquet" if ran is not None else "upper bound",
+        },
+    )
 
 
 def predict(cfg, cost_model: Path | None = None) -> dict[str, Any]:
@@ -217,10 +238,16 @@ def predict(cfg, cost_model: Path | None = None) -> dict[str, Any]:
             t = total.setdefault(name, {"seconds": 0.0, "peak_mb": 0.0})
             t["seconds"] += st["seconds"]
             t["peak_mb"] = max(t["peak_mb"], st["peak_mb"])
-    ordered = {name: {"seconds": round(total[name]["seconds"], 3), "peak_mb": round(total[name]["peak_mb"], 1)}
-               for name in STAGE_ORDER if name in total}
-    return {"stages": ordered, "total_seconds": round(sum(s["seconds"] for s in ordered.values()), 3),
-            "device": "; ".join(dict.fromkeys(labels))}
+    ordered = {
+        name: {"seconds": round(total[name]["seconds"], 3), "peak_mb": round(total[name]["peak_mb"], 1)}
+        for name in STAGE_ORDER
+        if name in total
+    }
+    return {
+        "stages": ordered,
+        "total_seconds": round(sum(s["seconds"] for s in ordered.values()), 3),
+        "device": "; ".join(dict.fromkeys(labels)),
+    }
 
 
 def _duration(s: float) -> str:
@@ -243,14 +270,18 @@ def render(pred: dict[str, Any], fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(pred)
     rows = [("stage", "seconds", "time", "peak memory")]
-    rows += [(name, f"{st['seconds']:.1f}", _duration(st["seconds"]), f"{st['peak_mb'] / 1024:.2f} GiB")
-             for name, st in pred["stages"].items()]
+    rows += [
+        (name, f"{st['seconds']:.1f}", _duration(st["seconds"]), f"{st['peak_mb'] / 1024:.2f} GiB")
+        for name, st in pred["stages"].items()
+    ]
     peak = max((st["peak_mb"] for st in pred["stages"].values()), default=0.0)
     rows.append(("total", f"{pred['total_seconds']:.1f}", _duration(pred["total_seconds"]), f"{peak / 1024:.2f} GiB"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa
     out = [f"predicted on {pred['device']}", line(rows[0]), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows[1:-1]] + ["  ".join("-" * w for w in widths), line(rows[-1])]
-    out.append("(a cold run, no caches. With a previous run's heads.parquet / discovery.parquet in --out: its head "
-               "sets and epochs run; else upper bounds: every search runs --epochs, seeds + 1 distinct head sets)")
+    out.append(
+        "(a cold run, no caches. With a previous run's heads.parquet / discovery.parquet in --out: its head "
+        "sets and epochs run; else upper bounds: every search runs --epochs, seeds + 1 distinct head sets)"
+    )
     return "\n".join(out)

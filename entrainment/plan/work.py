@@ -1,8 +1,8 @@
 """The work of every stage of a configured run, counted without a model: rows x tokens through each unit of the cost
 model (items x epochs x seeds x resamples, heads x items, draws x items, passes x items, ...), from the prompts table
-the Config generates and the stage formulas. ``entrainment plan`` prices it (entrainment/plan/predict.py). Longer than 320
-lines because every stage's formula is kept in one place (``work``; cross-fitting, heads and sentences in their own
-functions), so a change to one stage's cost is read beside the others.
+the Config generates and the stage formulas. ``entrainment plan`` prices it (entrainment/plan/predict.py).
+Longer than 320 lines because every stage's formula is kept in one place (``work``; cross-fitting, heads and
+sentences in their own functions), so a change to one stage's cost is read beside the others.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def side_texts(cfg, mask_relation: str) -> list[str]:
 
     out: list[str] = []
     for rel in relations.side_relations(cfg.data_dir, mask_relation, cfg.side_relations):
-        pairs = sorted(rel.pairs)[:cfg.side_items]
+        pairs = sorted(rel.pairs)[: cfg.side_items]
         out += [rel.query_templates[0].format(s) for s, _ in pairs]
     for p in sorted(Path(ICL_DIR).glob("*.json")):
         items = json.loads(p.read_text())
@@ -130,8 +130,14 @@ def _search_budget(cfg, n_train: int) -> tuple[int, int]:
     return rows, ran
 
 
-def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list[tuple]] | None = None,
-         epochs: dict[str, int] | None = None) -> list[Work]:
+def work(
+    cfg,
+    prompts,
+    shape: Shape,
+    lengths: Lengths,
+    head_sets: dict[str, list[tuple]] | None = None,
+    epochs: dict[str, int] | None = None,
+) -> list[Work]:
     """Every stage's work for one model: the stage formulas over the prompts table.
 
     Args:
@@ -173,8 +179,7 @@ def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list
         if epochs is not None and rel in epochs:  # the epochs a previous run of this configuration took
             rows, ran = rows * epochs[rel] / max(ran, 1), epochs[rel]
         out.append(Work("discover", "discover", rows, lengths.mean(train), f, cfg.discover_batch_size))
-        out.append(Work("discover", "evaluate", len(dev) * (ran + n_searches), lengths.mean(dev), f,
-                        cfg.batch_size))
+        out.append(Work("discover", "evaluate", len(dev) * (ran + n_searches), lengths.mean(dev), f, cfg.batch_size))
     if cfg.scan:
         out.append(Work("scan", "task", 2 * len(disc) * len(methods), 0))  # scan + agreement per relation and method
         for rel in disc:
@@ -188,16 +193,25 @@ def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list
                 fm = 1.25 if m == "resample" else 1.0  # donors: + one row per item per batch of 4 masks x 16 items
                 out.append(Work("scan", "scan", n_scan * shape.n_total_heads, lengths.mean(dev), fm, 64))
                 out.append(Work("scan", "atp", n_scan, lengths.mean(dev), _donor_factor(m), cfg.discover_batch_size))
-                out.append(Work("scan", "null", n_k * k_masks, lengths.mean(test["text_ctx"].to_list()), fm,
-                                max(cfg.batch_size, 64)))
-                out.append(Work("scan", "null", n_k, lengths.mean(test["text_base"].to_list()), 1.0,
-                                max(cfg.batch_size, 64)))
+                out.append(
+                    Work(
+                        "scan",
+                        "null",
+                        n_k * k_masks,
+                        lengths.mean(test["text_ctx"].to_list()),
+                        fm,
+                        max(cfg.batch_size, 64),
+                    )
+                )
+                out.append(
+                    Work("scan", "null", n_k, lengths.mean(test["text_base"].to_list()), 1.0, max(cfg.batch_size, 64))
+                )
     for rel in searches:
         # the ablate stage evaluates a mask relation's distinct head sets together (evaluate.evaluate_masks): the
         # intact passes once, an ablated pass per head set and method, random heads and the null once per set size
         upper = [("?",) * (i + 1) for i in range(len(cfg.seeds) + 1)]  # seeds + stable set, sizes 1, 2, ...
         sets = head_sets.get(rel, []) if head_sets is not None else upper
-        full = [hs for hs in sets if hs]      # sets that remove heads (a set removing none is the intact model)
+        full = [hs for hs in sets if hs]  # sets that remove heads (a set removing none is the intact model)
         sizes = {len(hs) for hs in full}
         out.append(Work("ablate", "task", len(relations) + 1, 0))  # one task per evaluated relation + side effects
         if not sets:
@@ -222,13 +236,20 @@ def work(cfg, prompts, shape: Shape, lengths: Lengths, head_sets: dict[str, list
                     for m in ms[: len(ms) if cfg.compare_everywhere else 1]:
                         # per size: the intact mask, that size's head sets and the draws, on the same items
                         masks = len(sizes) * (1 + cfg.null_draws) + len(full)
-                        out.append(Work("ablate", "null", n_null * masks, lengths.mean(sub["text_ctx"].to_list()),
-                                        1.25 if m == "resample" else 1.0, max(cfg.batch_size, 64)))
+                        out.append(
+                            Work(
+                                "ablate",
+                                "null",
+                                n_null * masks,
+                                lengths.mean(sub["text_ctx"].to_list()),
+                                1.25 if m == "resample" else 1.0,
+                                max(cfg.batch_size, 64),
+                            )
+                        )
         side = side_texts(cfg, rel)
         n_methods = len(methods) if cfg.compare_everywhere else 1
         passes = 1 + len(full) + len(sizes) * cfg.side_random_draws
-        out.append(Work("ablate", "evaluate", len(side) * passes * n_methods, lengths.mean(side),
-                        batch=cfg.batch_size))
+        out.append(Work("ablate", "evaluate", len(side) * passes * n_methods, lengths.mean(side), batch=cfg.batch_size))
     out += crossfit_work(cfg, prompts, disc, lengths)
     if cfg.head_types and disc:
         out += head_types_work(cfg, prompts, disc[0], shape, lengths)
@@ -302,17 +323,30 @@ def head_types_work(cfg, prompts, relation: str, shape: Shape, lengths: Lengths)
     n_scan = min(cfg.scan_items or len(dev), len(dev))
     d, dh, v, s = shape.hidden, shape.head_dim, shape.vocab, cfg.head_types_tokens
     heads = shape.n_total_heads
-    ov = 2 * d * d * v * 2 + heads * (2 * (dh * d * d + dh * dh * d) * 2 + 25 * dh ** 3) \
-        + heads * 2 * (2 * s * d * dh + s * s * dh)  # float64 counted twice
+    ov = (
+        2 * d * d * v * 2
+        + heads * (2 * (dh * d * d + dh * dh * d) * 2 + 25 * dh**3)
+        + heads * 2 * (2 * s * d * dh + s * s * dh)
+    )  # float64 counted twice
     masks = 1 + 4 * (1 + cfg.head_types_draws)
-    out = [Work("heads", "task", 1, 0),
-           Work("heads", "evaluate", cfg.head_types_seqs, seq, 2.0, cfg.batch_size),  # eager attention
-           Work("heads", "evaluate", 2 * n_scan, lengths.mean(dev) if dev else 1.0, 2.0, cfg.batch_size),
-           Work("heads", "flops", ov, 0),
-           Work("heads", "null", masks * cfg.head_types_seqs, seq, 1.0, 4)]
+    out = [
+        Work("heads", "task", 1, 0),
+        Work("heads", "evaluate", cfg.head_types_seqs, seq, 2.0, cfg.batch_size),  # eager attention
+        Work("heads", "evaluate", 2 * n_scan, lengths.mean(dev) if dev else 1.0, 2.0, cfg.batch_size),
+        Work("heads", "flops", ov, 0),
+        Work("heads", "null", masks * cfg.head_types_seqs, seq, 1.0, 4),
+    ]
     if test:
-        out.append(Work("heads", "null", masks * min(cfg.null_items, len(test)), lengths.mean(test), 1.0,
-                        max(cfg.batch_size, 64)))
+        out.append(
+            Work(
+                "heads",
+                "null",
+                masks * min(cfg.null_items, len(test)),
+                lengths.mean(test),
+                1.0,
+                max(cfg.batch_size, 64),
+            )
+        )
     return out
 
 

@@ -14,17 +14,16 @@ from typing import Callable
 import polars as pl
 
 from entrainment.ablation import evaluate, side_effects
-from entrainment.model import loading
-from entrainment.data import relations
-from entrainment.stats import verdict
-from entrainment.config import Config
-from entrainment.heads.masks import HeadSet, LearnedMask, heads_digest
-from entrainment.model.loading import Loaded
-from entrainment.heads.random_heads import NullPlan, random_sets
-from entrainment.store.schema import NULL_DRAWS
-from entrainment.heads.masks import SHARED, source_relations
 from entrainment.ablation.summaries import with_holm
+from entrainment.config import Config
+from entrainment.data import relations
+from entrainment.heads.masks import SHARED, HeadSet, LearnedMask, heads_digest, source_relations
+from entrainment.heads.random_heads import NullPlan, random_sets
+from entrainment.model import loading
+from entrainment.model.loading import Loaded
 from entrainment.model.tokens import Tokens
+from entrainment.stats import verdict
+from entrainment.store.schema import NULL_DRAWS
 
 PLACEHOLDER = {"seed": -2, "ablation_label": ""}  # rows of a head set before `tables` labels them per mask
 
@@ -109,15 +108,28 @@ def evaluate_relation(
         plan,
         Tokens(loaded.tokenizer, cfg.bos),
     )
-    return [(df, pl.DataFrame(draws, schema=NULL_DRAWS.polars_schema()), item_frame(items_))
-            for df, draws, items_ in done]
+    return [
+        (df, pl.DataFrame(draws, schema=NULL_DRAWS.polars_schema()), item_frame(items_)) for df, draws, items_ in done
+    ]
 
 
-ITEM_SCHEMA = {"model": pl.String, "mask_relation": pl.String, "seed": pl.Int64, "ablation_label": pl.String,
-               "relation": pl.String, "condition": pl.String, "split": pl.String, "templates": pl.String,
-               "ablation_method": pl.String, "prompt_id": pl.String, "subject": pl.String,
-               "delta_original": pl.Float64, "delta_ablated": pl.Float64, "delta_noctx": pl.Float64,
-               "delta_noctx_ablated": pl.Float64}
+ITEM_SCHEMA = {
+    "model": pl.String,
+    "mask_relation": pl.String,
+    "seed": pl.Int64,
+    "ablation_label": pl.String,
+    "relation": pl.String,
+    "condition": pl.String,
+    "split": pl.String,
+    "templates": pl.String,
+    "ablation_method": pl.String,
+    "prompt_id": pl.String,
+    "subject": pl.String,
+    "delta_original": pl.Float64,
+    "delta_ablated": pl.Float64,
+    "delta_noctx": pl.Float64,
+    "delta_noctx_ablated": pl.Float64,
+}
 
 
 def item_frame(rows: list[dict]) -> pl.DataFrame:
@@ -128,10 +140,14 @@ def item_frame(rows: list[dict]) -> pl.DataFrame:
 def side_tasks(cfg: Config, mask_relation: str, icl_dir: Path) -> tuple[dict[str, list[tuple[str, str]]], set[str]]:
     """Factual recall on the other eligible relations in --data-dir (relations.side_relations: side_relations of them,
     side_items subjects each), plus the ICL tasks in data/icl (side_icl_items of each; 0 = all)."""
-    out = {rel.name: side_effects.recall_prompts(rel, cfg.side_items, cfg.seed)
-           for rel in relations.side_relations(cfg.data_dir, mask_relation, cfg.side_relations)}
-    icl = {name: side_effects.icl_prompts(items, cfg.seed)[: cfg.side_icl_items or None]
-           for name, items in side_effects.load_icl(icl_dir).items()}
+    out = {
+        rel.name: side_effects.recall_prompts(rel, cfg.side_items, cfg.seed)
+        for rel in relations.side_relations(cfg.data_dir, mask_relation, cfg.side_relations)
+    }
+    icl = {
+        name: side_effects.icl_prompts(items, cfg.seed)[: cfg.side_icl_items or None]
+        for name, items in side_effects.load_icl(icl_dir).items()
+    }
     return out | {f"icl:{k}": v for k, v in icl.items()}, {f"icl:{k}" for k in icl}
 
 
@@ -143,13 +159,25 @@ def side_effect_rows(
     sets = [head_set(mask_relation, h) for h in heads_sets]
     tasks_, icl = side_tasks(cfg, mask_relation, icl_dir)
     n = cfg.side_random_draws
-    rand = {k: random_sets(k, loaded.info.n_layers, loaded.info.n_heads, n, cfg.seed,
-                           frozenset(tuple(s.heads) for s in sets if len(s.heads) == k))
-            for k in {len(s.heads) for s in sets}}
+    rand = {
+        k: random_sets(
+            k,
+            loaded.info.n_layers,
+            loaded.info.n_heads,
+            n,
+            cfg.seed,
+            frozenset(tuple(s.heads) for s in sets if len(s.heads) == k),
+        )
+        for k in {len(s.heads) for s in sets}
+    }
     methods = cfg.methods() if cfg.compare_everywhere else (cfg.ablation_method,)
     tk = Tokens(loaded.tokenizer, cfg.bos)
-    per_method = [side_effects.side_effects(loaded, tasks_, icl, sets, rand, mask_relation, PLACEHOLDER["seed"],
-                                            cfg.batch_size, tk, m, mean, cfg.seed) for m in methods]
+    per_method = [
+        side_effects.side_effects(
+            loaded, tasks_, icl, sets, rand, mask_relation, PLACEHOLDER["seed"], cfg.batch_size, tk, m, mean, cfg.seed
+        )
+        for m in methods
+    ]
     return [pl.concat([frames[i] for frames in per_method]) for i in range(len(sets))]
 
 
@@ -162,7 +190,9 @@ def label(df: pl.DataFrame, mask: LearnedMask) -> pl.DataFrame:
 
 
 def tables(
-    evals: list[tuple], sides: list[tuple[LearnedMask, pl.DataFrame]], cfg: Config | None = None,
+    evals: list[tuple],
+    sides: list[tuple[LearnedMask, pl.DataFrame]],
+    cfg: Config | None = None,
     crossfit: list[tuple[pl.DataFrame, dict]] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """ablation, null_draws, side_effects, subject_gains and verdict: every mask's rows from the evaluation of its
@@ -204,5 +234,10 @@ def tables(
         null_p[facts["key"]] = (facts["null_p"], facts["null_draws"])
         n_heads[facts["key"]] = facts["n_heads"]
     sg = verdict.subject_gains(items_df)
-    return {"ablation": abl, "null_draws": draws, "side_effects": side, "subject_gains": sg,
-            "verdict": verdict.verdict_rows(sg, null_p, n_heads)}
+    return {
+        "ablation": abl,
+        "null_draws": draws,
+        "side_effects": side,
+        "subject_gains": sg,
+        "verdict": verdict.verdict_rows(sg, null_p, n_heads),
+    }

@@ -13,7 +13,8 @@
   null where each draw removes a random set of each fold's size on that fold and the statistic is the mean subject
   gain over all folds (``crossfit_draws`` draws on up to ``null_items`` items per fold).
 
-The Prefect tasks (tasks/discover.py, tasks/ablate.py) and the Python API call these functions.
+The Prefect tasks (tasks/discover.py, tasks/ablate.py) and the Python API call these functions. Longer than 320
+lines because the folds, the fold searches and their evaluation are one design, read in one place.
 """
 
 from __future__ import annotations
@@ -87,8 +88,11 @@ def fold_rows(rows: pl.DataFrame, relation: str, fold: int, cfg: Config) -> pl.D
     Returns:
         Rows with split train / dev (other folds' subjects) and test (the fold's subjects).
     """
-    rows = rows.filter((pl.col("relation") == relation) & pl.col("condition").is_in(list(cfg.train_conditions))
-                       & pl.col("fold").is_not_null())
+    rows = rows.filter(
+        (pl.col("relation") == relation)
+        & pl.col("condition").is_in(list(cfg.train_conditions))
+        & pl.col("fold").is_not_null()
+    )
     other = rows.filter(pl.col("fold") != fold)
     seen = set(rows.filter(pl.col("split").is_in(["train", "dev"]))["query_template"].drop_nulls().to_list())
     if seen and cfg.template_holdout:
@@ -101,11 +105,13 @@ def fold_rows(rows: pl.DataFrame, relation: str, fold: int, cfg: Config) -> pl.D
     train = other.filter(~pl.col("subject").is_in(sorted(dev_subjects)))
     dev = other.filter(pl.col("subject").is_in(sorted(dev_subjects)))
     key = f"crossfit-items|{cfg.seed}|{relation}|{fold}"
-    return pl.concat([
-        _sample(train, cfg.crossfit_items[0], key + "|train").with_columns(pl.lit("train").alias("split")),
-        _sample(dev, cfg.crossfit_items[1], key + "|dev").with_columns(pl.lit("dev").alias("split")),
-        rows.filter(pl.col("fold") == fold).with_columns(pl.lit("test").alias("split")),
-    ])
+    return pl.concat(
+        [
+            _sample(train, cfg.crossfit_items[0], key + "|train").with_columns(pl.lit("train").alias("split")),
+            _sample(dev, cfg.crossfit_items[1], key + "|dev").with_columns(pl.lit("dev").alias("split")),
+            rows.filter(pl.col("fold") == fold).with_columns(pl.lit("test").alias("split")),
+        ]
+    )
 
 
 def fold_gap(prompts: pl.DataFrame, relations: list[str], cfg: Config) -> tuple[str, int, str] | None:
@@ -132,8 +138,16 @@ def fold_gap(prompts: pl.DataFrame, relations: list[str], cfg: Config) -> tuple[
     return None
 
 
-def fold_search(loaded: Loaded, rows: pl.DataFrame, relation: str, fold: int, cfg: Config, mean=None,
-                checkpoint: Path | None = None, progress=None):
+def fold_search(
+    loaded: Loaded,
+    rows: pl.DataFrame,
+    relation: str,
+    fold: int,
+    cfg: Config,
+    mean=None,
+    checkpoint: Path | None = None,
+    progress=None,
+):
     """One fold's mask search (the first seed, the full training split of ``fold_rows``), its heads rows labelled
     `crossfit:<relation>:fold<f>` with `fold`.
 
@@ -149,20 +163,24 @@ def fold_search(loaded: Loaded, rows: pl.DataFrame, relation: str, fold: int, cf
     Returns:
         discover.Search whose heads carry the fold and whose facts carry `fold` and the fold's subjects.
     """
-    from entrainment.stages import discover
     from entrainment.heads.masks import crossfit_label
+    from entrainment.stages import discover
 
     data = fold_rows(rows, relation, fold, cfg)
     for split in ("train", "dev"):
         if not data.filter(pl.col("split") == split).height:
             from entrainment.errors import InputError
 
-            raise InputError("config", "crossfit_folds", cfg.crossfit_folds,
-                             f"fold {fold} of {relation} leaves no {split} items for its search: use fewer folds "
-                             "or 0 (off)")
+            raise InputError(
+                "config",
+                "crossfit_folds",
+                cfg.crossfit_folds,
+                f"fold {fold} of {relation} leaves no {split} items for its search: use fewer folds or 0 (off)",
+            )
     s = discover.one_search(loaded, data, relation, cfg.seeds[0], 0, cfg, mean, checkpoint, progress)
-    s.heads = s.heads.with_columns(pl.lit(crossfit_label(relation, fold)).alias("ablation_label"),
-                                   pl.lit(fold, pl.Int64).alias("fold"))
+    s.heads = s.heads.with_columns(
+        pl.lit(crossfit_label(relation, fold)).alias("ablation_label"), pl.lit(fold, pl.Int64).alias("fold")
+    )
     s.facts = dict(s.facts, fold=fold, test_subjects=sorted(set(data.filter(pl.col("split") == "test")["subject"])))
     return s
 
@@ -172,7 +190,8 @@ def with_fold_heads(heads: pl.DataFrame, fold_heads: list[pl.DataFrame]) -> pl.D
     if not fold_heads:
         return heads
     return pl.concat([heads, *fold_heads], how="vertical_relaxed").sort(
-        "model", "relation", "seed", "fold", "layer", "head", nulls_last=False)
+        "model", "relation", "seed", "fold", "layer", "head", nulls_last=False
+    )
 
 
 def summary(facts: list[dict]) -> list[str]:
@@ -185,21 +204,29 @@ def summary(facts: list[dict]) -> list[str]:
     ]
 
 
-def _delta_matrix(loaded: Loaded, prompts: list, gold: list[int], dist: list[int], sets: list[tuple], cfg: Config,
-                  ablation) -> np.ndarray:
+def _delta_matrix(
+    loaded: Loaded, prompts: list, gold: list[int], dist: list[int], sets: list[tuple], cfg: Config, ablation
+) -> np.ndarray:
     """Δ [sets, items] with each head set removed (() = intact), in batched multi-mask passes."""
     from entrainment.model import loading
     from entrainment.model.multimask import head_masks, probe_logits
 
     info = loaded.info
-    logits = probe_logits(loaded, prompts, list(zip(gold, dist)), head_masks(sets, info.n_layers, info.n_heads),
-                          max(cfg.batch_size, 64), bf16=loading.search_bf16(cfg.search_dtype, info.device),
-                          ablation=ablation)
+    logits = probe_logits(
+        loaded,
+        prompts,
+        list(zip(gold, dist)),
+        head_masks(sets, info.n_layers, info.n_heads),
+        max(cfg.batch_size, 64),
+        bf16=loading.search_bf16(cfg.search_dtype, info.device),
+        ablation=ablation,
+    )
     return logits[..., 0] - logits[..., 1]
 
 
-def evaluate(loaded: Loaded, prompts: pl.DataFrame, relation: str, folds: list[tuple[int, tuple]], cfg: Config,
-             mean=None) -> tuple[pl.DataFrame, dict]:
+def evaluate(
+    loaded: Loaded, prompts: pl.DataFrame, relation: str, folds: list[tuple[int, tuple]], cfg: Config, mean=None
+) -> tuple[pl.DataFrame, dict]:
     """The cross-fitted verdict's per-item rows and its random-head null (module docstring).
 
     Args:
@@ -212,12 +239,12 @@ def evaluate(loaded: Loaded, prompts: pl.DataFrame, relation: str, folds: list[t
     Returns:
         (per-item rows labelled `crossfit:<relation>` with `fold`, facts: key, null_p, null_draws, n_heads).
     """
-    from entrainment.ablation.evaluate import without_collisions
     from entrainment.ablation.donors import ablation_for
+    from entrainment.ablation.evaluate import without_collisions
     from entrainment.heads.masks import crossfit_label
-    from entrainment.stages.ablate import ITEM_SCHEMA
     from entrainment.heads.random_heads import null_subsample, random_sets
     from entrainment.model.tokens import Tokens
+    from entrainment.stages.ablate import ITEM_SCHEMA
     from entrainment.stats.verdict import empirical_null, subject_mean_gain
 
     info = loaded.info
@@ -227,9 +254,14 @@ def evaluate(loaded: Loaded, prompts: pl.DataFrame, relation: str, folds: list[t
     rows_out: list[dict] = []
     null_parts: list[tuple[list, np.ndarray, np.ndarray]] = []  # (subjects, observed gains, draw gains [d, n])
     for fold, heads in folds:
-        items = without_collisions(prompts.filter(
-            (pl.col("relation") == relation) & (pl.col("fold") == fold)
-            & pl.col("condition").is_in(list(cfg.train_conditions))), tk)
+        items = without_collisions(
+            prompts.filter(
+                (pl.col("relation") == relation)
+                & (pl.col("fold") == fold)
+                & pl.col("condition").is_in(list(cfg.train_conditions))
+            ),
+            tk,
+        )
         if items.is_empty():
             continue
         rows = items.to_dicts()
@@ -242,25 +274,49 @@ def evaluate(loaded: Loaded, prompts: pl.DataFrame, relation: str, folds: list[t
         how_base = ablation_for(method, mean, base, groups, f"donors-base|{cfg.seed}|{relation}")
         d_ctx = _delta_matrix(loaded, ctx, gold, dist, [(), tuple(heads)], cfg, how)
         d_base = _delta_matrix(loaded, base, gold, dist, [(), tuple(heads)], cfg, how_base)
-        key = {"model": info.spec, "mask_relation": relation, "seed": cfg.seeds[0], "ablation_label": label,
-               "relation": relation, "templates": "all", "ablation_method": method}
-        rows_out += [key | {"condition": r["condition"], "split": r["split"], "prompt_id": r["prompt_id"],
-                            "subject": r["subject"], "delta_original": float(d_ctx[0, i]),
-                            "delta_ablated": float(d_ctx[1, i]), "delta_noctx": float(d_base[0, i]),
-                            "delta_noctx_ablated": float(d_base[1, i]), "fold": fold}
-                     for i, r in enumerate(rows)]
+        key = {
+            "model": info.spec,
+            "mask_relation": relation,
+            "seed": cfg.seeds[0],
+            "ablation_label": label,
+            "relation": relation,
+            "templates": "all",
+            "ablation_method": method,
+        }
+        rows_out += [
+            key
+            | {
+                "condition": r["condition"],
+                "split": r["split"],
+                "prompt_id": r["prompt_id"],
+                "subject": r["subject"],
+                "delta_original": float(d_ctx[0, i]),
+                "delta_ablated": float(d_ctx[1, i]),
+                "delta_noctx": float(d_base[0, i]),
+                "delta_noctx_ablated": float(d_base[1, i]),
+                "fold": fold,
+            }
+            for i, r in enumerate(rows)
+        ]
         if cfg.crossfit_draws and heads:
             sub = null_subsample(np.arange(len(rows)), cfg.null_items, f"crossfit-null|{cfg.seed}|{relation}|{fold}")
-            draws = random_sets(len(heads), info.n_layers, info.n_heads, cfg.crossfit_draws, cfg.seed,
-                                frozenset({tuple(sorted(heads))}))
-            d = _delta_matrix(loaded, [ctx[i] for i in sub], [gold[i] for i in sub], [dist[i] for i in sub],
-                              [(), tuple(heads)] + [hs.heads for hs in draws], cfg, how)
+            draws = random_sets(
+                len(heads), info.n_layers, info.n_heads, cfg.crossfit_draws, cfg.seed, frozenset({tuple(sorted(heads))})
+            )
+            d = _delta_matrix(
+                loaded,
+                [ctx[i] for i in sub],
+                [gold[i] for i in sub],
+                [dist[i] for i in sub],
+                [(), tuple(heads)] + [hs.heads for hs in draws],
+                cfg,
+                how,
+            )
             null_parts.append(([rows[i]["subject"] for i in sub], d[1] - d[0], d[2:] - d[0]))
     schema = ITEM_SCHEMA | {"fold": pl.Int64}
     out = pl.DataFrame(rows_out, schema=schema)
     n_heads = round(float(np.mean([len(h) for _, h in folds]))) if folds else 0
-    facts = {"key": (info.spec, relation, label, method), "null_p": float("nan"), "null_draws": 0,
-             "n_heads": n_heads}
+    facts = {"key": (info.spec, relation, label, method), "null_p": float("nan"), "null_draws": 0, "n_heads": n_heads}
     if null_parts and len(null_parts) == len([f for f, h in folds if h]):
         subjects = [s for part in null_parts for s in part[0]]
         observed = subject_mean_gain(subjects, np.concatenate([p[1] for p in null_parts]))
@@ -289,5 +345,15 @@ def read_result(path: Path) -> tuple[pl.DataFrame, dict]:
     return tables.read_parquet(Path(facts["items"])), facts
 
 
-__all__ = ["assign_folds", "evaluate", "fold_gap", "fold_rows", "fold_search", "read_result", "subject_folds",
-           "summary", "with_fold_heads", "write_result"]
+__all__ = [
+    "assign_folds",
+    "evaluate",
+    "fold_gap",
+    "fold_rows",
+    "fold_search",
+    "read_result",
+    "subject_folds",
+    "summary",
+    "with_fold_heads",
+    "write_result",
+]

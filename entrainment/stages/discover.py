@@ -19,20 +19,20 @@ from typing import Callable, Iterable
 
 import polars as pl
 
-from entrainment.heads import search, stability
 from entrainment.ablation import donors
-from entrainment.model import loading
 from entrainment.config import Config
 from entrainment.errors import InputError
+from entrainment.heads import search, stability
 from entrainment.heads.masks import SHARED, STABLE_SEED, mask_label
-from entrainment.model.loading import Loaded
-from entrainment.store.schema import DISCOVERY, DISCOVERY_MASKS, HEAD_OVERLAP, HEAD_STABILITY, HEADS
-from entrainment.model.loading import model_prefix
+from entrainment.model import loading, tokens
+from entrainment.model.loading import Loaded, model_prefix
 from entrainment.model.tokens import Tokens
-from entrainment.model import tokens
+from entrainment.store.schema import DISCOVERY, DISCOVERY_MASKS, HEAD_OVERLAP, HEAD_STABILITY, HEADS
 
-def discovery_relations(present: Iterable[str], wanted: Iterable[str], every_if_none: bool, where: object,
-                        field: str = "relation") -> list[str]:
+
+def discovery_relations(
+    present: Iterable[str], wanted: Iterable[str], every_if_none: bool, where: object, field: str = "relation"
+) -> list[str]:
     """The relations a discovery-side stage searches (the CLI's tasks and the Python API share this rule).
 
     Args:
@@ -52,8 +52,12 @@ def discovery_relations(present: Iterable[str], wanted: Iterable[str], every_if_
     if not rels and every_if_none:
         rels = present
     if not rels:
-        raise InputError(where, field, ", ".join(wanted),
-                         f"not in {Path(str(where)).name} (it holds: {', '.join(present) or 'no relation'})")
+        raise InputError(
+            where,
+            field,
+            ", ".join(wanted),
+            f"not in {Path(str(where)).name} (it holds: {', '.join(present) or 'no relation'})",
+        )
     return rels
 
 
@@ -147,7 +151,13 @@ def one_search(
         The search's rows (Search).
     """
     return many_searches(
-        loaded, rows, relation, [(seed, resample)], cfg, mean, checkpoint,
+        loaded,
+        rows,
+        relation,
+        [(seed, resample)],
+        cfg,
+        mean,
+        checkpoint,
         (lambda _i, r: progress(r)) if progress else None,
     )[0]
 
@@ -308,7 +318,10 @@ def overlap(sets: dict[tuple, set], shapes: dict[str, tuple[int, int]] | None = 
 
 
 def stability_rows(
-    sets: dict[tuple, set], shapes: dict[str, tuple[int, int]], threshold: float, method: str,
+    sets: dict[tuple, set],
+    shapes: dict[str, tuple[int, int]],
+    threshold: float,
+    method: str,
     resampling: str = "half",
 ) -> pl.DataFrame:
     """head_stability rows per (model, relation) over all its searches, with the number of half-sample searches
@@ -378,7 +391,8 @@ def summary(facts: list[dict], ov: pl.DataFrame, stab: pl.DataFrame) -> list[str
         f"{model_prefix(m['model'], multi)}{m['relation']} seed {m['seed']}"
         + (f" resample {m['resample']}" if m["resample"] else "")
         + f": epoch {m['epoch']} of {m['epochs_run']} run ({m.get('steps_run', '?')} steps, "
-        + ("converged" if m.get("converged") else "not converged") + f") removes {m['n_removed']} heads, "
+        + ("converged" if m.get("converged") else "not converged")
+        + f") removes {m['n_removed']} heads, "
         f"dev delta {m['dev_delta_start']:.2f} -> {m['dev_delta']:.2f} ({m['search_dtype']})"
         + ("  (no head found: try more --epochs, a lower --lambda or a lower --init)" if m["n_removed"] == 0 else "")
         for m in sorted(facts, key=lambda m: (m["model"], m["relation"], m["seed"], m["resample"]))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
-from entrainment.stages import crossfit
 from entrainment.data import items, lre_prompts
+from entrainment.stages import crossfit
 
 
 def from_config(cfg) -> pl.DataFrame:

@@ -25,6 +25,9 @@ in the context (summed over its tokens, mean over items), with context; ``dla_di
 attribution to ℓ(distractor) − ℓ(gold) at the final position (its output through a post-attention norm where the
 architecture has one and the final norm, each linearised at the pass's own residual), with context minus without,
 mean over items.
+
+Longer than 320 lines because the stage's three readings (attention scores, OV scores, entrainment readings) are
+computed on one seeded batch and kept in one place.
 """
 
 from __future__ import annotations
@@ -41,8 +44,15 @@ from entrainment.model.hooks import recorded_z
 from entrainment.model.loading import Loaded
 from entrainment.model.scoring import collate, model_device
 
-SCORES = ("prev_token", "duplicate_token", "induction", "copying", "copy_suppression", "distractor_attention",
-          "dla_distractor")
+SCORES = (
+    "prev_token",
+    "duplicate_token",
+    "induction",
+    "copying",
+    "copy_suppression",
+    "distractor_attention",
+    "dla_distractor",
+)
 
 
 @contextmanager
@@ -95,8 +105,11 @@ def pattern_scores(loaded: Loaded, seqs: torch.Tensor, bos: int) -> dict[str, np
     q_all = torch.arange(1, s)
     q_two = torch.arange(bos + length, s)
     pick = lambda q, k: att[:, :, :, q, k].mean(dim=(1, 3)).numpy().astype(np.float64)  # noqa: E731
-    return {"prev_token": pick(q_all, q_all - 1), "duplicate_token": pick(q_two, q_two - length),
-            "induction": pick(q_two, q_two - length + 1)}
+    return {
+        "prev_token": pick(q_all, q_all - 1),
+        "duplicate_token": pick(q_two, q_two - length),
+        "induction": pick(q_two, q_two - length + 1),
+    }
 
 
 def distractor_positions(tokenizer, ids: Sequence[int], text: str, context: str, distractor: str) -> list[int]:
@@ -108,8 +121,11 @@ def distractor_positions(tokenizer, ids: Sequence[int], text: str, context: str,
     end = start + len(distractor)
     enc = tokenizer(text, return_offsets_mapping=True)
     shift = len(ids) - len(enc.input_ids)  # a BOS added (--bos always) or dropped (never)
-    return [i + shift for i, (a, b) in enumerate(enc.offset_mapping)
-            if b > a and a < end and b > start and 0 <= i + shift < len(ids)]
+    return [
+        i + shift
+        for i, (a, b) in enumerate(enc.offset_mapping)
+        if b > a and a < end and b > start and 0 <= i + shift < len(ids)
+    ]
 
 
 def _last_position_pass(loaded: Loaded, prompts: list[tuple[int, ...]], attend: bool):
@@ -123,15 +139,25 @@ def _last_position_pass(loaded: Loaded, prompts: list[tuple[int, ...]], attend: 
     ovs = circuits.all_ov(loaded)
     posts: list = [None] * info.n_layers
     fin: list = [None]
-    hooks = [ov.post.register_forward_pre_hook(lambda _m, a, i=i: posts.__setitem__(i, a[0][:, -1].float().cpu()))
-             for i, ov in enumerate(ovs) if ov.post is not None]
+    hooks = [
+        ov.post.register_forward_pre_hook(lambda _m, a, i=i: posts.__setitem__(i, a[0][:, -1].float().cpu()))
+        for i, ov in enumerate(ovs)
+        if ov.post is not None
+    ]
     norm = circuits.final_norm(model)
     if norm is not None:
         hooks.append(norm.register_forward_pre_hook(lambda _m, a: fin.__setitem__(0, a[0][:, -1].float().cpu())))
     try:
-        with torch.inference_mode(), recorded_z(model) as zs, (eager_attention(model) if attend else _nothing()):
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_attentions=attend,
-                        use_cache=False, output_hidden_states=norm is None, logits_to_keep=1)
+        with torch.inference_mode(), recorded_z(model) as zs, eager_attention(model) if attend else _nothing():
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                output_attentions=attend,
+                use_cache=False,
+                output_hidden_states=norm is None,
+                logits_to_keep=1,
+            )
     finally:
         for h in hooks:
             h.remove()
@@ -147,8 +173,9 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def head_dla(loaded: Loaded, z: torch.Tensor, post: torch.Tensor | None, resid: torch.Tensor,
-             direction: torch.Tensor) -> torch.Tensor:
+def head_dla(
+    loaded: Loaded, z: torch.Tensor, post: torch.Tensor | None, resid: torch.Tensor, direction: torch.Tensor
+) -> torch.Tensor:
     """[B, L, H] direct logit attribution of every head's output at the last position onto `direction` [B, d] (a
     difference of unembedding rows), through a post-attention norm (if any) and the final norm, linearised."""
     ovs = circuits.all_ov(loaded)
@@ -163,9 +190,15 @@ def head_dla(loaded: Loaded, z: torch.Tensor, post: torch.Tensor | None, resid: 
     return torch.stack(out, dim=1)
 
 
-def entrainment_readings(loaded: Loaded, ctx: list[tuple[int, ...]], base: list[tuple[int, ...]],
-                         positions: list[list[int]], gold: list[int], dist: list[int],
-                         batch_size: int = 16) -> dict[str, np.ndarray]:
+def entrainment_readings(
+    loaded: Loaded,
+    ctx: list[tuple[int, ...]],
+    base: list[tuple[int, ...]],
+    positions: list[list[int]],
+    gold: list[int],
+    dist: list[int],
+    batch_size: int = 16,
+) -> dict[str, np.ndarray]:
     """distractor_attention and dla_distractor [L, H] over items (module docstring).
 
     Args:
@@ -195,22 +228,30 @@ def entrainment_readings(loaded: Loaded, ctx: list[tuple[int, ...]], base: list[
                         att_n += 1
         dla.append((per_arm[0] - per_arm[1]).numpy())
     nan = np.full((info.n_layers, info.n_heads), np.nan)
-    return {"distractor_attention": att_sum / att_n if att_n else nan,
-            "dla_distractor": np.concatenate(dla).mean(axis=0) if dla else nan}
+    return {
+        "distractor_attention": att_sum / att_n if att_n else nan,
+        "dla_distractor": np.concatenate(dla).mean(axis=0) if dla else nan,
+    }
 
 
-def frame(loaded: Loaded, scores: dict[str, np.ndarray], relation: str | None, n_seqs: int, n_items: int,
-          n_tokens: int) -> pl.DataFrame:
+def frame(
+    loaded: Loaded, scores: dict[str, np.ndarray], relation: str | None, n_seqs: int, n_items: int, n_tokens: int
+) -> pl.DataFrame:
     """head_types rows: one per (layer, head) of the model."""
     from entrainment.store.schema import HEAD_TYPES
 
     info = loaded.info
     rows = [
-        {"model": info.spec, "layer": layer, "head": head,
-         "kv_head": circuits.kv_head(head, info.n_heads, info.n_kv_heads)}
+        {
+            "model": info.spec,
+            "layer": layer,
+            "head": head,
+            "kv_head": circuits.kv_head(head, info.n_heads, info.n_kv_heads),
+        }
         | {name: float(scores[name][layer, head]) for name in SCORES + ("copying_top1",)}
         | {"relation": relation, "n_seqs": n_seqs, "n_items": n_items, "n_tokens": n_tokens}
-        for layer in range(info.n_layers) for head in range(info.n_heads)
+        for layer in range(info.n_layers)
+        for head in range(info.n_heads)
     ]
     return pl.DataFrame(rows, schema=HEAD_TYPES.polars_schema())
 
@@ -225,8 +266,16 @@ def token_subset(tokenizer, vocab: int, prompts: Sequence[Sequence[int]], n: int
     return seen + fill[: max(0, n - len(seen))]
 
 
-def compute(loaded: Loaded, rows: pl.DataFrame | None, relation: str | None, cfg, heads=None, head_scores=None,
-            stability=None, progress=None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def compute(
+    loaded: Loaded,
+    rows: pl.DataFrame | None,
+    relation: str | None,
+    cfg,
+    heads=None,
+    head_scores=None,
+    stability=None,
+    progress=None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """head_types and head_type_agreement rows of one model: the entry function of the task and the API.
 
     Args:
@@ -241,10 +290,10 @@ def compute(loaded: Loaded, rows: pl.DataFrame | None, relation: str | None, cfg
         (head_types frame, head_type_agreement frame).
     """
     from entrainment.heads import dissociation
-    from entrainment.stages import scan
     from entrainment.heads.random_heads import null_subsample
-    from entrainment.store.schema import HEAD_TYPE_AGREEMENT
     from entrainment.model.tokens import Tokens, context_window
+    from entrainment.stages import scan
+    from entrainment.store.schema import HEAD_TYPE_AGREEMENT
 
     info, tok = loaded.info, loaded.tokenizer
     step = progress or (lambda _label: None)
@@ -265,23 +314,44 @@ def compute(loaded: Loaded, rows: pl.DataFrame | None, relation: str | None, cfg
     scores["copy_suppression"], scores["copying_top1"] = circuits.suppression_scores(loaded, subset)
     step("OV circuits")
     scores |= entrainment_readings(
-        loaded, [it.prompt for it, _ in dev], [tk.prompt(r["text_base"]) for _, r in dev],
+        loaded,
+        [it.prompt for it, _ in dev],
+        [tk.prompt(r["text_base"]) for _, r in dev],
         [distractor_positions(tok, it.prompt, r["text_ctx"], r["context"], r["distractor"]) for it, r in dev],
-        [it.gold for it, _ in dev], [it.distractor for it, _ in dev])
+        [it.gold for it, _ in dev],
+        [it.distractor for it, _ in dev],
+    )
     step("entrainment readings")
     types = frame(loaded, scores, relation, len(seqs), len(dev), len(subset))
     grids = {name: scores[name] for name in SCORES}
-    ranks = dissociation.rankings(info.spec, info.n_layers, info.n_heads, cfg.ablation_method, cfg.head_types_k, head_scores,
-                     stability)
+    ranks = dissociation.rankings(
+        info.spec, info.n_layers, info.n_heads, cfg.ablation_method, cfg.head_types_k, head_scores, stability
+    )
     out = dissociation.agreement_rows(info.spec, grids, ranks, cfg.head_types_k, cfg.seed)
-    entr, source = dissociation.entrainment_heads(relation or "", heads, {key: g for key, (g, _) in ranks.items()}, info.spec,
-                                     cfg.head_types_k)
+    entr, source = dissociation.entrainment_heads(
+        relation or "", heads, {key: g for key, (g, _) in ranks.items()}, info.spec, cfg.head_types_k
+    )
     if entr:
         items = ([it.prompt for it, _ in test], [it.gold for it, _ in test], [it.distractor for it, _ in test])
-        out += dissociation.dissociation_rows(loaded, grids, entr, source, relation or "", cfg.head_types_k, items, seqs, bos,
-                                    cfg.head_types_draws, cfg.seed, max(cfg.batch_size, 64))
+        out += dissociation.dissociation_rows(
+            loaded,
+            grids,
+            entr,
+            source,
+            relation or "",
+            cfg.head_types_k,
+            items,
+            seqs,
+            bos,
+            cfg.head_types_draws,
+            cfg.seed,
+            max(cfg.batch_size, 64),
+        )
     step("agreement and dissociation")
     schema = HEAD_TYPE_AGREEMENT.polars_schema()
-    agree = pl.DataFrame([{c: r.get(c) for c in schema} for r in out], schema=schema) if out else \
-        pl.DataFrame(schema=schema)
+    agree = (
+        pl.DataFrame([{c: r.get(c) for c in schema} for r in out], schema=schema)
+        if out
+        else pl.DataFrame(schema=schema)
+    )
     return types, agree.sort("model", "relation", "kind", "score", "ranking", "removed", nulls_last=True)

@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import Callable
 
 import polars as pl
-
 import torch
 
 from entrainment.ablation.donors import ablation_for
 from entrainment.heads.masks import HeadSet
 from entrainment.model.loading import Loaded
-from entrainment.store.schema import MEASUREMENTS
 from entrainment.model.scoring import Request, score
-from entrainment.store.tables import is_valid_parquet, read_parquet, write_parquet
 from entrainment.model.tokens import Tokens, context_window
+from entrainment.store.schema import MEASUREMENTS
+from entrainment.store.tables import is_valid_parquet, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 

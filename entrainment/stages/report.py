@@ -19,13 +19,15 @@ from pathlib import Path
 
 import polars as pl
 
-from entrainment.figures import context_panels
-from entrainment.figures import overview
-from entrainment.figures import head_panels
-from entrainment.figures import head_type_panels
-from entrainment.figures import model_panels
-from entrainment.figures import sentence_panels
-from entrainment.figures import verdict_panels
+from entrainment.figures import (
+    context_panels,
+    head_panels,
+    head_type_panels,
+    model_panels,
+    overview,
+    sentence_panels,
+    verdict_panels,
+)
 from entrainment.stats.scaling import absent_reason
 from entrainment.store.tables import read_parquet
 
@@ -327,16 +329,18 @@ def build(out: Path, example: dict | None = None, smoke: bool = False) -> str:
     sections.append(
         f'<section id="panel-f"><h2>(f) Statistics (paired t-tests, pooled over relations, log-prob)</h2>{table}'
         f'<p class="sub">Full table: stats.parquet (every relation and metric); contrasts.parquet compares '
-        f'conditions.</p></section>'
+        f"conditions.</p></section>"
     )
     kv = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>" for k, v in facts)
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Contextual entrainment report</title>'
         f"<style>{CSS}</style></head><body><h1>Contextual entrainment report</h1>"
         f'<p class="sub">Niu et al., "Llama See, Llama Do", ACL 2025 (arXiv 2505.09338). Output folder: '
-        f'{html.escape(str(out))}</p>'
+        f"{html.escape(str(out))}</p>"
         + (SMOKE_BANNER if smoke else "")
-        + f'<table class="kv">{kv}</table>' + "".join(sections) + "</body></html>"
+        + f'<table class="kv">{kv}</table>'
+        + "".join(sections)
+        + "</body></html>"
     )
 
 

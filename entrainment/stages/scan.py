@@ -8,21 +8,19 @@ head_agreement rows (k-curves with CIs, faithfulness); ``method_table`` -> metho
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import polars as pl
 
-import logging
-
-from entrainment.heads import agreement, masks, maps
 from entrainment.ablation import donors
-from entrainment.model import loading
 from entrainment.config import Config
-from entrainment.model.loading import Loaded
+from entrainment.heads import agreement, maps, masks
 from entrainment.heads.random_heads import null_subsample
-from entrainment.store.schema import HEAD_AGREEMENT, HEAD_SCORES, METHOD_AGREEMENT
-from entrainment.model.loading import model_prefix
+from entrainment.model import loading, tokens
+from entrainment.model.loading import Loaded, model_prefix
 from entrainment.model.tokens import Tokens
-from entrainment.model import tokens
+from entrainment.store.schema import HEAD_AGREEMENT, HEAD_SCORES, METHOD_AGREEMENT
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +112,11 @@ def learned_mask(heads: pl.DataFrame | None, model: str, relation: str) -> masks
     """The first seed's learned mask of the relation (the stable set is not a ranking), if any."""
     if heads is None or heads.is_empty():
         return None
-    found = [m for m in masks.learned_masks(heads)
-             if m.model == model and m.relation == relation and m.seed >= 0 and m.fold is None]
+    found = [
+        m
+        for m in masks.learned_masks(heads)
+        if m.model == model and m.relation == relation and m.seed >= 0 and m.fold is None
+    ]
     return found[0] if found else None
 
 

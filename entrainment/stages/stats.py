@@ -36,6 +36,7 @@ from entrainment.store.schema import CONTRASTS, STATS
 
 # The paper's ordering claim: counterfactual > related > irrelevant / random. Each contrast is a - b.
 from entrainment.store.sql import shifts_sql
+
 CONTRAST_PAIRS = (
     ("counterfactual", "related"),
     ("counterfactual", "irrelevant"),
@@ -116,10 +117,13 @@ def subject_stats(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.Dat
     """Subject-level columns per stats group: the t-test over query-subject means of the paired differences
     (per relation), and the equal-weight combination of the relations for `ALL` (module docstring)."""
     df = con.sql(_SUBJECT_SQL).pl()
-    df = df.with_columns(pl.col("subject_var").fill_null(float("nan")).cast(pl.Float64),
-                         pl.col("n_subjects").cast(pl.Int64))
-    own = df.with_columns((pl.col("subject_var") / pl.col("n_subjects")).sqrt().alias("_se"),
-                          (pl.col("n_subjects") - 1).cast(pl.Float64).alias("_df"))
+    df = df.with_columns(
+        pl.col("subject_var").fill_null(float("nan")).cast(pl.Float64), pl.col("n_subjects").cast(pl.Int64)
+    )
+    own = df.with_columns(
+        (pl.col("subject_var") / pl.col("n_subjects")).sqrt().alias("_se"),
+        (pl.col("n_subjects") - 1).cast(pl.Float64).alias("_df"),
+    )
     pooled = _relations_equal(df, "subject_mean_diff", "subject_var", "n_subjects")
     out = pl.concat([own.drop("subject_var"), pooled.select(own.drop("subject_var").columns)], how="vertical_relaxed")
     mean = out["subject_mean_diff"].to_numpy()
@@ -174,14 +178,20 @@ def paired_stats(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.Data
     pooled = _relations_equal(
         rel.with_columns((pl.col("sd_diff") ** 2).alias("_var")), "mean_diff", "_var", "n", ("mean_ctx", "mean_base")
     )
-    df = pl.concat([
-        rel.with_columns(pl.lit(None, pl.String).alias("pooling"),
-                         (pl.col("sd_diff") / pl.col("n").sqrt()).alias("_se"),
-                         (pl.col("n") - 1).cast(pl.Float64).alias("_df")),
-        df.filter(pl.col("relation") == "ALL").drop("mean_ctx", "mean_base", "mean_diff", "n")
-        .join(pooled, on=_KEY + ["relation"], how="left", nulls_equal=True)
-        .with_columns(pl.lit("relations_equal").alias("pooling"), pl.col("n").fill_null(0)),
-    ], how="diagonal_relaxed")
+    df = pl.concat(
+        [
+            rel.with_columns(
+                pl.lit(None, pl.String).alias("pooling"),
+                (pl.col("sd_diff") / pl.col("n").sqrt()).alias("_se"),
+                (pl.col("n") - 1).cast(pl.Float64).alias("_df"),
+            ),
+            df.filter(pl.col("relation") == "ALL")
+            .drop("mean_ctx", "mean_base", "mean_diff", "n")
+            .join(pooled, on=_KEY + ["relation"], how="left", nulls_equal=True)
+            .with_columns(pl.lit("relations_equal").alias("pooling"), pl.col("n").fill_null(0)),
+        ],
+        how="diagonal_relaxed",
+    )
     n = df["n"].to_numpy().astype(float)
     sd = df["sd_diff"].to_numpy()
     se = df["_se"].fill_null(float("nan")).to_numpy()
@@ -190,15 +200,19 @@ def paired_stats(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.Data
     t, p, half, note = _t_test(mean, se, dfree, n, se, level)
     with np.errstate(divide="ignore", invalid="ignore"):
         dz = np.where(sd > 0, mean / sd, np.nan)
-    tested = df.drop("_se", "_df").with_columns(
-        pl.Series("t", t),
-        pl.Series("df", dfree),
-        pl.Series("p_value", p),
-        pl.Series("ci_low", mean - half),
-        pl.Series("ci_high", mean + half),
-        pl.Series("effect_size", dz),
-        pl.Series("note", note.astype(str)),
-    ).join(subject_stats(con, level), on=_KEY + ["relation"], how="left", nulls_equal=True)
+    tested = (
+        df.drop("_se", "_df")
+        .with_columns(
+            pl.Series("t", t),
+            pl.Series("df", dfree),
+            pl.Series("p_value", p),
+            pl.Series("ci_low", mean - half),
+            pl.Series("ci_high", mean + half),
+            pl.Series("effect_size", dz),
+            pl.Series("note", note.astype(str)),
+        )
+        .join(subject_stats(con, level), on=_KEY + ["relation"], how="left", nulls_equal=True)
+    )
     con.register("tested", tested.to_arrow())
     out = con.sql(_HOLM_SQL).pl()
     con.unregister("tested")

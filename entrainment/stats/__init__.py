@@ -1,1 +1,3 @@
-"""The statistics of the claims: random-head nulls, the subject-level verdict, cross-fitting, summaries, scaling fits."""
+"""The statistics of the claims: random-head nulls and t intervals, the subject-level verdict, scaling fits,
+sentence-level statistics.
+"""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from entrainment.stats.null import holm, t_interval
 from entrainment.data.sentence_items import OWN_CF
+from entrainment.stats.null import holm, t_interval
 
 MEASURES = ("self", "net", "gap")
 _KEY = ["model", "ablation", "relation", "condition", "item", "subject"]
@@ -59,9 +59,21 @@ def subject_stats(effects: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
             k = len(m)
             se = m.std(ddof=1) / np.sqrt(k) if k > 1 else float("nan")
             lo, hi, p = t_interval(float(m.mean()), se, k - 1, level)
-            out.append({"model": model, "relation": rel, "condition": cond, "measure": measure,
-                        "ablation": ablation, "n": len(gr), "n_subjects": k, "mean": float(m.mean()),
-                        "ci_low": lo, "ci_high": hi, "p_value": p})
+            out.append(
+                {
+                    "model": model,
+                    "relation": rel,
+                    "condition": cond,
+                    "measure": measure,
+                    "ablation": ablation,
+                    "n": len(gr),
+                    "n_subjects": k,
+                    "mean": float(m.mean()),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_value": p,
+                }
+            )
             parts.append((float(m.mean()), se**2, k))
         r = len(parts)
         mean = sum(p[0] for p in parts) / r
@@ -69,9 +81,21 @@ def subject_stats(effects: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
         den = sum((p[1] / r**2) ** 2 / (p[2] - 1) for p in parts if p[2] > 1)
         df = var**2 / den if den > 0 and all(p[2] > 1 for p in parts) else float("nan")
         lo, hi, p = t_interval(mean, float(np.sqrt(var)), df, level)
-        out.append({"model": model, "relation": "ALL", "condition": cond, "measure": measure, "ablation": ablation,
-                    "n": len(g), "n_subjects": sum(p_[2] for p_ in parts), "mean": mean, "ci_low": lo,
-                    "ci_high": hi, "p_value": p})
+        out.append(
+            {
+                "model": model,
+                "relation": "ALL",
+                "condition": cond,
+                "measure": measure,
+                "ablation": ablation,
+                "n": len(g),
+                "n_subjects": sum(p_[2] for p_ in parts),
+                "mean": mean,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_value": p,
+            }
+        )
     df_out = pl.DataFrame(out).sort("model", "ablation", "measure", "relation", "condition")
     adj = []
     for _, g in df_out.group_by("model", "ablation", "measure", maintain_order=True):

@@ -69,12 +69,16 @@ def subject_gains(items: pl.DataFrame) -> pl.DataFrame:
         )
         .with_columns((pl.col("gain") - pl.col("gain_noctx")).alias("interaction"))
     )
-    return out.select(SUBJECT_GAINS.names).cast(SUBJECT_GAINS.polars_schema()).sort(
-        *GROUP, "fold", "subject", nulls_last=False)
+    return (
+        out.select(SUBJECT_GAINS.names)
+        .cast(SUBJECT_GAINS.polars_schema())
+        .sort(*GROUP, "fold", "subject", nulls_last=False)
+    )
 
 
-def verdict_rows(sg: pl.DataFrame, null_p: dict[tuple, tuple[float, int]], n_heads: dict[tuple, int],
-                 level: float = 0.95) -> pl.DataFrame:
+def verdict_rows(
+    sg: pl.DataFrame, null_p: dict[tuple, tuple[float, int]], n_heads: dict[tuple, int], level: float = 0.95
+) -> pl.DataFrame:
     """verdict.parquet rows: per (model, relation, ablation_label, ablation_method), the subject-level verdict.
 
     Args:
@@ -90,38 +94,58 @@ def verdict_rows(sg: pl.DataFrame, null_p: dict[tuple, tuple[float, int]], n_hea
         key = tuple(key)
         gain, inter, noctx = (subject_t(g[c].to_numpy(), level) for c in ("gain", "interaction", "gain_noctx"))
         p, draws = null_p.get(key, (float("nan"), 0))
-        rows.append(dict(zip(GROUP, key)) | {
-            "n_heads": n_heads.get(key, -1),
-            "n_folds": g["fold"].drop_nulls().n_unique(),
-            "n_subjects": len(g),
-            "n_items": int(g["n_items"].sum()),
-            "subjects_helped": int((g["gain"] > 0).sum()),
-            "gain": gain["mean"], "gain_ci_low": gain["ci_low"], "gain_ci_high": gain["ci_high"], "gain_p": gain["p"],
-            "gain_noctx": noctx["mean"], "gain_noctx_ci_low": noctx["ci_low"], "gain_noctx_ci_high": noctx["ci_high"],
-            "interaction": inter["mean"], "interaction_ci_low": inter["ci_low"],
-            "interaction_ci_high": inter["ci_high"], "interaction_p": inter["p"],
-            "null_p": p, "null_draws": draws, "unit": "subject",
-        })
+        rows.append(
+            dict(zip(GROUP, key))
+            | {
+                "n_heads": n_heads.get(key, -1),
+                "n_folds": g["fold"].drop_nulls().n_unique(),
+                "n_subjects": len(g),
+                "n_items": int(g["n_items"].sum()),
+                "subjects_helped": int((g["gain"] > 0).sum()),
+                "gain": gain["mean"],
+                "gain_ci_low": gain["ci_low"],
+                "gain_ci_high": gain["ci_high"],
+                "gain_p": gain["p"],
+                "gain_noctx": noctx["mean"],
+                "gain_noctx_ci_low": noctx["ci_low"],
+                "gain_noctx_ci_high": noctx["ci_high"],
+                "interaction": inter["mean"],
+                "interaction_ci_low": inter["ci_low"],
+                "interaction_ci_high": inter["ci_high"],
+                "interaction_p": inter["p"],
+                "null_p": p,
+                "null_draws": draws,
+                "unit": "subject",
+            }
+        )
     return pl.DataFrame(rows, schema=VERDICT.polars_schema())
 
 
 def null_from_ablation(abl: pl.DataFrame, conditions: tuple[str, ...]) -> dict[tuple, tuple[float, int]]:
     """The random-head null of each evaluated mask, from its ablation.parquet row (own relation, test split, all
     templates, the first training condition with a null): GROUP key -> (null_p, null_draws)."""
-    rows = abl.filter((pl.col("variant") == "ablated") & (pl.col("null_draws") > 0) & (pl.col("templates") == "all")
-                      & (pl.col("relation") == pl.col("mask_relation")) & pl.col("condition").is_in(list(conditions)))
+    rows = abl.filter(
+        (pl.col("variant") == "ablated")
+        & (pl.col("null_draws") > 0)
+        & (pl.col("templates") == "all")
+        & (pl.col("relation") == pl.col("mask_relation"))
+        & pl.col("condition").is_in(list(conditions))
+    )
     out: dict[tuple, tuple[float, int]] = {}
     for r in rows.sort("condition").iter_rows(named=True):
-        out.setdefault((r["model"], r["relation"], r["ablation_label"], r["ablation_method"]),
-                       (r["null_p"], r["null_draws"]))
+        out.setdefault(
+            (r["model"], r["relation"], r["ablation_label"], r["ablation_method"]), (r["null_p"], r["null_draws"])
+        )
     return out
 
 
 def heads_of(abl: pl.DataFrame) -> dict[tuple, int]:
     """GROUP key -> heads removed, from ablation.parquet's ablated rows on the mask's own relation."""
     rows = abl.filter((pl.col("variant") == "ablated") & (pl.col("relation") == pl.col("mask_relation")))
-    return {(r["model"], r["relation"], r["ablation_label"], r["ablation_method"]): r["n_heads_removed"]
-            for r in rows.iter_rows(named=True)}
+    return {
+        (r["model"], r["relation"], r["ablation_label"], r["ablation_method"]): r["n_heads_removed"]
+        for r in rows.iter_rows(named=True)
+    }
 
 
 def empirical_null(observed: float, draws: np.ndarray) -> float:
@@ -145,8 +169,11 @@ def lines(verdict: pl.DataFrame) -> list[str]:
     multi = verdict["model"].n_unique() > 1 if len(verdict) else False
     for r in verdict.iter_rows(named=True):
         tag = f"[{r['model']}] " if multi else ""
-        null = (f"vs {r['null_draws']} random {r['n_heads']}-head sets p = {r['null_p']:.3g}" if r["null_draws"]
-                else "no random-head null")
+        null = (
+            f"vs {r['null_draws']} random {r['n_heads']}-head sets p = {r['null_p']:.3g}"
+            if r["null_draws"]
+            else "no random-head null"
+        )
         out.append(
             f"{tag}verdict {r['ablation_label']} [{r['ablation_method']}] on {r['relation']} ({r['n_heads']} heads"
             f"{', ' + str(r['n_folds']) + ' folds' if r['n_folds'] else ''}): {r['n_subjects']} subjects "

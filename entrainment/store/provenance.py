@@ -79,5 +79,9 @@ def require_fresh(out: Path, table: str) -> None:
     if reason:
         culprit = reason.split(".parquet", 1)[0].split()[-1] if reason else table
         cmd = stage_graph.producer(culprit) if culprit in stage_graph.TABLES else stage_graph.producer(table)
-        raise InputError(Path(out) / f"{table}.parquet", "source", culprit, f"{reason}; refresh it with: "
-                         f"entrainment {cmd} --out {out}  (or run the whole pipeline: entrainment run)")
+        raise InputError(
+            Path(out) / f"{table}.parquet",
+            "source",
+            culprit,
+            f"{reason}; refresh it with: entrainment {cmd} --out {out}  (or run the whole pipeline: entrainment run)",
+        )

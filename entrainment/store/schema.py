@@ -274,11 +274,19 @@ DISCOVERY = Table(
         ("model", S, "model spec"),
         ("relation", S, "relation"),
         ("seed", I, "search seed"),
-        ("resample", I, "0 = the full training split; r >= 1 = the r-th subject half-sample of it (odd r: a random "
-                        "half of the training subjects, even r: its complement) or, with search_resampling = "
-                        "bootstrap, the r-th seeded bootstrap resample"),
-        ("epoch", I, "epoch (pass over the search's training sample), 0 = before training; the last row may close "
-                     "a partial epoch (the search converged or reached max_steps in it)"),
+        (
+            "resample",
+            I,
+            "0 = the full training split; r >= 1 = the r-th subject half-sample of it (odd r: a random "
+            "half of the training subjects, even r: its complement) or, with search_resampling = "
+            "bootstrap, the r-th seeded bootstrap resample",
+        ),
+        (
+            "epoch",
+            I,
+            "epoch (pass over the search's training sample), 0 = before training; the last row may close "
+            "a partial epoch (the search converged or reached max_steps in it)",
+        ),
         ("step", I, "optimiser steps so far (each a batch of exactly discover_batch_size rows)"),
         ("loss", F, "mean training loss of the epoch"),
         ("effect_loss", F, "mean 2-way CE(gold, distractor) term"),
@@ -288,11 +296,19 @@ DISCOVERY = Table(
         ("dev_acc", F, "share of dev items where gold outscores distractor"),
         ("dev_se", F, "standard error of dev_delta from a bootstrap over the dev query subjects (200 fixed draws)"),
         ("selected", B, "the epoch the selection rule picked (its mask is in heads.parquet for resample 0)"),
-        ("selection_rule", S, "the rule that picked it: one_se (fewest heads with dev_delta within one dev_se of the "
-                              "best) | within_5pct (within 5% of the best dev_delta)"),
-        ("converged", B, "on the search's last row: the deterministic mask had not changed for converge_steps "
-                         "steps (after first changing), so the search stopped; false there = the budget "
-                         "(max_steps or epochs) ended it; false on every other row"),
+        (
+            "selection_rule",
+            S,
+            "the rule that picked it: one_se (fewest heads with dev_delta within one dev_se of the "
+            "best) | within_5pct (within 5% of the best dev_delta)",
+        ),
+        (
+            "converged",
+            B,
+            "on the search's last row: the deterministic mask had not changed for converge_steps "
+            "steps (after first changing), so the search stopped; false there = the budget "
+            "(max_steps or epochs) ended it; false on every other row",
+        ),
         ("search_dtype", S, "dtype of the search-side passes actually used: float32 | bfloat16 (autocast)"),
         ("ablation_method", S, "how the search removed heads (zero | mean | resample)"),
     ),
@@ -347,12 +363,22 @@ HEAD_OVERLAP = Table(
         ("n_removed_b", I, "same for search b"),
         ("n_shared", I, "heads removed by both"),
         ("jaccard", F, "n_shared / size of the union (1.0 when both are empty)"),
-        ("jaccard_chance", F, "E[J]: the expected jaccard of two uniformly random head sets of sizes n_removed_a and "
-                              "n_removed_b among the model's heads (exact, hypergeometric intersection)"),
-        ("jaccard_corrected", F, "(jaccard - jaccard_chance) / (1 - jaccard_chance): 0 = chance, 1 = identical; NaN "
-                                 "when jaccard_chance = 1"),
-        ("overlap", F, "overlap coefficient n_shared / min(n_removed_a, n_removed_b); 1.0 when both are empty, NaN "
-                       "when one is"),
+        (
+            "jaccard_chance",
+            F,
+            "E[J]: the expected jaccard of two uniformly random head sets of sizes n_removed_a and "
+            "n_removed_b among the model's heads (exact, hypergeometric intersection)",
+        ),
+        (
+            "jaccard_corrected",
+            F,
+            "(jaccard - jaccard_chance) / (1 - jaccard_chance): 0 = chance, 1 = identical; NaN when jaccard_chance = 1",
+        ),
+        (
+            "overlap",
+            F,
+            "overlap coefficient n_shared / min(n_removed_a, n_removed_b); 1.0 when both are empty, NaN when one is",
+        ),
         ("mean_jaccard", F, "mean jaccard over every pair of searches of this (model, relation); same on each row"),
         ("mean_jaccard_ci_low", F, "95% bootstrap CI of mean_jaccard (searches resampled with replacement), low"),
         ("mean_jaccard_ci_high", F, "same, high"),
@@ -369,16 +395,24 @@ HEAD_STABILITY = Table(
         ("layer", I, "layer index"),
         ("head", I, "query-head index"),
         ("searches", I, "searches that ran (seeds x resamples)"),
-        ("half_samples", I, "how many of those searches trained on a subject half-sample (resample >= 1 under "
-                            "search_resampling = half; 0 under bootstrap)"),
+        (
+            "half_samples",
+            I,
+            "how many of those searches trained on a subject half-sample (resample >= 1 under "
+            "search_resampling = half; 0 under bootstrap)",
+        ),
         ("selected", I, "searches whose selected mask removed it"),
         ("frequency", F, "selected / searches (inclusion frequency)"),
         ("ci_low", F, "Wilson 95% CI of the frequency, low"),
         ("ci_high", F, "Wilson 95% CI, high"),
         ("stable", B, "frequency >= stability_threshold: in the stable set"),
-        ("pfer_bound", F, "Meinshausen-Buehlmann bound on the expected number of falsely selected heads in the "
-                          "stable set: q^2 / ((2 stability_threshold - 1) p), q = mean heads per search, p = heads; "
-                          "inf when stability_threshold <= 0.5 (no bound); same on every row of a (model, relation)"),
+        (
+            "pfer_bound",
+            F,
+            "Meinshausen-Buehlmann bound on the expected number of falsely selected heads in the "
+            "stable set: q^2 / ((2 stability_threshold - 1) p), q = mean heads per search, p = heads; "
+            "inf when stability_threshold <= 0.5 (no bound); same on every row of a (model, relation)",
+        ),
     ),
 )
 
@@ -755,15 +789,27 @@ SENTENCE_SCORES = Table(
     (
         ("model", S, "model spec"),
         ("relation", S, "LRE relation name (own items: their label)"),
-        ("condition", S, "the item's context: related | counterfactual | irrelevant | random (a prompt row's context) "
-                         "| self_cf (a counterfactual statement about the query's own subject)"),
+        (
+            "condition",
+            S,
+            "the item's context: related | counterfactual | irrelevant | random (a prompt row's context) "
+            "| self_cf (a counterfactual statement about the query's own subject)",
+        ),
         ("item", S, "item id: sha1 of (relation, condition, subject, context, query)"),
         ("subject", S, "the query subject (the statistical unit)"),
-        ("target", S, "self (y = the context) | self_cf (y = the counterfactual statement about the query subject, "
-                      "which is the context) | gold (the true statement about the query subject) | control (a "
-                      "same-relation statement nowhere in the prompt, length-matched within 2 tokens)"),
-        ("arm", S, "present (context + query) | absent (the query alone, or a length-matched neutral sentence in "
-                   "the context's place: sentence_absent)"),
+        (
+            "target",
+            S,
+            "self (y = the context) | self_cf (y = the counterfactual statement about the query subject, "
+            "which is the context) | gold (the true statement about the query subject) | control (a "
+            "same-relation statement nowhere in the prompt, length-matched within 2 tokens)",
+        ),
+        (
+            "arm",
+            S,
+            "present (context + query) | absent (the query alone, or a length-matched neutral sentence in "
+            "the context's place: sentence_absent)",
+        ),
         ("ablation", S, "`none`, or the id of the head set removed (zero ablation)"),
         ("prompt", S, "the exact model input before the scored sentence (BOS per --bos)"),
         ("sentence", S, "the scored text, appended after one space"),
@@ -771,8 +817,12 @@ SENTENCE_SCORES = Table(
         ("sum_logprob", F, "sum of the sentence tokens' log-probs (teacher-forced)"),
         ("mean_logprob", F, "sum_logprob / n_tokens"),
         ("first_logprob", F, "log-prob of the sentence's first token"),
-        ("boundary_ok", B, "tokenising prompt + ' ' + sentence gave the prompt's ids followed by the sentence's; "
-                           "False: a merge crossed the boundary and the sentence's tokens were found by offsets"),
+        (
+            "boundary_ok",
+            B,
+            "tokenising prompt + ' ' + sentence gave the prompt's ids followed by the sentence's; "
+            "False: a merge crossed the boundary and the sentence's tokens were found by offsets",
+        ),
     ),
     key=("model", "relation", "item", "target", "arm", "ablation"),
     not_null=("model", "relation", "item", "target", "arm", "ablation", "mean_logprob"),
@@ -785,11 +835,19 @@ SENTENCE_STATS = Table(
     "the unit",
     (
         ("model", S, "model spec"),
-        ("relation", S, "relation name, or `ALL` = pooled with relations weighted equally (stratified mean, "
-                        "Welch-Satterthwaite df)"),
+        (
+            "relation",
+            S,
+            "relation name, or `ALL` = pooled with relations weighted equally (stratified mean, "
+            "Welch-Satterthwaite df)",
+        ),
         ("condition", S, "related | counterfactual | irrelevant | random | self_cf"),
-        ("measure", S, "self: Δ_self = mean_logprob(y | present) − mean_logprob(y | absent) of the item's own "
-                       "sentence | net: Δ_self − Δ_control | gap: Δ(self_cf) − Δ(gold) (self_cf items)"),
+        (
+            "measure",
+            S,
+            "self: Δ_self = mean_logprob(y | present) − mean_logprob(y | absent) of the item's own "
+            "sentence | net: Δ_self − Δ_control | gap: Δ(self_cf) − Δ(gold) (self_cf items)",
+        ),
         ("ablation", S, "`none`, or the id of the head set removed (a stable set; zero ablation)"),
         ("n", I, "items"),
         ("n_subjects", I, "query subjects (the unit)"),
@@ -801,8 +859,12 @@ SENTENCE_STATS = Table(
         ("heads", I, "heads removed (0 for `none`)"),
         ("null_draws", I, "random head sets of the same size scored on the same items (0 for `none`)"),
         ("null_mean", F, "mean of `mean` over those random sets (null for `none`)"),
-        ("null_p", F, "(1 + #{random sets lowering the measure at least as much}) / (1 + null_draws), the drop "
-                      "measured from the intact model's `mean`"),
+        (
+            "null_p",
+            F,
+            "(1 + #{random sets lowering the measure at least as much}) / (1 + null_draws), the drop "
+            "measured from the intact model's `mean`",
+        ),
     ),
     key=("model", "relation", "condition", "measure", "ablation"),
     not_null=("model", "relation", "condition", "measure", "ablation"),

@@ -19,6 +19,7 @@ import polars as pl
 
 from entrainment.errors import InputError
 from entrainment.store.schema import TABLES
+from entrainment.vocabulary import METRICS, TARGETS
 
 READ_ONLY = {duckdb.StatementType.SELECT}
 
@@ -65,7 +66,7 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
 
 
 # DuckDB types that Arrow/polars take lossily or not at all (UHUGEINT above 2**127 came back as -1; MAP, UNION,
-from entrainment.vocabulary import METRICS, TARGETS
+
 # INTERVAL, BIT and VARINT fail or arrive as opaque bytes): such columns are rendered as text by DuckDB itself
 _LOSSY = re.compile(r"\b(U?HUGEINT|VARINT|BIGNUM|BIT|BITSTRING|INTERVAL|UNION|MAP)\b")
 
@@ -77,8 +78,9 @@ def _as_text_where_lossy(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelatio
         return rel
     quoted = ['"' + c.replace('"', '""') + '"' for c in rel.columns]
     try:
-        return rel.project(", ".join(f"CAST({q} AS VARCHAR) AS {q}" if _LOSSY.search(t) else q
-                                     for q, t in zip(quoted, types)))
+        return rel.project(
+            ", ".join(f"CAST({q} AS VARCHAR) AS {q}" if _LOSSY.search(t) else q for q, t in zip(quoted, types))
+        )
     except duckdb.Error:
         return rel
 
@@ -105,8 +107,12 @@ def query(out: Path, sql: str, warn: Callable[[str], None] | None = None, unsafe
         if not unsafe:
             for st in statements:
                 if st.type not in READ_ONLY:
-                    raise InputError(Path(out), "query", sql, f"only SELECT queries are allowed here "
-                                     f"(found {st.type.name}); --unsafe lifts this")
+                    raise InputError(
+                        Path(out),
+                        "query",
+                        sql,
+                        f"only SELECT queries are allowed here (found {st.type.name}); --unsafe lifts this",
+                    )
         rel = con.sql(sql)
         if rel is None:
             return pl.DataFrame()
@@ -114,8 +120,7 @@ def query(out: Path, sql: str, warn: Callable[[str], None] | None = None, unsafe
         try:
             return rel.pl()
         except Exception:  # noqa: BLE001 -- a type polars cannot take: as text
-            return pl.DataFrame([[_text(v) for v in row] for row in rel.fetchall()], schema=rel.columns,
-                                orient="row")
+            return pl.DataFrame([[_text(v) for v in row] for row in rel.fetchall()], schema=rel.columns, orient="row")
     except duckdb.Error as e:
         first = str(e).splitlines()[0]
         raise InputError(Path(out), "query", sql, first) from None

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from entrainment.errors import InputError
+from entrainment.stage_graph import producer
 from entrainment.store.files import SOURCE_KEY, atomic_write_bytes
 from entrainment.store.provenance import source_record
 from entrainment.store.schema import TABLES, Table, check_frame
-from entrainment.stage_graph import producer
 
 
 def to_arrow(df: pl.DataFrame, table: Table) -> pa.Table:
@@ -86,9 +86,14 @@ def check_unedited(out_dir: Path, name: str) -> None:
         return
     want = meta.get(ROWS_KEY)
     if want is not None and want.decode() != rows_digest(pl.read_parquet(path)):
-        raise InputError(path, "table", name, f"its rows are not the ones entrainment {producer(name)} wrote "
-                                              f"(edited by hand?): regenerate it with entrainment {producer(name)} "
-                                              "(or entrainment run)")
+        raise InputError(
+            path,
+            "table",
+            name,
+            f"its rows are not the ones entrainment {producer(name)} wrote "
+            f"(edited by hand?): regenerate it with entrainment {producer(name)} "
+            "(or entrainment run)",
+        )
 
 
 def write_table_file(df: pl.DataFrame, path: Path, name: str) -> Path:
