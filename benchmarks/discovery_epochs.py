@@ -29,7 +29,7 @@ from entrainment.heads import search  # noqa: E402
 from entrainment.model import loading  # noqa: E402
 from entrainment.model.tokens import Tokens  # noqa: E402
 from entrainment.stages import generate
-from entrainment.stats.null import paired_gain  # noqa: E402
+from entrainment.statistics.null import paired_gain  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from entrainment import stage_graph
-from entrainment.config import LIST_FIELDS, Config, default, describe, parse_ints, parse_list, parse_numbers
+from entrainment.config import LIST_FIELDS, Config, choices, default, describe, parse_ints, parse_list, parse_numbers
 from entrainment.errors import InputError
 
 # field -> flag, where it is not `--` + the field name with dashes
@@ -63,9 +63,10 @@ def help_text(field: str) -> str:
     shown = {"out": "results", "data_dir": "the shipped data/lre"}.get(field)
     if shown is None:
         shown = _shown(d) if d is not None and d != () else "none"
+    allowed = f" One of: {', '.join(choices(field))}." if choices(field) else ""
     if isinstance(d, bool):
         return describe(field)
-    return f"{describe(field)} (default {shown})"
+    return f"{describe(field)}{allowed} (default {shown})"
 
 
 def _annotation(field: str, command: str) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -33,7 +33,7 @@ from pydantic import (
 from entrainment import stage_graph
 from entrainment.errors import InputError
 from entrainment.paths import LRE_DIR
-from entrainment.vocabulary import ABLATION_METHODS, ALL_CONDITIONS, CONTEXT_CONDITIONS  # noqa: F401 (re-exported)
+from entrainment.vocabulary import ABLATION_METHODS, ALL_CONDITIONS, CONTEXT_CONDITIONS, AblationMethod, TrainCondition
 
 # The small default set a plain `entrainment run` uses (README: "Default relations"). Every relation
 # in `relations.ELIGIBLE` can be named with --relations.
@@ -91,6 +91,18 @@ Number = Annotated[float, BeforeValidator(_number)]
 AbsPath = Annotated[Path, BeforeValidator(_path)]
 Names = Annotated[tuple[StrictStr, ...], BeforeValidator(_sorted_set)]  # order never matters
 OrderedNames = Annotated[tuple[StrictStr, ...], BeforeValidator(_ordered_set)]  # order matters (first = primary)
+# the enumerations: the allowed values sit at the field (pydantic refuses anything else, naming them), in --help
+# and in docs/options.md (``choices``)
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+SearchDtype = Literal["auto", "float32", "bfloat16"]
+Bos = Literal["auto", "always", "never"]
+PassageDistractor = Literal["counterfactual", "related"]
+SelectionRule = Literal["one_se", "within_5pct"]
+SearchResampling = Literal["half", "bootstrap"]
+SentenceAbsent = Literal["drop", "neutral"]
+Runner = Literal["default", "dask"]
+Methods = Annotated[tuple[AblationMethod, ...], BeforeValidator(_ordered_set)]
+TrainConditions = Annotated[tuple[TrainCondition, ...], BeforeValidator(_sorted_set)]
 Ints = Annotated[tuple[StrictInt, ...], BeforeValidator(_sorted_set)]
 
 
@@ -120,7 +132,7 @@ class Config(BaseModel):
     )
     seed: StrictInt = _f(0, "Sampling seed (prompts, random heads, donors).")
     device: StrictStr = _f("auto", "auto | cpu | cuda | cuda:N | mps.")
-    dtype: StrictStr = _f("auto", "auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16.")
+    dtype: Dtype = _f("auto", "auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16.")
     # generate
     max_pairs: StrictInt = _f(
         60,
@@ -149,7 +161,7 @@ class Config(BaseModel):
         "Queries per split of each discovery relation that get a `passages` "
         "context (each at every position 1..n_passages); 0 = none.",
     )
-    passage_distractor: StrictStr = _f(
+    passage_distractor: PassageDistractor = _f(
         "counterfactual",
         "The passage that carries the distractor: counterfactual (a false fact of the query's relation) | related.",
     )
@@ -159,14 +171,14 @@ class Config(BaseModel):
     )
     # measure, discover, ablate
     batch_size: StrictInt = _f(32, "Batch size of measurement and evaluation passes.")
-    bos: StrictStr = _f("auto", "auto (the tokenizer's own) | always (prepend BOS, as TransformerLens) | never.")
-    search_dtype: StrictStr = _f(
+    bos: Bos = _f("auto", "auto (the tokenizer's own) | always (prepend BOS, as TransformerLens) | never.")
+    search_dtype: SearchDtype = _f(
         "auto",
         "Search-side passes (mask training, scan, AtP, k-curves, null): auto = "
         "bfloat16 autocast on CUDA, float32 on CPU | float32 | bfloat16.",
     )
-    ablation_method: StrictStr = _f("zero", "How a head is removed: zero | mean | resample (docs/method.md).")
-    compare_methods: OrderedNames = _f(
+    ablation_method: AblationMethod = _f("zero", "How a head is removed: zero | mean | resample (docs/method.md).")
+    compare_methods: Methods = _f(
         ("zero", "mean"),
         "Methods the discovery relation's masks and scan are also "
         "evaluated under; () = only --ablation-method (resample: "
@@ -188,13 +200,13 @@ class Config(BaseModel):
         "A search has converged (and stops) once its deterministic mask has not "
         "changed for this many optimiser steps, counted after it first changed.",
     )
-    selection_rule: StrictStr = _f(
+    selection_rule: SelectionRule = _f(
         "one_se",
         "Which epoch's mask a search reports: one_se (the fewest heads whose "
         "dev delta is within one subject-bootstrap standard error of the best) "
         "| within_5pct (within 5% of the best).",
     )
-    search_resampling: StrictStr = _f(
+    search_resampling: SearchResampling = _f(
         "half",
         "Training samples of the searches with resample >= 1: half (subject-"
         "level half-samples, complementary pairs, without replacement) | "
@@ -214,7 +226,7 @@ class Config(BaseModel):
         "searches = seeds x resamples).",
     )
     stability_threshold: Number = _f(0.5, "A head is in the stable set if at least this share of searches removed it.")
-    train_conditions: Names = _f(("related",), "Conditions the masks are trained (and the scan scored) on.")
+    train_conditions: TrainConditions = _f(("related",), "Conditions the masks are trained (and the scan scored) on.")
     shared_mask: StrictBool = _f(False, "Also learn one mask on the union of the discovery relations (`shared`).")
     # scan
     scan: StrictBool = _f(True, "Run the head scan (single-head scan + AtP + k-curves) in `run`.")
@@ -242,7 +254,7 @@ class Config(BaseModel):
         "Sentence items per relation and condition (seeded sample, distinct query "
         "subjects first; discovery relations: dev and test subjects only).",
     )
-    sentence_absent: StrictStr = _f(
+    sentence_absent: SentenceAbsent = _f(
         "drop",
         "The absent arm of sentence scoring: drop (the query alone) | neutral (a "
         "length-matched neutral sentence in the context's place).",
@@ -292,7 +304,7 @@ class Config(BaseModel):
         "its numbers as a check of the install, not evidence.",
     )
     refresh: StrictBool = _f(False, "Ignore caches for this command.")
-    runner: StrictStr = _f("default", "default | dask (fan shards out over a Dask cluster).")
+    runner: Runner = _f("default", "default | dask (fan shards out over a Dask cluster).")
     dask_address: StrictStr | None = _f(None, "An existing Dask scheduler (else a LocalCluster).")
 
     @model_validator(mode="before")
@@ -349,6 +361,14 @@ def default(name: str) -> Any:
 def describe(name: str) -> str:
     """A field's description."""
     return Config.model_fields[name].description or ""
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The allowed values of an enumerated field (a ``Literal``, or a tuple of one), () for any other field."""
+    kind = Config.model_fields[name].annotation
+    while get_args(kind) and getattr(kind, "__origin__", None) is not Literal:
+        kind = get_args(kind)[0]  # Annotated[tuple[Literal[...], ...], ...] -> tuple[...] -> Literal[...]
+    return tuple(get_args(kind)) if getattr(kind, "__origin__", None) is Literal else ()
 
 
 def make(where: object = "config", **kwargs: Any) -> Config:
@@ -430,8 +450,6 @@ def check(cfg: Config) -> None:
         cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()
     ):
         _bad("device", cfg.device, "expected auto, cpu, cuda, cuda:N or mps")
-    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        _bad("dtype", cfg.dtype, "expected auto, float32, bfloat16 or float16")
     if cfg.lr <= 0:
         _bad("lr", cfg.lr, "must be positive")
     for name in ("lam", "weight_decay"):
@@ -441,38 +459,16 @@ def check(cfg: Config) -> None:
         _bad("tau", cfg.tau, "must be positive")
     if not 0 < cfg.stability_threshold <= 1:
         _bad("stability_threshold", cfg.stability_threshold, "must be in (0, 1]")
-    for c in cfg.train_conditions:
-        if c not in CONDITIONS + ("passages",):
-            _bad("train_conditions", c, f"expected one of {', '.join(CONDITIONS + ('passages',))}")
     if not cfg.relations:
         _bad("relations", "", "give at least one relation")
     if not 0 < cfg.confidence < 1:
         _bad("confidence", cfg.confidence, "must be between 0 and 1 (e.g. 0.95)")
-    if cfg.runner not in ("default", "dask"):
-        _bad("runner", cfg.runner, "expected default or dask")
     if len(cfg.search_pairs) != 3 or any(x < 1 for x in cfg.search_pairs):
         _bad("search_pairs", cfg.search_pairs, "three positive pair counts (train, dev, test)")
     if cfg.crossfit_folds < 0 or cfg.crossfit_folds == 1:
         _bad("crossfit_folds", cfg.crossfit_folds, "must be 0 (off) or at least 2")
     if len(cfg.crossfit_items) != 2 or any(x < 1 for x in cfg.crossfit_items):
         _bad("crossfit_items", cfg.crossfit_items, "two positive item counts (train, dev)")
-    if cfg.search_dtype not in ("auto", "float32", "bfloat16"):
-        _bad("search_dtype", cfg.search_dtype, "expected auto, float32 or bfloat16")
-    if cfg.bos not in ("auto", "always", "never"):
-        _bad("bos", cfg.bos, "expected auto, always or never")
-    if cfg.ablation_method not in ABLATION_METHODS:
-        _bad("ablation_method", cfg.ablation_method, f"expected one of {', '.join(ABLATION_METHODS)}")
-    for m in cfg.compare_methods:
-        if m not in ABLATION_METHODS:
-            _bad("compare_methods", m, f"expected one of {', '.join(ABLATION_METHODS)}")
-    if cfg.sentence_absent not in ("drop", "neutral"):
-        _bad("sentence_absent", cfg.sentence_absent, "expected drop or neutral")
-    if cfg.selection_rule not in ("one_se", "within_5pct"):
-        _bad("selection_rule", cfg.selection_rule, "expected one_se or within_5pct")
-    if cfg.search_resampling not in ("half", "bootstrap"):
-        _bad("search_resampling", cfg.search_resampling, "expected half or bootstrap")
-    if cfg.passage_distractor not in ("counterfactual", "related"):
-        _bad("passage_distractor", cfg.passage_distractor, "expected counterfactual or related")
     if not cfg.prompt_instruction.strip():
         _bad("prompt_instruction", cfg.prompt_instruction, "must not be empty")
     for m in cfg.models:
@@ -572,7 +568,10 @@ def markdown() -> str:
         if name in ("out", "data_dir"):
             shown = {"out": "results", "data_dir": "data/lre (shipped)"}[name]
         flag = "--lambda" if name == "lam" else "--" + name.replace("_", "-")
-        rows.append(f"| `{name}` | `{flag}` | {shown} | {', '.join(used[name]) or 'control'} | {field.description} |")
+        allowed = f" One of: {', '.join(choices(name))}." if choices(name) else ""
+        rows.append(
+            f"| `{name}` | `{flag}` | {shown} | {', '.join(used[name]) or 'control'} | {field.description}{allowed} |"
+        )
     return "\n".join(rows)
 
 
@@ -583,6 +582,7 @@ __all__ = [
     "ABLATION_METHODS",
     "DEFAULT_RELATIONS",
     "default",
+    "choices",
     "describe",
     "make",
     "make_config",

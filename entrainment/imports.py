@@ -28,7 +28,7 @@ FOLDER_LAYERS = {
     "store": 1,
     "data": 2,
     "model": 2,
-    "stats": 3,
+    "statistics": 3,
     "heads": 4,
     "ablation": 5,
     "figures": 6,

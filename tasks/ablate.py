@@ -23,7 +23,7 @@ from entrainment.heads.masks import source_relations
 from entrainment.model import loading, sources
 from entrainment.paths import ICL_DIR
 from entrainment.stages import ablate, crossfit
-from entrainment.stats import verdict
+from entrainment.statistics import verdict
 from entrainment.store import tables
 from entrainment.store.schema import ABLATION, NULL_DRAWS, SIDE_EFFECTS
 from tasks.cache import files_hash, key_fn, manifest, write_timings

@@ -7,7 +7,7 @@ from prefect.artifacts import create_table_artifact
 
 from entrainment.config import Config
 from entrainment.stages import stats
-from entrainment.stats import scaling
+from entrainment.statistics import scaling
 from entrainment.store import tables
 from tasks.cache import files_hash, key_fn, manifest
 

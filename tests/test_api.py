@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -18,12 +19,12 @@ from tests.helpers import cli, run_watched
 
 OPTIONS = dict(
     relations=["toy capital", "toy color"],
-    discover_relations=["toy capital"],
+    discover_relations=["toy capital", "toy color"],
     max_pairs=4,
     search_pairs=[3, 2, 3],
     passage_items=2,
     seeds=[0, 1],
-    search_resamples=2,
+    search_resamples=1,
     epochs=3,
     discover_batch_size=4,
     random_draws=2,
@@ -32,6 +33,8 @@ OPTIONS = dict(
     scan_items=3,
     scan_k=2,
     compare_methods=["zero", "mean", "resample"],
+    crossfit_folds=2,
+    shared_mask=True,  # the option the API once ignored: its mask must reach every table on both paths
     lam=0.0,  # no sparsity pull and logits near 0: the tiny random model's searches remove heads,
     init=0.5,  # so the null, side-effect and k-curve tables have rows to compare
 )
@@ -78,7 +81,9 @@ def api_frames(project):
     sc = en.scan(m, p, heads=disc.heads, **opts)
     ab = en.ablate(m, p, disc.heads, **opts)
     se = en.sentences(m, p, disc.heads, **opts)
-    return {"prompts": p, "measurements": meas, "stats": s.stats, "contrasts": s.contrasts, **disc, **sc, **ab, **se}
+    ht = en.head_types(m, p, disc.heads, sc.head_scores, disc.head_stability, **opts)
+    frames = {"prompts": p, "measurements": meas, "stats": s.stats, "contrasts": s.contrasts}
+    return {**frames, **disc, **sc, **ab, **se, **ht}
 
 
 @pytest.mark.parametrize(
@@ -103,10 +108,18 @@ def api_frames(project):
         "verdict",
         "sentence_scores",
         "sentence_stats",
+        "head_types",
+        "head_type_agreement",
     ],
 )
 def test_each_api_frame_equals_the_cli_table(project, api_frames, name):
     _same(api_frames[name], project[3], name)
+
+
+def test_the_shared_mask_is_searched_and_evaluated_on_both_paths(project, api_frames):
+    for frames in (api_frames, {t: tables.read_table(project[3], t) for t in ("heads", "ablation")}):
+        assert "shared" in set(frames["heads"]["relation"])
+        assert "shared" in set(frames["ablation"]["mask_relation"])
 
 
 def test_results_reads_tables_and_queries_read_only(project):
@@ -189,3 +202,12 @@ def test_the_package_exports_exactly_the_api_names():
 
     assert set(en.__all__) == set(entrainment.api.__all__)
     assert all(getattr(en, name) is getattr(entrainment.api, name) for name in entrainment.api.__all__)
+
+
+def test_no_api_name_is_shadowed_by_a_library_module():
+    """`en.stats` must stay the function after `entrainment.<x>` modules are imported: a subpackage or module of
+    the same name would replace the package attribute on import."""
+    import entrainment.api
+
+    modules = {p.stem for p in Path(en.__file__).parent.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert not set(entrainment.api.__all__) & modules, set(entrainment.api.__all__) & modules

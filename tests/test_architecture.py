@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_no_import_cycle_and_no_upward_import():
     assert imports.cycles(ROOT) == []
     assert imports.upward(ROOT) == []  # entrainment < tasks < flows < cli / deployments
-    assert imports.upward_folders(ROOT) == []  # root < store < data, model < stats < heads < ablation < ... < api
+    assert imports.upward_folders(ROOT) == []  # root < store < data, model < statistics < heads < ablation < ... < api
     folders = {p.name for p in (ROOT / "entrainment").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders == set(imports.FOLDER_LAYERS) - {"root", "api"}, folders  # every folder has its place in the rule
     g = imports.graph(ROOT)
@@ -219,7 +219,7 @@ def test_cache_key_follows_an_edit_to_a_module_reached_only_indirectly(tmp_path)
     code_hash.cache_clear()
     try:
         assert code_hash("tasks.report", str(tmp_path)) != before
-        assert "entrainment.stats.scaling" not in imports.reachable(tmp_path, "tasks.generate")
+        assert "entrainment.statistics.scaling" not in imports.reachable(tmp_path, "tasks.generate")
         k = code_hash("tasks.generate", str(tmp_path))
         q = tmp_path / "entrainment" / "stats" / "scaling.py"
         q.write_text(q.read_text() + "\n# unrelated to generating prompts\n")

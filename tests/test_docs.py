@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from entrainment.errors import InputError
 from tests.helpers import CEILING_S, ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -165,3 +166,24 @@ def test_generated_pages_are_current():
         [sys.executable, "scripts/make_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=CEILING_S
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_enumerated_option_names_its_values_at_the_field_in_help_and_in_the_docs():
+    from cli.options import help_text
+    from entrainment.config import Config, choices, make
+
+    enumerated = [f for f in Config.model_fields if choices(f)]
+    assert {"ablation_method", "compare_methods", "dtype", "bos", "selection_rule", "train_conditions"} <= set(
+        enumerated
+    )
+    options_md = (ROOT / "docs" / "options.md").read_text()
+    for name in enumerated:
+        allowed = ", ".join(choices(name))
+        assert f"One of: {allowed}." in help_text(name), name
+        row = next(line for line in options_md.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"One of: {allowed}." in row, name
+        bad = ["nonsense"] if isinstance(Config.model_fields[name].default, tuple) else "nonsense"
+        with pytest.raises(InputError) as e:
+            make(**{name: bad})
+        assert name in str(e.value) and "nonsense" in str(e.value) and "\n" not in str(e.value), str(e.value)
+        assert all(f"'{v}'" in str(e.value) for v in choices(name)), str(e.value)

@@ -16,7 +16,7 @@ from entrainment.heads.masks import HeadSet
 from entrainment.model import multimask, scoring
 from entrainment.model.tokens import Tokens
 from entrainment.stages import generate
-from entrainment.stats import null
+from entrainment.statistics import null
 from tests import tiny
 
 

@@ -10,7 +10,7 @@ import pytest
 from entrainment.config import Config, make
 from entrainment.errors import InputError
 from entrainment.model import loading
-from entrainment.stats import scaling
+from entrainment.statistics import scaling
 from tests import tiny
 from tests.helpers import cli
 from tests.toy_data import CONFIG

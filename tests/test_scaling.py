@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from entrainment.stats import scaling
+from entrainment.statistics import scaling
 
 
 def test_fit_equals_linregress_on_log_log():

@@ -22,7 +22,7 @@ from entrainment.model.sentence_scoring import encode, score
 from entrainment.model.tokens import Tokens
 from entrainment.paths import FACTS_FILE, WORDS_FILE
 from entrainment.stages import sentences
-from entrainment.stats import sentence_stats
+from entrainment.statistics import sentence_stats
 
 PROMPTS = [
     ("The capital city of Germany is Berlin. The capital city of France is", "The capital of France is Paris."),

@@ -164,7 +164,7 @@ def test_subject_level_stats_equal_a_direct_computation(tmp_path):
 
 
 def test_interaction_equals_gain_minus_noctx_per_subject(toy):
-    from entrainment.stats import verdict
+    from entrainment.statistics import verdict
 
     m, items = toy
     test = items.filter((pl.col("split") == "test") & (pl.col("relation") == "toy capital"))
@@ -196,7 +196,7 @@ def test_interaction_equals_gain_minus_noctx_per_subject(toy):
 def test_verdict_rows_use_the_subject_as_unit():
     from scipy import stats as sps
 
-    from entrainment.stats import verdict
+    from entrainment.statistics import verdict
 
     gains = [0.5, 1.5, -0.2, 0.9, 1.1]
     noctx = [0.1, 0.3, 0.0, -0.4, 0.2]
@@ -258,7 +258,7 @@ def test_folds_never_train_on_their_subjects_and_test_each_subject_once(toy):
 def test_crossfit_verdict_tests_every_subject_once(toy):
     from entrainment.config import Config
     from entrainment.stages import crossfit
-    from entrainment.stats import verdict
+    from entrainment.statistics import verdict
 
     m, items = toy
     cfg = Config(discover_relations=("toy capital",), crossfit_folds=2, crossfit_draws=5, null_items=4, batch_size=4)
@@ -281,7 +281,7 @@ def test_crossfit_verdict_tests_every_subject_once(toy):
 
 def test_verdict_panels_draw_from_the_tables():
     from entrainment.figures import verdict_panels
-    from entrainment.stats import verdict
+    from entrainment.statistics import verdict
 
     rng = np.random.default_rng(1)
     n = 6

@@ -45,7 +45,7 @@ from entrainment.model.hooks import ZERO, Ablation
 from entrainment.model.loading import Loaded
 from entrainment.model.scoring import kl, run_pass
 from entrainment.model.tokens import Tokens
-from entrainment.stats.null import null_summary, paired_gain
+from entrainment.statistics.null import null_summary, paired_gain
 from entrainment.store.schema import ABLATION
 
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from entrainment.heads.masks import SHARED
 from entrainment.model.loading import model_prefix
-from entrainment.stats.null import holm
+from entrainment.statistics.null import holm
 
 MASK_KEY = ("model", "mask_relation", "seed", "ablation_label", "ablation_method")
 

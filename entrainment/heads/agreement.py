@@ -29,7 +29,7 @@ from entrainment.heads.random_heads import random_sets
 from entrainment.model.hooks import ZERO, Ablation
 from entrainment.model.loading import Loaded
 from entrainment.model.multimask import head_masks, probe_logits
-from entrainment.stats.null import paired_gain
+from entrainment.statistics.null import paired_gain
 
 GAP_MIN = 0.25  # logits: below this |Δ_noctx − Δ_ctx| the gap_closed ratio is not computed
 

@@ -31,11 +31,12 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from entrainment import stage_graph
 from entrainment.model.shape import Lengths, Shape, model_folder, model_shape
 from entrainment.plan.work import known_epochs, known_head_sets, work
 
 COST_MODEL = Path(__file__).with_name("cost_model.json")
-STAGE_ORDER = ("generate", "measure", "stats", "discover", "scan", "ablate", "heads", "sentences", "report")
+STAGE_ORDER = tuple(s.name for s in stage_graph.STAGES)  # the run order, declared once in the stage graph
 # GPU projection (no measured GPU cost model): achieved bf16 FLOP/s on the batched passes and per-layer overhead
 # of one forward call (kernel launches, hooks). Assumed, not measured: see docs/scaling-and-gpus.md.
 GPU_ASSUMED_FLOPS = 2.0e14

@@ -22,7 +22,7 @@ from entrainment.heads.random_heads import NullPlan, random_sets
 from entrainment.model import loading
 from entrainment.model.loading import Loaded
 from entrainment.model.tokens import Tokens
-from entrainment.stats import verdict
+from entrainment.statistics import verdict
 from entrainment.store.schema import NULL_DRAWS
 
 PLACEHOLDER = {"seed": -2, "ablation_label": ""}  # rows of a head set before `tables` labels them per mask

@@ -245,7 +245,7 @@ def evaluate(
     from entrainment.heads.random_heads import null_subsample, random_sets
     from entrainment.model.tokens import Tokens
     from entrainment.stages.ablate import ITEM_SCHEMA
-    from entrainment.stats.verdict import empirical_null, subject_mean_gain
+    from entrainment.statistics.verdict import empirical_null, subject_mean_gain
 
     info = loaded.info
     tk = Tokens(loaded.tokenizer, cfg.bos)

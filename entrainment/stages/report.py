@@ -28,7 +28,7 @@ from entrainment.figures import (
     sentence_panels,
     verdict_panels,
 )
-from entrainment.stats.scaling import absent_reason
+from entrainment.statistics.scaling import absent_reason
 from entrainment.store.tables import read_parquet
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;

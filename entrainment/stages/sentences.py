@@ -35,8 +35,8 @@ from entrainment.heads.random_heads import random_sets
 from entrainment.model.sentence_scoring import encode, score
 from entrainment.model.tokens import Tokens, context_window
 from entrainment.paths import FACTS_FILE, WORDS_FILE
-from entrainment.stats.null import empirical_p
-from entrainment.stats.sentence_stats import item_effects, subject_stats
+from entrainment.statistics.null import empirical_p
+from entrainment.statistics.sentence_stats import item_effects, subject_stats
 
 
 @dataclass

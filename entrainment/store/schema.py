@@ -901,7 +901,7 @@ SUBJECT_GAINS = Table(
 VERDICT = Table(
     "verdict",
     "one row per (model, relation, ablation_label, ablation_method): the head verdict with the query subject as "
-    "the unit (entrainment/stats/verdict.py); the cross-fitted verdict is `crossfit:<relation>`",
+    "the unit (entrainment/statistics/verdict.py); the cross-fitted verdict is `crossfit:<relation>`",
     (
         ("model", S, "model spec"),
         ("relation", S, "relation (the mask's own)"),

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from entrainment.data.sentence_items import OWN_CF
-from entrainment.stats.null import holm, t_interval
+from entrainment.statistics.null import holm, t_interval
 
 MEASURES = ("self", "net", "gap")
 _KEY = ["model", "ablation", "relation", "condition", "item", "subject"]

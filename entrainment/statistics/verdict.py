@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from entrainment.stats.null import paired_gain
+from entrainment.statistics.null import paired_gain
 from entrainment.store.schema import SUBJECT_GAINS, VERDICT
 
 GROUP = ("model", "relation", "ablation_label", "ablation_method")
@@ -150,7 +150,7 @@ def heads_of(abl: pl.DataFrame) -> dict[tuple, int]:
 
 def empirical_null(observed: float, draws: np.ndarray) -> float:
     """(1 + #{draws ≥ observed}) / (1 + draws); NaN without draws."""
-    from entrainment.stats.null import empirical_p
+    from entrainment.statistics.null import empirical_p
 
     return empirical_p(observed, draws) if len(draws) else float("nan")
 
