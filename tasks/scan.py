@@ -18,6 +18,7 @@ from entrainment.store.schema import HEAD_AGREEMENT, HEAD_SCORES
 from tasks.cache import key_fn, manifest, write_timings
 from tasks.inputs import model_key, relation_rows, rows_hash, shard_name
 from tasks.means import reference
+from tasks.progress import progress_bar
 
 SHARDS = Path("shards") / "scan"
 
@@ -47,9 +48,11 @@ def save_effects(effects: np.ndarray, path: Path) -> Path:
 def scan_relation(cfg: Config, relation: str, method: str) -> dict:
     loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     info = loaded.info
-    df, effects, secs = scan.score_heads(
-        loaded, relation_rows(cfg.out, relation), relation, method, cfg, _mean(cfg, loaded, relation, method)
-    )
+    mean = _mean(cfg, loaded, relation, method)
+    with progress_bar(f"scan {info.spec} / {relation} ({method}), % of items", 100) as advance:
+        df, effects, secs = scan.score_heads(
+            loaded, relation_rows(cfg.out, relation), relation, method, cfg, mean, progress=lambda f: advance(100 * f)
+        )
     get_run_logger().info(
         "head scan of %s / %s (%s): %d heads x %d dev items in %.1f s; AtP in %.1f s",
         info.spec,

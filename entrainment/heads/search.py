@@ -52,6 +52,7 @@ one algorithm and stay in one place (the selection rule and the convergence test
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import time
@@ -69,6 +70,7 @@ from entrainment.model.hooks import ZERO, Ablation, donor_rows, intervened, set_
 from entrainment.model.loading import Loaded
 from entrainment.model.scoring import Request, collate, forward_last, score
 from entrainment.model.tokens import Item, Tokens, items_with_rows
+from entrainment.store import files
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +332,10 @@ def converged_at(masks: Sequence[torch.Tensor], converge_steps: int) -> int | No
 
 
 def _save(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """A resume checkpoint, written atomically (files.atomic_write_bytes: unique temp file, fsync, rename)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    files.atomic_write_bytes(path, buf.getvalue())
 
 
 @dataclass

@@ -9,6 +9,7 @@ head_agreement rows (k-curves with CIs, faithfulness); ``method_table`` -> metho
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -43,7 +44,13 @@ def ablation(cfg: Config, method: str, mean, relation: str, pairs: list[tuple[to
 
 
 def score_heads(
-    loaded: Loaded, rows: pl.DataFrame, relation: str, method: str, cfg: Config, mean=None
+    loaded: Loaded,
+    rows: pl.DataFrame,
+    relation: str,
+    method: str,
+    cfg: Config,
+    mean=None,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[pl.DataFrame, np.ndarray, dict]:
     """head_scores rows of one relation under one ablation method: the exhaustive scan (with bootstrap CIs and rank
     intervals over the dev items) and AtP.
@@ -55,6 +62,7 @@ def score_heads(
         method: zero | mean | resample.
         cfg: scan_items, seed, bos, train_conditions, search_dtype, discover_batch_size.
         mean: reference means [L, H, D] (mean, resample).
+        progress: called with the fraction of the scan's items just finished (the scan is most of the time).
     Returns:
         (head_scores rows, per-item effects [L*H, N], seconds of the scan and of AtP).
     """
@@ -74,7 +82,8 @@ def score_heads(
     how = ablation(cfg, method, mean, relation, pairs)
     bf16 = loading.search_bf16(cfg.search_dtype, info.device)
     t0 = time.perf_counter()
-    effects = maps.scan_effects(loaded, prompts, gold, dist, bf16=bf16, ablation=how)  # [L*H, N]
+    done = (lambda c: progress(c / max(len(prompts), 1))) if progress else None
+    effects = maps.scan_effects(loaded, prompts, gold, dist, progress=done, bf16=bf16, ablation=how)  # [L*H, N]
     t1 = time.perf_counter()
     a = maps.atp_scores(loaded, prompts, gold, dist, cfg.discover_batch_size, bf16=bf16, ablation=how)
     t2 = time.perf_counter()
