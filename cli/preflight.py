@@ -222,13 +222,15 @@ def present(cfg: Config, only: tuple[str, ...] | None) -> None:
 
 
 def fresh(cfg: Config, *names: str) -> None:
-    """The named input tables exist where required, are readable, and are not stale."""
+    """The named input tables exist where required, are readable, are not stale, and hold the rows their stage
+    wrote (a table edited by hand, even with its metadata kept, is refused before any stage computes on it)."""
     from entrainment.store import tables
     from entrainment.store.provenance import require_fresh
 
     for name in names:
         tables.read_table(cfg.out, name)
         require_fresh(cfg.out, name)
+        tables.check_unedited(cfg.out, name)
 
 
 def check_generate(cfg: Config, only: tuple[str, ...] | None = None) -> None:

@@ -359,6 +359,35 @@ def test_report_refuses_a_table_edited_by_hand(tmp_path, lre):
     )
 
 
+@pytest.mark.parametrize(
+    "command,table",
+    [("measure", "prompts"), ("stats", "measurements"), ("stats", "prompts"), ("ablate", "prompts")],
+)
+def test_every_stage_refuses_an_input_table_edited_by_hand(tmp_path, lre, command, table):
+    """A stage never computes on rows its producer did not write: the same check as the report's, at every stage's
+    door (cli/preflight.fresh), for a value changed with the table's metadata kept."""
+    import pyarrow.compute as pc
+
+    from entrainment.data.lre_prompts import build
+    from entrainment.stages.measure import measure_frame
+
+    out = tmp_path / "o"
+    p = build(lre, ("toy capital",), 0, 2, (0.5, 0.25, 0.25))
+    tables.write_table(p, out, "prompts")
+    tables.write_table(measure_frame(tiny.model("llama"), p, batch_size=8), out, "measurements")
+    column = {"prompts": "gold", "measurements": "gold_logit_ctx"}[table]
+    i = tables.read_table(out, table).columns.index(column)
+    change = (
+        (lambda c: pc.binary_join_element_wise(c, "x", "")) if table == "prompts" else (lambda c: pc.multiply(c, 2.0))
+    )
+    _edit(out / f"{table}.parquet", lambda t: t.set_column(i, column, change(t.column(i))))
+    one_line_error(
+        cli(command, "--out", str(out), "--model", tiny.save("llama", tmp_path / "m")),
+        f"{table}.parquet",
+        "edited by hand",
+    )
+
+
 # ---- silently wrong: text fields are normalised ---------------------------------------------------------------------
 
 

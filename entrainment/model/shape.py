@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
+
+from entrainment.model.gguf_header import read_header
 
 GATED = (
     "llama",
@@ -127,32 +128,21 @@ def shape_from_config(cfg: dict[str, Any]) -> Shape:
     )
 
 
-@lru_cache(maxsize=None)
 def _gguf_shape(path: str) -> Shape:
     """A Shape from a GGUF header (metadata only; tensors are not read)."""
-    import gguf
-
-    r = gguf.GGUFReader(path)
-    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
-
-    def get(key: str, default: int | None = None) -> int:
-        f = r.fields.get(f"{arch}.{key}")
-        return int(f.parts[f.data[0]][0]) if f is not None else default  # type: ignore[return-value]
-
-    hidden, heads = get("embedding_length"), get("attention.head_count")
-    vocab = get("vocab_size") or len(r.fields["tokenizer.ggml.tokens"].data)
-    tied = "output.weight" not in {t.name for t in r.tensors}
+    h = read_header(path)
+    hidden, heads = h.get("embedding_length"), h.get("attention.head_count")
     return Shape(
-        n_layers=get("block_count"),
+        n_layers=h.get("block_count"),
         n_heads=heads,
-        n_kv_heads=get("attention.head_count_kv", heads),
-        head_dim=get("attention.key_length", hidden // heads),
+        n_kv_heads=h.get("attention.head_count_kv", heads),
+        head_dim=h.get("attention.key_length", hidden // heads),
         hidden=hidden,
-        intermediate=get("feed_forward_length", 4 * hidden),
-        vocab=vocab,
-        tied=tied,
-        gated=arch in GATED,
-        model_type=arch,
+        intermediate=h.get("feed_forward_length", 4 * hidden),
+        vocab=h.get("vocab_size") or h.n_tokens,
+        tied="output.weight" not in h.tensors,
+        gated=h.arch in GATED,
+        model_type=h.arch,
     )
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from entrainment.errors import InputError
 from entrainment.model import gguf_parts
+from entrainment.model.gguf_header import read_header
 from entrainment.model.gguf_parts import PART_MODELS, parts_installed
 from entrainment.paths import CACHE_DIR
 from entrainment.store.files import atomic_write_bytes, file_sha256
@@ -202,18 +203,14 @@ def _gguf_config(path: Path) -> dict:
         if f.read(4) != b"GGUF":
             raise InputError(path, "model", str(path), "not a GGUF file (bad magic bytes)")
     try:
-        import gguf
-
-        r = gguf.GGUFReader(str(path))
-        arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
-        get = lambda k: int(r.fields[k].parts[r.fields[k].data[0]][0])  # noqa: E731
+        h = read_header(str(path))
         out = {
-            "model_type": arch,
-            "num_hidden_layers": get(f"{arch}.block_count"),
-            "num_attention_heads": get(f"{arch}.attention.head_count"),
+            "model_type": h.arch,
+            "num_hidden_layers": h.ints["block_count"],
+            "num_attention_heads": h.ints["attention.head_count"],
         }
-        if f"{arch}.context_length" in r.fields:
-            out["max_position_embeddings"] = get(f"{arch}.context_length")
+        if "context_length" in h.ints:
+            out["max_position_embeddings"] = h.ints["context_length"]
         return out
     except InputError:
         raise
