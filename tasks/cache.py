@@ -79,16 +79,9 @@ def _settle(state: Any, name: str, args: tuple) -> dict:
     return m
 
 
-def run_cached(task: Task, cfg: Config, *args: Any, **kwargs: Any) -> dict:
-    """Call a stage task with caching; rerun it if a cached output was deleted or changed."""
-    opts: dict[str, Any] = {"result_storage": result_storage(cfg)}
-    if cfg.refresh:
-        opts["refresh_cache"] = True
-    m = _settle(task.with_options(**opts)(cfg, *args, return_state=True, **kwargs), task.name, args)
-    if not outputs_intact(m):
-        log.info("%s: a cached output was deleted or changed; recomputing", task.name)
-        m = task.with_options(result_storage=result_storage(cfg), refresh_cache=True)(cfg, *args, **kwargs)
-    return m
+def run_cached(task: Task, cfg: Config, *args: Any) -> dict:
+    """Call one stage task with caching (one job of ``run_jobs``); rerun it if a cached output was deleted."""
+    return run_jobs(task, [(cfg, args)])[0]
 
 
 def key_fn(stage: str, module: str, inputs: Callable[..., Any]) -> Callable[[Any, dict], str]:

@@ -113,6 +113,14 @@ def _embedded_gguf(name: str) -> Path:
     return files[0]
 
 
+@lru_cache(maxsize=None)
+def _hub_folder(spec: str, offline: bool) -> str:
+    """A hub id's local snapshot folder, asked of the hub once per process (a failure is not remembered)."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(spec, local_files_only=offline or None)
+
+
 def resolve(spec: str) -> Source:
     """Turn a SPEC into a Source, checking that it exists (no weights are read)."""
     spec = spec.strip()
@@ -131,9 +139,7 @@ def resolve(spec: str) -> Source:
     if path.exists() or spec.startswith((".", "/", "~")):
         raise InputError("--model", "model", spec, "not a model directory or .gguf file")
     try:
-        from huggingface_hub import snapshot_download
-
-        folder = snapshot_download(spec, local_files_only=os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or None)
+        folder = _hub_folder(spec, os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"))
     except Exception as e:  # noqa: BLE001 -- offline, unknown id, auth: all mean "cannot get it"
         raise InputError(
             "--model",
