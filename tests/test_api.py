@@ -33,7 +33,6 @@ OPTIONS = dict(
     scan_items=3,
     scan_k=2,
     compare_methods=["zero", "mean", "resample"],
-    crossfit_folds=2,
     shared_mask=True,  # the option the API once ignored: its mask must reach every table on both paths
     lam=0.0,  # no sparsity pull and logits near 0: the tiny random model's searches remove heads,
     init=0.5,  # so the null, side-effect and k-curve tables have rows to compare
