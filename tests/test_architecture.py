@@ -221,7 +221,7 @@ def test_cache_key_follows_an_edit_to_a_module_reached_only_indirectly(tmp_path)
         assert code_hash("tasks.report", str(tmp_path)) != before
         assert "entrainment.statistics.scaling" not in imports.reachable(tmp_path, "tasks.generate")
         k = code_hash("tasks.generate", str(tmp_path))
-        q = tmp_path / "entrainment" / "stats" / "scaling.py"
+        q = tmp_path / "entrainment" / "statistics" / "scaling.py"
         q.write_text(q.read_text() + "\n# unrelated to generating prompts\n")
         code_hash.cache_clear()
         assert code_hash("tasks.generate", str(tmp_path)) == k

@@ -4,6 +4,7 @@ Meinshausen-Buehlmann bound, and many searches in one batched pass."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import random
 
@@ -196,7 +197,7 @@ def test_kcurve_random_sets_come_from_the_one_generator():
     old = [tuple(sorted(rng.sample(every, 3))) for _ in range(6)]  # the removed agreement.random_k_sets
     new = random_heads.random_sets(3, 3, 4, 6, 5, key="kcurve|5|3")
     assert [s.heads for s in new] == old
-    assert not hasattr(__import__("entrainment.heads.agreement").agreement, "random_k_sets")
+    assert not hasattr(importlib.import_module("entrainment.heads.agreement"), "random_k_sets")
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
