@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -161,3 +162,22 @@ def test_two_models_say_why_there_is_no_scaling_table(tmp_path):
         "scaling.parquet not written: 2 models measured; a power-law fit needs at least 3 "
         "(entrainment run --models a,b,c)"
     ]
+
+
+@pytest.mark.slow
+def test_the_dequantising_process_computes_with_the_cached_model(tmp_path, monkeypatch):
+    """The first load of an embedded GGUF (dequantise, save) returns the model read back from the cache, so a fresh
+    clone's first run gives the same logits as every later run (the in-memory model differed by up to 6e-6)."""
+    import torch
+
+    from entrainment.model import loading, sources
+
+    monkeypatch.setattr(sources, "CACHE_DIR", tmp_path / "cache")
+    src = sources.resolve("smollm2-135m")
+    cached = sources.dequantised_dir(src)
+    first, tok = loading._load_weights(src, torch.float32)  # dequantises and saves
+    assert Path(first.config._name_or_path) == cached and (cached / "config.json").exists()
+    again, _ = loading._load_weights(src, torch.float32)  # a later process: from the cache
+    ids = tok(["The capital of France is", "A kiwi is green inside; a banana is"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(first.eval()(**ids).logits, again.eval()(**ids).logits)

@@ -135,7 +135,10 @@ def _load_weights(src: Source, dtype):
             os.replace(tmp, cached)
         except OSError as e:
             log.warning("could not cache the dequantised model (%s); it will be dequantised again next time", e)
-        return model, tok
+            return model, tok
+        # every process computes with the model read back from the cache: the in-memory model of the dequantising
+        # process gave float32 logits up to 6e-6 apart (measured), so a fresh clone's first run differed from reruns
+        return AutoModelForCausalLM.from_pretrained(cached, dtype=dtype), AutoTokenizer.from_pretrained(cached)
     return (
         AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype),
         AutoTokenizer.from_pretrained(src.location),
