@@ -26,7 +26,6 @@ import polars as pl
 
 from entrainment import api_checks
 from entrainment.errors import InputError
-from entrainment.heads import masks
 
 __all__ = [
     "Model",
@@ -273,6 +272,7 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
     Returns:
         Frames(heads, discovery, discovery_masks, head_overlap, head_stability).
     """
+    from entrainment.heads import masks
     from entrainment.stages.discover import one_search, search_jobs, tables
 
     api_checks.model(model)

@@ -210,3 +210,10 @@ def test_no_api_name_is_shadowed_by_a_library_module():
 
     modules = {p.stem for p in Path(en.__file__).parent.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
     assert not set(entrainment.api.__all__) & modules, set(entrainment.api.__all__) & modules
+
+
+def test_the_api_module_imports_no_torch_until_a_model_is_needed():
+    """`en.prompts` (and the API module itself) stay light: torch is imported by the functions that run a model."""
+    code = "import sys\nimport entrainment as en\nen.prompts\nprint('torch' in sys.modules)\n"
+    r = run_watched([sys.executable, "-c", code])
+    assert r.returncode == 0 and r.stdout.strip() == "False", (r.stdout, r.stderr[-2000:])
