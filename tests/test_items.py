@@ -305,3 +305,29 @@ def test_too_few_subjects_to_cross_fit_are_refused_at_the_door(tmp_path):
     )
     one_line_error(r, "crossfit_folds", "capitals", "subjects", str(path))
     assert not (out / "prompts.parquet").exists()  # refused before the dataset stage wrote anything
+
+
+def test_twenty_thousand_relations_print_a_bounded_summary(tmp_path):
+    """40,000 items in 20,000 relations (the runaway input of the hardening round): generate finishes and its
+    console output stays a screenful (at most 20 lines per kind, then "... and N more"), not a line per relation."""
+    rows = []
+    for i in range(20_000):
+        for cond, ctx in (("related", f"Item {i} is red."), ("counterfactual", f"The colour of thing {i} is red.")):
+            rows.append(
+                {
+                    "relation": f"colour {i}",
+                    "query": f"The colour of thing {i} is",
+                    "gold": "blue",
+                    "distractor": "red",
+                    "context": ctx,
+                    "condition": cond,
+                }
+            )
+    path = _jsonl(tmp_path / "many.jsonl", rows)
+    out = tmp_path / "out"
+    r = cli("generate", "--out", str(out), "--items", str(path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert pl.read_parquet(out / "prompts.parquet")["relation"].n_unique() == 20_000
+    lines = (r.stdout + r.stderr).splitlines()
+    assert len(lines) < 150, len(lines)
+    assert any("more" in ln for ln in lines), lines[-30:]
