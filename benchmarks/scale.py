@@ -765,7 +765,7 @@ def rehearse(
     import polars as pl
 
     from entrainment.ablation import side_effects
-    from entrainment.heads.masks import HeadSet
+    from entrainment.heads.masks import HeadSet, LearnedMask
     from entrainment.heads.random_heads import random_head_sets
     from entrainment.model import means
     from entrainment.model.scoring import top_tokens
@@ -838,9 +838,10 @@ def rehearse(
         meas_rows.write_parquet(pp)
         stage("stats", lambda: stats.compute(mp, pp, cfg.confidence), "paired tests")
     rows = small.filter(pl.col("relation") == rel)
+    first = discover.search_jobs(cfg, [rel])[0]  # the discover stage's first job: (relation, seed, resample)
     s = stage(
         "discover",
-        lambda: discover.one_search(loaded, rows, rel, cfg.seeds[0], 0, cfg, mu),
+        lambda: discover.one_search(loaded, rows, *first, cfg, mu),
         f"{n['train']} train + {n['dev']} dev items x {cfg.epochs} epochs, 1 search",
     )
     removed = tuple(
@@ -849,9 +850,9 @@ def rehearse(
 
     def do_scan():
         results = {}
-        for method in cfg.methods():
-            scores, effects, _ = scan.score_heads(loaded, rows, rel, method, cfg, mu)
-            agree = scan.agreement_rows(loaded, rows, rel, method, scores, s.heads, cfg, mu)
+        for r, method in scan.jobs(cfg, [rel]):  # the scan stage's jobs
+            scores, effects, _ = scan.score_heads(loaded, rows, r, method, cfg, mu)
+            agree = scan.agreement_rows(loaded, rows, r, method, scores, s.heads, cfg, mu)
             results[method] = (scores, agree)
         return results
 
@@ -867,10 +868,9 @@ def rehearse(
         heads = tuple(sorted(zip(sc["layer"].to_list(), sc["head"].to_list())))
 
     def do_ablate():
-        res = [
-            ablate.evaluate_relation(loaded, small, rel, [heads], r, cfg, mu)
-            for r in sorted(small["relation"].unique())
-        ]
+        mask = LearnedMask(loaded.info.spec, rel, cfg.seeds[0], None, HeadSet("rehearsal", heads))
+        p = ablate.plan([mask], small["relation"].unique().to_list())  # the ablate stage's jobs
+        res = [ablate.evaluate_relation(loaded, small, mrel, list(sets), r, cfg, mu) for mrel, sets, r in p.evals]
         tasks_, icl = ablate.side_tasks(cfg, rel, ICL_DIR)
         keep = [k for k in tasks_ if k not in icl][:2] + sorted(icl)[:1]
         tasks_ = {k: tasks_[k][: n["side"]] for k in keep}

@@ -273,7 +273,7 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
         Frames(heads, discovery, discovery_masks, head_overlap, head_stability).
     """
     from entrainment.heads import masks
-    from entrainment.stages.discover import one_search, search_jobs, tables
+    from entrainment.stages.discover import fold_jobs, one_search, search_jobs, tables
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
@@ -288,18 +288,14 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
             means[rel] = _mean(model, prompts, source, cfg.batch_size)
         found.append(one_search(model.loaded, rows, rel, seed, r, cfg, means.get(rel)))
     t = tables(found, cfg)
-    if "fold" in prompts.columns:  # the cross-fitted verdict's per-fold searches, as the discover stage runs them
+    if "fold" in prompts.columns:  # the cross-fitted verdict's per-fold searches, the discover flow's fold jobs
         from entrainment.stages import crossfit
 
         folds = [
-            crossfit.fold_search(
-                model.loaded, prompts.filter(pl.col("relation") == rel), rel, f, cfg, means.get(rel)
-            ).heads
-            for rel in rels
-            if rel != masks.SHARED
-            for f in range(cfg.crossfit_folds)
+            crossfit.fold_search(model.loaded, prompts.filter(pl.col("relation") == rel), rel, f, cfg, means.get(rel))
+            for rel, f in fold_jobs(cfg, rels)
         ]
-        t["heads"] = crossfit.with_fold_heads(t["heads"], folds)
+        t["heads"] = crossfit.with_fold_heads(t["heads"], [s.heads for s in folds])
     return Frames({k: v for k, v in t.items() if k != "timings"})
 
 
@@ -321,20 +317,19 @@ def scan(
     Returns:
         Frames(head_scores, head_agreement, method_agreement).
     """
-    from entrainment.stages.scan import agreement_rows, method_table, score_heads
+    from entrainment.stages.scan import agreement_rows, jobs, method_table, score_heads
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
     api_checks.heads_frame(heads)
     cfg = _config(model, **options)
     scores, agree = [], []
-    for rel in _relations(cfg, prompts, options):
+    for rel, method in jobs(cfg, _relations(cfg, prompts, options)):  # the scan flow's jobs, one by one
         rows = prompts.filter(pl.col("relation") == rel)
-        for method in cfg.methods():
-            mean = _mean(model, prompts, rel, cfg.batch_size) if method != "zero" else None
-            s, _, _ = score_heads(model.loaded, rows, rel, method, cfg, mean)
-            scores.append(s)
-            agree.append(agreement_rows(model.loaded, rows, rel, method, s, heads, cfg, mean))
+        mean = _mean(model, prompts, rel, cfg.batch_size) if method != "zero" else None
+        s, _, _ = score_heads(model.loaded, rows, rel, method, cfg, mean)
+        scores.append(s)
+        agree.append(agreement_rows(model.loaded, rows, rel, method, s, heads, cfg, mean))
     sc = pl.concat(scores).sort("model", "relation", "ablation_method", "method", "layer", "head")
     return Frames(
         head_scores=sc,
@@ -422,64 +417,52 @@ def ablate(
     from entrainment.heads import masks
     from entrainment.heads.masks import source_relations
     from entrainment.paths import ICL_DIR
-    from entrainment.stages.ablate import evaluate_relation, side_effect_rows, tables
+    from entrainment.stages import crossfit
+    from entrainment.stages.ablate import evaluate_relation, plan, side_effect_rows, tables
 
     with_side = options.pop("side_effects", True)
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
     api_checks.relation(relation, prompts)
     cfg = _config(model, **options)
-    if isinstance(heads, pl.DataFrame):
-        found = [
-            m for m in masks.learned_masks(heads, model.spec) if m.fold is None
-        ]  # per-fold: entrainment.stages.crossfit
+    if isinstance(heads, pl.DataFrame):  # every mask in it; per-fold masks give the cross-fitted verdict
+        found = masks.learned_masks(heads, model.spec)
     else:
         hs = _head_sets(heads, model)[0]
         rel = relation or _relations(cfg, prompts, options)[0]
         found = [masks.LearnedMask(model.spec, rel, 0, None, masks.HeadSet(hs.id, hs.heads, hs.label))]
-    evals, sides, done, done_side = [], [], {}, {}
-    needed = bool(set(cfg.methods()) - {"zero"})
-    by_relation: dict[str, list] = {}  # mask relation -> its distinct head sets (evaluated together, as the CLI)
-    for m in found:
-        by_relation.setdefault(m.relation, [])
-        if m.head_set.heads not in by_relation[m.relation]:
-            by_relation[m.relation].append(m.head_set.heads)
-    means = {
-        r: _mean(model, prompts, source_relations(cfg, r), cfg.batch_size) if needed else None for r in by_relation
+    p = plan(found, prompts["relation"].unique().to_list())  # the jobs the ablate flow runs, here one by one
+    methods = cfg.methods() if cfg.compare_everywhere else (cfg.ablation_method,)
+    means = {  # the mean-ablation reference of each mask relation, computed once
+        r: _mean(model, prompts, source_relations(cfg, r), cfg.batch_size)
+        for r in {*p.sets, *(r for r, _ in p.fits)}
+        if set(cfg.methods()) - {"zero"}
     }
-    for mrel, sets in by_relation.items():
-        for rel in sorted(prompts["relation"].unique()):
-            for h, res in zip(sets, evaluate_relation(model.loaded, prompts, mrel, sets, rel, cfg, means[mrel])):
-                done[(mrel, h, rel)] = res
+    done = {}
+    for mrel, sets, rel in p.evals:
+        done[(mrel, sets, rel)] = evaluate_relation(model.loaded, prompts, mrel, list(sets), rel, cfg, means.get(mrel))
+    side = {}
     if with_side:
-        for mrel, sets in by_relation.items():
-            side_mean = means[mrel] if cfg.ablation_method != "zero" or cfg.compare_everywhere else None
-            frames = side_effect_rows(model.loaded, mrel, sets, cfg, ICL_DIR, side_mean)
-            done_side.update({(mrel, h): f for h, f in zip(sets, frames)})
-    for m in found:
-        for rel in sorted(prompts["relation"].unique()):
-            evals.append((m, *done[(m.relation, m.head_set.heads, rel)]))
-        if with_side:
-            sides.append((m, done_side[(m.relation, m.head_set.heads)]))
-    fits = []
-    if isinstance(heads, pl.DataFrame):  # the cross-fitted verdict of each relation with per-fold masks
-        from entrainment.stages import crossfit
-
-        by_fold: dict[str, list] = {}
-        for m in masks.learned_masks(heads, model.spec):
-            if m.fold is not None:
-                by_fold.setdefault(m.relation, []).append((m.fold, m.head_set.heads))
-        for rel, folds in sorted(by_fold.items()):
-            mean = _mean(model, prompts, rel, cfg.batch_size) if cfg.ablation_method != "zero" else None
-            fits.append(crossfit.evaluate(model.loaded, prompts, rel, folds, cfg, mean))
-    if not sides:  # no side effects asked for: an empty table of the right schema
+        for mrel, sets in p.sides:
+            needed = any(m != "zero" for m in methods)
+            side[(mrel, sets)] = side_effect_rows(
+                model.loaded, mrel, list(sets), cfg, ICL_DIR, means.get(mrel) if needed else None
+            )
+    fits = [
+        crossfit.evaluate(
+            model.loaded, prompts, rel, list(folds), cfg, means.get(rel) if cfg.ablation_method != "zero" else None
+        )
+        for rel, folds in p.fits
+    ]
+    ev, sd = p.labelled()
+    evals = [(m, *done[key][p.sets[m.relation].index(m.head_set.heads)]) for m, _, key in ev]
+    if with_side:
+        sides = [(m, side[key][p.sets[m.relation].index(m.head_set.heads)]) for m, key in sd]
+    else:  # no side effects asked for: an empty table of the right schema
         from entrainment.store.schema import SIDE_EFFECTS
 
-        sides_frame = pl.DataFrame(schema=SIDE_EFFECTS.polars_schema())
-        t = tables(evals, [(found[0], sides_frame)], cfg, fits)
-    else:
-        t = tables(evals, sides, cfg, fits)
-    return Frames(t)
+        sides = [(p.masks[0], pl.DataFrame(schema=SIDE_EFFECTS.polars_schema()))]
+    return Frames(tables(evals, sides, cfg, fits))
 
 
 @dataclass

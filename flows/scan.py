@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from entrainment.config import Config
+from entrainment.stages import scan
 from tasks.cache import run_jobs
 from tasks.inputs import discover_relations
 from tasks.scan import agreement_relation, combine, scan_relation
@@ -14,7 +15,7 @@ from tasks.scan import agreement_relation, combine, scan_relation
 @flow(name="scan", validate_parameters=False)
 def scan_flow(cfg: Config, only: tuple[str, ...] | None = None) -> dict:
     rels = discover_relations(cfg, only)
-    jobs = [(m, (rel, method)) for m in cfg.per_model() for rel in rels for method in cfg.methods()]
+    jobs = [(m, job) for m in cfg.per_model() for job in scan.jobs(cfg, rels)]
     scores = run_jobs(scan_relation, jobs)
     agrees = run_jobs(agreement_relation, [(m, (rel, method, s)) for (m, (rel, method)), s in zip(jobs, scores)])
     return combine(cfg, scores, agrees)

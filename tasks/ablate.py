@@ -34,20 +34,11 @@ from tasks.progress import progress_bar
 SHARDS = Path("shards") / "ablation"
 
 
-def learned(cfg: Config) -> list[masks.LearnedMask]:
-    """This model's masks in heads.parquet (each seed's search and the stable set)."""
+def masks_of(cfg: Config) -> list[masks.LearnedMask]:
+    """This model's masks in heads.parquet: each seed's search, the stable set, and the per-fold masks of the
+    cross-fitted verdict (``fold`` set)."""
     spec = sources.resolve(cfg.model).spec
-    return [m for m in masks.learned_masks(tables.read_table(cfg.out, "heads")) if m.model == spec and m.fold is None]
-
-
-def fold_masks(cfg: Config) -> dict[str, list[masks.LearnedMask]]:
-    """This model's per-fold masks of the cross-fitted verdict, by relation (heads.parquet rows with a fold)."""
-    spec = sources.resolve(cfg.model).spec
-    out: dict[str, list[masks.LearnedMask]] = {}
-    for m in masks.learned_masks(tables.read_table(cfg.out, "heads")):
-        if m.model == spec and m.fold is not None:
-            out.setdefault(m.relation, []).append(m)
-    return out
+    return [m for m in masks.learned_masks(tables.read_table(cfg.out, "heads")) if m.model == spec]
 
 
 def _mean(cfg: Config, loaded, mask_relation: str, needed: bool):

@@ -223,3 +223,41 @@ def test_one_rule_for_the_discover_stage_jobs_and_relations():
     assert discovery_relations(["c", "d"], ("a",), True, "prompts") == ["c", "d"]  # the fallback: every one present
     with pytest.raises(InputError, match="not in prompts.parquet"):
         discovery_relations(["c"], ("a",), False, Path("out/prompts.parquet"))
+
+
+def test_one_plan_for_the_ablate_stage_and_the_scan_and_fold_jobs():
+    """stages.ablate.plan, scan.jobs and discover.fold_jobs: the fan-out the flows and the API both run. Masks with
+    the same heads share one evaluation job; per-fold masks go to the cross-fitted verdict; every mask maps back to
+    the job holding its rows."""
+    import numpy as np
+
+    from entrainment.config import Config
+    from entrainment.heads.masks import SHARED, HeadSet, LearnedMask
+    from entrainment.stages import ablate, discover, scan
+
+    def mask(rel: str, seed: int, heads: tuple, fold: int | None = None) -> LearnedMask:
+        return LearnedMask("m", rel, seed, np.zeros((2, 2)), HeadSet(f"{rel}:{seed}", heads), fold)
+
+    a0, a1, stable = mask("a", 0, ((0, 1),)), mask("a", 1, ((1, 0),)), mask("a", -1, ((0, 1),))
+    shared = mask(SHARED, 0, ((1, 1),))
+    folds = [mask("a", 0, ((0, 0),), fold=1), mask("a", 0, ((1, 1),), fold=0)]
+    p = ablate.plan([a0, a1, stable, shared, *folds], ["b", "a"])
+    assert p.relations == ("a", "b") and p.masks == (a0, a1, stable, shared)
+    assert p.sets == {"a": (((0, 1),), ((1, 0),)), SHARED: (((1, 1),),)}  # seed 0 and the stable set: one set
+    assert p.evals == [
+        ("a", p.sets["a"], "a"),
+        ("a", p.sets["a"], "b"),
+        (SHARED, p.sets[SHARED], "a"),
+        (SHARED, p.sets[SHARED], "b"),
+    ]
+    assert p.sides == [("a", p.sets["a"]), (SHARED, p.sets[SHARED])]
+    assert p.fits == (("a", ((1, ((0, 0),)), (0, ((1, 1),)))),)
+    ev, sd = p.labelled()
+    assert len(ev) == 4 * 2 and {key for _, _, key in ev} == set(p.evals)
+    assert all(key[0] == m.relation and key[2] == rel for m, rel, key in ev)
+    assert [key for _, key in sd] == [("a", p.sets["a"])] * 3 + [(SHARED, p.sets[SHARED])]
+
+    cfg = Config(compare_methods=("zero", "mean"), crossfit_folds=3)
+    assert scan.jobs(cfg, ["a", "b"]) == [(r, m) for r in ("a", "b") for m in cfg.methods()]
+    assert discover.fold_jobs(cfg, ["a", SHARED]) == [("a", 0), ("a", 1), ("a", 2)]
+    assert discover.fold_jobs(cfg.replace(crossfit_folds=0), ["a"]) == []

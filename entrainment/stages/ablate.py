@@ -8,6 +8,7 @@ The Prefect tasks (tasks/ablate.py) and the Python API call the same functions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -179,6 +180,65 @@ def side_effect_rows(
         for m in methods
     ]
     return [pl.concat([frames[i] for frames in per_method]) for i in range(len(sets))]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ablate stage's fan-out, written once for the Prefect flow and the Python API.
+
+    Masks with the same heads share one evaluation: ``evals`` holds one job per (mask relation, its distinct head
+    sets, evaluated relation), ``sides`` one per (mask relation, its distinct head sets), ``fits`` one cross-fitted
+    verdict per relation with per-fold masks; ``labelled`` maps each mask back to the job whose rows are its own.
+    """
+
+    masks: tuple[LearnedMask, ...]
+    relations: tuple[str, ...]
+    sets: dict[str, tuple[tuple, ...]]  # mask relation -> its distinct head sets, in first-seen order
+    fits: tuple[tuple[str, tuple], ...]  # (relation, ((fold, heads), ...)) per relation with per-fold masks
+
+    @property
+    def evals(self) -> list[tuple[str, tuple, str]]:
+        """(mask relation, head sets, evaluated relation): one job each."""
+        return [(mrel, hs, rel) for mrel, hs in self.sets.items() for rel in self.relations]
+
+    @property
+    def sides(self) -> list[tuple[str, tuple]]:
+        """(mask relation, head sets): one side-effects job each."""
+        return list(self.sets.items())
+
+    def labelled(self) -> tuple[list[tuple[LearnedMask, str, tuple]], list[tuple[LearnedMask, tuple]]]:
+        """Each mask with the key of the job holding its rows: [(mask, relation, eval key)] per evaluated relation,
+        [(mask, side key)] (keys as in ``evals`` / ``sides``)."""
+        ev = [(m, rel, (m.relation, self.sets[m.relation], rel)) for m in self.masks for rel in self.relations]
+        return ev, [(m, (m.relation, self.sets[m.relation])) for m in self.masks]
+
+
+def plan(masks: list[LearnedMask], measured: list[str]) -> Plan:
+    """The ablate stage's jobs for one model's masks (heads.parquet rows; per-fold masks go to the cross-fitted
+    verdict) on every relation in `measured`.
+
+    Args:
+        masks: the model's learned masks, per-fold ones included.
+        measured: the relations whose test splits are evaluated (every relation measured).
+    Returns:
+        The Plan.
+    """
+    whole = tuple(m for m in masks if m.fold is None)
+    sets: dict[str, list[tuple]] = {}
+    for m in whole:
+        seen = sets.setdefault(m.relation, [])
+        if m.head_set.heads not in seen:
+            seen.append(m.head_set.heads)
+    folds: dict[str, list[tuple]] = {}
+    for m in masks:
+        if m.fold is not None:
+            folds.setdefault(m.relation, []).append((m.fold, m.head_set.heads))
+    return Plan(
+        whole,
+        tuple(sorted(measured)),
+        {r: tuple(hs) for r, hs in sets.items()},
+        tuple((r, tuple(f)) for r, f in sorted(folds.items())),
+    )
 
 
 def label(df: pl.DataFrame, mask: LearnedMask) -> pl.DataFrame:

@@ -79,6 +79,19 @@ def search_jobs(cfg: Config, relations: list[str], only: bool = False) -> list[t
     return [(rel, seed, r) for rel in rels for seed in cfg.seeds for r in range(cfg.search_resamples)]
 
 
+def fold_jobs(cfg: Config, relations: list[str]) -> list[tuple[str, int]]:
+    """The cross-fitted verdict's searches (entrainment.stages.crossfit): (relation, fold) for each searched
+    relation and each of its ``crossfit_folds`` folds (none for the shared mask; none with crossfit_folds = 0).
+
+    Args:
+        cfg: the run's Config.
+        relations: the relations searched (``discovery_relations``).
+    Returns:
+        The jobs, relation-major.
+    """
+    return [(rel, f) for rel in relations if rel != SHARED for f in range(cfg.crossfit_folds)]
+
+
 def params(cfg: Config, seed: int, device: str) -> search.SearchParams:
     """The search hyper-parameters of a Config."""
     return search.SearchParams(

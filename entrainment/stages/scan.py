@@ -26,6 +26,18 @@ from entrainment.store.schema import HEAD_AGREEMENT, HEAD_SCORES, METHOD_AGREEME
 log = logging.getLogger(__name__)
 
 
+def jobs(cfg: Config, relations: list[str]) -> list[tuple[str, str]]:
+    """The scan stage's fan-out: (relation, ablation method) for each scanned relation and compared method.
+
+    Args:
+        cfg: the run's Config (compare_methods, ablation_method).
+        relations: the relations scanned (the discovery relations).
+    Returns:
+        The jobs, relation-major.
+    """
+    return [(rel, method) for rel in relations for method in cfg.methods()]
+
+
 def items(rows: pl.DataFrame, split: str, cfg: Config, tk: Tokens) -> list[tuple[tokens.Item, dict]]:
     """The split's training-condition items of these prompt rows, with their rows (search.items_with_rows)."""
     rows = rows.filter((pl.col("split") == split) & pl.col("condition").is_in(list(cfg.train_conditions)))
