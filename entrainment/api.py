@@ -465,6 +465,13 @@ def ablate(
     return Frames(tables(evals, sides, cfg, fits))
 
 
+def _warn(line: str) -> None:
+    """A stale or hand-edited table under Results.sql / connect: served, with a Python warning naming it."""
+    import warnings
+
+    warnings.warn(line, UserWarning, stacklevel=3)
+
+
 @dataclass
 class Results:
     """An output folder: every table as a frame (read lazily, validated, refused when stale the way the CLI does)
@@ -510,13 +517,13 @@ class Results:
         """Run one read-only SELECT over the folder's views (as `entrainment sql`)."""
         from entrainment.store import sql
 
-        return sql.query(Path(self.out), query)
+        return sql.query(Path(self.out), query, warn=_warn)
 
     def connect(self):
         """A read-only DuckDB connection with one view per table (as `entrainment sql` has)."""
         from entrainment.store.sql import connect
 
-        return connect(Path(self.out))
+        return connect(Path(self.out), warn=_warn)
 
     def __repr__(self) -> str:
         return f"Results({str(self.out)!r}: {', '.join(self.tables) or 'no tables'})"

@@ -139,6 +139,25 @@ def test_pair_ids_numbered_in_each_relation_pair_within_the_relation(tmp_path):
     assert n == {"alpha": 6, "beta": 2}
 
 
+def test_the_paired_contrast_never_pairs_across_relations(model, tmp_path):
+    """Pair ids that repeat across relations (a hand-built or API prompts frame, without the items file's
+    relation prefix) are still paired within their relation by the stats stage."""
+    p = items.build_items(_jsonl(tmp_path / "i.jsonl", _paired_items("alpha", 6) + _paired_items("beta", 2)))
+    p = p.with_columns(pl.col("pair_id").str.split(":").list.last())  # 1, 2, ... in each relation
+    assert (
+        p.filter(pl.col("relation") == "alpha")["pair_id"]
+        .is_in(p.filter(pl.col("relation") == "beta")["pair_id"])
+        .any()
+    )
+    c = en.stats(en.measure(model, p), p).contrasts.filter(
+        pl.col("paired")
+        & (pl.col("ablation") == "none")
+        & (pl.col("target") == "distractor")
+        & (pl.col("metric") == "logprob")
+    )
+    assert dict(c.select("relation", "n").iter_rows()) == {"alpha": 6, "beta": 2, "ALL": 8}
+
+
 def test_a_pair_id_naming_two_couples_is_refused(tmp_path):
     rows = _paired_items("alpha", 2)
     rows[2]["pair_id"] = rows[3]["pair_id"] = "1"  # the second query's couple reuses pair id 1
@@ -340,6 +359,22 @@ def test_results_refuse_a_table_edited_by_hand(tmp_path, edit):
         en.results(out).prompts
 
 
+def test_sql_names_a_table_edited_by_hand(tmp_path):
+    """`entrainment sql` and Results.sql still answer over an edited table, but never silently: one warning line
+    naming the table (the CLI on stderr, the API as a Python warning)."""
+    out = tmp_path / "o"
+    tables.write_table(items.build_items(_jsonl(tmp_path / "i.jsonl", _queries(6))), out, "prompts")
+    r = cli("sql", "--out", str(out), "select count(*) as n from prompts", "--format", "csv")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    _edit(out / "prompts.parquet", lambda t: t.slice(0, 3))
+    r = cli("sql", "--out", str(out), "select count(*) as n from prompts", "--format", "csv")
+    assert r.returncode == 0 and r.stdout.split() == ["n", "3"], r.stdout
+    warned = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+    assert len(warned) == 1 and "view prompts was edited by hand" in warned[0], r.stderr
+    with pytest.warns(UserWarning, match="view prompts was edited by hand"):
+        en.results(out).sql("select count(*) from prompts")
+
+
 def test_report_refuses_a_table_edited_by_hand(tmp_path, lre):
     import pyarrow.compute as pc
 
@@ -403,6 +438,21 @@ def test_two_spellings_of_one_relation_or_query_are_refused(tmp_path, field, var
     path = _jsonl(tmp_path / "i.jsonl", rows)
     with pytest.raises(InputError, match=f"line 2: {field}.*another spelling"):
         items.read_items(path)
+
+
+def test_a_distractor_only_inside_another_word_is_refused(tmp_path):
+    rows = _queries(3)
+    rows[1] = dict(rows[1], distractor="Rome", context="The capital of Italy is Romeo.")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--items", str(_jsonl(tmp_path / "i.jsonl", rows))),
+        "i.jsonl",
+        "line 2: context",
+        "only inside another word",
+    )
+    assert items.has_word("Capital: Rome, Italy.", "Rome") and items.has_word("Romeo or Rome.", "Rome")
+    assert not items.has_word("Romeo.", "Rome") and not items.has_word("ARome", "Rome")
+    assert items.has_word("首都は東京です。", "東京")  # scripts without spaces: no word boundary to ask for
+    assert items.has_word("It costs $5.", "$5")
 
 
 def test_labels_are_normalised(tmp_path):

@@ -91,8 +91,42 @@ def _check(path: Path, where: str, rec: dict) -> dict:
         )
     elif out["distractor"] not in ctx:
         raise InputError(path, f"{where}: context", ctx, f"does not contain the distractor {out['distractor']!r}")
+    elif not has_word(ctx, out["distractor"]):
+        raise InputError(
+            path,
+            f"{where}: context",
+            ctx,
+            f"holds the distractor {out['distractor']!r} only inside another word; it must appear as a word of its own",
+        )
     out["context"] = ctx
     return out
+
+
+def _word_char(ch: str) -> bool:
+    """A letter or digit of a script that separates words with spaces (CJK and kana, written without spaces, are
+    never a word's continuation)."""
+    return ch.isalnum() and ord(ch) < 0x2E80
+
+
+def has_word(text: str, word: str) -> bool:
+    """Whether `word` occurs in `text` as a word of its own: some occurrence is not continued by a letter or digit
+    on either side ("Rome" is in "... is Rome." but not in "... is Romeo.").
+
+    Args:
+        text: the context.
+        word: the distractor.
+    Returns:
+        True if some occurrence stands alone.
+    """
+    start = text.find(word)
+    while start >= 0:
+        end = start + len(word)
+        before = start > 0 and _word_char(text[start - 1]) and _word_char(word[0])
+        after = end < len(text) and _word_char(text[end]) and _word_char(word[-1])
+        if not before and not after:
+            return True
+        start = text.find(word, start + 1)
+    return False
 
 
 def _same_spelling(path: Path, it: dict, field: str, scope: tuple, seen: dict[tuple, tuple[str, str]]) -> None:

@@ -246,7 +246,8 @@ matched AS (
   SELECT a.model, a.ablation, a.relation, a.target, a.metric, a.condition AS condition_a, b.condition AS condition_b,
          a.diff AS shift_a, b.diff AS shift_b
   FROM shifts a JOIN shifts b
-    ON a.pair_id = b.pair_id AND (a.model, a.ablation, a.target, a.metric) = (b.model, b.ablation, b.target, b.metric)
+    ON a.pair_id = b.pair_id AND (a.model, a.ablation, a.relation, a.target, a.metric)
+                                = (b.model, b.ablation, b.relation, b.target, b.metric)  -- pairs never cross relations
   JOIN pairs pr ON pr.paired AND a.condition = pr.condition_a AND b.condition = pr.condition_b
 ),
 paired_t AS (

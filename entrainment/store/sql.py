@@ -27,10 +27,11 @@ READ_ONLY = {duckdb.StatementType.SELECT}
 def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per readable table in `out` (and the `shifts` view).
 
-    `warn` gets one line per table that is unreadable or stale (made from other input tables than the current ones).
+    `warn` gets one line per table that is unreadable, stale (made from other input tables than the current ones)
+    or edited by hand (its rows are not the ones its stage wrote).
     """
     from entrainment.store.provenance import why_stale
-    from entrainment.store.tables import arrow_dataset
+    from entrainment.store.tables import arrow_dataset, check_unedited
 
     out = Path(out)
     con = duckdb.connect()
@@ -51,6 +52,11 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
         reason = why_stale(out, name)
         if reason and warn:
             warn(f"view {name} is stale: {reason}")
+        if warn:
+            try:  # rows changed by hand since their stage wrote them: served, but never silently
+                check_unedited(out, name)
+            except InputError as e:
+                warn(f"view {name} was edited by hand: {e}")
     if {"measurements", "prompts"} <= made:
         from entrainment.store.sql import shifts_sql
 
