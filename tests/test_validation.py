@@ -504,6 +504,10 @@ def test_a_full_disk_under_torch_save_is_one_line():
 def test_items_that_cannot_be_searched_are_refused_at_the_door(tmp_path, case, rows, needle):
     path = _jsonl(tmp_path / "i.jsonl", rows)
     one_line_error(cli("run", "--out", str(tmp_path / "o"), "--items", str(path)), "capitals", needle)
+    r = cli("generate", "--out", str(tmp_path / "g"), "--items", str(path))  # the prompts alone are fine...
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = cli("discover", "--out", str(tmp_path / "g"), "--discover-relations", "capitals")
+    one_line_error(d, "capitals", needle)  # ...discover's door refuses them
 
 
 # ---- tracebacks: path edge cases ------------------------------------------------------------------------------------
@@ -639,6 +643,9 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     path = _csv(tmp_path / "i.csv", _queries(4))
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert len(items.read_items(path)) == 4
+    r = cli("generate", "--out", str(tmp_path / "o"), "--items", str(path))  # and the command reads it too
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert set(tables.read_table(tmp_path / "o", "prompts")["relation"]) == {"capitals"}
 
 
 def test_csv_errors_name_the_file_line_after_a_quoted_newline(tmp_path):
@@ -648,6 +655,7 @@ def test_csv_errors_name_the_file_line_after_a_quoted_newline(tmp_path):
     path = _csv(tmp_path / "i.csv", rows)
     with pytest.raises(InputError, match="line 5: gold"):  # header 1, record 1 on lines 2-3, then 4, 5
         items.read_items(path)
+    one_line_error(cli("generate", "--out", str(tmp_path / "o"), "--items", str(path)), "i.csv", "line 5: gold")
 
 
 @pytest.mark.parametrize("char", ["\u2028", "\u0085", "\u2029"])
@@ -658,15 +666,23 @@ def test_jsonl_with_a_raw_line_separator_inside_a_string_is_read(tmp_path, char)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     assert char in path.read_text(encoding="utf-8")
     assert len(items.read_items(path)) == 4
+    r = cli("generate", "--out", str(tmp_path / "o"), "--items", str(path))
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert any(char in c for c in tables.read_table(tmp_path / "o", "prompts")["context"].to_list())
 
 
 def test_a_folder_or_fifo_named_jsonl_is_named_as_such(tmp_path):
     (tmp_path / "d.jsonl").mkdir()
     with pytest.raises(InputError, match="is a folder"):
         items.read_items(tmp_path / "d.jsonl")
+    one_line_error(
+        cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "d.jsonl")), "d.jsonl", "is a folder"
+    )
     os.mkfifo(tmp_path / "f.jsonl")
     one_line_error(
-        cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "f.jsonl")), "not a regular file"
+        cli("generate", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "f.jsonl")),
+        "f.jsonl",
+        "not a regular file",
     )
 
 
@@ -674,7 +690,7 @@ def test_a_bad_value_on_the_command_line_is_blamed_on_the_command_line(tmp_path)
     toml = tmp_path / "c.toml"
     toml.write_text("max_pairs = 5\n")
     r = cli("discover", "--out", str(tmp_path / "o"), "--config", str(toml), "--stability-threshold", "nan")
-    one_line_error(r, "command line", "stability_threshold")
+    one_line_error(r, "command line", "stability_threshold", "nan")
     assert "c.toml" not in r.stderr
 
 
