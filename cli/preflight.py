@@ -228,9 +228,9 @@ def fresh(cfg: Config, *names: str) -> None:
     from entrainment.store.provenance import require_fresh
 
     for name in names:
-        tables.read_table(cfg.out, name)
+        df = tables.read_table(cfg.out, name)
         require_fresh(cfg.out, name)
-        tables.check_unedited(cfg.out, name)
+        tables.check_unedited(cfg.out, name, df)  # the rows just read: each input table is read once here
 
 
 def check_generate(cfg: Config, only: tuple[str, ...] | None = None) -> None:

@@ -504,7 +504,7 @@ class Results:
         if name not in self._cache or self._cache[name][0] != sig:
             df = tables.read_table(self.out, name)
             require_fresh(self.out, name)
-            tables.check_unedited(self.out, name)  # rows cut or changed by hand since their stage wrote them
+            tables.check_unedited(self.out, name, df)  # rows cut or changed by hand since their stage wrote them
             self._cache[name] = (sig, df)
         return self._cache[name][1]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,11 @@ def _load_weights(src: Source, dtype):
             tok.save_pretrained(tmp)
             os.replace(tmp, cached)
         except OSError as e:
-            log.warning("could not cache the dequantised model (%s); it will be dequantised again next time", e)
-            return model, tok
+            if (cached / "config.json").exists():  # another process cached it first (two first runs at once)
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                log.warning("could not cache the dequantised model (%s); it will be dequantised again next time", e)
+                return model, tok
         # every process computes with the model read back from the cache: the in-memory model of the dequantising
         # process gave float32 logits up to 6e-6 apart (measured), so a fresh clone's first run differed from reruns
         return AutoModelForCausalLM.from_pretrained(cached, dtype=dtype), AutoTokenizer.from_pretrained(cached)

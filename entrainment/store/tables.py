@@ -70,7 +70,7 @@ def write_table(df: pl.DataFrame, out_dir: Path, name: str) -> Path:
     return write_parquet(arrow, Path(out_dir) / table.file, None, source_record(out_dir, name))
 
 
-def check_unedited(out_dir: Path, name: str) -> None:
+def check_unedited(out_dir: Path, name: str, df: pl.DataFrame | None = None) -> None:
     """A table whose rows are not the ones its stage wrote (edited by hand: rows cut, values changed, even with
     its metadata kept) is refused in one line naming the stage that rewrites it. Tables written before the digest
     was recorded pass.
@@ -78,6 +78,7 @@ def check_unedited(out_dir: Path, name: str) -> None:
     Args:
         out_dir: the output folder.
         name: the table's name.
+        df: its rows as ``read_table`` just read them (read again here when not given).
     """
     path = Path(out_dir) / TABLES[name].file
     try:
@@ -85,7 +86,7 @@ def check_unedited(out_dir: Path, name: str) -> None:
     except Exception:  # noqa: BLE001 -- read_table names an unreadable file
         return
     want = meta.get(ROWS_KEY)
-    if want is not None and want.decode() != rows_digest(pl.read_parquet(path)):
+    if want is not None and want.decode() != rows_digest(pl.read_parquet(path) if df is None else df):
         raise InputError(
             path,
             "table",
