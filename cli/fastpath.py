@@ -13,7 +13,6 @@ the normal path.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from entrainment import imports, stage_graph
 from entrainment.config import Config
 from entrainment.model import sources
 from entrainment.paths import DATA_DIR, PROJECT_ROOT
-from entrainment.store.files import file_sha256
+from entrainment.store.files import file_sha256, json_sha256
 
 CONTROL = ("refresh", "runner", "dask_address")  # fields that never change results
 
@@ -67,7 +66,7 @@ def key(command: str, cfg: Config, extra: Any = None) -> str:
         "code": _code(),
         "extra": extra,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(parts)
 
 
 def _record_path(cfg: Config, command: str) -> Path:

@@ -11,8 +11,6 @@ deleted or corrupted output makes it rerun the task with ``refresh_cache=True``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -23,26 +21,21 @@ from prefect import Task
 from entrainment import imports
 from entrainment.config import Config
 from entrainment.paths import PROJECT_ROOT
-from entrainment.store.files import file_sha256
+from entrainment.store.files import file_sha256, json_sha256
 
 log = logging.getLogger("entrainment.cache")
-
-
-def sha(*parts: Any) -> str:
-    """sha256 of JSON-encoded parts (paths and tuples encode as strings and lists)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @lru_cache(maxsize=None)
 def code_hash(module: str, root: str = str(PROJECT_ROOT)) -> str:
     """Hash of the source of every project module `module` can reach through its imports (itself included)."""
     files = imports.module_files(Path(root))
-    return sha(*[(m, files[m].read_text(encoding="utf-8")) for m in imports.reachable(Path(root), module)])
+    return json_sha256(*[(m, files[m].read_text(encoding="utf-8")) for m in imports.reachable(Path(root), module)])
 
 
 def files_hash(paths: list[Path]) -> str:
     """Hash of the files' contents (names relative to nothing: moving a file keeps its hash)."""
-    return sha(*[file_sha256(p) for p in paths])
+    return json_sha256(*[file_sha256(p) for p in paths])
 
 
 def manifest(outputs: list[Path], **extra: Any) -> dict:
@@ -99,7 +92,7 @@ def key_fn(stage: str, module: str, inputs: Callable[..., Any]) -> Callable[[Any
 
 def stage_key(stage: str, module: str, cfg: Config, inputs_id: Any) -> str:
     """The cache key of one stage call; tasks also use it to name their resume folders."""
-    return sha(stage, str(cfg.out), cfg.stage_params(stage), inputs_id, code_hash(module))
+    return json_sha256(stage, str(cfg.out), cfg.stage_params(stage), inputs_id, code_hash(module))
 
 
 def run_jobs(task: Task, jobs: list[tuple[Config, tuple]]) -> list[dict]:

@@ -16,16 +16,16 @@ from entrainment.model import means
 from entrainment.model.loading import Loaded
 from entrainment.model.tokens import Tokens
 from entrainment.store import tables
-from entrainment.store.files import atomic_write_bytes, file_sha256
+from entrainment.store.files import atomic_write_bytes, file_sha256, json_sha256
 from entrainment.store.schema import HEAD_MEANS
-from tasks.cache import code_hash, sha
+from tasks.cache import code_hash
 from tasks.inputs import model_key, relation_rows, shard_name
 
 SHARDS = Path("shards") / "means"
 
 
 def _path(cfg: Config, relations: tuple[str, ...], prompts: list[tuple[int, ...]]) -> Path:
-    key = sha(model_key(cfg), relations, prompts, cfg.bos, code_hash(__name__))[:16]
+    key = json_sha256(model_key(cfg), relations, prompts, cfg.bos, code_hash(__name__))[:16]
     return cfg.out / SHARDS / shard_name(model_key(cfg)["spec"]) / f"{shard_name(','.join(relations))}-{key}.parquet"
 
 

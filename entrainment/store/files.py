@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # Parquet key-value metadata key of a table's provenance record (entrainment.store.provenance).
 SOURCE_KEY = b"entrainment.source"
@@ -44,6 +46,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC and not e.filename:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e  # name the file in the one line
         raise
+
+
+def json_sha256(*parts: Any) -> str:
+    """sha256 hex digest of JSON-encoded parts (keys sorted; paths, tuples and other objects as their strings or
+    lists): the one way the cache keys and the CLI's fast-path key hash what they depend on."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
