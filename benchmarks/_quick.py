@@ -1,5 +1,5 @@
 """What every benchmark's ``--quick`` mode shares (not a benchmark itself: the leading underscore keeps it out of
-tests/test_benchmarks.py's glob).
+tests/pipeline/test_benchmarks.py's glob).
 
 Quick mode runs a benchmark's real code path (the same library calls, the same printing) on a tiny random Llama
 (2 layers x 4 heads, the tests' byte-level BPE tokenizer, saved once per process as a local model folder) and a

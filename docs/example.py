@@ -22,7 +22,7 @@
 # 4. remove one attention head and compare Δ = ℓ(gold) − ℓ(distractor) before and after,
 # 5. open a results folder written by `make run` and query it.
 #
-# It runs on a laptop CPU in about a minute. `tests/test_notebook.py` executes every cell on a tiny random model
+# It runs on a laptop CPU in about a minute. `tests/pipeline/test_notebook.py` executes every cell on a tiny random model
 # (set `ENTRAINMENT_EXAMPLE_MODEL` to a model folder) and checks the printed related-context shift against
 # `en.stats` recomputed from the same inputs. The source is `docs/example.py` (jupytext percent format); the
 # notebook is rendered from it with `jupytext --to ipynb docs/example.py`.

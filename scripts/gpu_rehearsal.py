@@ -17,7 +17,7 @@ FLOP/s; per pipeline stage seconds, peak GPU memory, FLOPs and FLOP/s; the machi
 ``--cost-model FILE`` also stores the fits as the file's ``cuda`` entry (what ``entrainment plan`` reads on a GPU).
 
 ``--dry-run`` runs the same code path on the CPU with two tiny Llama configs and a tiny pipeline in seconds (the test
-suite does, tests/test_plan.py).
+suite does, tests/pipeline/test_plan.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 suite runs, the busy processes are stopped however the suite ends. Prints the suite's wall time and exit status.
 
     .venv/bin/python scripts/test_under_load.py                 # the whole suite beside 2 busy processes
-    .venv/bin/python scripts/test_under_load.py --busy 2 -- -m "not slow" tests/test_cli.py
+    .venv/bin/python scripts/test_under_load.py --busy 2 -- -m "not slow" tests/cli/test_cli.py
 
 Everything after `--` is passed to pytest. The busy processes run in their own session (as a user's other terminal
 would), so the kernel's per-session CPU sharing treats them as the separate load they stand for.

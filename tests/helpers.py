@@ -249,6 +249,17 @@ def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
         assert n in lines[0], (n, lines[0])
 
 
+def one_line_failure(r: subprocess.CompletedProcess, *needles: str) -> None:
+    """A failure outside the input: exit 1, no traceback, one error line naming the cause (a stage's INFO log lines
+    may come with it)."""
+    assert r.returncode == 1, (r.returncode, r.stderr[-1500:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
+    assert len(errors) == 1 and errors[0].startswith("entrainment: error: "), r.stderr[-3000:]
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+
+
 @contextmanager
 def tmpfs(where: Path, options: str):
     """A small tmpfs mounted at `where` for the block (skips the test where mounting is not allowed)."""

@@ -261,3 +261,46 @@ def test_one_plan_for_the_ablate_stage_and_the_scan_and_fold_jobs():
     assert scan.jobs(cfg, ["a", "b"]) == [(r, m) for r in ("a", "b") for m in cfg.methods()]
     assert discover.fold_jobs(cfg, ["a", SHARED]) == [("a", 0), ("a", 1), ("a", 2)]
     assert discover.fold_jobs(cfg.replace(crossfit_folds=0), ["a"]) == []
+
+
+def test_no_option_lives_only_in_the_prefect_layer():
+    """Every Config field or method that flows/ and tasks/ read is also read by the library (entrainment/), which the
+    Python API runs, except the few that steer the orchestration itself. An option honoured only by a flow or task
+    (as the shared mask once was) would give the CLI and `import entrainment` different tables. Read through the
+    AST: attributes of the names the code gives a Config (cfg, m, base)."""
+    import ast
+
+    from entrainment.config import Config
+
+    known = set(Config.model_fields) | {n for n in dir(Config) if not n.startswith("_")}
+
+    def read(folder: str) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id in ("cfg", "m", "base")
+                    and node.attr in known
+                ):
+                    found.setdefault(node.attr, set()).add(str(path.relative_to(ROOT)))
+        return found
+
+    orchestration = {  # where and how jobs run, never what they compute
+        "runner": "Prefect's task runner (sequential or Dask)",
+        "dask_address": "the Dask scheduler",
+        "refresh": "ignore the Prefect caches",
+        "per_model": "one Config per model of a multi-model run (the API takes one loaded model per call)",
+        "stage_params": "the fields in a stage's cache key",
+        "smoke": "the report's smoke-run banner (the API writes no report)",
+    }
+    library = read("entrainment")
+    prefect_only = {
+        name: sorted(paths)
+        for folder in ("flows", "tasks")
+        for name, paths in read(folder).items()
+        if name not in library and name not in orchestration
+    }
+    assert not prefect_only, prefect_only
+    assert {"shared_mask", "crossfit_folds", "seeds", "search_resamples", "methods"} <= set(library)

@@ -180,7 +180,7 @@ def test_given_splits_are_kept(tmp_path):
 
 
 def test_the_shipped_example_items_file_is_valid():
-    path = Path(__file__).resolve().parent.parent / "data" / "items_example.jsonl"
+    path = Path(__file__).resolve().parents[2] / "data" / "items_example.jsonl"
     if not path.exists():
         pytest.fail("data/items_example.jsonl is missing")
     df = items.build_items(path)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import run_watched
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 # what each benchmark's quick mode must print: its result line, so a run that silently skipped its work fails too
 EXPECT = {

@@ -334,7 +334,7 @@ def test_results_never_serve_a_deleted_table(tmp_path):
 
 
 def _edit(path: Path, change) -> None:
-    """A hand edit that keeps the file's metadata (provenance and all), as tests/test_hardening.py's edit_table."""
+    """A hand edit that keeps the file's metadata (provenance and all), as tests/cli/test_hardening.py's edit_table."""
     import pyarrow.parquet as pq
 
     t = pq.read_table(path)

@@ -136,8 +136,7 @@ def test_a_disk_that_fills_in_a_model_stage_is_one_line_and_loses_nothing(projec
     """discover (its resume checkpoint, its shards) and scan on a tmpfs filled up after their inputs were copied
     there: one line naming the cause, exit 1, no traceback; after freeing space a rerun gives the uninterrupted
     tables. The door check (free space >= 64 MB) is switched off so the stage itself meets the full disk."""
-    from tests.helpers import run_watched, tmpfs
-    from tests.test_hardening import one_line_failure
+    from tests.helpers import one_line_failure, run_watched, tmpfs
 
     d, lre, args, ref = project
     with tmpfs(tmp_path / "small", "size=2m") as small:

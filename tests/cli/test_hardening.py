@@ -25,7 +25,7 @@ import pytest
 
 from entrainment.errors import InputError
 from entrainment.store import tables
-from tests.helpers import CEILING_S, ROOT, cli, one_line_error, run_watched, tmpfs
+from tests.helpers import CEILING_S, ROOT, cli, one_line_error, one_line_failure, run_watched, tmpfs
 from tests.toy_data import toy_lre, write_relation
 
 
@@ -38,17 +38,6 @@ def write_prompts(
     df = build(lre, relations, 0, max_pairs, (0.5, 0.25, 0.25))
     tables.write_table(df, folder, "prompts")
     return df
-
-
-def one_line_failure(r: subprocess.CompletedProcess, *needles: str) -> None:
-    """A failure outside the input: exit 1, no traceback, one error line naming the cause (a stage's INFO log lines
-    may come with it)."""
-    assert r.returncode == 1, (r.returncode, r.stderr[-1500:])
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
-    assert len(errors) == 1 and errors[0].startswith("entrainment: error: "), r.stderr[-3000:]
-    for n in needles:
-        assert n in errors[0], (n, errors[0])
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -214,7 +203,7 @@ def test_the_same_model_twice_is_refused(tmp_path, lre):
 def test_out_is_a_literal_path_not_a_glob_pattern(tmp_path, lre):
     """`--out 'results[1]'` is that folder, never `results1/` (which a glob pattern would match)."""
     write_prompts(tmp_path / "results1", lre, max_pairs=3)
-    shutil.copy(Path(__file__).parent / "conftest.py", tmp_path / "results1" / "measurements.parquet")  # a decoy
+    shutil.copy(Path(__file__).parents[1] / "conftest.py", tmp_path / "results1" / "measurements.parquet")  # a decoy
     n = len(write_prompts(tmp_path / "results[1]", lre, max_pairs=2))
     r = cli("sql", "--out", str(tmp_path / "results[1]"), "--format", "csv", "select count(*) n from prompts")
     assert r.returncode == 0 and r.stdout.split() == ["n", str(n)], r.stderr

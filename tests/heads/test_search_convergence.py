@@ -226,7 +226,7 @@ def test_the_paper_preset_file_is_the_named_preset():
 
     from entrainment.config import make_config
 
-    cfg = make_config(Path(__file__).parents[1] / "configs" / "search-paper.toml")
+    cfg = make_config(Path(__file__).parents[2] / "configs" / "search-paper.toml")
     assert {k: getattr(cfg, k) for k in search.PRESETS["paper"]} == search.PRESETS["paper"]
     assert cfg.max_steps >= 100 and cfg.epochs >= cfg.max_steps  # run to convergence, not cut by epochs
 
@@ -236,7 +236,7 @@ def test_the_verdict_configuration_runs_twenty_half_samples_with_a_finite_bound(
 
     from entrainment.config import make_config
 
-    cfg = make_config(Path(__file__).parents[1] / "configs" / "heads.toml")
+    cfg = make_config(Path(__file__).parents[2] / "configs" / "heads.toml")
     assert cfg.search_resampling == "half" and len(cfg.seeds) * (cfg.search_resamples - 1) >= 20
     assert cfg.stability_threshold > 0.5 and cfg.selection_rule == "one_se"
 

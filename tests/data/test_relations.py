@@ -96,7 +96,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "cli.app", *args],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         timeout=CEILING_S,
     )
 
