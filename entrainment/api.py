@@ -442,12 +442,11 @@ def ablate(
     for mrel, sets, rel in p.evals:
         done[(mrel, sets, rel)] = evaluate_relation(model.loaded, prompts, mrel, list(sets), rel, cfg, means.get(mrel))
     side = {}
-    if with_side:
-        for mrel, sets in p.sides:
-            needed = any(m != "zero" for m in methods)
-            side[(mrel, sets)] = side_effect_rows(
-                model.loaded, mrel, list(sets), cfg, ICL_DIR, means.get(mrel) if needed else None
-            )
+    side_mean = any(m != "zero" for m in methods)  # as the side-effects task decides
+    for mrel, sets in p.sides if with_side else []:
+        side[(mrel, sets)] = side_effect_rows(
+            model.loaded, mrel, list(sets), cfg, ICL_DIR, means.get(mrel) if side_mean else None
+        )
     fits = [
         crossfit.evaluate(
             model.loaded, prompts, rel, list(folds), cfg, means.get(rel) if cfg.ablation_method != "zero" else None
