@@ -114,6 +114,21 @@ def overlap_coefficient(a: set, b: set) -> float:
     return len(a & b) / min(len(a), len(b))
 
 
+def rank_correlation(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Spearman's rank correlation of two searches' keep-logits over every head: agreement on the whole ranking of
+    heads, not only on the few a threshold removes.
+
+    Args:
+        a: the first search's keep-logits (any fixed head order).
+        b: the second's, same order.
+    Returns:
+        rho, or NaN when either is missing, shorter than 3 or constant.
+    """
+    if a is None or b is None or len(a) != len(b) or len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(sps.spearmanr(a, b).statistic)
+
+
 def pfer_bound(mean_selected: float, n_items: int, threshold: float) -> float:
     """Meinshausen & Buehlmann (2010, Theorem 1): the expected number of falsely selected heads in the stable set
     at inclusion threshold pi is at most q^2 / ((2 pi - 1) p), with q the mean number of heads a search selects and

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import polars as pl
 
 from entrainment.ablation import donors
@@ -295,10 +296,25 @@ def _sets(selected: pl.DataFrame) -> dict[tuple, set]:
     return out
 
 
-def overlap(sets: dict[tuple, set], shapes: dict[str, tuple[int, int]] | None = None) -> pl.DataFrame:
+def _logits(selected: pl.DataFrame) -> dict[tuple, np.ndarray]:
+    """(model, relation, seed, resample) -> the keep-logits of that search's selected mask, every head in (layer,
+    head) order."""
+    return {
+        tuple(k): g.sort("layer", "head")["mask_logit"].to_numpy()
+        for k, g in selected.group_by("model", "relation", "seed", "resample")
+    }
+
+
+def overlap(
+    sets: dict[tuple, set],
+    shapes: dict[str, tuple[int, int]] | None = None,
+    logits: dict[tuple, np.ndarray] | None = None,
+) -> pl.DataFrame:
     """Pairwise agreement of every pair of searches per (model, relation): Jaccard, its chance level for random
     sets of the same sizes (shapes: model -> (layers, heads); without it the chance columns are NaN), the
-    chance-corrected Jaccard, the overlap coefficient, and the mean Jaccard with its bootstrap CI."""
+    chance-corrected Jaccard, the overlap coefficient, the Spearman correlation of the keep-logits (logits: search
+    -> keep-logits; NaN without), and the mean Jaccard with its bootstrap CI."""
+    logits = logits or {}
     rows = []
     for (model, relation), keys in itertools.groupby(sorted(sets), key=lambda k: k[:2]):
         keys = list(keys)
@@ -322,6 +338,7 @@ def overlap(sets: dict[tuple, set], shapes: dict[str, tuple[int, int]] | None = 
                     "jaccard_chance": chance,
                     "jaccard_corrected": stability.corrected_jaccard(j, chance),
                     "overlap": stability.overlap_coefficient(sets[a], sets[b]),
+                    "spearman_logits": stability.rank_correlation(logits.get(a), logits.get(b)),
                     "mean_jaccard": mean,
                     "mean_jaccard_ci_low": lo,
                     "mean_jaccard_ci_high": hi,
@@ -377,7 +394,8 @@ def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
     )
     log_df = pl.concat([s.log for s in searches]).sort("model", "relation", "seed", "resample", "epoch")
     chosen = log_df.filter(pl.col("selected")).select("model", "relation", "seed", "resample", "epoch")
-    sets = _sets(masks.join(chosen, on=["model", "relation", "seed", "resample", "epoch"]))
+    picked = masks.join(chosen, on=["model", "relation", "seed", "resample", "epoch"])
+    sets = _sets(picked)
     shapes = {m: (int(g["layer"].max()) + 1, int(g["head"].max()) + 1) for (m,), g in masks.group_by("model")}
     stab = stability_rows(sets, shapes, cfg.stability_threshold, cfg.ablation_method, cfg.search_resampling).sort(
         "model", "relation", "layer", "head"
@@ -391,7 +409,7 @@ def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
         "heads": heads,
         "discovery": log_df.drop("seconds").select(DISCOVERY.names),
         "discovery_masks": masks,
-        "head_overlap": overlap(sets, shapes),
+        "head_overlap": overlap(sets, shapes, _logits(picked)),
         "head_stability": stab,
         "timings": timings,
     }

@@ -379,6 +379,12 @@ HEAD_OVERLAP = Table(
             F,
             "overlap coefficient n_shared / min(n_removed_a, n_removed_b); 1.0 when both are empty, NaN when one is",
         ),
+        (
+            "spearman_logits",
+            F,
+            "Spearman rank correlation of the two selected masks' keep-logits over every head (agreement on the whole "
+            "ranking, not only on the removed few); NaN when either is constant",
+        ),
         ("mean_jaccard", F, "mean jaccard over every pair of searches of this (model, relation); same on each row"),
         ("mean_jaccard_ci_low", F, "95% bootstrap CI of mean_jaccard (searches resampled with replacement), low"),
         ("mean_jaccard_ci_high", F, "same, high"),

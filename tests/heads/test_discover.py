@@ -110,3 +110,23 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
 def test_jaccard():
     assert stability.jaccard({(1, 2), (3, 4)}, {(1, 2)}) == 0.5
     assert stability.jaccard(set(), set()) == 1.0
+
+
+def test_keep_logit_rank_correlation_in_the_overlap_table():
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from entrainment.stages.discover import overlap
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=12)
+    y = x + rng.normal(scale=0.5, size=12)
+    assert stability.rank_correlation(x, x) == 1.0 and stability.rank_correlation(x, -x) == -1.0
+    assert abs(stability.rank_correlation(x, y) - spearmanr(x, y).statistic) < 1e-12
+    assert np.isnan(stability.rank_correlation(x, np.zeros(12)))  # a constant mask ranks nothing
+    keys = [("m", "r", 0, 0), ("m", "r", 1, 0), ("m", "r", 0, 1)]
+    sets = {keys[0]: {(0, 1)}, keys[1]: {(0, 1)}, keys[2]: set()}
+    ov = overlap(sets, {"m": (3, 4)}, {keys[0]: x, keys[1]: y, keys[2]: -x}).sort("seed_a", "resample_a", "seed_b")
+    got = {(r["seed_a"], r["resample_a"], r["seed_b"], r["resample_b"]): r["spearman_logits"] for r in ov.to_dicts()}
+    assert abs(got[(0, 0, 1, 0)] - spearmanr(x, y).statistic) < 1e-12 and got[(0, 0, 0, 1)] == -1.0
+    assert overlap(sets, {"m": (3, 4)})["spearman_logits"].is_nan().all()  # no logits given: NaN, not a guess
