@@ -263,6 +263,28 @@ SELECT * FROM welch UNION ALL SELECT * FROM paired_t
 """
 
 
+def _pooled_contrasts(rel: pl.DataFrame) -> pl.DataFrame:
+    """The ALL rows of contrasts.parquet from its per-relation rows, relations weighted equally (as stats.parquet's
+    ALL rows): diff, mean_a, mean_b averaged over relations, se^2 = sum(se2_r) / R^2, Welch-Satterthwaite
+    df = (sum se2_r)^2 / sum(se2_r^2 / df_r); relations without a variance (n < 2) are left out."""
+    key = ["model", "ablation", "target", "metric", "condition_a", "condition_b", "paired"]
+    ok = rel.filter(pl.col("se2").is_finite() & pl.col("df").is_finite() & (pl.col("df") > 0))
+    return (
+        ok.group_by(key)
+        .agg(
+            pl.col("n").sum(),
+            pl.col("mean_a").mean(),
+            pl.col("mean_b").mean(),
+            pl.col("diff").mean(),
+            (pl.col("se2").sum() / pl.len() ** 2).alias("se2"),
+            (pl.col("se2").sum() ** 2 / (pl.col("se2") ** 2 / pl.col("df")).sum()).alias("df"),
+            pl.col("n_min").sum(),
+        )
+        .with_columns(pl.lit("ALL").alias("relation"), pl.lit("relations_equal").alias("pooling"))
+        .select(rel.columns)
+    )
+
+
 def contrasts(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFrame:
     """contrasts.parquet rows: the context-induced shift compared between conditions."""
     pairs = pl.DataFrame(
@@ -277,6 +299,8 @@ def contrasts(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFra
     con.unregister("pairs")
     if df.is_empty():
         return pl.DataFrame(schema=CONTRASTS.polars_schema())
+    rel = df.filter(pl.col("relation") != "ALL").with_columns(pl.lit(None, pl.String).alias("pooling"))
+    df = pl.concat([rel, _pooled_contrasts(rel)], how="vertical_relaxed")  # ALL: relations weighted equally
     se2 = df["se2"].fill_null(float("nan")).fill_nan(float("nan")).to_numpy()
     dfree = df["df"].fill_null(float("nan")).to_numpy()
     diff = df["diff"].to_numpy()

@@ -237,6 +237,13 @@ CONTRASTS = Table(
         ("ci_low", F, "95% CI of diff, low"),
         ("ci_high", F, "95% CI of diff, high"),
         ("note", S, "why t/p are NaN, else empty"),
+        (
+            "pooling",
+            S,
+            "ALL rows: relations_equal -- each relation's contrast counts once, whatever its number of items (diff, "
+            "mean_a, mean_b: means over relations; se^2 = sum se_r^2 / R^2, Welch-Satterthwaite df; n summed); null on "
+            "per-relation rows",
+        ),
     ),
 )
 

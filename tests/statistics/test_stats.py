@@ -111,8 +111,8 @@ def test_holm_within_family(computed):
 
 def test_contrasts_match_scipy(computed):
     mdf, pdf, _, c = computed
-    for r in c.filter(pl.col("relation").is_in(["r1", "ALL"]) & (pl.col("metric") == "logprob")).iter_rows(named=True):
-        sub = mdf if r["relation"] == "ALL" else mdf.filter(pl.col("relation") == r["relation"])
+    for r in c.filter(pl.col("relation").is_in(["r1", "r2"]) & (pl.col("metric") == "logprob")).iter_rows(named=True):
+        sub = mdf.filter(pl.col("relation") == r["relation"])
         sa = sub.filter(pl.col("condition") == r["condition_a"]).join(pdf, on="prompt_id")
         sb = sub.filter(pl.col("condition") == r["condition_b"]).join(pdf, on="prompt_id")
         col_c, col_b = f"{r['target']}_logprob_ctx", f"{r['target']}_logprob_base"
@@ -136,3 +136,44 @@ def test_contrasts_match_scipy(computed):
         ):
             assert _close(got, want), (r, got, want)
     assert c.filter(pl.col("paired"))["condition_a"].unique().to_list() == ["counterfactual"]
+
+
+def test_contrast_all_rows_weight_relations_equally(computed):
+    """ALL = the equal-weight combination of the relations' contrasts (r3 has one item and no variance: left out):
+    mean of the diffs, se^2 = sum se_r^2 / R^2, Welch-Satterthwaite df, each se_r from scipy on that relation."""
+    mdf, pdf, _, c = computed
+    checked = 0
+    for r in c.filter((pl.col("relation") == "ALL") & (pl.col("metric") == "logprob")).iter_rows(named=True):
+        diffs, se2s, dfs = [], [], []
+        for rel in ("r1", "r2"):
+            sub = mdf.filter(pl.col("relation") == rel)
+            sa = sub.filter(pl.col("condition") == r["condition_a"]).join(pdf, on="prompt_id")
+            sb = sub.filter(pl.col("condition") == r["condition_b"]).join(pdf, on="prompt_id")
+            col_c, col_b = f"{r['target']}_logprob_ctx", f"{r['target']}_logprob_base"
+            if r["paired"]:
+                j = sa.join(sb, on="pair_id", suffix="_b")
+                d = (j[col_c] - j[col_b]).to_numpy() - (j[col_c + "_b"] - j[col_b + "_b"]).to_numpy()
+                se2, df = d.var(ddof=1) / len(d), len(d) - 1.0
+                diffs.append(d.mean())
+            else:
+                a = (sa[col_c] - sa[col_b]).to_numpy()
+                b = (sb[col_c] - sb[col_b]).to_numpy()
+                ref = sps.ttest_ind(a, b, equal_var=False)
+                se2, df = ((a.mean() - b.mean()) / ref.statistic) ** 2, ref.df
+                diffs.append(a.mean() - b.mean())
+            se2s.append(se2)
+            dfs.append(df)
+        se2s, dfs = np.array(se2s), np.array(dfs)
+        diff, se = np.mean(diffs), math.sqrt(se2s.sum()) / 2
+        df = se2s.sum() ** 2 / (se2s**2 / dfs).sum()
+        assert r["pooling"] == "relations_equal"
+        for got, want in (
+            (r["diff"], diff),
+            (r["t"], diff / se),
+            (r["df"], df),
+            (r["p_value"], 2 * sps.t.sf(abs(diff / se), df)),
+        ):
+            assert got == pytest.approx(want, rel=1e-7), (r, got, want)
+        checked += 1
+    assert checked > 0
+    assert c.filter(pl.col("relation") != "ALL")["pooling"].is_null().all()
