@@ -73,22 +73,34 @@ def scan_scores(
 
 
 def bootstrap_ranks(
-    effects: np.ndarray, draws: int = 1000, level: float = 0.95, seed: int = 0
+    effects: np.ndarray,
+    draws: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Percentile-bootstrap CIs of each head's mean effect and its rank interval, resampling the items.
+    """Percentile-bootstrap CIs of each head's mean effect and its rank interval, resampling the items, or with
+    `groups` the clusters (every item of a drawn cluster comes along: the cluster bootstrap of the item mean).
 
     Args:
         effects: [heads, items] per-item effects (scan_effects).
-        draws: bootstrap resamples of the items (with replacement).
+        draws: bootstrap resamples (with replacement).
         level: CI level.
         seed: numpy seed of the resamples.
+        groups: [items] cluster index of each item (0 .. G-1; e.g. its query subject), or None = the items.
     Returns:
         score_ci_low, score_ci_high [heads] and rank_low, rank_high [heads] (rank 1 = highest score).
     """
     n_heads, n = effects.shape
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).T / n  # [items, draws] weights
-    boot = effects @ counts  # [heads, draws] resampled means
+    if groups is None:
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).T / n  # [items, draws]
+    else:
+        g = int(groups.max()) + 1
+        drawn = rng.multinomial(g, np.full(g, 1.0 / g), size=draws).T  # [clusters, draws] times each was drawn
+        weights = drawn[groups].astype(float)  # [items, draws]: an item counts as often as its cluster
+        weights /= weights.sum(axis=0, keepdims=True)
+    boot = effects @ weights  # [heads, draws] resampled means
     order = np.argsort(-boot, axis=0, kind="stable")
     ranks = np.empty_like(order)
     ranks[order, np.arange(draws)] = np.arange(1, n_heads + 1)[:, None]

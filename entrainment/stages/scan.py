@@ -100,7 +100,16 @@ def score_heads(
     a = maps.atp_scores(loaded, prompts, gold, dist, cfg.discover_batch_size, bf16=bf16, ablation=how)
     t2 = time.perf_counter()
     s = effects.mean(axis=1).reshape(info.n_layers, info.n_heads)
-    boot = maps.bootstrap_ranks(effects, seed=cfg.seed)
+    boot = maps.bootstrap_ranks(effects, seed=cfg.seed)  # prompt-level
+    subjects = [r["subject"] for _, r in pairs]
+    codes = {s: i for i, s in enumerate(sorted(set(subjects), key=str))}
+    n_subjects = len(codes)
+    nan = np.full(info.n_layers * info.n_heads, float("nan"))
+    by_subject = (
+        maps.bootstrap_ranks(effects, seed=cfg.seed, groups=np.array([codes[s] for s in subjects]))
+        if n_subjects >= 2
+        else {"score_ci_low": nan, "score_ci_high": nan}
+    )
     out = []
     for name, scores in (("scan", s), ("atp", a)):
         r = maps.ranks(scores)
@@ -109,8 +118,19 @@ def score_heads(
                 i = layer * info.n_heads + head
                 ci = (
                     {k: boot[k][i] for k in boot}
+                    | {
+                        "subject_ci_low": by_subject["score_ci_low"][i],
+                        "subject_ci_high": by_subject["score_ci_high"][i],
+                    }
                     if name == "scan"
-                    else {"score_ci_low": float("nan"), "score_ci_high": float("nan"), "rank_low": -1, "rank_high": -1}
+                    else {
+                        "score_ci_low": float("nan"),
+                        "score_ci_high": float("nan"),
+                        "rank_low": -1,
+                        "rank_high": -1,
+                        "subject_ci_low": float("nan"),
+                        "subject_ci_high": float("nan"),
+                    }
                 )
                 out.append(
                     {
@@ -123,6 +143,7 @@ def score_heads(
                         "score": float(scores[layer, head]),
                         "rank": int(r[layer, head]),
                         "n": len(prompts),
+                        "n_subjects": n_subjects,
                     }
                     | ci
                 )

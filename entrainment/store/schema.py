@@ -579,11 +579,21 @@ HEAD_SCORES = Table(
             "score_ci_low",
             F,
             "scan: 95% percentile-bootstrap CI of the score over the dev items (1,000 resamples of the "
-            "stored per-item effects), low; NaN for atp",
+            "stored per-item effects), low; NaN for atp. Prompt-level: it describes these items, not new subjects "
+            "(subject_ci_low is the claim about new subjects)",
         ),
         ("score_ci_high", F, "same, high"),
         ("rank_low", I, "scan: 2.5th percentile of the head's rank over the same bootstrap resamples (best plausible)"),
         ("rank_high", I, "scan: 97.5th percentile of its rank (worst plausible)"),
+        ("n_subjects", I, "query subjects behind the scored items (the unit of subject_ci_*)"),
+        (
+            "subject_ci_low",
+            F,
+            "scan: 95% cluster-bootstrap CI of the score, resampling the query subjects (all items of a drawn subject "
+            "together; 1,000 resamples), low; NaN for atp and with fewer than 2 subjects. With few subjects it is "
+            "coarse (3 subjects have 10 distinct resamples), as the evidence is",
+        ),
+        ("subject_ci_high", F, "same, high"),
     ),
 )
 

@@ -119,6 +119,26 @@ def test_scan_bootstrap_ci_equals_a_recomputation_from_the_stored_effects(tmp_pa
     n = stored.shape[1]
     w = np.random.default_rng(cfg.seed).multinomial(n, np.full(n, 1 / n), size=1000).T / n
     assert np.percentile(stored[0] @ w, 2.5) == pytest.approx(boot["score_ci_low"][0], abs=1e-12)
+    # the subject-level CI: the cluster bootstrap over the scored items' query subjects
+    dev = p.filter((pl.col("split") == "dev") & (pl.col("condition") == "related"))
+    assert s["n_subjects"][0] == dev["subject"].n_unique() >= 2
+    assert (s["subject_ci_low"] <= s["subject_ci_high"]).all()
+    assert df.filter(pl.col("method") == "atp")["subject_ci_low"].is_nan().all()
+
+
+def test_the_subject_bootstrap_resamples_whole_subjects():
+    """Two subjects, one item with effect 0 and three with effect 1: every cluster resample's mean is 0 (subject A
+    twice), 1 (B twice) or 3/4 (one each), never an item-level mixture such as 1/2; 2.5% / 97.5% are 0 and 1."""
+    effects = np.array([[0.0, 1.0, 1.0, 1.0]])
+    groups = np.array([0, 1, 1, 1])
+    boot = maps.bootstrap_ranks(effects, draws=2000, seed=3, groups=groups)
+    assert boot["score_ci_low"][0] == 0.0 and boot["score_ci_high"][0] == 1.0
+    g = 2
+    drawn = np.random.default_rng(3).multinomial(g, np.full(g, 1 / g), size=2000).T
+    means = (effects @ drawn[groups]) / drawn[groups].sum(axis=0)
+    assert set(np.round(means[0], 12)) <= {0.0, 0.75, 1.0}
+    items = maps.bootstrap_ranks(effects, draws=2000, seed=3)  # the item bootstrap mixes items: a narrower CI
+    assert items["score_ci_low"][0] > 0.0
 
 
 def test_template_holdout_keeps_one_query_template_out_of_train_and_dev():
