@@ -30,6 +30,7 @@ from entrainment.model.hooks import ZERO, Ablation
 from entrainment.model.loading import Loaded
 from entrainment.model.multimask import head_masks, probe_logits
 from entrainment.statistics.null import paired_gain
+from entrainment.statistics.verdict import subject_t
 
 GAP_MIN = 0.25  # logits: below this |Δ_noctx − Δ_ctx| the gap_closed ratio is not computed
 
@@ -50,6 +51,27 @@ def capped(f: float) -> dict[str, float]:
     return {"gap_closed": min(f, 1.0), "overshoot": max(0.0, f - 1.0)}
 
 
+def _by_subject(gains: np.ndarray, subjects: list | None, k: int) -> dict[str, float]:
+    """The subject-level gain columns of one k-curve point: per-subject means of the per-item gains, their mean and
+    t CI over subjects (verdict.subject_t)."""
+    if subjects is None:
+        nan = float("nan")
+        return {"n_subjects": 0, "subject_gain": nan, "subject_gain_ci_low": nan, "subject_gain_ci_high": nan,
+                "subject_gain_p": nan}  # fmt: skip
+    by: dict = {}
+    for s, g in zip(subjects, gains):
+        by.setdefault(s, []).append(g)
+    means = np.array([np.mean(v) for v in by.values()])
+    t = subject_t(means) if k else {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p": float("nan")}
+    return {
+        "n_subjects": len(by),
+        "subject_gain": t["mean"],
+        "subject_gain_ci_low": t["ci_low"],
+        "subject_gain_ci_high": t["ci_high"],
+        "subject_gain_p": t["p"],
+    }
+
+
 def k_curves(
     loaded: Loaded,
     prompts: list,
@@ -63,11 +85,13 @@ def k_curves(
     bf16: bool = False,
     ablation: Ablation = ZERO,
     base_prompts: list | None = None,
+    subjects: list | None = None,
 ) -> list[dict]:
     """Rows (method, k, n, delta, gain, gain CI and p, delta_context, delta_no_context, gap_closed, gap_closed_area)
     with k = 0 (intact) .. max_k; `rankings` maps method -> [L, H] scores (higher = removed first); method `random`
     is the mean over `random_draws` random k-sets (per item). k stops at the model's head count. `base_prompts`:
-    the same items without context (for Δ_noctx; without them gap_closed is NaN)."""
+    the same items without context (for Δ_noctx; without them gap_closed is NaN). `subjects`: each item's query
+    subject, for the subject-level gain and its t CI over subjects (without them those columns are NaN)."""
     info = loaded.info
     max_k = min(max_k, info.n_total_heads)
     sets: list[tuple[str, int, tuple]] = [("intact", 0, ())]
@@ -118,6 +142,7 @@ def k_curves(
             if k
             else {"gain": 0.0, "gain_ci_low": 0.0, "gain_ci_high": 0.0, "gain_p": float("nan")}
         )
+        g |= _by_subject(item - base, subjects, k)
         rows.append(
             {
                 "method": m,

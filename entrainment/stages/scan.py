@@ -207,6 +207,7 @@ def agreement_rows(
         loading.search_bf16(cfg.search_dtype, info.device),
         ablation(cfg, method, mean, relation, pairs),
         base_prompts=[tk.prompt(r["text_base"]) for _, r in pairs],
+        subjects=[r["subject"] for _, r in pairs],
     )
     summ = agreement.summary(grid["scan"], grid["atp"], mask.head_set.heads if mask else ())
     out = [

@@ -125,3 +125,32 @@ def test_k_curves_start_at_the_intact_model_and_match_direct_ablation():
         mask[layer, head] = 0
     assert by[("scan", 2)]["delta"] == pytest.approx(_delta(m, p, g, d, mask), abs=1e-4)
     assert by[("scan", 1)]["gain"] == pytest.approx(scores.max(), abs=1e-4)  # k = 1 is the best single head
+    assert np.isnan(by[("scan", 2)]["subject_gain"]) and by[("scan", 2)]["n_subjects"] == 0  # no subjects given
+
+
+def test_k_curve_subject_gains_are_t_intervals_over_subject_means():
+    from scipy import stats as sps
+
+    m = tiny.model("llama")
+    p, g, d = _data(m)
+    subjects = [f"s{i % 3}" for i in range(len(p))]  # three subjects, unequal item counts possible
+    scores = maps.scan_scores(m, p, g, d)
+    rows = agreement.k_curves(
+        m, p, g, d, {"scan": scores}, max_k=2, random_draws=1, seed=0, batch_size=5, subjects=subjects
+    )
+    by = {(r["method"], r["k"]): r for r in rows}
+    intact = np.array([_delta(m, [x], [a], [b], None) for x, a, b in zip(p, g, d)])
+    mask = torch.ones(2, 4)
+    for layer, head in agreement.top_k(scores, 2):
+        mask[layer, head] = 0
+    ablated = np.array([_delta(m, [x], [a], [b], mask) for x, a, b in zip(p, g, d)])
+    gains = ablated - intact
+    means = np.array([gains[[i for i, s in enumerate(subjects) if s == k]].mean() for k in ("s0", "s1", "s2")])
+    ref = sps.ttest_1samp(means, 0.0)
+    ci = ref.confidence_interval(0.95)
+    r = by[("scan", 2)]
+    assert r["n_subjects"] == 3
+    assert r["subject_gain"] == pytest.approx(means.mean(), abs=1e-4)
+    assert r["subject_gain_ci_low"] == pytest.approx(ci.low, abs=1e-3)
+    assert r["subject_gain_ci_high"] == pytest.approx(ci.high, abs=1e-3)
+    assert by[("scan", 0)]["subject_gain"] == 0.0
