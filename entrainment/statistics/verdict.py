@@ -66,8 +66,13 @@ def subject_gains(items: pl.DataFrame) -> pl.DataFrame:
             pl.col("delta_ablated").mean(),
             (pl.col("delta_ablated") - pl.col("delta_original")).mean().alias("gain"),
             (pl.col("delta_noctx_ablated") - pl.col("delta_noctx")).mean().alias("gain_noctx"),
+            (pl.col("delta_original") > 0).cast(pl.Float64).mean().alias("acc_original"),
+            (pl.col("delta_ablated") > 0).cast(pl.Float64).mean().alias("acc_ablated"),
         )
-        .with_columns((pl.col("gain") - pl.col("gain_noctx")).alias("interaction"))
+        .with_columns(
+            (pl.col("gain") - pl.col("gain_noctx")).alias("interaction"),
+            (pl.col("acc_ablated") - pl.col("acc_original")).alias("acc_gain"),
+        )
     )
     return (
         out.select(SUBJECT_GAINS.names)
@@ -92,7 +97,9 @@ def verdict_rows(
     rows = []
     for key, g in sorted(sg.group_by(*GROUP), key=lambda kv: tuple(str(x) for x in kv[0])):
         key = tuple(key)
-        gain, inter, noctx = (subject_t(g[c].to_numpy(), level) for c in ("gain", "interaction", "gain_noctx"))
+        gain, inter, noctx, acc = (
+            subject_t(g[c].to_numpy(), level) for c in ("gain", "interaction", "gain_noctx", "acc_gain")
+        )
         p, draws = null_p.get(key, (float("nan"), 0))
         rows.append(
             dict(zip(GROUP, key))
@@ -113,6 +120,11 @@ def verdict_rows(
                 "interaction_ci_low": inter["ci_low"],
                 "interaction_ci_high": inter["ci_high"],
                 "interaction_p": inter["p"],
+                "acc_original": float(g["acc_original"].mean()),
+                "acc_gain": acc["mean"],
+                "acc_gain_ci_low": acc["ci_low"],
+                "acc_gain_ci_high": acc["ci_high"],
+                "acc_gain_p": acc["p"],
                 "null_p": p,
                 "null_draws": draws,
                 "unit": "subject",
@@ -180,6 +192,7 @@ def lines(verdict: pl.DataFrame) -> list[str]:
             f"({r['n_items']} items), helped {r['subjects_helped']}/{r['n_subjects']}; gain {r['gain']:+.2f} "
             f"[{r['gain_ci_low']:+.2f}, {r['gain_ci_high']:+.2f}] p = {r['gain_p']:.2g}; interaction "
             f"{r['interaction']:+.2f} [{r['interaction_ci_low']:+.2f}, {r['interaction_ci_high']:+.2f}] "
-            f"p = {r['interaction_p']:.2g}; {null} (unit: subject)"
+            f"p = {r['interaction_p']:.2g}; accuracy {r['acc_original']:.2f} {r['acc_gain']:+.2f} "
+            f"[{r['acc_gain_ci_low']:+.2f}, {r['acc_gain_ci_high']:+.2f}]; {null} (unit: subject)"
         )
     return out

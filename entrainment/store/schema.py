@@ -926,6 +926,13 @@ SUBJECT_GAINS = Table(
             "ablated arm, intact in the original arm)",
         ),
         ("interaction", F, "gain − gain_noctx: what removing the heads does because of the context"),
+        (
+            "acc_original",
+            F,
+            "share of the subject's items where gold outscores distractor (Δ > 0), intact, with context",
+        ),
+        ("acc_ablated", F, "the same with the heads removed"),
+        ("acc_gain", F, "acc_ablated − acc_original"),
     ),
     key=("model", "relation", "ablation_label", "ablation_method", "fold", "subject"),
 )
@@ -955,6 +962,11 @@ VERDICT = Table(
         ("interaction_ci_low", F, "95% t CI of interaction over the subjects, low"),
         ("interaction_ci_high", F, "same, high"),
         ("interaction_p", F, "two-sided one-sample t-test of the subject interactions against 0"),
+        ("acc_original", F, "mean over subjects of subject_gains.acc_original (accuracy, subject-weighted)"),
+        ("acc_gain", F, "mean over subjects of subject_gains.acc_gain: does removing the heads make answers right?"),
+        ("acc_gain_ci_low", F, "95% t CI of acc_gain over the subjects, low"),
+        ("acc_gain_ci_high", F, "same, high"),
+        ("acc_gain_p", F, "two-sided one-sample t-test of the subject accuracy gains against 0"),
         (
             "null_p",
             F,

@@ -191,6 +191,14 @@ def test_interaction_equals_gain_minus_noctx_per_subject(toy):
     for s, v in by.items():
         assert got[s] == pytest.approx(np.mean(v), abs=1e-4)
     assert dict(zip(sg["subject"], sg["n_items"])) == {s: len(v) for s, v in by.items()}
+    # subject accuracy: the share of the subject's items with Δ > 0, intact and with the heads removed
+    items_df = pl.DataFrame(rows)
+    for s_ in sg.iter_rows(named=True):
+        own = items_df.filter(pl.col("subject") == s_["subject"])
+        assert s_["acc_original"] == pytest.approx(float((own["delta_original"] > 0).mean()))
+        assert s_["acc_gain"] == pytest.approx(
+            float((own["delta_ablated"] > 0).mean()) - float((own["delta_original"] > 0).mean())
+        )
 
 
 def test_verdict_rows_use_the_subject_as_unit():
@@ -212,6 +220,8 @@ def test_verdict_rows_use_the_subject_as_unit():
             "gain": gains,
             "gain_noctx": noctx,
             "interaction": [a - b for a, b in zip(gains, noctx)],
+            "acc_original": [0.0, 0.5, 1.0, 0.2, 0.5],
+            "acc_gain": [0.5, 0.25, 0.0, 0.4, 0.0],
         }
     ).cast({"fold": pl.Int64})
     key = ("m", "r", "mask:r:seed0", "zero")
@@ -225,6 +235,10 @@ def test_verdict_rows_use_the_subject_as_unit():
     assert v["interaction_p"] == pytest.approx(inter.pvalue)
     assert v["interaction"] == pytest.approx(np.mean(gains) - np.mean(noctx))
     assert v["null_p"] == 0.02 and v["null_draws"] == 100 and v["n_heads"] == 2
+    acc = sps.ttest_1samp([0.5, 0.25, 0.0, 0.4, 0.0], 0.0)
+    assert v["acc_gain"] == pytest.approx(0.23) and v["acc_gain_p"] == pytest.approx(acc.pvalue)
+    assert v["acc_gain_ci_low"] == pytest.approx(acc.confidence_interval(0.95).low)
+    assert v["acc_original"] == pytest.approx(0.44)
 
 
 def test_folds_never_train_on_their_subjects_and_test_each_subject_once(toy):
