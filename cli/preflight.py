@@ -221,6 +221,15 @@ def present(cfg: Config, only: tuple[str, ...] | None) -> None:
             )
 
 
+def _signature(path) -> tuple | None:
+    """(size, mtime, inode) of a file, or None: equal before and after a read means the same file was read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def fresh(cfg: Config, *names: str) -> None:
     """The named input tables exist where required, are readable, are not stale, and hold the rows their stage
     wrote (a table edited by hand, even with its metadata kept, is refused before any stage computes on it)."""
@@ -228,9 +237,12 @@ def fresh(cfg: Config, *names: str) -> None:
     from entrainment.store.provenance import require_fresh
 
     for name in names:
+        path = cfg.out / f"{name}.parquet"
+        before = _signature(path)
         df = tables.read_table(cfg.out, name)
         require_fresh(cfg.out, name)
-        tables.check_unedited(cfg.out, name, df)  # the rows just read: each input table is read once here
+        same = before is not None and _signature(path) == before  # not replaced meanwhile (a concurrent stage)
+        tables.check_unedited(cfg.out, name, df if same else None)  # the rows just read, else read again
 
 
 def check_generate(cfg: Config, only: tuple[str, ...] | None = None) -> None:

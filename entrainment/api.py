@@ -84,10 +84,17 @@ class Frames(dict):
             raise AttributeError(f"no table {name!r} here (have: {', '.join(self)})") from None
 
 
+# Options that change a table on the command line but are given another way here: refused, never ignored.
+ELSEWHERE = {"ablation_heads": "en.measure takes the heads to remove as heads=[(layer, head), ...] (or a heads frame)"}
+
+
 def _config(_model: Model | None = None, **options: Any):
     """A Config from keyword options (lists become tuples); a Model fixes model and bos."""
     from entrainment.config import make
 
+    for name, how in ELSEWHERE.items():
+        if options.get(name) is not None:
+            raise InputError("the Python API", name, str(options[name]), f"not an option here: {how}")
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items() if v is not None}
     if _model is not None:
         given.setdefault("model", _model.spec)
@@ -464,11 +471,12 @@ def ablate(
     return Frames(tables(evals, sides, cfg, fits))
 
 
-def _warn(line: str) -> None:
-    """A stale or hand-edited table under Results.sql / connect: served, with a Python warning naming it."""
+def _warner(depth: int):
+    """A stale or hand-edited table under Results.sql / connect: served, with a Python warning naming it, pointed
+    at the caller's line (`depth` frames above the warning call)."""
     import warnings
 
-    warnings.warn(line, UserWarning, stacklevel=3)
+    return lambda line: warnings.warn(line, UserWarning, stacklevel=depth)
 
 
 @dataclass
@@ -503,7 +511,12 @@ class Results:
         if name not in self._cache or self._cache[name][0] != sig:
             df = tables.read_table(self.out, name)
             require_fresh(self.out, name)
-            tables.check_unedited(self.out, name, df)  # rows cut or changed by hand since their stage wrote them
+            try:
+                st = path.stat()
+                same = sig == (st.st_size, st.st_mtime_ns, st.st_ino)  # the file just read, not a replacement
+            except OSError:
+                same = False
+            tables.check_unedited(self.out, name, df if same else None)  # rows cut or changed by hand
             self._cache[name] = (sig, df)
         return self._cache[name][1]
 
@@ -516,13 +529,13 @@ class Results:
         """Run one read-only SELECT over the folder's views (as `entrainment sql`)."""
         from entrainment.store import sql
 
-        return sql.query(Path(self.out), query, warn=_warn)
+        return sql.query(Path(self.out), query, warn=_warner(5))  # user > sql > query > connect > warn
 
     def connect(self):
         """A read-only DuckDB connection with one view per table (as `entrainment sql` has)."""
         from entrainment.store.sql import connect
 
-        return connect(Path(self.out), warn=_warn)
+        return connect(Path(self.out), warn=_warner(4))  # user > connect > store.sql.connect > warn
 
     def __repr__(self) -> str:
         return f"Results({str(self.out)!r}: {', '.join(self.tables) or 'no tables'})"

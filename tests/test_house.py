@@ -274,9 +274,9 @@ def test_no_option_lives_only_in_the_prefect_layer():
 
     known = set(Config.model_fields) | {n for n in dir(Config) if not n.startswith("_")}
 
-    def read(folder: str) -> dict[str, set[str]]:
+    def read(paths) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
-        for path in (ROOT / folder).rglob("*.py"):
+        for path in paths:
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if (
                     isinstance(node, ast.Attribute)
@@ -294,13 +294,35 @@ def test_no_option_lives_only_in_the_prefect_layer():
         "per_model": "one Config per model of a multi-model run (the API takes one loaded model per call)",
         "stage_params": "the fields in a stage's cache key",
         "smoke": "the report's smoke-run banner (the API writes no report)",
+        "out": "the output folder (the API returns frames and writes none)",
+        "scan": "whether `run` includes the scan stage (in the API: call en.scan or not)",
+        "head_types": "whether `run` includes the head-types stage",
+        "sentences": "whether `run` includes the sentences stage",
     }
-    library = read("entrainment")
+    from entrainment.api import ELSEWHERE
+
+    orchestration |= ELSEWHERE  # given another way in the API, and refused there as an option (tested below)
+    files = imports.module_files(ROOT)
+    # what the Python API runs: the modules it reaches, less the Config itself (it defines every field)
+    api = [files[m] for m in imports.reachable(ROOT, "entrainment.api") if m != "entrainment.config"]
+    library = read(api)
     prefect_only = {
         name: sorted(paths)
-        for folder in ("flows", "tasks")
-        for name, paths in read(folder).items()
+        for name, paths in read([p for p in _all_py(ROOT) if p.parts[-2] in ("flows", "tasks")]).items()
         if name not in library and name not in orchestration
     }
     assert not prefect_only, prefect_only
     assert {"shared_mask", "crossfit_folds", "seeds", "search_resamples", "methods"} <= set(library)
+
+
+def test_an_option_the_api_takes_another_way_is_refused_not_ignored(tmp_path):
+    import entrainment as en
+    from entrainment.errors import InputError
+    from tests import tiny
+    from tests.toy_data import toy_lre
+
+    model = en.Model(tiny.model("llama"))
+    p = en.prompts(relations=["toy capital"], max_pairs=2, data_dir=str(toy_lre(tmp_path / "lre")))
+    with pytest.raises(InputError, match="ablation_heads.*heads="):
+        en.measure(model, p, ablation_heads="0.1")  # the CLI's option: refused here, never silently ignored
+    assert len(en.measure(model, p, heads=[(0, 1)])) == 2 * len(p)  # the API's way

@@ -102,10 +102,17 @@ def _check(path: Path, where: str, rec: dict) -> dict:
     return out
 
 
+# Scripts written without spaces between words: no character of theirs continues a word (Thai, Lao, Tibetan,
+# Myanmar, Khmer; CJK, kana and everything from U+2E80 on).
+_SPACELESS = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x2E80, 0x10FFFF))
+
+
 def _word_char(ch: str) -> bool:
-    """A letter or digit of a script that separates words with spaces (CJK and kana, written without spaces, are
-    never a word's continuation)."""
-    return ch.isalnum() and ord(ch) < 0x2E80
+    """A letter, digit or combining mark of a script that separates words with spaces."""
+    cp = ord(ch)
+    if any(lo <= cp <= hi for lo, hi in _SPACELESS):
+        return False
+    return ch.isalnum() or unicodedata.category(ch).startswith("M")
 
 
 def has_word(text: str, word: str) -> bool:

@@ -87,7 +87,7 @@ def bootstrap_ranks(
         draws: bootstrap resamples (with replacement).
         level: CI level.
         seed: numpy seed of the resamples.
-        groups: [items] cluster index of each item (0 .. G-1; e.g. its query subject), or None = the items.
+        groups: [items] cluster label of each item (e.g. its query subject), or None = the items.
     Returns:
         score_ci_low, score_ci_high [heads] and rank_low, rank_high [heads] (rank 1 = highest score).
     """
@@ -96,9 +96,10 @@ def bootstrap_ranks(
     if groups is None:
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).T / n  # [items, draws]
     else:
-        g = int(groups.max()) + 1
+        labels, codes = np.unique(groups, return_inverse=True)  # any labels -> 0 .. G-1
+        g = len(labels)
         drawn = rng.multinomial(g, np.full(g, 1.0 / g), size=draws).T  # [clusters, draws] times each was drawn
-        weights = drawn[groups].astype(float)  # [items, draws]: an item counts as often as its cluster
+        weights = drawn[codes].astype(float)  # [items, draws]: an item counts as often as its cluster
         weights /= weights.sum(axis=0, keepdims=True)
     boot = effects @ weights  # [heads, draws] resampled means
     order = np.argsort(-boot, axis=0, kind="stable")

@@ -135,9 +135,8 @@ def _load_weights(src: Source, dtype):
             tok.save_pretrained(tmp)
             os.replace(tmp, cached)
         except OSError as e:
-            if (cached / "config.json").exists():  # another process cached it first (two first runs at once)
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (cached / "config.json").exists():  # else another process cached it first (two first runs)
                 log.warning("could not cache the dequantised model (%s); it will be dequantised again next time", e)
                 return model, tok
         # every process computes with the model read back from the cache: the in-memory model of the dequantising

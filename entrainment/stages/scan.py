@@ -101,12 +101,11 @@ def score_heads(
     t2 = time.perf_counter()
     s = effects.mean(axis=1).reshape(info.n_layers, info.n_heads)
     boot = maps.bootstrap_ranks(effects, seed=cfg.seed)  # prompt-level
-    subjects = [r["subject"] for _, r in pairs]
-    codes = {s: i for i, s in enumerate(sorted(set(subjects), key=str))}
-    n_subjects = len(codes)
+    subjects = np.array([str(r["subject"]) for _, r in pairs])
+    n_subjects = len(set(subjects))
     nan = np.full(info.n_layers * info.n_heads, float("nan"))
     by_subject = (
-        maps.bootstrap_ranks(effects, seed=cfg.seed, groups=np.array([codes[s] for s in subjects]))
+        maps.bootstrap_ranks(effects, seed=cfg.seed, groups=subjects)
         if n_subjects >= 2
         else {"score_ci_low": nan, "score_ci_high": nan}
     )

@@ -263,24 +263,36 @@ SELECT * FROM welch UNION ALL SELECT * FROM paired_t
 """
 
 
-def _pooled_contrasts(rel: pl.DataFrame) -> pl.DataFrame:
+def _pooled_contrasts(rel: pl.DataFrame, all_keys: pl.DataFrame) -> pl.DataFrame:
     """The ALL rows of contrasts.parquet from its per-relation rows, relations weighted equally (as stats.parquet's
     ALL rows): diff, mean_a, mean_b averaged over relations, se^2 = sum(se2_r) / R^2, Welch-Satterthwaite
-    df = (sum se2_r)^2 / sum(se2_r^2 / df_r); relations without a variance (n < 2) are left out."""
+    df = (sum se2_r)^2 / sum(se2_r^2 / df_r) (a relation with se2_r = 0 adds nothing to that sum); relations without
+    a variance (fewer than 2 items in an arm) are left out, as in stats.parquet. Every key the item-level query
+    pooled (`all_keys`) keeps its ALL row: NaN, with n 0, when no relation can be pooled."""
     key = ["model", "ablation", "target", "metric", "condition_a", "condition_b", "paired"]
-    ok = rel.filter(pl.col("se2").is_finite() & pl.col("df").is_finite() & (pl.col("df") > 0))
+    ok = rel.filter((pl.col("n_min") >= 2) & pl.col("se2").is_not_null() & pl.col("se2").is_not_nan()).sort(
+        key + ["relation"]
+    )
+    dterm = pl.when(pl.col("se2") > 0).then(pl.col("se2") ** 2 / pl.col("df")).otherwise(0.0)
+    pooled = ok.group_by(key, maintain_order=True).agg(
+        pl.col("n").sum(),
+        pl.col("mean_a").mean(),
+        pl.col("mean_b").mean(),
+        pl.col("diff").mean(),
+        (pl.col("se2").sum() / pl.len() ** 2).alias("se2"),
+        (pl.col("se2").sum() ** 2 / dterm.sum()).alias("df"),
+        pl.col("n_min").sum(),
+    )
     return (
-        ok.group_by(key)
-        .agg(
-            pl.col("n").sum(),
-            pl.col("mean_a").mean(),
-            pl.col("mean_b").mean(),
-            pl.col("diff").mean(),
-            (pl.col("se2").sum() / pl.len() ** 2).alias("se2"),
-            (pl.col("se2").sum() ** 2 / (pl.col("se2") ** 2 / pl.col("df")).sum()).alias("df"),
-            pl.col("n_min").sum(),
+        all_keys.select(key)
+        .unique(maintain_order=True)
+        .join(pooled, on=key, how="left", nulls_equal=True)
+        .with_columns(
+            pl.col("n").fill_null(0),
+            pl.col("n_min").fill_null(0),
+            pl.lit("ALL").alias("relation"),
+            pl.lit("relations_equal").alias("pooling"),
         )
-        .with_columns(pl.lit("ALL").alias("relation"), pl.lit("relations_equal").alias("pooling"))
         .select(rel.columns)
     )
 
@@ -300,7 +312,8 @@ def contrasts(con: duckdb.DuckDBPyConnection, level: float = 0.95) -> pl.DataFra
     if df.is_empty():
         return pl.DataFrame(schema=CONTRASTS.polars_schema())
     rel = df.filter(pl.col("relation") != "ALL").with_columns(pl.lit(None, pl.String).alias("pooling"))
-    df = pl.concat([rel, _pooled_contrasts(rel)], how="vertical_relaxed")  # ALL: relations weighted equally
+    pooled = _pooled_contrasts(rel, df.filter(pl.col("relation") == "ALL"))  # ALL: relations weighted equally
+    df = pl.concat([rel, pooled], how="vertical_relaxed")
     se2 = df["se2"].fill_null(float("nan")).fill_nan(float("nan")).to_numpy()
     dfree = df["df"].fill_null(float("nan")).to_numpy()
     diff = df["diff"].to_numpy()

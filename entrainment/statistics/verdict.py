@@ -66,8 +66,8 @@ def subject_gains(items: pl.DataFrame) -> pl.DataFrame:
             pl.col("delta_ablated").mean(),
             (pl.col("delta_ablated") - pl.col("delta_original")).mean().alias("gain"),
             (pl.col("delta_noctx_ablated") - pl.col("delta_noctx")).mean().alias("gain_noctx"),
-            (pl.col("delta_original") > 0).cast(pl.Float64).mean().alias("acc_original"),
-            (pl.col("delta_ablated") > 0).cast(pl.Float64).mean().alias("acc_ablated"),
+            (pl.col("delta_original").fill_nan(None) > 0).cast(pl.Float64).mean().alias("acc_original"),
+            (pl.col("delta_ablated").fill_nan(None) > 0).cast(pl.Float64).mean().alias("acc_ablated"),
         )
         .with_columns(
             (pl.col("gain") - pl.col("gain_noctx")).alias("interaction"),

@@ -57,6 +57,8 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
                 check_unedited(out, name)
             except InputError as e:
                 warn(f"view {name} was edited by hand: {e}")
+            except Exception as e:  # noqa: BLE001 -- a data page polars cannot decode: the query may still fail on it
+                warn(f"view {name}: {path} could not be read to check its rows ({str(e).splitlines()[0][:100]})")
     if {"measurements", "prompts"} <= made:
         from entrainment.store.sql import shifts_sql
 

@@ -452,6 +452,9 @@ def test_a_distractor_only_inside_another_word_is_refused(tmp_path):
     assert items.has_word("Capital: Rome, Italy.", "Rome") and items.has_word("Romeo or Rome.", "Rome")
     assert not items.has_word("Romeo.", "Rome") and not items.has_word("ARome", "Rome")
     assert items.has_word("首都は東京です。", "東京")  # scripts without spaces: no word boundary to ask for
+    assert items.has_word("เมืองหลวงของไทยคือกรุงเทพ", "กรุงเทพ")  # Thai is written without spaces too
+    assert not items.has_word("The singer is Jose\u0301.", "Jose")  # a combining accent continues the word
+    assert items.has_word("It is l'Italie, Rome-Nord.", "Rome")
     assert items.has_word("It costs $5.", "$5")
 
 
