@@ -109,22 +109,24 @@ def test_holm_within_family(computed):
         assert np.allclose(ok["p_adjusted"].to_numpy(), want, rtol=1e-12, atol=0)
 
 
+def _shifts(mdf, pdf, relation: str, r: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The two arms of one contrast row on one relation: per-item shifts of condition_a and condition_b (paired
+    rows: matched on pair_id, in pair order)."""
+    sub = mdf.filter(pl.col("relation") == relation)
+    sa = sub.filter(pl.col("condition") == r["condition_a"]).join(pdf, on="prompt_id")
+    sb = sub.filter(pl.col("condition") == r["condition_b"]).join(pdf, on="prompt_id")
+    col_c, col_b = f"{r['target']}_logprob_ctx", f"{r['target']}_logprob_base"
+    if r["paired"]:
+        j = sa.join(sb, on="pair_id", suffix="_b")
+        return (j[col_c] - j[col_b]).to_numpy(), (j[col_c + "_b"] - j[col_b + "_b"]).to_numpy()
+    return (sa[col_c] - sa[col_b]).to_numpy(), (sb[col_c] - sb[col_b]).to_numpy()
+
+
 def test_contrasts_match_scipy(computed):
     mdf, pdf, _, c = computed
     for r in c.filter(pl.col("relation").is_in(["r1", "r2"]) & (pl.col("metric") == "logprob")).iter_rows(named=True):
-        sub = mdf.filter(pl.col("relation") == r["relation"])
-        sa = sub.filter(pl.col("condition") == r["condition_a"]).join(pdf, on="prompt_id")
-        sb = sub.filter(pl.col("condition") == r["condition_b"]).join(pdf, on="prompt_id")
-        col_c, col_b = f"{r['target']}_logprob_ctx", f"{r['target']}_logprob_base"
-        if r["paired"]:
-            j = sa.join(sb, on="pair_id", suffix="_b")
-            a = (j[col_c] - j[col_b]).to_numpy()
-            b = (j[col_c + "_b"] - j[col_b + "_b"]).to_numpy()
-            ref = sps.ttest_rel(a, b)
-        else:
-            a = (sa[col_c] - sa[col_b]).to_numpy()
-            b = (sb[col_c] - sb[col_b]).to_numpy()
-            ref = sps.ttest_ind(a, b, equal_var=False)
+        a, b = _shifts(mdf, pdf, r["relation"], r)
+        ref = sps.ttest_rel(a, b) if r["paired"] else sps.ttest_ind(a, b, equal_var=False)
         ci = ref.confidence_interval(0.95)
         for got, want in (
             (r["t"], ref.statistic),
@@ -146,21 +148,14 @@ def test_contrast_all_rows_weight_relations_equally(computed):
     for r in c.filter((pl.col("relation") == "ALL") & (pl.col("metric") == "logprob")).iter_rows(named=True):
         diffs, se2s, dfs = [], [], []
         for rel in ("r1", "r2"):
-            sub = mdf.filter(pl.col("relation") == rel)
-            sa = sub.filter(pl.col("condition") == r["condition_a"]).join(pdf, on="prompt_id")
-            sb = sub.filter(pl.col("condition") == r["condition_b"]).join(pdf, on="prompt_id")
-            col_c, col_b = f"{r['target']}_logprob_ctx", f"{r['target']}_logprob_base"
+            a, b = _shifts(mdf, pdf, rel, r)
             if r["paired"]:
-                j = sa.join(sb, on="pair_id", suffix="_b")
-                d = (j[col_c] - j[col_b]).to_numpy() - (j[col_c + "_b"] - j[col_b + "_b"]).to_numpy()
+                d = a - b
                 se2, df = d.var(ddof=1) / len(d), len(d) - 1.0
-                diffs.append(d.mean())
             else:
-                a = (sa[col_c] - sa[col_b]).to_numpy()
-                b = (sb[col_c] - sb[col_b]).to_numpy()
                 ref = sps.ttest_ind(a, b, equal_var=False)
                 se2, df = ((a.mean() - b.mean()) / ref.statistic) ** 2, ref.df
-                diffs.append(a.mean() - b.mean())
+            diffs.append(a.mean() - b.mean())
             se2s.append(se2)
             dfs.append(df)
         se2s, dfs = np.array(se2s), np.array(dfs)
