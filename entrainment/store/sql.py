@@ -52,7 +52,7 @@ def connect(out: Path, warn: Callable[[str], None] | None = None, unsafe: bool =
         reason = why_stale(out, name)
         if reason and warn:
             warn(f"view {name} is stale: {reason}")
-        if warn:
+        if warn and not reason:  # one warning per table: a stale one is already named
             try:  # rows changed by hand since their stage wrote them: served, but never silently
                 check_unedited(out, name)
             except InputError as e:
