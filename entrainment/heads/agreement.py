@@ -30,7 +30,7 @@ from entrainment.model.hooks import ZERO, Ablation
 from entrainment.model.loading import Loaded
 from entrainment.model.multimask import head_masks, probe_logits
 from entrainment.statistics.null import paired_gain
-from entrainment.statistics.verdict import subject_t
+from entrainment.statistics.verdict import subject_means, subject_t
 
 GAP_MIN = 0.25  # logits: below this |Δ_noctx − Δ_ctx| the gap_closed ratio is not computed
 
@@ -58,13 +58,10 @@ def _by_subject(gains: np.ndarray, subjects: list | None, k: int) -> dict[str, f
         nan = float("nan")
         return {"n_subjects": 0, "subject_gain": nan, "subject_gain_ci_low": nan, "subject_gain_ci_high": nan,
                 "subject_gain_p": nan}  # fmt: skip
-    by: dict = {}
-    for s, g in zip(subjects, gains):
-        by.setdefault(s, []).append(g)
-    means = np.array([np.mean(v) for v in by.values()])
+    means = subject_means(subjects, gains)
     t = subject_t(means) if k else {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p": float("nan")}
     return {
-        "n_subjects": len(by),
+        "n_subjects": len(means),
         "subject_gain": t["mean"],
         "subject_gain_ci_low": t["ci_low"],
         "subject_gain_ci_high": t["ci_high"],

@@ -167,12 +167,25 @@ def empirical_null(observed: float, draws: np.ndarray) -> float:
     return empirical_p(observed, draws) if len(draws) else float("nan")
 
 
+def subject_means(subjects: list, values: np.ndarray) -> np.ndarray:
+    """Each subject's mean of its items' values (subjects in first-seen order).
+
+    Args:
+        subjects: each item's subject.
+        values: each item's value.
+    Returns:
+        One mean per subject.
+    """
+    by: dict = {}
+    for s, v in zip(subjects, values):
+        by.setdefault(s, []).append(v)
+    return np.array([np.mean(v) for v in by.values()])
+
+
 def subject_mean_gain(subjects: list, gains: np.ndarray) -> float:
     """The verdict's statistic: the mean over subjects of each subject's mean per-item gain."""
-    by: dict = {}
-    for s, g in zip(subjects, gains):
-        by.setdefault(s, []).append(g)
-    return float(np.mean([np.mean(v) for v in by.values()])) if by else float("nan")
+    means = subject_means(subjects, gains)
+    return float(means.mean()) if len(means) else float("nan")
 
 
 def lines(verdict: pl.DataFrame) -> list[str]:
