@@ -99,12 +99,20 @@ def head_maps_plot(scores: pl.DataFrame, heads: pl.DataFrame) -> str | None:
             )
         else:
             grids.append(("learned mask: none", np.zeros((n_l, n_h))))
+        marks: list[np.ndarray] = [np.empty((0, 2))]
         for method in ("scan", "atp"):
-            g = s.filter(pl.col("method") == method).sort("layer", "head")["score"].to_numpy().reshape(n_l, n_h)
-            grids.append((f"{method} ({s['ablation_method'][0]}): Δ(head removed) − Δ", g))
-        for ax, (title, g) in zip(row, grids):
+            m = s.filter(pl.col("method") == method).sort("layer", "head")
+            g = m["score"].to_numpy().reshape(n_l, n_h)
+            title = f"{method} ({s['ablation_method'][0]}): Δ(head removed) − Δ"
+            marks.append(_subject_significant(m))
+            if len(marks[-1]):
+                title += f"\n• {len(marks[-1])} heads whose 95% CI over subjects excludes 0"
+            grids.append((title, g))
+        for ax, (title, g), points in zip(row, grids, marks):
             lim = max(1e-9, float(np.abs(g).max()))
             im = ax.imshow(g, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+            if len(points):
+                ax.scatter(points[:, 1], points[:, 0], s=10, color="black", marker="o")
             ax.set_title(f"{rel}\n{title}", fontsize=8)
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
@@ -113,25 +121,56 @@ def head_maps_plot(scores: pl.DataFrame, heads: pl.DataFrame) -> str | None:
     return png(fig)
 
 
+def _subject_significant(scores: pl.DataFrame) -> np.ndarray:
+    """(layer, head) of the heads whose subject-level CI excludes 0; empty without those columns (or for atp)."""
+    if "subject_ci_low" not in scores.columns:
+        return np.empty((0, 2))
+    lo, hi = pl.col("subject_ci_low").fill_nan(None), pl.col("subject_ci_high").fill_nan(None)  # NaN sorts above 0
+    sig = scores.filter((lo > 0) | (hi < 0))
+    return sig.select("layer", "head").to_numpy().reshape(-1, 2)
+
+
 def k_curve_plot(agree: pl.DataFrame) -> str | None:
-    """Test Δ after removing the top-k heads under each ranking, k = 0..K, per relation."""
+    """Change in test Δ after removing the top-k heads under each ranking, k = 0..K, per relation.
+
+    The subject is the unit: each point is the mean over query subjects of the subject's mean per-item gain, with its
+    95% t CI over the subjects as an error bar (tables written before those columns fall back to the prompt-level gain).
+
+    Args:
+        agree: head_agreement.parquet rows.
+    Returns:
+        A PNG data URI, or None without rows.
+    """
     if agree.is_empty():
         return None
+    subject_level = "subject_gain" in agree.columns and not agree["subject_gain"].is_nan().all()
+    col = "subject_gain" if subject_level else "gain"
     keys = sorted(set(zip(agree["model"], agree["relation"])))[:3]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
     for ax, (model, rel) in zip(axes[0], keys):
         g = agree.filter((pl.col("model") == model) & (pl.col("relation") == rel))
         g = g.filter(pl.col("ablation_method") == g["ablation_method"][0])
-        for method in ("scan", "atp", "mask", "random"):
+        for shift, method in enumerate(("scan", "atp", "mask", "random")):
             c = g.filter(pl.col("method") == method).sort("k")
-            if len(c):
-                color, ls = STYLE[method]
-                ax.plot(c["k"], c["delta"], ls, color=color, ms=4, label=method)
+            if not len(c):
+                continue
+            color, ls = STYLE[method]
+            x = c["k"].to_numpy() + (shift - 1.5) * 0.08  # nudged apart so the error bars do not overlap
+            mean = c[col].to_numpy()
+            err = np.nan_to_num(
+                np.vstack([mean - c[f"{col}_ci_low"].to_numpy(), c[f"{col}_ci_high"].to_numpy() - mean])
+            )
+            ax.errorbar(x, mean, yerr=np.clip(err, 0, None), fmt=ls, color=color, ms=4, capsize=2, label=method)
+        ax.axhline(0, color="#444", lw=0.6)
         ax.set_xlabel("heads removed (top-k of each ranking)")
-        ax.set_ylabel("test Δ = ℓ(gold) − ℓ(distractor)")
+        ax.set_ylabel(
+            "change in Δ, mean over subjects (95% CI over subjects)" if subject_level else "change in Δ (prompt level)"
+        )
         r = g.row(0, named=True)
+        unit = f"{r['n_subjects']} subjects, " if subject_level else ""
         ax.set_title(
-            f"{rel} [{r['ablation_method']}] (n = {r['n']}): Spearman(atp, scan) = {r['spearman_atp_scan']:.2f}",
+            f"{rel} [{r['ablation_method']}] ({unit}n = {r['n']}; intact Δ {r['delta'] - r['gain']:.2f})"
+            f"\nSpearman(atp, scan) = {r['spearman_atp_scan']:.2f}",
             fontsize=9,
         )
         ax.legend(frameon=False, fontsize=8)

@@ -1,7 +1,9 @@
 """Report panels of the head verdict (verdict.parquet, subject_gains.parquet): the subject as the unit.
 
 ``verdict_plot``: per mask, the gain with context, the gain without context and their difference (the interaction),
-each with its 95% CI over subjects. ``subject_plot``: the cross-fitted verdict, one point per subject: its mean Δ
+each with its 95% CI over subjects, and beside it the change in the share of items
+where the gold outscores the distractor (acc_gain) with its CI over subjects.
+``subject_plot``: the cross-fitted verdict, one point per subject: its mean Δ
 intact (x) and with its fold's heads removed (y), above the diagonal = the heads help that subject.
 """
 
@@ -34,7 +36,16 @@ def verdict_plot(verdict: pl.DataFrame, method: str | None = None) -> str | None
         for r in rows.iter_rows(named=True)
     ]
     y = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(9, 0.7 * len(rows) + 1.6))
+    accuracy = "acc_gain" in rows.columns and not rows["acc_gain"].is_nan().all()
+    fig, axes = plt.subplots(
+        1,
+        2 if accuracy else 1,
+        figsize=(13 if accuracy else 9, 0.7 * len(rows) + 1.6),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 1.3]} if accuracy else None,
+        sharey=True,
+    )
+    ax = axes[0][0]
     for k, (col, name, color) in enumerate(
         (
             ("gain", "gain with context", "#2ca02c"),
@@ -42,18 +53,30 @@ def verdict_plot(verdict: pl.DataFrame, method: str | None = None) -> str | None
             ("interaction", "interaction (difference)", "#9467bd"),
         )
     ):
-        mean = rows[col].to_numpy()
-        lo = rows[f"{col}_ci_low"].to_numpy()
-        hi = rows[f"{col}_ci_high"].to_numpy()
-        err = np.nan_to_num(np.vstack([mean - lo, hi - mean]))
-        ax.errorbar(mean, y + (k - 1) * 0.22, xerr=err, fmt="o", color=color, capsize=3, label=name)
+        _ci_points(ax, rows, col, y + (k - 1) * 0.22, color, name)
     ax.axvline(0, color="#444", lw=0.8)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("change in Δ = ℓ(gold) − ℓ(distractor) from removing the heads (95% CI over subjects)")
     ax.set_title(f"The head verdict, subject as the unit ({method} ablation)")
     ax.legend(frameon=False, fontsize=8, loc="best")
+    if accuracy:
+        acc = axes[0][1]
+        _ci_points(acc, rows, "acc_gain", y, "#1f77b4", "gold above distractor")
+        acc.axvline(0, color="#444", lw=0.8)
+        acc.set_xlabel(
+            "change in the share of items with Δ > 0\n(gold above distractor, with context; 95% CI over subjects)"
+        )
+        acc.set_title("Does the gold overtake the distractor?", fontsize=9)
+    fig.tight_layout()
     return png(fig)
+
+
+def _ci_points(ax, rows: pl.DataFrame, col: str, y: np.ndarray, color: str, label: str) -> None:
+    """One point per row at ``col`` with its ``col_ci_low``/``col_ci_high`` as a horizontal error bar."""
+    mean = rows[col].to_numpy()
+    err = np.nan_to_num(np.vstack([mean - rows[f"{col}_ci_low"].to_numpy(), rows[f"{col}_ci_high"].to_numpy() - mean]))
+    ax.errorbar(mean, y, xerr=np.clip(err, 0, None), fmt="o", color=color, capsize=3, label=label)
 
 
 def subject_plot(sg: pl.DataFrame) -> str | None:
