@@ -259,6 +259,18 @@ def stability_plot(stab: pl.DataFrame, overlap: pl.DataFrame) -> str | None:
             bx.set_xlabel("Jaccard of two searches' head sets")
             bx.set_ylabel("pairs")
             bx.legend(frameon=False, fontsize=7)
-        bx.set_title("Agreement between searches (seeds x resamples)", fontsize=9)
+        title = "Agreement between searches (seeds x resamples)"
+        if len(o) and "mean_jaccard_corrected" in o.columns:
+            r = o.row(0, named=True)
+            title += "\n" + ", ".join(
+                f"{name} {r[f'mean_{col}']:.2f} [{r[f'mean_{col}_ci_low']:.2f}, {r[f'mean_{col}_ci_high']:.2f}]"
+                for col, name in (
+                    ("jaccard_corrected", "chance-corrected"),
+                    ("overlap", "overlap"),
+                    ("spearman_logits", "keep-logit ρ"),
+                )
+                if np.isfinite(r[f"mean_{col}"])
+            )
+        bx.set_title(title, fontsize=8)
     fig.tight_layout()
     return png(fig)

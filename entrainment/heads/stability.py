@@ -4,9 +4,9 @@ Every search (seed x training resample) selects a head set. For each head: how m
 inclusion frequency and its Wilson 95% score interval; the **stable set** is the heads removed by at least
 `threshold` of the searches (Meinshausen & Buehlmann's stability selection; the MIB shared task keeps what
 survives bootstrapping), with Meinshausen & Buehlmann's bound on the expected false selections (``pfer_bound``).
-Agreement between searches: pairwise Jaccard of their head sets, its mean, and a bootstrap CI of the mean (the
-searches resampled with replacement); its chance level for sets of those sizes (``expected_jaccard``), the
-chance-corrected Jaccard and the overlap coefficient.
+Agreement between searches: pairwise Jaccard of their head sets, its chance level for sets of those sizes
+(``expected_jaccard``), the chance-corrected Jaccard, the overlap coefficient and the rank correlation of the
+keep-logits; each measure's mean over pairs with a bootstrap CI that resamples the searches (``mean_pairwise``).
 """
 
 from __future__ import annotations
@@ -70,19 +70,42 @@ def mean_jaccard(
 ) -> tuple[float, float, float]:
     """(mean pairwise Jaccard, bootstrap CI low, high): searches resampled with replacement, pairs of distinct
     draws; NaN with fewer than two searches."""
-    if len(sets) < 2:
-        return float("nan"), float("nan"), float("nan")
     n = len(sets)
-    pair = np.array([[jaccard(sets[i], sets[j]) for j in range(n)] for i in range(n)])
-    mean = float(np.mean([pair[i, j] for i, j in itertools.combinations(range(n), 2)]))
+    pair = np.array([[jaccard(sets[i], sets[j]) for j in range(n)] for i in range(n)]).reshape(n, n)
+    return mean_pairwise(pair, draws, level, key)
+
+
+def mean_pairwise(
+    pair: np.ndarray, draws: int = 1000, level: float = 0.95, key: str = "pairwise"
+) -> tuple[float, float, float]:
+    """Mean of a pairwise agreement measure over every pair of searches, with a bootstrap CI over the searches.
+
+    The searches (not the pairs) are the resampled unit: pairs share searches, so they are not independent. Each
+    draw resamples the searches with replacement and averages the measure over pairs of distinct draws. Where the
+    searches differ by their training subjects (half-samples), this is the variation from which subjects trained them.
+
+    Args:
+        pair: [n, n] symmetric matrix of the measure between searches i and j (diagonal ignored; NaN pairs skipped).
+        draws: bootstrap resamples.
+        level: confidence level.
+        key: seeds the resampling (same key, same CI).
+    Returns:
+        (mean, ci_low, ci_high); NaN with fewer than two searches or no finite pair.
+    """
+    n = len(pair)
+    nan = float("nan")
+    upper = [pair[i, j] for i, j in itertools.combinations(range(n), 2)]
+    if n < 2 or not np.isfinite(upper).any():
+        return nan, nan, nan
+    mean = float(np.nanmean(upper))
     rng = random.Random(key)
     stats = []
     for _ in range(draws):
         pick = [rng.randrange(n) for _ in range(n)]
-        vals = [pair[a, b] for a, b in itertools.combinations(pick, 2) if a != b]
+        vals = [pair[a, b] for a, b in itertools.combinations(pick, 2) if a != b and np.isfinite(pair[a, b])]
         if vals:
             stats.append(float(np.mean(vals)))
-    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)]) if stats else (float("nan"),) * 2
+    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)]) if stats else (nan, nan)
     return mean, float(lo), float(hi)
 
 

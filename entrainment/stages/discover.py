@@ -313,17 +313,17 @@ def overlap(
     """Pairwise agreement of every pair of searches per (model, relation): Jaccard, its chance level for random
     sets of the same sizes (shapes: model -> (layers, heads); without it the chance columns are NaN), the
     chance-corrected Jaccard, the overlap coefficient, the Spearman correlation of the keep-logits (logits: search
-    -> keep-logits; NaN without), and the mean Jaccard with its bootstrap CI."""
+    -> keep-logits; NaN without), and each measure's mean over the pairs with a bootstrap CI over the searches."""
     logits = logits or {}
     rows = []
     for (model, relation), keys in itertools.groupby(sorted(sets), key=lambda k: k[:2]):
         keys = list(keys)
-        mean, lo, hi = stability.mean_jaccard([sets[k] for k in keys], key=f"jaccard|{model}|{relation}")
         n_heads = shapes[model][0] * shapes[model][1] if shapes and model in shapes else 0
+        pairs = []
         for a, b in itertools.combinations(keys, 2):
             j = stability.jaccard(sets[a], sets[b])
             chance = stability.expected_jaccard(len(sets[a]), len(sets[b]), n_heads) if n_heads else float("nan")
-            rows.append(
+            pairs.append(
                 {
                     "model": model,
                     "relation": relation,
@@ -339,12 +339,28 @@ def overlap(
                     "jaccard_corrected": stability.corrected_jaccard(j, chance),
                     "overlap": stability.overlap_coefficient(sets[a], sets[b]),
                     "spearman_logits": stability.rank_correlation(logits.get(a), logits.get(b)),
-                    "mean_jaccard": mean,
-                    "mean_jaccard_ci_low": lo,
-                    "mean_jaccard_ci_high": hi,
                 }
             )
+        means = _pair_means(pairs, len(keys), f"{model}|{relation}")
+        rows += [{**p, **means} for p in pairs]
     return pl.DataFrame(rows, schema=HEAD_OVERLAP.polars_schema())
+
+
+AGREEMENT_MEASURES = ("jaccard", "jaccard_corrected", "overlap", "spearman_logits")
+
+
+def _pair_means(pairs: list[dict], n: int, key: str) -> dict[str, float]:
+    """Each agreement measure's mean over the pairs with its bootstrap CI over the searches (mean_<measure>,
+    mean_<measure>_ci_low, mean_<measure>_ci_high); ``pairs`` in itertools.combinations order of n searches."""
+    out: dict[str, float] = {}
+    upper = np.triu_indices(n, 1)  # row-major, the order of itertools.combinations(range(n), 2)
+    for measure in AGREEMENT_MEASURES:
+        m = np.full((n, n), np.nan)
+        m[upper] = [p[measure] for p in pairs]
+        m.T[upper] = m[upper]
+        mean, lo, hi = stability.mean_pairwise(m, key=f"{measure}|{key}")
+        out |= {f"mean_{measure}": mean, f"mean_{measure}_ci_low": lo, f"mean_{measure}_ci_high": hi}
+    return out
 
 
 def stability_rows(
@@ -433,7 +449,9 @@ def summary(facts: list[dict], ov: pl.DataFrame, stab: pl.DataFrame) -> list[str
         lines.append(
             f"{model_prefix(model, multi)}{relation}: {len(g)} pairs of searches, mean Jaccard "
             f"{r['mean_jaccard']:.2f} [95% CI {r['mean_jaccard_ci_low']:.2f}, {r['mean_jaccard_ci_high']:.2f}], "
-            f"chance {g['jaccard_chance'].mean():.2f}, chance-corrected {g['jaccard_corrected'].mean():.2f} "
+            f"chance {g['jaccard_chance'].mean():.2f}, chance-corrected {r['mean_jaccard_corrected']:.2f} "
+            f"[{r['mean_jaccard_corrected_ci_low']:.2f}, {r['mean_jaccard_corrected_ci_high']:.2f}], "
+            f"overlap {r['mean_overlap']:.2f}, keep-logit Spearman {r['mean_spearman_logits']:.2f} "
             "(Niu et al.: 0.32-0.55 raw)"
         )
     for (model, relation), g in sorted(stab.group_by("model", "relation"), key=lambda kv: kv[0]):

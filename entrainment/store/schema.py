@@ -395,6 +395,21 @@ HEAD_OVERLAP = Table(
         ("mean_jaccard", F, "mean jaccard over every pair of searches of this (model, relation); same on each row"),
         ("mean_jaccard_ci_low", F, "95% bootstrap CI of mean_jaccard (searches resampled with replacement), low"),
         ("mean_jaccard_ci_high", F, "same, high"),
+        (
+            "mean_jaccard_corrected",
+            F,
+            "mean jaccard_corrected over the pairs (NaN pairs skipped); same on each row. Its CI, like every mean_* "
+            "CI here, resamples the searches, not the pairs (pairs share searches); where the searches are subject "
+            "half-samples that is the variation from which subjects trained them",
+        ),
+        ("mean_jaccard_corrected_ci_low", F, "95% bootstrap CI of mean_jaccard_corrected, low"),
+        ("mean_jaccard_corrected_ci_high", F, "same, high"),
+        ("mean_overlap", F, "mean overlap coefficient over the pairs (NaN pairs skipped); same on each row"),
+        ("mean_overlap_ci_low", F, "95% bootstrap CI of mean_overlap (searches resampled), low"),
+        ("mean_overlap_ci_high", F, "same, high"),
+        ("mean_spearman_logits", F, "mean spearman_logits over the pairs (NaN pairs skipped); same on each row"),
+        ("mean_spearman_logits_ci_low", F, "95% bootstrap CI of mean_spearman_logits (searches resampled), low"),
+        ("mean_spearman_logits_ci_high", F, "same, high"),
     ),
 )
 

@@ -191,6 +191,36 @@ def test_overlap_and_stability_rows_carry_the_new_columns():
     assert set(discover.stability_rows(sets, {"m": (2, 2)}, 0.75, "zero", "bootstrap")["half_samples"]) == {0}
 
 
+def test_every_agreement_measure_has_its_mean_and_a_ci_over_the_searches():
+    from entrainment.stages import discover
+
+    sets = {
+        ("m", "r", 0, 0): {(0, 0), (0, 1)},
+        ("m", "r", 0, 1): {(0, 0)},
+        ("m", "r", 1, 0): {(1, 1), (0, 0)},
+        ("m", "r", 1, 1): set(),  # overlap with it is NaN: skipped, never counted as 0
+    }
+    ov = discover.overlap(sets, {"m": (2, 2)})
+    r = ov.row(0, named=True)
+    for measure in ("jaccard", "jaccard_corrected", "overlap"):
+        vals = ov[measure].to_numpy()
+        assert r[f"mean_{measure}"] == pytest.approx(np.nanmean(vals))
+        assert r[f"mean_{measure}_ci_low"] <= r[f"mean_{measure}"] <= r[f"mean_{measure}_ci_high"]
+        assert ov[f"mean_{measure}"].n_unique() == 1
+    assert ov["overlap"].is_nan().sum() == 3 and np.isnan(r["mean_spearman_logits"])  # no logits given: NaN
+    mean, lo, hi = stability.mean_jaccard(list(sets.values()), key="jaccard|m|r")
+    assert (r["mean_jaccard"], r["mean_jaccard_ci_low"], r["mean_jaccard_ci_high"]) == pytest.approx((mean, lo, hi))
+
+
+def test_the_pairwise_bootstrap_resamples_searches_not_pairs():
+    pair = np.array([[0, 0.2, 0.4], [0.2, 0, np.nan], [0.4, np.nan, 0]])
+    mean, lo, hi = stability.mean_pairwise(pair, draws=400, key="k")
+    assert mean == pytest.approx(0.3) and 0.2 <= lo <= mean <= hi <= 0.4
+    assert stability.mean_pairwise(pair, draws=400, key="k") == (mean, lo, hi)  # seeded by its key
+    assert all(np.isnan(stability.mean_pairwise(np.full((2, 2), np.nan))))
+    assert all(np.isnan(stability.mean_pairwise(np.zeros((1, 1)))))
+
+
 def test_kcurve_random_sets_come_from_the_one_generator():
     every = [(layer, head) for layer in range(3) for head in range(4)]
     rng = random.Random("kcurve|5|3")
