@@ -107,62 +107,6 @@ def test_a_module_name_given_by_two_files_is_an_error(tmp_path):
         imports.module_files(root)
 
 
-SHARED_OPTIONS = dict(
-    relations=["toy capital", "toy color"],
-    discover_relations=["toy capital", "toy color"],
-    shared_mask=True,
-    max_pairs=4,
-    search_pairs=[3, 2, 3],
-    passage_items=0,
-    seeds=[0],
-    search_resamples=1,
-    epochs=2,
-    discover_batch_size=4,
-    crossfit_folds=0,
-    lam=0.0,
-    init=0.5,
-)
-
-
-def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included(tmp_path):
-    """en.discover(..., shared_mask=True) runs the discover stage's jobs (discover.search_jobs): the shared mask's
-    rows are there and every discovery table equals the CLI's for the same config."""
-    from polars.testing import assert_frame_equal
-
-    import entrainment as en
-    from entrainment.heads.masks import SHARED
-    from entrainment.store import tables
-    from tests import tiny
-    from tests.helpers import cli
-    from tests.toy_data import toy_lre
-
-    lre = toy_lre(tmp_path / "lre")
-    model = tiny.save("llama", tmp_path / "model")
-    toml = "".join(
-        f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v).replace(chr(39), chr(34))}\n"
-        for k, v in SHARED_OPTIONS.items()
-    )
-    (tmp_path / "c.toml").write_text(toml + f"data_dir = {str(lre)!r}\n")
-    out = tmp_path / "out"
-    for stage in ("generate", "discover"):
-        model_arg = ("--model", model) if stage == "discover" else ()
-        r = cli(stage, "--out", str(out), *model_arg, "--config", str(tmp_path / "c.toml"))
-        assert r.returncode == 0, r.stderr[-3000:]
-
-    opts = dict(SHARED_OPTIONS, data_dir=str(lre))
-    p = en.prompts(**opts)
-    assert_frame_equal(p, tables.read_table(out, "prompts").select(p.columns), check_dtypes=False)
-    disc = en.discover(en.load_model(model), p, **opts)
-    assert SHARED in set(disc.discovery["relation"])  # the option is honoured, not validated and dropped
-    for name in ("heads", "discovery", "discovery_masks", "head_overlap", "head_stability"):
-        table = tables.read_table(out, name)
-        assert len(table) or name == "head_overlap", name
-        assert_frame_equal(disc[name].select(table.columns), table, check_exact=False, abs_tol=1e-6, check_dtypes=False)
-    without = en.discover(en.load_model(model), p, **dict(opts, shared_mask=False))
-    assert SHARED not in set(without.discovery["relation"].to_list())
-    assert len(without.discovery) < len(disc.discovery)
-
-
 def test_the_ablation_reports_its_progress_per_head_set_method_and_null(tmp_path):
     """The ablate stage's evaluation calls plan.progress as it goes: rows scored rise to exactly the total, and the
     labels name each head set and method and each null group."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from entrainment.config import Config
 from entrainment.data import items, lre_prompts
@@ -210,6 +211,18 @@ def test_own_items_run_through_every_stage(tmp_path):
         "sql", "--out", str(out), "select count(*) as n from prompts where relation = 'capitals'", "--format", "csv"
     )
     assert r.returncode == 0 and r.stdout.split() == ["n", str(len(GOOD))]
+    # the Python API on the same items file and options gives the same tables (the items option on both paths)
+    import entrainment as en
+
+    opts = dict(max_pairs=4, epochs=2, seeds=[0], search_resamples=2, discover_batch_size=4, crossfit_folds=0)
+    pa = en.prompts(items=path, **opts)
+    mdl = en.load_model(model)
+    frames = {"prompts": pa, "measurements": en.measure(mdl, pa), **en.discover(mdl, pa, **opts)}
+    for name in ("prompts", "measurements", "heads", "discovery"):
+        table = pl.read_parquet(out / f"{name}.parquet")
+        assert_frame_equal(
+            frames[name].select(table.columns), table, check_exact=False, abs_tol=1e-6, check_dtypes=False
+        )
 
 
 def test_passages_put_the_distractor_passage_at_every_position_once_and_never_the_gold():

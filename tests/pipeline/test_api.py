@@ -23,11 +23,11 @@ OPTIONS = dict(
     max_pairs=4,
     search_pairs=[3, 2, 3],
     passage_items=2,
-    seeds=[0, 1],
-    search_resamples=1,
+    seeds=[3],
+    search_resamples=3,
     epochs=3,
     discover_batch_size=4,
-    random_draws=2,
+    random_draws=3,
     null_draws=4,
     null_items=4,
     scan_items=3,
@@ -36,7 +36,53 @@ OPTIONS = dict(
     shared_mask=True,  # the option the API once ignored: its mask must reach every table on both paths
     lam=0.0,  # no sparsity pull and logits near 0: the tiny random model's searches remove heads,
     init=0.5,  # so the null, side-effect and k-curve tables have rows to compare
+    # every other field a stage reads, off its default (test_every_output_option_goes_through_both_paths):
+    seed=2,  # the data sampling seed under which this random model's searches keep heads (non-empty nulls)
+    split=[0.6, 0.2, 0.2],
+    train_conditions=["related", "counterfactual"],
+    template_holdout=False,
+    n_passages=2,
+    passage_distractor="related",
+    prompt_instruction="Answer from memory.",
+    crossfit_folds=2,
+    crossfit_items=[3, 2],
+    crossfit_draws=3,
+    ablation_method="mean",
+    bos="always",
+    confidence=0.9,
+    max_steps=5,
+    converge_steps=3,
+    search_resampling="bootstrap",
+    lr=0.5,
+    tau=0.7,
+    weight_decay=0.01,
+    stability_threshold=0.6,
+    compare_everywhere=True,
+    side_random_draws=2,
+    side_items=3,
+    side_relations=1,
+    side_icl_items=2,
+    head_types_k=3,
+    head_types_seqs=2,
+    head_types_len=20,
+    head_types_tokens=200,
+    head_types_draws=2,
+    sentence_items=3,
+    sentence_absent="neutral",
+    sentence_draws=2,
 )
+# Fields a stage reads that this test leaves at their defaults, and why no second path could differ on them.
+NOT_VARIED = {
+    "model": "an argument on both paths (--model, en.load_model), the same tiny model here",
+    "device": "where it runs; the suite has no GPU",
+    "dtype": "numerics of the machine: the tiny model runs float32 on both paths",
+    "search_dtype": "bfloat16 search only where the CPU has bf16 (tests/heads cover the choice)",
+    "batch_size": "padding only: batched equals one-at-a-time scoring is tested in tests/model",
+    "ablation_heads": "the CLI's way to name heads; the API takes heads= and refuses this option (tests/test_house.py)",
+    "items": "an own-items file instead of LRE: tests/data/test_items.py::test_own_items_run_through_every_stage "
+    "compares both paths",
+    "smoke": "the report's smoke banner: the API writes no report",
+}
 
 
 def _toml(opts: dict) -> str:
@@ -71,11 +117,11 @@ def _same(api: pl.DataFrame, out, name: str) -> None:
 @pytest.fixture(scope="module")
 def api_frames(project):
     d, lre, model, out = project
-    m = en.load_model(model)
     opts = dict(OPTIONS, data_dir=str(lre))
+    m = en.load_model(model, bos=opts.pop("bos"))
     p = en.prompts(**opts)
-    meas = en.measure(m, p)
-    s = en.stats(meas, p)
+    meas = en.measure(m, p, **opts)
+    s = en.stats(meas, p, confidence=opts["confidence"])  # its one option (the sentences stage reads it too)
     disc = en.discover(m, p, **opts)
     sc = en.scan(m, p, heads=disc.heads, **opts)
     ab = en.ablate(m, p, disc.heads, **opts)
@@ -113,6 +159,83 @@ def api_frames(project):
 )
 def test_each_api_frame_equals_the_cli_table(project, api_frames, name):
     _same(api_frames[name], project[3], name)
+
+
+SHARED_OPTIONS = dict(
+    relations=["toy capital", "toy color"],
+    discover_relations=["toy capital", "toy color"],
+    shared_mask=True,
+    max_pairs=4,
+    search_pairs=[3, 2, 3],
+    passage_items=0,
+    seeds=[0],
+    search_resamples=1,
+    epochs=2,
+    discover_batch_size=4,
+    crossfit_folds=0,
+    lam=0.0,
+    init=0.5,
+    selection_rule="within_5pct",  # off its default here: in OPTIONS it would pick epoch 0, no heads, empty nulls
+)
+
+
+def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included(tmp_path):
+    """en.discover(..., shared_mask=True) runs the discover stage's jobs (discover.search_jobs): the shared mask's
+    rows are there and every discovery table equals the CLI's for the same config."""
+    from polars.testing import assert_frame_equal
+
+    import entrainment as en
+    from entrainment.heads.masks import SHARED
+    from entrainment.store import tables
+    from tests import tiny
+    from tests.helpers import cli
+    from tests.toy_data import toy_lre
+
+    lre = toy_lre(tmp_path / "lre")
+    model = tiny.save("llama", tmp_path / "model")
+    toml = "".join(
+        f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v).replace(chr(39), chr(34))}\n"
+        for k, v in SHARED_OPTIONS.items()
+    )
+    (tmp_path / "c.toml").write_text(toml + f"data_dir = {str(lre)!r}\n")
+    out = tmp_path / "out"
+    for stage in ("generate", "discover"):
+        model_arg = ("--model", model) if stage == "discover" else ()
+        r = cli(stage, "--out", str(out), *model_arg, "--config", str(tmp_path / "c.toml"))
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    opts = dict(SHARED_OPTIONS, data_dir=str(lre))
+    p = en.prompts(**opts)
+    assert_frame_equal(p, tables.read_table(out, "prompts").select(p.columns), check_dtypes=False)
+    disc = en.discover(en.load_model(model), p, **opts)
+    assert SHARED in set(disc.discovery["relation"])  # the option is honoured, not validated and dropped
+    for name in ("heads", "discovery", "discovery_masks", "head_overlap", "head_stability"):
+        table = tables.read_table(out, name)
+        assert len(table) or name == "head_overlap", name
+        assert_frame_equal(disc[name].select(table.columns), table, check_exact=False, abs_tol=1e-6, check_dtypes=False)
+    without = en.discover(en.load_model(model), p, **dict(opts, shared_mask=False))
+    assert SHARED not in set(without.discovery["relation"].to_list())
+    assert len(without.discovery) < len(disc.discovery)
+
+
+def test_every_output_option_goes_through_both_paths():
+    """Every Config field some stage reads (its cache key) is set off its default in OPTIONS (every table) or
+    SHARED_OPTIONS (the discovery tables), so a both-paths equality runs it through the CLI and the API alike, or is
+    listed in NOT_VARIED with the reason."""
+    from entrainment import stage_graph
+    from entrainment.config import default
+
+    read = {f for s in stage_graph.STAGES for f in stage_graph.fields(s.name)}
+    untested = sorted(read - set(OPTIONS) - set(SHARED_OPTIONS) - set(NOT_VARIED))
+    assert not untested, f"set these off their defaults in OPTIONS, or say in NOT_VARIED why not: {untested}"
+    at_default = [k for k, v in OPTIONS.items() if k in read and _same_value(v, default(k))]
+    at_default += [k for k in set(SHARED_OPTIONS) - set(OPTIONS) if _same_value(SHARED_OPTIONS[k], default(k))]
+    assert not at_default, f"OPTIONS leaves these at their defaults: {at_default}"
+    assert not set(NOT_VARIED) - read, "NOT_VARIED names a field no stage reads"
+
+
+def _same_value(a, b) -> bool:
+    return (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)
 
 
 def test_the_shared_mask_is_searched_and_evaluated_on_both_paths(project, api_frames):
