@@ -1,7 +1,8 @@
 """entrainment: measure contextual entrainment in language models and find the attention heads behind it.
 
 The Python API (``import entrainment as en``): ``en.load_model``, ``en.prompts``, ``en.measure``, ``en.stats``,
-``en.discover``, ``en.scan``, ``en.ablate``, ``en.sentences``, ``en.results`` -- see ``entrainment.api`` and
+``en.discover``, ``en.scan``, ``en.ablate``, ``en.sentences``, ``en.model_facts``, ``en.scaling``,
+``en.results`` -- see ``entrainment.api`` and
 docs/api.md. The names are loaded on first use, so importing a submodule (the CLI's fast path does) stays cheap;
 nothing here imports Prefect.
 """
@@ -22,6 +23,8 @@ __all__ = [
     "ablate",
     "head_types",
     "sentences",
+    "model_facts",
+    "scaling",
     "results",
     "Model",
     "Frames",

@@ -41,6 +41,8 @@ __all__ = [
     "ablate",
     "head_types",
     "sentences",
+    "model_facts",
+    "scaling",
     "results",
 ]
 
@@ -379,6 +381,53 @@ def head_types(
     rows = prompts.filter(pl.col("relation") == rel) if prompts is not None else None
     types, agree = compute(model.loaded, rows, rel, cfg, heads, head_scores, head_stability)
     return Frames(head_types=types, head_type_agreement=agree)
+
+
+def model_facts(*models: Model) -> pl.DataFrame:
+    """models.parquet's frame: one row per model (parameters, non-embedding parameters, heads, dtype, identity).
+
+    Args:
+        *models: from load_model.
+    Returns:
+        The models frame.
+    """
+    from entrainment.model import loading
+
+    for m in models:
+        api_checks.model(m)
+    return pl.DataFrame([loading.facts(m.loaded) for m in models])
+
+
+def scaling(
+    stats: pl.DataFrame,
+    models: pl.DataFrame,
+    sentence_stats: pl.DataFrame | None = None,
+    confidence: float = 0.95,
+) -> Frames:
+    """The power-law fits across models: scaling.parquet's frame from stats (token level) and, with
+    `sentence_stats`, sentence_scaling.parquet's (Δ_self, Δ_net, gap); None where fewer than 3 models are measured.
+
+    Args:
+        stats: stats frames of the models concatenated (from stats).
+        models: model_facts of the same models.
+        sentence_stats: sentence_stats frames of the models concatenated (from sentences), optional.
+        confidence: the CI level of the exponent.
+    Returns:
+        Frames(scaling=..., sentence_scaling=...), each a frame or None.
+    """
+    from entrainment.statistics import scaling as fits
+    from entrainment.store.schema import MODELS, SENTENCE_STATS, STATS
+
+    api_checks.frame(stats, "stats", STATS, ("model", "relation", "ablation", "condition", "target", "metric"))
+    api_checks.frame(models, "models", MODELS, ("model", "n_params", "n_params_non_embedding"))
+    if sentence_stats is not None:
+        api_checks.frame(sentence_stats, "sentence_stats", SENTENCE_STATS, ("model", "relation", "ablation", "mean"))
+    return Frames(
+        scaling=fits.tables_for(stats, models, confidence),
+        sentence_scaling=(
+            fits.sentence_tables_for(sentence_stats, models, confidence) if sentence_stats is not None else None
+        ),
+    )
 
 
 def sentences(model: Model, prompts: pl.DataFrame, heads: pl.DataFrame | None = None, **options: Any) -> Frames:

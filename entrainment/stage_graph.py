@@ -191,8 +191,12 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "sentences",
-        {"sentence_scores": ("prompts",), "sentence_stats": ("prompts",)},
-        ("prompts", "heads"),
+        {
+            "sentence_scores": ("prompts",),
+            "sentence_stats": ("prompts",),
+            "sentence_scaling": ("prompts", "models"),
+        },
+        ("prompts", "heads", "models"),
         (
             "model",
             "device",
@@ -231,6 +235,7 @@ STAGES: tuple[Stage, ...] = (
             "scaling",
             "sentence_scores",
             "sentence_stats",
+            "sentence_scaling",
             "head_types",
             "head_type_agreement",
         ),

@@ -13,6 +13,7 @@ from entrainment.config import Config
 from entrainment.data import lre_prompts
 from entrainment.model import loading
 from entrainment.stages import sentences
+from entrainment.statistics import scaling
 from entrainment.store import tables
 from entrainment.store.schema import SENTENCE_SCORES, SENTENCE_STATS
 from tasks.cache import files_hash, key_fn, manifest, write_timings
@@ -91,4 +92,30 @@ def combine(cfg: Config, done: list[dict]) -> dict:
         tables.write_table(stats, cfg.out, "sentence_stats"),
         write_timings(cfg, "sentences", pick("timing.parquet")),
     ]
-    return manifest(paths, rows=len(scores), summary=[line for m in done for line in m["summary"]])
+    fit_paths, fit_lines = scaling_step(cfg, stats)
+    summary = [line for m in done for line in m["summary"]] + fit_lines
+    return manifest(paths + fit_paths, rows=len(scores), summary=summary)
+
+
+def scaling_step(cfg: Config, stats: pl.DataFrame) -> tuple[list, list[str]]:
+    """sentence_scaling.parquet when >= 3 models ran (and models.parquet names their sizes); otherwise an old one is
+    removed (it would describe other models) and the summary says why there is none."""
+    path = cfg.out / "sentence_scaling.parquet"
+    models = tables.read_table(cfg.out, "models") if (cfg.out / "models.parquet").exists() else None
+    n = stats["model"].n_unique()
+    fit = scaling.sentence_tables_for(stats, models, cfg.confidence) if models is not None else None
+    if fit is None:
+        path.unlink(missing_ok=True)
+        why = scaling.absent_reason(n, "sentence_scaling") or (
+            "sentence_scaling.parquet not written: "
+            + ("models.parquet is missing (rerun measure)" if models is None else "no measure fits (zero or NaN means)")
+        )
+        return [], [why]
+    fit = fit.sort("size", "condition", "measure")
+    lines = [
+        f"sentence scaling over {r['n_models']} models: {r['condition']} Δ_{r['measure']}: b = {r['b']:+.3f} "
+        f"[{r['b_ci_low']:+.3f}, {r['b_ci_high']:+.3f}], R² {r['r2']:.2f}, p {r['p_value']:.2g}"
+        + ("" if r["same_sign"] else " (signs differ across models)")
+        for r in fit.filter(pl.col("size") == "n_params_non_embedding").iter_rows(named=True)
+    ]
+    return [tables.write_table(fit, cfg.out, "sentence_scaling")], lines

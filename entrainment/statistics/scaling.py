@@ -3,8 +3,13 @@
 E(N) = a * N^b, fitted by OLS in log-log space, log|mean shift| = log a + b log N, over the measured models
 (N = total parameters), per (condition, target, metric) with metric `logprob` (log-prob shift) or `logit`
 (the follow-up's Δ_t = ℓ(t | ctx) − ℓ(t | ∅)), raw and normalised (shift divided by the mean absolute
-no-context value: a raw difference is confounded when the baselines move with size). Reports b with its 95%
-CI (t interval on the slope's standard error), R², the slope's p-value and n_models; only with >= 3 models.
+no-context value: a raw difference is confounded when the baselines move with size), and the no-context value
+itself as its control (kind `no_context`: e.g. the gold's logit without context, which the follow-up fits to show
+what size does to the baseline). Reports b with its 95% CI (t interval on the slope's standard error), R², the
+slope's p-value and n_models; only with >= 3 models.
+
+``sentence_tables_for`` fits the sentence-level measures the same way (sentence_stats' pooled intact rows: Δ_self,
+Δ_net, the gap) into sentence_scaling.parquet, written by the sentences stage (scaling.parquet is the stats stage's).
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ from scipy import stats as sps
 MIN_MODELS = 3
 
 
-def absent_reason(n_models: int) -> str | None:
-    """Why scaling.parquet is not written (None when it is)."""
+def absent_reason(n_models: int, table: str = "scaling") -> str | None:
+    """Why `table`.parquet is not written for lack of models (None when there are enough)."""
     if n_models >= MIN_MODELS:
         return None
     return (
-        f"scaling.parquet not written: {n_models} model{'' if n_models == 1 else 's'} measured; a power-law "
+        f"{table}.parquet not written: {n_models} model{'' if n_models == 1 else 's'} measured; a power-law "
         f"fit needs at least {MIN_MODELS} (entrainment run --models a,b,c)"
     )
 
@@ -76,6 +81,7 @@ def scaling_table(
         for kind, v in (
             ("raw", g["mean_diff"].to_numpy()),
             ("normalised", g["mean_diff"].to_numpy() / np.abs(g["mean_base"].to_numpy())),
+            ("no_context", g["mean_base"].to_numpy()),
         ):
             if len(g) >= MIN_MODELS and np.all(v != 0):
                 out.append(
@@ -83,4 +89,45 @@ def scaling_table(
                     | fit(n, v, level)
                     | {"models": ",".join(g["model"])}
                 )
+    return pl.DataFrame(out) if out else None
+
+
+def sentence_tables_for(sentence_stats: pl.DataFrame, models: pl.DataFrame, level: float = 0.95) -> pl.DataFrame | None:
+    """sentence_scaling.parquet rows: fits against total and against non-embedding parameters (None: < 3 models).
+
+    Args:
+        sentence_stats: sentence_stats.parquet rows of every model of the run.
+        models: models.parquet (n_params, n_params_non_embedding per model).
+        level: confidence level of b's CI.
+    Returns:
+        One row per (size, condition, measure), or None.
+    """
+    parts = [
+        sentence_table(sentence_stats, sizes_from(models, s), level, s) for s in ("n_params", "n_params_non_embedding")
+    ]
+    parts = [p for p in parts if p is not None]
+    return pl.concat(parts) if parts else None
+
+
+def sentence_table(
+    sentence_stats: pl.DataFrame, sizes: dict[str, int], level: float = 0.95, size: str = "n_params"
+) -> pl.DataFrame | None:
+    """Log-log fits of the pooled (`ALL`), intact (`none`) sentence measures on model size, per (condition,
+    measure); `same_sign` says whether every model's mean has one sign (the fit is of |mean|: with mixed signs a
+    power law describes nothing). None with fewer than MIN_MODELS models."""
+    rows = sentence_stats.filter(
+        (pl.col("relation") == "ALL") & (pl.col("ablation") == "none") & pl.col("model").is_in(list(sizes))
+    )
+    if rows["model"].n_unique() < MIN_MODELS:
+        return None
+    out = []
+    for (cond, measure), g in sorted(rows.group_by("condition", "measure"), key=lambda kv: kv[0]):
+        g = g.sort("model")
+        v = g["mean"].to_numpy()
+        if len(g) >= MIN_MODELS and np.all(np.isfinite(v)) and np.all(v != 0):
+            out.append(
+                {"size": size, "condition": cond, "measure": measure}
+                | fit(np.array([sizes[m] for m in g["model"]], float), v, level)
+                | {"same_sign": bool(np.all(v > 0) or np.all(v < 0)), "models": ",".join(g["model"])}
+            )
     return pl.DataFrame(out) if out else None

@@ -817,7 +817,12 @@ SCALING = Table(
         ("condition", S, "context condition"),
         ("target", S, "distractor | gold"),
         ("metric", S, "logprob (log-prob shift) | logit (the follow-up's Δ_t = ℓ(t|ctx) − ℓ(t|∅))"),
-        ("kind", S, "raw: mean shift | normalised: mean shift / |mean no-context value| (baselines move with size)"),
+        (
+            "kind",
+            S,
+            "raw: mean shift | normalised: mean shift / |mean no-context value| (baselines move with size) | "
+            "no_context: the mean no-context value itself (the control: e.g. the gold's logit without context)",
+        ),
         ("b", F, "fitted exponent of E(N) = a·N^b (OLS of log|E| on log N)"),
         ("b_ci_low", F, "lower bound of b's CI (t interval, stats.confidence)"),
         ("b_ci_high", F, "upper bound"),
@@ -825,6 +830,26 @@ SCALING = Table(
         ("r2", F, "R² of the log-log fit"),
         ("p_value", F, "p-value of the slope (H0: b = 0)"),
         ("n_models", I, "models in the fit"),
+        ("models", S, "those models, comma-separated"),
+    ),
+)
+
+SENTENCE_SCALING = Table(
+    "sentence_scaling",
+    "power-law fits of the sentence-level measures across models (only with >= 3 models; written by the "
+    "sentences stage), one row per (size, condition, measure)",
+    (
+        ("size", S, "N on the x axis: n_params | n_params_non_embedding (models.parquet)"),
+        ("condition", S, "context condition (sentence_stats.condition)"),
+        ("measure", S, "self (Δ_self) | net (Δ_net = Δ_self − Δ_control) | gap (counterfactual − gold statement)"),
+        ("b", F, "fitted exponent of |mean|(N) = a·N^b (OLS of log|mean| on log N; sentence_stats' pooled ALL rows)"),
+        ("b_ci_low", F, "lower bound of b's CI (t interval, df = n_models − 2, confidence)"),
+        ("b_ci_high", F, "upper bound"),
+        ("a", F, "fitted prefactor"),
+        ("r2", F, "R² of the log-log fit"),
+        ("p_value", F, "p-value of the slope (H0: b = 0)"),
+        ("n_models", I, "models in the fit"),
+        ("same_sign", B, "every model's mean has the same sign (false: the |mean| fit mixes gains and losses)"),
         ("models", S, "those models, comma-separated"),
     ),
 )
@@ -1022,6 +1047,7 @@ TABLES: dict[str, Table] = {
         HEAD_TYPE_AGREEMENT,
         MODELS,
         SCALING,
+        SENTENCE_SCALING,
         SENTENCE_SCORES,
         SENTENCE_STATS,
     )

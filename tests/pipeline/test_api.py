@@ -244,6 +244,32 @@ def test_the_shared_mask_is_searched_and_evaluated_on_both_paths(project, api_fr
         assert "shared" in set(frames["ablation"]["mask_relation"])
 
 
+def test_scaling_fits_the_models_frames_across_models(tmp_path):
+    """en.model_facts + en.scaling on three tiny models: the fits the CLI's stats and sentences stages write."""
+    from entrainment.statistics import scaling
+    from tests.toy_data import toy_lre
+
+    lre = toy_lre(tmp_path / "lre")
+    sizes = [dict(hidden_size=16, intermediate_size=32), dict(hidden_size=32, intermediate_size=64)]
+    sizes.append(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3))
+    models = [en.load_model(tiny.save("llama", tmp_path / f"m{i}", **kw)) for i, kw in enumerate(sizes)]
+    p = en.prompts(relations=["toy capital"], max_pairs=3, data_dir=str(lre))
+    stats = pl.concat([en.stats(en.measure(m, p), p).stats for m in models])
+    facts = en.model_facts(*models)
+    assert facts["n_params"].to_list() == sorted(facts["n_params"].to_list()) and facts.height == 3
+    fits = en.scaling(stats, facts)
+    assert fits.sentence_scaling is None
+    assert_frame_equal(fits.scaling, scaling.tables_for(stats, facts))
+    assert set(fits.scaling["n_models"]) == {3} and "no_context" in set(fits.scaling["kind"])
+    assert en.scaling(stats, facts.head(2)).scaling is None  # two models with a size: no fit
+    sentence = pl.DataFrame(
+        {"model": facts["model"], "relation": "ALL", "condition": "related", "measure": "self", "ablation": "none"}
+    ).with_columns(mean=pl.Series([0.3, 0.2, 0.1]))
+    assert en.scaling(stats, facts, sentence).sentence_scaling["b"][0] < 0
+    with pytest.raises(InputError, match="models"):
+        en.scaling(stats, facts.drop("n_params"))
+
+
 def test_results_reads_tables_and_queries_read_only(project):
     out = project[3]
     r = en.results(out)

@@ -72,7 +72,18 @@ def three_models(tmp_path_factory):
     assert first.returncode == 0, first.stderr[-3000:]
     tables = {
         n: pl.read_parquet(out / f"{n}.parquet")
-        for n in ("measurements", "stats", "heads", "discovery", "ablation", "head_scores", "models", "scaling")
+        for n in (
+            "measurements",
+            "stats",
+            "heads",
+            "discovery",
+            "ablation",
+            "head_scores",
+            "models",
+            "scaling",
+            "sentence_stats",
+            "sentence_scaling",
+        )
     }
     page = (out / "report.html").read_text()
     second = cli(
@@ -92,7 +103,7 @@ def test_every_table_carries_all_three_models(three_models):
     specs, _, first, tables, _, _ = three_models
     want = {specs[k] for k in "abc"}
     for name, df in tables.items():
-        if name != "scaling":
+        if name not in ("scaling", "sentence_scaling"):
             assert set(df["model"]) == want, name
     facts = tables["models"].sort("n_params")
     assert facts["model"].to_list() == [specs[k] for k in "abc"]  # a < b < c by construction
@@ -121,6 +132,22 @@ def test_scaling_table_is_the_log_log_fit_of_the_stats(three_models):
     sizes = dict(zip(facts["model"], facts["n_params"]))
     ref = scaling.fit([sizes[m] for m in s["model"]], s["mean_diff"].to_numpy())
     assert row["b"] == pytest.approx(ref["b"], abs=1e-9) and row["r2"] == pytest.approx(ref["r2"], abs=1e-9)
+
+
+def test_sentence_scaling_is_the_log_log_fit_of_the_sentence_stats(three_models):
+    _, _, first, tables, _, _ = three_models
+    fit, st, facts = tables["sentence_scaling"], tables["sentence_stats"], tables["models"]
+    assert set(fit["n_models"]) == {3} and "sentence scaling over 3 models" in first.stdout
+    row = fit.filter((pl.col("size") == "n_params_non_embedding") & (pl.col("measure") == "self")).row(0, named=True)
+    s = st.filter(
+        (pl.col("relation") == "ALL")
+        & (pl.col("ablation") == "none")
+        & (pl.col("measure") == "self")
+        & (pl.col("condition") == row["condition"])
+    ).sort("model")
+    sizes = dict(zip(facts["model"], facts["n_params_non_embedding"]))
+    ref = scaling.fit([sizes[m] for m in s["model"]], s["mean"].to_numpy())
+    assert row["b"] == pytest.approx(ref["b"], abs=1e-9) and row["p_value"] == pytest.approx(ref["p_value"], abs=1e-9)
 
 
 def test_report_compares_the_models(three_models):

@@ -58,5 +58,44 @@ def test_table_needs_three_models_and_fits_each_group():
     assert scaling.scaling_table(_stats(sizes), sizes) is None
     sizes["c"] = 1e10
     t = scaling.scaling_table(_stats(sizes), sizes)
-    assert len(t) == 2 * 2 * 2 and set(t["kind"]) == {"raw", "normalised"}
-    assert t["b"].to_numpy() == pytest.approx(np.full(len(t), -0.3), abs=1e-9)
+    assert len(t) == 2 * 2 * 3 and set(t["kind"]) == {"raw", "normalised", "no_context"}
+    shifts = t.filter(pl.col("kind") != "no_context")
+    assert shifts["b"].to_numpy() == pytest.approx(np.full(len(shifts), -0.3), abs=1e-9)
+    # the control: the no-context value itself (-5 in every model here: no trend with size)
+    assert t.filter(pl.col("kind") == "no_context")["b"].to_numpy() == pytest.approx(np.zeros(4), abs=1e-9)
+
+
+def _sentence_stats(sizes: dict[str, float], sign: dict[str, float] | None = None) -> pl.DataFrame:
+    rows = []
+    for m, size in sizes.items():
+        for measure, b in (("self", -0.2), ("net", 0.1)):
+            for ablation in ("none", "stable:r:abc"):
+                rows.append(
+                    {
+                        "model": m,
+                        "relation": "ALL",
+                        "condition": "related",
+                        "measure": measure,
+                        "ablation": ablation,
+                        "mean": (sign or {}).get(m, 1.0) * 0.5 * size**b * (1 if ablation == "none" else 9),
+                    }
+                )
+        rows.append(dict(rows[-1], relation="r1", mean=123.0))  # per-relation rows are not fitted
+    return pl.DataFrame(rows)
+
+
+def test_sentence_measures_are_fitted_per_condition_and_measure():
+    sizes = {"a": 1e8, "b": 1e9}
+    assert scaling.sentence_table(_sentence_stats(sizes), sizes) is None  # two models: no fit
+    sizes["c"] = 1e10
+    t = scaling.sentence_table(_sentence_stats(sizes), sizes).sort("measure")
+    assert t["measure"].to_list() == ["net", "self"] and set(t["n_models"]) == {3}
+    assert t["b"].to_list() == pytest.approx([0.1, -0.2], abs=1e-9)  # the intact rows only: ablated ones differ
+    assert t["same_sign"].all() and t["models"][0] == "a,b,c"
+    mixed = scaling.sentence_table(_sentence_stats(sizes, {"b": -1.0}), sizes)
+    assert not mixed["same_sign"].any()  # |mean| fits, flagged: the signs differ across models
+    models = pl.DataFrame({"model": list(sizes), "n_params": [1, 2, 3], "n_params_non_embedding": [1e8, 1e9, 1e10]})
+    both = scaling.sentence_tables_for(_sentence_stats(sizes), models)
+    assert set(both["size"]) == {"n_params", "n_params_non_embedding"}
+    ne = both.filter((pl.col("size") == "n_params_non_embedding") & (pl.col("measure") == "self"))
+    assert ne["b"][0] == pytest.approx(-0.2, abs=1e-9)
