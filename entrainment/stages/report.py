@@ -263,9 +263,10 @@ def sentence_sections(out: Path) -> list[str]:
 
 
 def model_sections(out: Path, stats: pl.DataFrame, heads: pl.DataFrame) -> list[str]:
-    """Panels (k)-(m), shown when several models are in --out: shifts side by side, heads removed per model,
-    and the scaling fit (scaling.parquet, >= 3 models)."""
+    """Panels (k)-(m), (x), (y), shown when several models are in --out: shifts side by side, heads removed per
+    model, the scaling fit (scaling.parquet, >= 3 models), heads by relative depth, the sentence-level scaling fit."""
     models, scaling = _read(out, "models"), _read(out, "scaling")
+    sentence_stats, sentence_fits = _read(out, "sentence_stats"), _read(out, "sentence_scaling")
     n = stats["model"].n_unique() if not stats.is_empty() else 0
     if n < 2:
         return []
@@ -287,8 +288,26 @@ def model_sections(out: Path, stats: pl.DataFrame, heads: pl.DataFrame) -> list[
             "m",
             "Scaling: entrainment against model size (log-log)",
             model_panels.scaling_plot(stats, scaling, models) if not scaling.is_empty() else None,
-            "Distractor logit shift per condition with the OLS power-law fit of scaling.parquet. "
-            + (absent_reason(n) or ""),
+            "Distractor logit shift per condition against non-embedding parameters with the OLS power-law fit of "
+            "scaling.parquet; right, the control: the gold's logit without context against the same N (a raw shift "
+            "is confounded when the baselines move with size). " + (absent_reason(n) or ""),
+        ),
+        _figure(
+            "x",
+            "Heads by relative depth, per model",
+            model_panels.depth_plot(heads, models),
+            "Every removed head of every learned mask (seed searches, cross-fitted folds, stable sets) at (layer + "
+            "0.5) / layers, so models of 18 to 30 layers compare (heads.parquet).",
+        ),
+        _figure(
+            "y",
+            "Sentence-level entrainment against model size",
+            model_panels.sentence_scaling_plot(sentence_stats, sentence_fits, models)
+            if not sentence_fits.is_empty()
+            else None,
+            "Pooled Δ_self and Δ_net per condition against non-embedding parameters with the OLS power-law fits of "
+            "sentence_scaling.parquet (|mean|; 'signs differ' where the models disagree in sign). "
+            + (absent_reason(n, "sentence_scaling") or ""),
         ),
     ]
 

@@ -152,7 +152,7 @@ def test_sentence_scaling_is_the_log_log_fit_of_the_sentence_stats(three_models)
 
 def test_report_compares_the_models(three_models):
     _, _, _, _, page, _ = three_models
-    for panel in ("k", "l", "m"):
+    for panel in ("k", "l", "m", "x", "y"):  # shifts, heads per model, scaling, relative depth, sentence scaling
         body = re.search(rf'<section id="panel-{panel}">(.*?)</section>', page, re.S).group(1)
         assert "data:image/png;base64," in body, panel
 
