@@ -403,14 +403,33 @@ def stable_heads(stab: pl.DataFrame, threshold: float) -> pl.DataFrame:
     )
 
 
-def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
-    """Every discovery table from the searches' rows (module docstring); `timings` holds the per-epoch seconds."""
+def _selected(searches: list[Search]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(every epoch's masks, the logs, the selected epoch's masks) of the searches, sorted."""
     masks = pl.concat([s.masks for s in searches]).sort(
         "model", "relation", "seed", "resample", "epoch", "layer", "head"
     )
     log_df = pl.concat([s.log for s in searches]).sort("model", "relation", "seed", "resample", "epoch")
     chosen = log_df.filter(pl.col("selected")).select("model", "relation", "seed", "resample", "epoch")
-    picked = masks.join(chosen, on=["model", "relation", "seed", "resample", "epoch"])
+    return masks, log_df, masks.join(chosen, on=["model", "relation", "seed", "resample", "epoch"])
+
+
+def agreement(searches: list[Search]) -> pl.DataFrame:
+    """head_overlap's frame for any set of searches (every pair's agreement and the mean_* columns with CIs), as
+    `tables` computes it; for searches outside a stage run (benchmarks/learning_curve.py).
+
+    Args:
+        searches: one_search / many_searches results.
+    Returns:
+        The head_overlap frame.
+    """
+    masks, _, picked = _selected(searches)
+    shapes = {m: (int(g["layer"].max()) + 1, int(g["head"].max()) + 1) for (m,), g in masks.group_by("model")}
+    return overlap(_sets(picked), shapes, _logits(picked))
+
+
+def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
+    """Every discovery table from the searches' rows (module docstring); `timings` holds the per-epoch seconds."""
+    masks, log_df, picked = _selected(searches)
     sets = _sets(picked)
     shapes = {m: (int(g["layer"].max()) + 1, int(g["head"].max()) + 1) for (m,), g in masks.group_by("model")}
     stab = stability_rows(sets, shapes, cfg.stability_threshold, cfg.ablation_method, cfg.search_resampling).sort(

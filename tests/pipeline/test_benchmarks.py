@@ -25,6 +25,7 @@ EXPECT = {
     "rerun_latency": "fast-path check",
     "scale": "total",
     "batched_searches": "ratio",
+    "learning_curve": "corrected Jaccard",
 }
 
 
