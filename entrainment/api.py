@@ -279,7 +279,7 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
             search_resamples, search_resampling, epochs, max_steps, converge_steps, selection_rule, lr, lam, tau,
             init, ablation_method, stability_threshold, train_conditions, ...
     Returns:
-        Frames(heads, discovery, discovery_masks, head_overlap, head_stability).
+        Frames(heads, discovery, discovery_masks, head_overlap, head_disagreement, head_stability).
     """
     from entrainment.heads import masks
     from entrainment.stages.discover import fold_jobs, one_search, search_jobs, tables

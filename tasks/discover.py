@@ -159,7 +159,7 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
     )
     paths = [
         tables.write_table(t[name], cfg.out, name)
-        for name in ("heads", "discovery", "discovery_masks", "head_overlap", "head_stability")
+        for name in ("heads", "discovery", "discovery_masks", "head_overlap", "head_disagreement", "head_stability")
     ]
     paths.append(write_timings(cfg, "discover", timings))
     if len(t["head_overlap"]):
@@ -170,5 +170,7 @@ def combine(cfg: Config, shard_manifests: list[dict]) -> dict:
         )
     return manifest(
         paths,
-        summary=discover.summary(shard_manifests, t["head_overlap"], t["head_stability"]) + crossfit.summary(folds),
+        summary=discover.summary(shard_manifests, t["head_overlap"], t["head_stability"])
+        + discover.disagreement_lines(t["head_disagreement"])
+        + crossfit.summary(folds),
     )

@@ -23,12 +23,19 @@ import polars as pl
 from entrainment.ablation import donors
 from entrainment.config import Config
 from entrainment.errors import InputError
-from entrainment.heads import search, stability
+from entrainment.heads import disagreement, search, stability
 from entrainment.heads.masks import SHARED, STABLE_SEED, mask_label
 from entrainment.model import loading, tokens
 from entrainment.model.loading import Loaded, model_prefix
 from entrainment.model.tokens import Tokens
-from entrainment.store.schema import DISCOVERY, DISCOVERY_MASKS, HEAD_OVERLAP, HEAD_STABILITY, HEADS
+from entrainment.store.schema import (
+    DISCOVERY,
+    DISCOVERY_MASKS,
+    HEAD_DISAGREEMENT,
+    HEAD_OVERLAP,
+    HEAD_STABILITY,
+    HEADS,
+)
 
 
 def discovery_relations(
@@ -427,6 +434,11 @@ def agreement(searches: list[Search]) -> pl.DataFrame:
     return overlap(_sets(picked), shapes, _logits(picked))
 
 
+def _reselect(rows: list[dict], rule: str) -> int:
+    """The selection rule a search ran under, applied to (redrawn) log rows: head_disagreement's selection part."""
+    return search.select_epoch(rows, rule=rule)
+
+
 def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
     """Every discovery table from the searches' rows (module docstring); `timings` holds the per-epoch seconds."""
     masks, log_df, picked = _selected(searches)
@@ -445,9 +457,29 @@ def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
         "discovery": log_df.drop("seconds").select(DISCOVERY.names),
         "discovery_masks": masks,
         "head_overlap": overlap(sets, shapes, _logits(picked)),
+        "head_disagreement": pl.DataFrame(
+            disagreement.decompose(log_df, masks, {m: a * b for m, (a, b) in shapes.items()}, _reselect),
+            schema=HEAD_DISAGREEMENT.polars_schema(),
+        ),
         "head_stability": stab,
         "timings": timings,
     }
+
+
+def disagreement_lines(d: pl.DataFrame) -> list[str]:
+    """One line per (model, relation): the agreement of each disagreement component (head_disagreement)."""
+    multi = d["model"].n_unique() > 1 if len(d) else False
+    lines = []
+    for (model, relation), g in sorted(d.group_by("model", "relation"), key=lambda kv: kv[0]):
+        parts = [
+            f"{r['component']} (n {r['n']}) {r['jaccard_corrected']:.2f}"
+            + (f" [{r['jaccard_corrected_ci_low']:.2f}, {r['jaccard_corrected_ci_high']:.2f}]" if r["n"] > 1 else "")
+            for r in g.sort("component").iter_rows(named=True)
+        ]
+        lines.append(
+            f"{model_prefix(model, multi)}{relation}: chance-corrected agreement by source: " + ", ".join(parts)
+        )
+    return lines
 
 
 def summary(facts: list[dict], ov: pl.DataFrame, stab: pl.DataFrame) -> list[str]:

@@ -413,6 +413,35 @@ HEAD_OVERLAP = Table(
     ),
 )
 
+HEAD_DISAGREEMENT = Table(
+    "head_disagreement",
+    "where disagreement between mask searches comes from, one row per (model, relation, component) "
+    "(entrainment/heads/disagreement.py)",
+    (
+        ("model", S, "model spec"),
+        ("relation", S, "mask relation"),
+        (
+            "component",
+            S,
+            "optimiser: pairs of searches on the same data (the full training split) with different seeds | "
+            "data: complementary subject half-samples (disjoint training subjects, same seed) | selection: each "
+            "search's trajectory re-selected 100 times with each epoch's dev Δ redrawn from N(dev_delta, dev_se²), "
+            "compared with its own choice (parametric: per-item dev values are not stored; independent per epoch, so "
+            "it overstates the noise)",
+        ),
+        ("n", I, "pairs (optimiser, data) or searches (selection) behind the means: the unit of the CIs"),
+        ("jaccard_corrected", F, "mean chance-corrected Jaccard (J − E[J]) / (1 − E[J]) of the compared head sets"),
+        ("jaccard_corrected_ci_low", F, "95% percentile-bootstrap CI over the n units, low; NaN with n < 2"),
+        ("jaccard_corrected_ci_high", F, "same, high"),
+        ("spearman_logits", F, "mean Spearman correlation of the compared masks' keep-logits over every head"),
+        ("spearman_logits_ci_low", F, "95% percentile-bootstrap CI over the n units, low; NaN with n < 2"),
+        ("spearman_logits_ci_high", F, "same, high"),
+    ),
+    key=("model", "relation", "component"),
+    not_null=("model", "relation", "component"),
+    allowed=(("component", ("optimiser", "selection", "data")),),
+)
+
 HEAD_STABILITY = Table(
     "head_stability",
     "stability selection, one row per (model, relation, ablation_method, layer, head)",
@@ -1032,6 +1061,7 @@ TABLES: dict[str, Table] = {
         DISCOVERY,
         DISCOVERY_MASKS,
         HEAD_OVERLAP,
+        HEAD_DISAGREEMENT,
         HEAD_STABILITY,
         HEAD_MEANS,
         ABLATION,

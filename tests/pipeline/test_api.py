@@ -142,6 +142,7 @@ def api_frames(project):
         "discovery",
         "discovery_masks",
         "head_overlap",
+        "head_disagreement",
         "head_stability",
         "head_scores",
         "head_agreement",
