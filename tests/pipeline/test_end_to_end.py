@@ -31,8 +31,9 @@ def test_every_table_and_the_report_are_written(quick_run):
     out, r = quick_run
     removed = pl.read_parquet(out / "heads.parquet")["removed"].any()
     assert not (out / "scaling.parquet").exists() and "scaling.parquet not written: 1 model" in r.stdout  # one model
+    assert not (out / "sentence_scaling.parquet").exists()  # the same for the sentence-level fit
     for name, table in TABLES.items():
-        if name == "scaling":
+        if name in ("scaling", "sentence_scaling"):
             continue
         df = pl.read_parquet(out / table.file)
         assert df.columns[: len(table.names)] == table.names, name

@@ -206,8 +206,9 @@ def test_rerun_only_on_change(first_run, setup):
     from entrainment.store.provenance import why_stale
 
     assert not (other.out / "scaling.parquet").exists()  # one model: no scaling fit
+    assert not (other.out / "sentence_scaling.parquet").exists()
     for name in stage_graph.TABLES:
-        if stage_graph.inputs_of(name) and name != "scaling":
+        if stage_graph.inputs_of(name) and name not in ("scaling", "sentence_scaling"):
             assert why_stale(other.out, name) is None, name
 
 
