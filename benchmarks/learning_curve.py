@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="write the curve as CSV here")
     ap.add_argument("--quick", action="store_true", help=_quick.HELP)
     args = ap.parse_args(argv)
+    if args.searches < 2:
+        ap.error("--searches: agreement needs at least 2 searches per size")
     data = {}
     if args.quick:
         from pathlib import Path

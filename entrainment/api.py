@@ -418,10 +418,12 @@ def scaling(
     from entrainment.statistics import scaling as fits
     from entrainment.store.schema import MODELS, SENTENCE_STATS, STATS
 
-    api_checks.frame(stats, "stats", STATS, ("model", "relation", "ablation", "condition", "target", "metric"))
+    need = ("model", "relation", "ablation", "condition", "target", "metric", "mean_diff", "mean_base")
+    api_checks.frame(stats, "stats", STATS, need)
     api_checks.frame(models, "models", MODELS, ("model", "n_params", "n_params_non_embedding"))
     if sentence_stats is not None:
-        api_checks.frame(sentence_stats, "sentence_stats", SENTENCE_STATS, ("model", "relation", "ablation", "mean"))
+        need = ("model", "relation", "ablation", "condition", "measure", "mean")
+        api_checks.frame(sentence_stats, "sentence_stats", SENTENCE_STATS, need)
     return Frames(
         scaling=fits.tables_for(stats, models, confidence),
         sentence_scaling=(

@@ -106,9 +106,16 @@ def scaling_step(cfg: Config, stats: pl.DataFrame) -> tuple[list, list[str]]:
     fit = scaling.sentence_tables_for(stats, models, cfg.confidence) if models is not None else None
     if fit is None:
         path.unlink(missing_ok=True)
+        sized = set(models["model"]) & set(stats["model"]) if models is not None else set()
         why = scaling.absent_reason(n, "sentence_scaling") or (
             "sentence_scaling.parquet not written: "
-            + ("models.parquet is missing (rerun measure)" if models is None else "no measure fits (zero or NaN means)")
+            + (
+                "models.parquet is missing (rerun measure)"
+                if models is None
+                else f"models.parquet sizes only {len(sized)} of the {n} models (rerun measure)"
+                if len(sized) < scaling.MIN_MODELS
+                else "no measure fits (zero or NaN means)"
+            )
         )
         return [], [why]
     fit = fit.sort("size", "condition", "measure")

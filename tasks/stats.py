@@ -31,10 +31,11 @@ def scaling_step(cfg: Config, s) -> tuple[list, list[str]]:
         ]
     fit = fit.sort("size", "condition", "target", "metric", "kind")
     lines = [
-        f"scaling over {r['n_models']} models: {r['condition']} {r['target']} {r['metric']}: b = {r['b']:+.3f} "
+        f"scaling over {r['n_models']} models (non-embedding N): {r['condition']} {r['target']} {r['metric']}: "
+        f"b = {r['b']:+.3f} "
         f"[{r['b_ci_low']:+.3f}, {r['b_ci_high']:+.3f}], R² {r['r2']:.2f}, p {r['p_value']:.2g}"
         for r in fit.filter(
-            (fit["size"] == "n_params") & (fit["kind"] == "raw") & (fit["metric"] == "logit")
+            (fit["size"] == "n_params_non_embedding") & (fit["kind"] == "raw") & (fit["metric"] == "logit")
         ).iter_rows(named=True)
     ]
     return [tables.write_table(fit, cfg.out, "scaling")], lines

@@ -179,6 +179,8 @@ def _fit_line(ax, g: pl.DataFrame, col: str, f: dict, sizes: dict, color: str, l
     """The models' |col| against N as points, and the fitted a·N^b over their range."""
     n = np.array([sizes[m] for m in g["model"] if m in sizes], float)
     v = np.array([abs(d) for m, d in zip(g["model"], g[col]) if m in sizes])
+    if not len(n):
+        return
     ax.scatter(n, v, color=color)
     grid = np.geomspace(n.min(), n.max(), 50)
     ax.plot(
@@ -253,6 +255,8 @@ def sentence_scaling_plot(sentence_stats: pl.DataFrame, fits: pl.DataFrame, mode
     if fits.is_empty() or models.is_empty():
         return None
     fits = fits.filter(pl.col("size") == size)
+    if fits.is_empty() or sentence_stats.is_empty():
+        return None
     rows = sentence_stats.filter((pl.col("relation") == "ALL") & (pl.col("ablation") == "none"))
     sizes = dict(zip(models["model"], models[size]))
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), squeeze=False)

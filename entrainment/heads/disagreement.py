@@ -6,18 +6,21 @@ Three components, each an agreement between head sets, so they compare on one sc
 - **optimiser**: searches on the *same* training sample with different seeds (the full training split, resample 0,
   of every seed: half-samples and bootstrap resamples are drawn from the seed, so they differ in data too);
 - **data**: complementary subject half-samples (seed s, resamples 2k − 1 and 2k: disjoint training subjects, same
-  seed);
+  seed; left out under bootstrap resampling);
 - **selection**: each search's own trajectory re-selected under the dev noise the selection rule reads: the per-epoch
   dev Δ redrawn as N(dev_delta, dev_se²) (a parametric bootstrap: the per-item dev values are not stored, and the
   epochs' noise is drawn independently, which overstates it where epochs share dev items), the rule applied again, and
   the re-selected mask compared with the search's own choice.
 
-The unit of each CI is what varies independently: the pairs for optimiser and data (disjoint searches), the searches
-for selection (one value per search: its mean over the redraws). Fewer than two pairs: no CI (NaN).
+The unit of each CI is what varies independently: for optimiser the searches (its pairs share searches:
+``stability.mean_pairwise``), for data the complementary pairs (disjoint searches), for selection the searches (one
+value per search: its mean over the redraws). Two identical head sets (two empty ones included) agree fully (1).
+Fewer than two units: no CI (NaN). The data component needs subject half-samples (``search_resampling = "half"``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 
@@ -62,14 +65,17 @@ def _ci(values: list[float], key: str, draws: int = 1000, level: float = 0.95) -
         return float("nan"), float("nan"), float("nan")
     if len(v) < 2:
         return float(v.mean()), float("nan"), float("nan")
-    rng = np.random.default_rng(int.from_bytes(key.encode()[:8].ljust(8, b"\0"), "little"))
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
     boot = rng.choice(v, (draws, len(v))).mean(axis=1)
     lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
     return float(v.mean()), float(lo), float(hi)
 
 
 def _agree(a: set, b: set, la: np.ndarray | None, lb: np.ndarray | None, n_heads: int) -> tuple[float, float]:
-    """(chance-corrected Jaccard, keep-logit Spearman) of two head sets."""
+    """(chance-corrected Jaccard, keep-logit Spearman) of two head sets; two identical sets (two empty ones
+    included, where the chance correction is 0/0) agree fully: 1."""
+    if a == b:
+        return 1.0, stability.rank_correlation(la, lb)
     chance = stability.expected_jaccard(len(a), len(b), n_heads)
     return stability.corrected_jaccard(stability.jaccard(a, b), chance), stability.rank_correlation(la, lb)
 
@@ -103,6 +109,7 @@ def decompose(
     n_heads: dict[str, int],
     rule: Callable[[list[dict], str], int],
     draws: int = 100,
+    resampling: str = "half",
 ) -> list[dict]:
     """head_disagreement rows: per (model, relation, component) the mean agreement and its CI (module docstring).
 
@@ -113,8 +120,10 @@ def decompose(
         n_heads: model -> number of heads (for the chance level).
         rule: (log rows, selection rule name) -> selected epoch.
         draws: the selection component's redraws per search.
+        resampling: how the searches' training samples were drawn (half | bootstrap): the data component needs
+            complementary subject halves and is left out otherwise.
     Returns:
-        One row (dict) per (model, relation, component) with at least one pair.
+        One row (dict) per (model, relation, component) with at least one finite comparison.
     """
     keys = ["model", "relation", "seed", "resample"]
     epoch_sets: dict[tuple, set] = {}
@@ -123,37 +132,50 @@ def decompose(
         epoch_sets[tuple(k)] = set(zip(g.filter(pl.col("removed"))["layer"], g.filter(pl.col("removed"))["head"]))
         epoch_logits[tuple(k)] = g["mask_logit"].to_numpy()
     chosen = {tuple(r[c] for c in keys): r["epoch"] for r in log.filter(pl.col("selected")).iter_rows(named=True)}
+
+    def agree(a: Key, b: Key, ea: int, eb: int, n: int) -> tuple[float, float]:
+        (sa, la), (sb, lb) = ((epoch_sets[(*x, e)], epoch_logits[(*x, e)]) for x, e in ((a, ea), (b, eb)))
+        return _agree(sa, sb, la, lb, n)
+
     out = []
     for (model, relation), g in sorted(log.group_by("model", "relation"), key=lambda kv: kv[0]):
         searches = sorted(k for k in chosen if k[:2] == (model, relation))
         n = n_heads[model]
-        values: dict[str, list[tuple[float, float]]] = {c: [] for c in COMPONENTS}
-        for component in ("optimiser", "data"):
-            for a, b in pairs_of(searches, component):
-                ea, eb = (*a, chosen[a]), (*b, chosen[b])
-                values[component].append(_agree(epoch_sets[ea], epoch_sets[eb], epoch_logits[ea], epoch_logits[eb], n))
+        label = f"{model}|{relation}"
+        rows: dict[str, tuple] = {}
+        # optimiser: every pair of full-split searches; pairs share searches, so the CI resamples the searches
+        full = [k for k in searches if k[3] == 0]
+        if len(full) >= 2:
+            pair = [[agree(a, b, chosen[a], chosen[b], n) if a != b else (np.nan, np.nan) for b in full] for a in full]
+            m = np.array(pair, float)  # [searches, searches, 2]
+            rows["optimiser"] = (
+                len(full) * (len(full) - 1) // 2,
+                stability.mean_pairwise(m[..., 0], key=f"optimiser|j|{label}"),
+                stability.mean_pairwise(m[..., 1], key=f"optimiser|rho|{label}"),
+            )
+        # selection: one value per search (its mean over the redraws), the searches independent units
+        per_search = []
         for k in searches:
-            rows = g.filter((pl.col("seed") == k[2]) & (pl.col("resample") == k[3]))
-            name = rows["selection_rule"][0]
-            own = (*k, chosen[k])
-            redrawn = reselect(rows, lambda r: rule(r, name), draws, f"reselect|{'|'.join(map(str, k))}")
-            per = [
-                _agree(epoch_sets[own], epoch_sets[(*k, e)], epoch_logits[own], epoch_logits[(*k, e)], n)
-                for e in redrawn
-            ]
-            values["selection"].append(tuple(_mean([p[i] for p in per]) for i in (0, 1)))
+            lg = g.filter((pl.col("seed") == k[2]) & (pl.col("resample") == k[3]))
+            name = lg["selection_rule"][0]
+            redrawn = reselect(lg, lambda r: rule(r, name), draws, f"reselect|{'|'.join(map(str, k))}")
+            per = [agree(k, k, chosen[k], e, n) for e in redrawn]
+            per_search.append(tuple(_mean([p[i] for p in per]) for i in (0, 1)))
+        rows["selection"] = _unit_row(per_search, f"selection|{label}")
+        # data: complementary subject halves, disjoint pairs (independent units); only for half-samples
+        if resampling == "half":
+            halves = [agree(a, b, chosen[a], chosen[b], n) for a, b in pairs_of(searches, "data")]
+            rows["data"] = _unit_row(halves, f"data|{label}")
         for component in COMPONENTS:
-            v = values[component]
-            if not v:
+            if component not in rows or rows[component][0] == 0:
                 continue
-            j = _ci([x[0] for x in v], f"{component}|j|{model}|{relation}")
-            rho = _ci([x[1] for x in v], f"{component}|rho|{model}|{relation}")
+            units, j, rho = rows[component]
             out.append(
                 {
                     "model": model,
                     "relation": relation,
                     "component": component,
-                    "n": len(v),
+                    "n": units,
                     "jaccard_corrected": j[0],
                     "jaccard_corrected_ci_low": j[1],
                     "jaccard_corrected_ci_high": j[2],
@@ -163,3 +185,9 @@ def decompose(
                 }
             )
     return out
+
+
+def _unit_row(values: list[tuple[float, float]], key: str) -> tuple:
+    """(units with a finite Jaccard, its mean and CI, the Spearman's) over independent units."""
+    units = sum(1 for v in values if v[0] == v[0])
+    return units, _ci([v[0] for v in values], f"{key}|j"), _ci([v[1] for v in values], f"{key}|rho")

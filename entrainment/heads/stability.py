@@ -90,7 +90,8 @@ def mean_pairwise(
         level: confidence level.
         key: seeds the resampling (same key, same CI).
     Returns:
-        (mean, ci_low, ci_high); NaN with fewer than two searches or no finite pair.
+        (mean, ci_low, ci_high); NaN with fewer than two searches or no finite pair; the CI NaN with fewer than three
+        searches (two searches make one pair: no spread to resample).
     """
     n = len(pair)
     nan = float("nan")
@@ -98,6 +99,8 @@ def mean_pairwise(
     if n < 2 or not np.isfinite(upper).any():
         return nan, nan, nan
     mean = float(np.nanmean(upper))
+    if n < 3:
+        return mean, nan, nan
     rng = random.Random(key)
     stats = []
     for _ in range(draws):

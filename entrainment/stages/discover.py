@@ -458,7 +458,9 @@ def tables(searches: list[Search], cfg: Config) -> dict[str, pl.DataFrame]:
         "discovery_masks": masks,
         "head_overlap": overlap(sets, shapes, _logits(picked)),
         "head_disagreement": pl.DataFrame(
-            disagreement.decompose(log_df, masks, {m: a * b for m, (a, b) in shapes.items()}, _reselect),
+            disagreement.decompose(
+                log_df, masks, {m: a * b for m, (a, b) in shapes.items()}, _reselect, resampling=cfg.search_resampling
+            ),
             schema=HEAD_DISAGREEMENT.polars_schema(),
         ),
         "head_stability": stab,

@@ -40,7 +40,7 @@ def tables_for(stats: pl.DataFrame, models: pl.DataFrame, level: float = 0.95) -
     """Every scaling.parquet row: fits against total and against non-embedding parameters."""
     parts = [scaling_table(stats, sizes_from(models, s), level, s) for s in ("n_params", "n_params_non_embedding")]
     parts = [p for p in parts if p is not None]
-    return pl.concat(parts) if parts else None
+    return pl.concat(parts).sort("size", "condition", "target", "metric", "kind") if parts else None
 
 
 def fit(sizes: np.ndarray, values: np.ndarray, level: float = 0.95) -> dict[str, float]:
@@ -83,7 +83,7 @@ def scaling_table(
             ("normalised", g["mean_diff"].to_numpy() / np.abs(g["mean_base"].to_numpy())),
             ("no_context", g["mean_base"].to_numpy()),
         ):
-            if len(g) >= MIN_MODELS and np.all(v != 0):
+            if len(g) >= MIN_MODELS and np.all(np.isfinite(v)) and np.all(v != 0):
                 out.append(
                     {"size": size, "condition": cond, "target": target, "metric": metric, "kind": kind}
                     | fit(n, v, level)
@@ -106,7 +106,7 @@ def sentence_tables_for(sentence_stats: pl.DataFrame, models: pl.DataFrame, leve
         sentence_table(sentence_stats, sizes_from(models, s), level, s) for s in ("n_params", "n_params_non_embedding")
     ]
     parts = [p for p in parts if p is not None]
-    return pl.concat(parts) if parts else None
+    return pl.concat(parts).sort("size", "condition", "measure") if parts else None
 
 
 def sentence_table(

@@ -393,7 +393,12 @@ HEAD_OVERLAP = Table(
             "ranking, not only on the removed few); NaN when either is constant",
         ),
         ("mean_jaccard", F, "mean jaccard over every pair of searches of this (model, relation); same on each row"),
-        ("mean_jaccard_ci_low", F, "95% bootstrap CI of mean_jaccard (searches resampled with replacement), low"),
+        (
+            "mean_jaccard_ci_low",
+            F,
+            "95% bootstrap CI of mean_jaccard (searches resampled with replacement), low; NaN with fewer than 3 "
+            "searches",
+        ),
         ("mean_jaccard_ci_high", F, "same, high"),
         (
             "mean_jaccard_corrected",
@@ -424,13 +429,25 @@ HEAD_DISAGREEMENT = Table(
             "component",
             S,
             "optimiser: pairs of searches on the same data (the full training split) with different seeds | "
-            "data: complementary subject half-samples (disjoint training subjects, same seed) | selection: each "
+            "data: complementary subject half-samples (disjoint training subjects, same seed; only with "
+            "search_resampling half) | selection: each "
             "search's trajectory re-selected 100 times with each epoch's dev Δ redrawn from N(dev_delta, dev_se²), "
             "compared with its own choice (parametric: per-item dev values are not stored; independent per epoch, so "
             "it overstates the noise)",
         ),
-        ("n", I, "pairs (optimiser, data) or searches (selection) behind the means: the unit of the CIs"),
-        ("jaccard_corrected", F, "mean chance-corrected Jaccard (J − E[J]) / (1 − E[J]) of the compared head sets"),
+        (
+            "n",
+            I,
+            "comparisons behind the means: optimiser, every pair of full-split searches (its CI resamples the "
+            "searches, which the pairs share); data, complementary pairs (disjoint: the CI's units); selection, "
+            "searches (the CI's units)",
+        ),
+        (
+            "jaccard_corrected",
+            F,
+            "mean chance-corrected Jaccard (J − E[J]) / (1 − E[J]) of the compared head sets; two identical sets (two "
+            "empty ones included) count 1",
+        ),
         ("jaccard_corrected_ci_low", F, "95% percentile-bootstrap CI over the n units, low; NaN with n < 2"),
         ("jaccard_corrected_ci_high", F, "same, high"),
         ("spearman_logits", F, "mean Spearman correlation of the compared masks' keep-logits over every head"),

@@ -68,5 +68,24 @@ def test_decompose_compares_the_chosen_masks_with_the_chance_correction():
     assert got["optimiser"]["jaccard_corrected"] == pytest.approx((1 / 3 - chance) / (1 - chance))
     chance_12 = stability.expected_jaccard(1, 2, 12)
     assert got["data"]["jaccard_corrected"] == pytest.approx((1 / 2 - chance_12) / (1 - chance_12))
-    assert got["optimiser"]["n"] == 1 and np.isnan(got["optimiser"]["jaccard_corrected_ci_low"])  # one pair: no CI
+    assert got["optimiser"]["n"] == 1 and np.isnan(got["optimiser"]["jaccard_corrected_ci_low"])  # 2 searches: no CI
     assert got["selection"]["n"] == 4 and got["selection"]["jaccard_corrected"] == pytest.approx(1.0)  # se 0: own pick
+
+
+def test_identical_empty_choices_agree_and_bootstrap_resamples_have_no_data_part():
+    parts = [
+        _search(0, 0, [set(), {(0, 0)}], 0),  # selects the empty set (epoch 0)
+        _search(1, 0, [set(), {(0, 1)}], 0),
+        _search(2, 0, [set(), {(0, 2)}], 0),
+        _search(0, 1, [set()], 0),
+        _search(0, 2, [set()], 0),
+    ]
+    log, masks = pl.concat([p[0] for p in parts]), pl.concat([p[1] for p in parts])
+    log = log.with_columns(dev_delta=-pl.col("epoch").cast(pl.Float64))  # the rule itself keeps epoch 0
+    rule = lambda r, name: search.select_epoch(r, rule=name)  # noqa: E731
+    got = {r["component"]: r for r in disagreement.decompose(log, masks, {"m": 12}, rule, draws=5)}
+    # every choice is the empty set: identical, so full agreement (not 0/0 dropped, not 0)
+    assert got["optimiser"]["jaccard_corrected"] == 1.0 and got["optimiser"]["n"] == 3  # 3 pairs of 3 full searches
+    assert got["data"]["jaccard_corrected"] == 1.0 and got["selection"]["jaccard_corrected"] == 1.0
+    boot = disagreement.decompose(log, masks, {"m": 12}, rule, draws=5, resampling="bootstrap")
+    assert "data" not in {r["component"] for r in boot}  # resamples 1, 2 are not complementary halves then

@@ -169,7 +169,7 @@ SHARED_OPTIONS = dict(
     max_pairs=4,
     search_pairs=[3, 2, 3],
     passage_items=0,
-    seeds=[0],
+    seeds=[0, 1],  # two full-split searches: head_disagreement's optimiser part on both paths
     search_resamples=1,
     epochs=2,
     discover_batch_size=4,
@@ -210,9 +210,10 @@ def test_the_api_and_the_cli_give_the_same_discovery_tables_shared_mask_included
     assert_frame_equal(p, tables.read_table(out, "prompts").select(p.columns), check_dtypes=False)
     disc = en.discover(en.load_model(model), p, **opts)
     assert SHARED in set(disc.discovery["relation"])  # the option is honoured, not validated and dropped
-    for name in ("heads", "discovery", "discovery_masks", "head_overlap", "head_stability"):
+    assert "optimiser" in set(disc.head_disagreement["component"])
+    for name in ("heads", "discovery", "discovery_masks", "head_overlap", "head_disagreement", "head_stability"):
         table = tables.read_table(out, name)
-        assert len(table) or name == "head_overlap", name
+        assert len(table), name
         assert_frame_equal(disc[name].select(table.columns), table, check_exact=False, abs_tol=1e-6, check_dtypes=False)
     without = en.discover(en.load_model(model), p, **dict(opts, shared_mask=False))
     assert SHARED not in set(without.discovery["relation"].to_list())
