@@ -21,15 +21,14 @@ import time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import _quick  # noqa: E402
-import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from scipy import stats as sps  # noqa: E402
 
 from entrainment.data import lre_prompts  # noqa: E402
 from entrainment.heads import search
 from entrainment.model import loading
 from entrainment.model.tokens import Tokens  # noqa: E402
 from entrainment.paths import LRE_DIR  # noqa: E402
+from entrainment.statistics import verdict  # noqa: E402
 
 
 def split_by_subject(items: list, share: float, seed: int) -> tuple[list, list]:
@@ -38,18 +37,6 @@ def split_by_subject(items: list, share: float, seed: int) -> tuple[list, list]:
     random.Random(f"init|{seed}").shuffle(subjects)
     first = set(subjects[: max(1, round(share * len(subjects)))])
     return [it for it in items if it.subject in first], [it for it in items if it.subject not in first]
-
-
-def subject_ci(items: list, diffs: np.ndarray) -> tuple[float, float, float]:
-    """(mean, 95% t CI low, high) of the per-subject means of per-item differences."""
-    by: dict[str, list[float]] = {}
-    for it, d in zip(items, diffs):
-        by.setdefault(it.subject, []).append(float(d))
-    m = np.array([np.mean(v) for v in by.values()])
-    if len(m) < 2:
-        return float(m.mean()), float("nan"), float("nan")
-    half = sps.t.ppf(0.975, len(m) - 1) * m.std(ddof=1) / np.sqrt(len(m))
-    return float(m.mean()), float(m.mean() - half), float(m.mean() + half)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         secs = (time.perf_counter() - t) / max(1, len(rows) - 1)
         e = search.select_epoch(rows, rule=p.selection_rule)
         ablated = search.evaluate_items(loaded, dev, (hist[e] > 0).float())
-        mean, lo, hi = subject_ci(dev, ablated - intact)
+        t = verdict.subject_t(verdict.subject_means([it.subject for it in dev], ablated - intact))
+        mean, lo, hi = t["mean"], t["ci_low"], t["ci_high"]
         curve = " ".join(f"{r['dev_delta']:.1f}/{r['n_removed']}" for r in rows)
         print(f"init {init:g}: selection delta/heads removed per epoch: {curve}")
         print(
