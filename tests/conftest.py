@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-import tasks  # noqa: F401  (project-local Prefect env before prefect is imported)
+# One torch thread per parallel worker (`make test`: two workers on a 2-core machine), inherited by every CLI run the
+# worker starts (loading.prepare reads OMP_NUM_THREADS). Two workers of two threads each put four spinning OpenMP
+# threads on two cores: tiny-model passes then stall on each other's barriers (a 5 s benchmark quick mode took 74 s
+# in the suite), and far worse beside other busy processes. A single process (TEST_WORKERS=0) keeps every core.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:  # already imported (by a plugin): its thread pool may have read the old value
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+import tasks  # noqa: E402, F401  (project-local Prefect env before prefect is imported)
 from tests.toy_data import toy_lre
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -197,14 +197,15 @@ def facts(loaded: Loaded) -> dict[str, Any]:
 
 
 def prepare(model, tok, device: str) -> None:
-    """Freeze weights, eval mode, a pad token, all CPU threads."""
+    """Freeze weights, eval mode, a pad token; on CPU all cores as threads unless OMP_NUM_THREADS sets the count (a
+    process sharing the machine, e.g. one of the test suite's parallel workers, asks for fewer)."""
     import torch
 
     model.eval()
     model.requires_grad_(False)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    if device == "cpu":
+    if device == "cpu" and not os.environ.get("OMP_NUM_THREADS", "").strip():
         torch.set_num_threads(os.cpu_count() or 1)
 
 

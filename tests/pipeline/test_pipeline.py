@@ -90,11 +90,18 @@ def _run(cfg: Config) -> tuple[dict, dict[str, set[str]], float]:
     return result, task_states(t0), time.perf_counter() - start
 
 
+def _tables(out) -> dict[str, bytes]:
+    """Every table's bytes (timings aside: wall times differ between runs)."""
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.parquet")) if p.name != "timings.parquet"}
+
+
 @pytest.fixture(scope="module")
 def first_run(prefect_api, setup):
+    """The first run of `setup`: (result, task states, its tables' bytes, kept before later tests rerun into the
+    same folder)."""
     cfg, _ = setup
     result, states, _ = _run(cfg)
-    return result, states
+    return result, states, _tables(cfg.out)
 
 
 def test_report_is_self_contained_and_matches_stats(first_run, setup):
@@ -136,7 +143,7 @@ def test_report_is_self_contained_and_matches_stats(first_run, setup):
 
 def test_rerun_only_on_change(first_run, setup):
     cfg, d = setup
-    result, states = first_run
+    result, states, _ = first_run
     assert recomputed(states) == set(STAGES)
     for name in ("prompts", "measurements", "stats", "contrasts", "heads", "discovery", "ablation", "side_effects"):
         df = pl.read_parquet(cfg.out / TABLES[name].file)
@@ -212,19 +219,20 @@ def test_rerun_only_on_change(first_run, setup):
             assert why_stale(other.out, name) is None, name
 
 
-def test_identical_runs_give_byte_identical_tables(prefect_api, setup, tmp_path):
+def test_identical_runs_give_byte_identical_tables(first_run, setup, tmp_path):
+    """A second run with the same options into a new folder (its own cache: every stage recomputes) and a fresh copy
+    of the same relation files writes byte-identical tables to the module's first run."""
     from tests.toy_data import toy_lre
 
     cfg, _ = setup
-    one = cfg.replace(out=tmp_path / "one", data_dir=toy_lre(tmp_path / "lre"))
-    two = one.replace(out=tmp_path / "two")  # its own cache folder: every stage recomputes
-    for c in (one, two):
-        _, states, _ = _run(c)
-        assert recomputed(states) >= {"measure", "discover", "ablate"}
-    names = sorted(p.name for p in one.out.glob("*.parquet") if p.name != "timings.parquet")
-    assert "discovery.parquet" in names and len(names) >= 10
-    for name in names:
-        assert (one.out / name).read_bytes() == (two.out / name).read_bytes(), name
+    first = first_run[2]
+    two = cfg.replace(out=tmp_path / "two", data_dir=toy_lre(tmp_path / "lre"))
+    _, states, _ = _run(two)
+    assert recomputed(states) >= {"measure", "discover", "ablate"}
+    second = _tables(two.out)
+    assert "discovery.parquet" in first and len(first) >= 10 and sorted(second) == sorted(first)
+    for name in first:
+        assert second[name] == first[name], name
 
 
 def test_deployment_schedule_and_one_run(prefect_api, setup, tmp_path):  # noqa: D103
