@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
@@ -272,13 +273,40 @@ def tmpfs(where: Path, options: str):
         subprocess.run(["umount", str(where)], capture_output=True)
 
 
+def settled_task_runs(read, settle_s: float = 15.0) -> list:
+    """Task runs from the Prefect API once the server's record has settled. Prefect writes task-run states to its
+    server in the background, so a flow's last task can still be running there after the flow has returned (seen on
+    a busy machine: the report task missing from a run's completed tasks). Reads until every run is in a final state
+    and two reads 0.5 s apart agree, or `settle_s` has passed.
+
+    Args:
+        read: a call that reads the task runs (a Prefect client's ``read_task_runs`` with its filter).
+        settle_s: the longest wait.
+    Returns:
+        The last read's task runs.
+    """
+    deadline, last = time.monotonic() + settle_s, None
+    while True:
+        runs = read()
+        seen = sorted((str(r.id), r.state.name if r.state else "") for r in runs)
+        if seen == last and all(r.state and r.state.is_final() for r in runs):
+            return runs
+        if time.monotonic() > deadline:
+            open_ = sorted(
+                {f"{r.name}: {r.state.name if r.state else None}" for r in runs if not (r.state and r.state.is_final())}
+            )
+            warnings.warn(f"task runs not settled after {settle_s:.0f} s: {open_[:5]}", stacklevel=2)
+            return runs
+        last = seen
+        time.sleep(0.5)
+
+
 def state_names(flow_state) -> list[str]:
-    """The sorted state names of a flow run's task runs (read from the Prefect API)."""
+    """The sorted state names of a flow run's task runs (read from the Prefect API once settled)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id]))
     with get_client(sync_client=True) as c:
-        runs = c.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id]))
-        )
+        runs = settled_task_runs(lambda: c.read_task_runs(flow_run_filter=flow_filter))
     return sorted(r.state.name for r in runs)

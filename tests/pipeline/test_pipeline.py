@@ -13,6 +13,7 @@ from entrainment.config import Config
 from entrainment.model import loading
 from entrainment.store.schema import TABLES
 from tests import tiny
+from tests.helpers import settled_task_runs
 
 STAGES = (
     "generate",
@@ -32,12 +33,17 @@ STAGES = (
 )
 
 
-def task_states(since: datetime) -> dict[str, set[str]]:
-    """Task name -> set of final state names of task runs started after `since`."""
+def task_runs(since: datetime) -> list:
+    """The task runs started after `since`, once the server's record has settled (helpers.settled_task_runs)."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as c:
-        runs = c.read_task_runs(task_run_filter=_since(since), limit=200)
+        return settled_task_runs(lambda: c.read_task_runs(task_run_filter=_since(since), limit=200))
+
+
+def task_states(since: datetime) -> dict[str, set[str]]:
+    """Task name -> set of final state names of task runs started after `since`."""
+    runs = task_runs(since)
     out: dict[str, set[str]] = defaultdict(set)
     for r in runs:
         out[r.name.rsplit("-", 1)[0]].add(r.state.name)
@@ -174,10 +180,7 @@ def test_rerun_only_on_change(first_run, setup):
     from flows.pipeline import pipeline
 
     pipeline(cfg.replace(confidence=0.9).to_dict())
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as c:
-        runs = c.read_task_runs(task_run_filter=_since(t0), limit=200)
+    runs = task_runs(t0)
     done = [r for r in runs if r.state.name == "Completed"]
     measured = [r for r in done if r.name.startswith("measure-")]
     assert len(measured) == 1  # only toy color's measurement shard
