@@ -68,3 +68,21 @@ def test_out_of_memory_halves_the_batch(monkeypatch, caplog):
     ref = score(m.model, reqs, probes, m.tokenizer.pad_token_id, batch_size=1)
     for a, b in zip(res, ref):
         assert a.probe_logit == pytest.approx(b.probe_logit, abs=1e-5)
+
+
+@pytest.mark.parametrize("omp", ["1", ""])
+def test_prepare_keeps_the_thread_count_the_environment_sets(omp, monkeypatch):
+    """loading.prepare uses every core unless OMP_NUM_THREADS is set (the suite's parallel workers set 1)."""
+    import os
+
+    from entrainment.model import loading
+
+    m = tiny.model("llama")
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    try:
+        torch.set_num_threads(1)
+        loading.prepare(m.model, m.tokenizer, "cpu")
+        assert torch.get_num_threads() == (1 if omp else (os.cpu_count() or 1))
+    finally:
+        torch.set_num_threads(before)
