@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.model}, {args.relation}: {cfg.max_steps} steps a search, {args.searches} half-samples a size")
     table = curve(loaded, prompts, args.relation, sizes, cfg)
     if args.out:
-        table.write_csv(args.out)
+        meta = {"model": str(args.model), "relation": args.relation, "max_steps": args.max_steps}
+        table.select(*[pl.lit(v).alias(k) for k, v in meta.items()], pl.all()).write_csv(args.out)
 
 
 if __name__ == "__main__":
