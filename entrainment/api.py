@@ -276,13 +276,13 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
         prompts: a prompts frame holding the relations' train and dev items.
         **options: discover_relations (the relations searched; default: the
             pipeline's discovery relations that are present, else every relation present), seeds,
-            search_resamples, search_resampling, epochs, max_steps, converge_steps, selection_rule, lr, lam, tau,
-            init, ablation_method, stability_threshold, train_conditions, ...
+            search_resamples, search_resampling, searches_per_pass, epochs, max_steps, converge_steps,
+            selection_rule, lr, lam, tau, init, ablation_method, stability_threshold, train_conditions, ...
     Returns:
         Frames(heads, discovery, discovery_masks, head_overlap, head_disagreement, head_stability).
     """
     from entrainment.heads import masks
-    from entrainment.stages.discover import fold_jobs, one_search, search_jobs, tables
+    from entrainment.stages.discover import fold_jobs, many_searches, search_jobs, search_passes, tables
 
     api_checks.model(model)
     api_checks.frame(prompts, "prompts")
@@ -290,12 +290,13 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
     rels = _relations(cfg, prompts, options)
     api_checks.has_train(prompts, rels, "the mask search")
     found, means = [], {}
-    for rel, seed, r in search_jobs(cfg, rels):  # the discover stage's jobs, the shared mask included
+    device = model.loaded.info.device
+    for rel, pairs in search_passes(cfg, search_jobs(cfg, rels), device):  # the discover stage's jobs and passes
         source = masks.source_relations(cfg, rel)
         rows = prompts.filter(pl.col("relation").is_in([source] if isinstance(source, str) else list(source)))
         if cfg.ablation_method != "zero" and rel not in means:
             means[rel] = _mean(model, prompts, source, cfg.batch_size)
-        found.append(one_search(model.loaded, rows, rel, seed, r, cfg, means.get(rel)))
+        found += many_searches(model.loaded, rows, rel, list(pairs), cfg, means.get(rel))
     t = tables(found, cfg)
     if "fold" in prompts.columns:  # the cross-fitted verdict's per-fold searches, the discover flow's fold jobs
         from entrainment.stages import crossfit

@@ -225,6 +225,12 @@ class Config(BaseModel):
         "(or bootstrap resamples, search_resampling) of it (stability selection; "
         "searches = seeds x resamples).",
     )
+    searches_per_pass: StrictInt = _f(
+        0,
+        "Mask searches (seeds x resamples of one relation) run together in one batched pass, each row under its own "
+        "search's mask: 0 = auto (8 on a GPU; 1, one at a time, on a CPU, where batching is slower: "
+        "docs/benchmarks.md).",
+    )
     stability_threshold: Number = _f(0.5, "A head is in the stable set if at least this share of searches removed it.")
     train_conditions: TrainConditions = _f(("related",), "Conditions the masks are trained (and the scan scored) on.")
     shared_mask: StrictBool = _f(False, "Also learn one mask on the union of the discovery relations (`shared`).")
@@ -404,6 +410,7 @@ def check(cfg: Config) -> None:
         "null_items": 2,
         "scan_k": 1,
         "search_resamples": 1,
+        "searches_per_pass": 0,
         "max_steps": 1,
         "converge_steps": 1,
         "n_passages": 2,

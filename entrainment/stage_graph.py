@@ -98,6 +98,7 @@ STAGES: tuple[Stage, ...] = (
             "init",
             "seeds",
             "search_resamples",
+            "searches_per_pass",
             "stability_threshold",
             "train_conditions",
             "bos",

@@ -77,16 +77,26 @@ def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> 
 
         ckpt = cfg.out / SHARDS / ".ckpt" / f"{work}.pt"
         s = discover.one_search(loaded, rows, relation, seed, resample, cfg, mean, ckpt, on_epoch)
-    folder, stem = cfg.out / SHARDS / shard_name(loaded.info.spec), f"{shard_name(relation)}.seed{seed}.r{resample}"
+    m = _shard(cfg, loaded.info.spec, relation, s, time.perf_counter() - t0)
+    ckpt.unlink(missing_ok=True)
+    return m
+
+
+def _shard(cfg: Config, spec: str, relation: str, s: discover.Search, seconds: float) -> dict:
+    """Write one search's shard files; its manifest (the facts logged too)."""
+    seed, resample = s.facts["seed"], s.facts["resample"]
+    folder, stem = cfg.out / SHARDS / shard_name(spec), f"{shard_name(relation)}.seed{seed}.r{resample}"
     paths = [
         tables.write_parquet(s.log, folder / f"{stem}.log.parquet"),  # with `seconds` (split off in combine)
         tables.write_parquet(s.masks, folder / f"{stem}.masks.parquet", DISCOVERY_MASKS),
         tables.write_parquet(s.heads, folder / f"{stem}.heads.parquet", HEADS),
     ]
-    ckpt.unlink(missing_ok=True)
     f = s.facts
-    logger.info(
-        "selected epoch %d: %d heads removed, dev delta %.2f -> %.2f (%d epochs, %d steps run, %s)",
+    get_run_logger().info(
+        "%s s%d r%d: selected epoch %d: %d heads removed, dev delta %.2f -> %.2f (%d epochs, %d steps run, %s)",
+        relation,
+        seed,
+        resample,
         f["epoch"],
         f["n_removed"],
         f["dev_delta_start"],
@@ -95,7 +105,49 @@ def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> 
         f["steps_run"],
         "converged" if f["converged"] else "not converged",
     )
-    return manifest(paths, **f, seconds=time.perf_counter() - t0)
+    return manifest(paths, **f, seconds=seconds)
+
+
+def _inputs_pass(cfg: Config, relation: str, searches: tuple) -> dict:
+    return {
+        "model": model_key(cfg),
+        "relation": relation,
+        "searches": [list(j) for j in searches],
+        "rows": rows_hash(relation_rows(cfg.out, source_relations(cfg, relation))),
+    }
+
+
+@task(name="discover-pass", tags=["gpu"], cache_key_fn=key_fn("discover", __name__, _inputs_pass))
+def discover_pass(cfg: Config, relation: str, searches: tuple) -> dict:
+    """Several searches of one relation, ((seed, resample), ...), in one batched pass
+    (entrainment.stages.discover.many_searches); each writes the shard files discover_shard writes. Returns one
+    manifest of every output, with each search's own manifest under `searches` (its seconds: the pass's share)."""
+    t0 = time.perf_counter()
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
+    rows = relation_rows(cfg.out, source_relations(cfg, relation))
+    mean = reference(cfg, loaded, source_relations(cfg, relation)) if cfg.ablation_method != "zero" else None
+    work = stage_key("discover", __name__, cfg, _inputs_pass(cfg, relation, searches))[:16]
+    logger = get_run_logger()
+    logger.info("mask searches in one pass: %s / %s, (seed, resample) %s", loaded.info.spec, relation, list(searches))
+
+    def on_epoch(i: int, r: dict) -> None:
+        seed, resample = searches[i]
+        logger.info(
+            "s%d r%d epoch %d: loss %.3f, dev delta %.2f, removed %d",
+            seed,
+            resample,
+            r["epoch"],
+            r["loss"],
+            r["dev_delta"],
+            r["n_removed"],
+        )
+
+    ckpt = cfg.out / SHARDS / ".ckpt" / f"{work}.pt"
+    found = discover.many_searches(loaded, rows, relation, list(searches), cfg, mean, ckpt, on_epoch)
+    share = (time.perf_counter() - t0) / len(found)
+    each = [_shard(cfg, loaded.info.spec, relation, s, share) for s in found]
+    ckpt.unlink(missing_ok=True)
+    return {"outputs": {p: h for m in each for p, h in m["outputs"].items()}, "searches": each}
 
 
 def _inputs_fold(cfg: Config, relation: str, fold: int) -> dict:

@@ -87,6 +87,25 @@ def search_jobs(cfg: Config, relations: list[str], only: bool = False) -> list[t
     return [(rel, seed, r) for rel in rels for seed in cfg.seeds for r in range(cfg.search_resamples)]
 
 
+def search_passes(cfg: Config, jobs: list[tuple[str, int, int]], device: str) -> list[tuple[str, tuple]]:
+    """The search jobs cut into batched passes (``many_searches``): consecutive jobs of one relation, at most
+    ``searches_per_pass`` per pass (0 = auto: 8 on a GPU, 1 on a CPU, where one at a time is faster).
+
+    Args:
+        cfg: the run's Config (searches_per_pass).
+        jobs: (mask relation, seed, resample) of every search (``search_jobs``).
+        device: the device the searches run on ("cpu", "cuda", ...).
+    Returns:
+        (mask relation, ((seed, resample), ...)) per pass, in job order.
+    """
+    n = cfg.searches_per_pass or (1 if device == "cpu" else 8)
+    passes: list[tuple[str, tuple]] = []
+    for rel, group in itertools.groupby(jobs, key=lambda j: j[0]):
+        pairs = [(seed, r) for _, seed, r in group]
+        passes += [(rel, tuple(pairs[i : i + n])) for i in range(0, len(pairs), n)]
+    return passes
+
+
 def fold_jobs(cfg: Config, relations: list[str]) -> list[tuple[str, int]]:
     """The cross-fitted verdict's searches (entrainment.stages.crossfit): (relation, fold) for each searched
     relation and each of its ``crossfit_folds`` folds (none for the shared mask; none with crossfit_folds = 0).

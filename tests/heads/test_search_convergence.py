@@ -316,3 +316,14 @@ def test_discovery_tables_report_steps_convergence_rule_and_chance(tmp_path):
     for seed in cfg.seeds:  # a complementary pair of half-samples partitions the training items
         n = {f.facts["resample"]: f.facts["n_train"] for f in found if f.facts["seed"] == seed}
         assert n[1] + n[2] == n[0]
+
+
+def test_search_passes_group_one_relations_searches_in_job_order():
+    from entrainment.config import Config
+    from entrainment.stages.discover import search_passes
+
+    jobs = [("a", s, r) for s in (0, 1) for r in range(3)] + [("b", 0, 0), ("b", 0, 1)]
+    cut = search_passes(Config(searches_per_pass=4), jobs, "cpu")
+    assert cut == [("a", ((0, 0), (0, 1), (0, 2), (1, 0))), ("a", ((1, 1), (1, 2))), ("b", ((0, 0), (0, 1)))]
+    assert [len(p) for _, p in search_passes(Config(), jobs, "cpu")] == [1] * 8  # auto: one at a time on a CPU
+    assert [len(p) for _, p in search_passes(Config(), jobs, "cuda:0")] == [6, 2]  # auto: up to 8 on a GPU

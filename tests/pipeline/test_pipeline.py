@@ -287,6 +287,28 @@ def test_dask_runner_gives_the_same_tables(prefect_api, setup, tmp_path):
     assert max((ma[c] - mb[c]).abs().max() for c in num) < 1e-5
 
 
+def test_searches_in_one_pass_give_the_same_tables(prefect_api, setup, tmp_path):
+    """searches_per_pass = 3 (four searches: a pass of three and a pass of one) writes the same shard files and the
+    same discovery tables, mask logits to 1e-4, as one search per task."""
+    from flows.discover import discover_flow
+    from flows.generate import generate_flow
+
+    cfg, _ = setup
+    a = cfg.replace(out=tmp_path / "a", crossfit_folds=0)
+    b = a.replace(out=tmp_path / "b", searches_per_pass=3)
+    for c in (a, b):
+        generate_flow(c)
+        discover_flow(c)
+    shards = [sorted(p.name for p in (c.out / "shards" / "discovery").rglob("*.parquet")) for c in (a, b)]
+    assert shards[0] == shards[1] and len(shards[0]) == 3 * len(a.seeds) * a.search_resamples
+    ma, mb = (pl.read_parquet(c.out / "discovery_masks.parquet") for c in (a, b))
+    assert ma.drop("mask_logit").equals(mb.drop("mask_logit"))
+    assert (ma["mask_logit"] - mb["mask_logit"]).abs().max() < 1e-4
+    da, db = (pl.read_parquet(c.out / "discovery.parquet") for c in (a, b))
+    keep = ["model", "relation", "seed", "resample", "epoch", "step", "n_removed", "converged", "selected"]
+    assert da.select(keep).equals(db.select(keep))
+
+
 def test_shared_mask_and_transfer_panel(prefect_api, setup, tmp_path):
     """configs/paper.toml's shape on a tiny model: masks for two relations plus a `shared` one, each evaluated on
     every relation; the report shows the transfer heatmap."""
