@@ -53,6 +53,7 @@ OPTIONS = dict(
     max_steps=5,
     converge_steps=3,
     search_resampling="bootstrap",
+    searches_per_pass=3,  # the searches in batched passes (one pass of three per mask) on both paths
     lr=0.5,
     tau=0.7,
     weight_decay=0.01,
