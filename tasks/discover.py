@@ -38,13 +38,20 @@ def _inputs(cfg: Config, relation: str, seed: int, resample: int) -> dict:
     }
 
 
+def _search_inputs(cfg: Config, relation: str) -> tuple:
+    """What a mask relation's searches read: the model, its source relations' prompt rows, the reference means
+    (mean and resample ablation; None under zero)."""
+    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
+    source = source_relations(cfg, relation)
+    mean = reference(cfg, loaded, source) if cfg.ablation_method != "zero" else None
+    return loaded, relation_rows(cfg.out, source), mean
+
+
 @task(name="discover", tags=["gpu"], cache_key_fn=key_fn("discover", __name__, _inputs))
 def discover_shard(cfg: Config, relation: str, seed: int, resample: int = 0) -> dict:
     t0 = time.perf_counter()
     logger = get_run_logger()
-    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
-    rows = relation_rows(cfg.out, source_relations(cfg, relation))
-    mean = reference(cfg, loaded, source_relations(cfg, relation)) if cfg.ablation_method != "zero" else None
+    loaded, rows, mean = _search_inputs(cfg, relation)
     work = stage_key("discover", __name__, cfg, _inputs(cfg, relation, seed, resample))[:16]
     what = f"{relation} s{seed}" + (f" r{resample}" if resample else "")
     logger.info(
@@ -123,9 +130,7 @@ def discover_pass(cfg: Config, relation: str, searches: tuple) -> dict:
     (entrainment.stages.discover.many_searches); each writes the shard files discover_shard writes. Returns one
     manifest of every output, with each search's own manifest under `searches` (its seconds: the pass's share)."""
     t0 = time.perf_counter()
-    loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
-    rows = relation_rows(cfg.out, source_relations(cfg, relation))
-    mean = reference(cfg, loaded, source_relations(cfg, relation)) if cfg.ablation_method != "zero" else None
+    loaded, rows, mean = _search_inputs(cfg, relation)
     work = stage_key("discover", __name__, cfg, _inputs_pass(cfg, relation, searches))[:16]
     logger = get_run_logger()
     logger.info("mask searches in one pass: %s / %s, (seed, resample) %s", loaded.info.spec, relation, list(searches))
