@@ -705,7 +705,13 @@ def write_cost_model(
         }
         for u, f in fits.items()
     }
-    cost.setdefault("machines", {})[device] = {
+    machines = cost.setdefault("machines", {})
+    # one entry per measured CPU: `cpu` is the first, another CPU model goes beside it as `cpu:<name>`
+    # (entrainment plan picks the one measured on its own CPU; predict.measured_machine)
+    key = device
+    if device == "cpu" and "cpu" in machines and machines["cpu"]["machine"].get("cpu") != mach.get("cpu"):
+        key = f"cpu:{mach.get('cpu')}"
+    machines[key] = {
         "machine": mach,
         "dtype": mach["dtype"],
         "bench_tokens": tokens,

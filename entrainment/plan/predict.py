@@ -103,6 +103,24 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def measured_machine(machines: dict[str, Any], device: str, cpu: str | None = None) -> dict[str, Any] | None:
+    """The cost model measured for this device: on a CPU, the entry measured on a CPU of this name if there is one
+    (keys ``cpu`` and ``cpu:<name>``, as benchmarks/scale.py writes them), else the ``cpu`` entry.
+
+    Args:
+        machines: the cost model's ``machines`` object.
+        device: ``cpu``, ``cuda`` or ``mps``.
+        cpu: this machine's CPU name (default: /proc/cpuinfo's); ignored off the CPU.
+    Returns:
+        The measured entry, or None (no measured cost model for the device: a projection).
+    """
+    if device != "cpu":
+        return machines.get(device)
+    here = cpu if cpu is not None else _cpu_name()
+    same = [v for k, v in machines.items() if k.split(":", 1)[0] == "cpu" and v["machine"].get("cpu") == here]
+    return same[0] if same else machines.get("cpu")
+
+
 def _device(cfg) -> str:
     from entrainment.model.loading import pick_device_light
 
@@ -138,8 +156,7 @@ def predict_model(cfg, spec: str, prompts, cost: dict[str, Any]) -> tuple[dict[s
     lengths = Lengths(folder, cost.get("chars_per_token", 4.45))
     known, ran = known_head_sets(cfg, spec), known_epochs(cfg, spec)
     items = work(cfg, prompts, shape, lengths, known, ran)
-    machines = cost["machines"]
-    measured = machines.get(device)
+    measured = measured_machine(cost["machines"], device)
     nbytes = _dtype_bytes(cfg, device)
     weights_mb = shape.n_params * nbytes / 2**20
     over = cost.get("overhead", {})

@@ -112,6 +112,35 @@ def test_prediction_follows_the_work(project):
     assert c["stages"]["measure"]["peak_mb"] >= a["stages"]["measure"]["peak_mb"]
 
 
+def test_plan_uses_the_cost_model_measured_on_this_cpu(project, monkeypatch):
+    """With CPU entries from two machines, plan prices the run with the one measured on its own CPU (twice as fast
+    there: less time in every model stage; the fixed overheads stay), and with the first `cpu` entry on a CPU nobody
+    measured."""
+    d, _, _ = project
+    # the embedded SmolLM2-135M's shape (read from its GGUF header, nothing loaded), so model time is not negligible
+    cfg = make_config(d / "c.toml", out=d / "out").replace(model="smollm2-135m")
+    cost = predict.load_cost_model()
+    first = cost["machines"]["cpu"]
+    fast = json.loads(json.dumps(first))
+    fast["machine"]["cpu"] = "Test CPU 9000"
+    for fit in fast["units"].values():
+        fit["intercept"] -= 0.6931471805599453  # exp(a) halved: every unit twice as fast
+    two = cost | {"machines": {"cpu": first, "cpu:Test CPU 9000": fast}}
+    assert predict.measured_machine(two["machines"], "cpu", cpu="Test CPU 9000") is fast
+    assert predict.measured_machine(two["machines"], "cpu", cpu="Unmeasured CPU") is first
+    assert predict.measured_machine(two["machines"], "cuda") is None
+    monkeypatch.setattr(predict, "load_cost_model", lambda path=None: two)
+    monkeypatch.setattr(predict, "_cpu_name", lambda: "Test CPU 9000")
+    here = predict.predict(cfg)
+    monkeypatch.setattr(predict, "_cpu_name", lambda: "Unmeasured CPU")
+    other = predict.predict(cfg)
+    assert "Test CPU 9000" in here["device"] and "this machine: Unmeasured CPU" in other["device"]
+    for name in ("discover", "scan", "ablate"):
+        assert here["stages"][name]["seconds"] < 0.9 * other["stages"][name]["seconds"], name
+    for name in ("generate", "stats"):
+        assert here["stages"][name]["seconds"] == pytest.approx(other["stages"][name]["seconds"])
+
+
 def test_shapes_count_parameters_exactly():
     """The parameter counts plan's cost model is fitted on (checked against the published models)."""
     llama1b = shape.Shape(16, 32, 8, 64, 2048, 8192, 128256, tied=True)
