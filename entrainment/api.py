@@ -277,7 +277,8 @@ def discover(model: Model, prompts: pl.DataFrame, **options: Any) -> Frames:
         **options: discover_relations (the relations searched; default: the
             pipeline's discovery relations that are present, else every relation present), seeds,
             search_resamples, search_resampling, searches_per_pass, epochs, max_steps, converge_steps,
-            selection_rule, lr, lam, tau, init, ablation_method, stability_threshold, train_conditions, ...
+            selection_rule, lr, warmup_steps, lam, tau, init, ablation_method, stability_threshold,
+            train_conditions, ...
     Returns:
         Frames(heads, discovery, discovery_masks, head_overlap, head_disagreement, head_stability).
     """

@@ -214,6 +214,11 @@ class Config(BaseModel):
     )
     discover_batch_size: StrictInt = _f(16, "Mask-search batch size.")
     lr: Number = _f(1.0, "AdamW learning rate of the mask logits.")
+    warmup_steps: StrictInt = _f(
+        0,
+        "Linear learning-rate warm-up of a mask search: step t (from 1) runs at lr x min(1, t / warmup_steps); "
+        "0 = none (Adam's first steps then move every logit by about lr).",
+    )
     lam: Number = _f(1.0, "Sparsity weight lambda.")
     tau: Number = _f(1.0, "Gumbel-sigmoid temperature.")
     weight_decay: Number = _f(0.0, "AdamW weight decay (the paper's code used 0.01).")
@@ -413,6 +418,7 @@ def check(cfg: Config) -> None:
         "searches_per_pass": 0,
         "max_steps": 1,
         "converge_steps": 1,
+        "warmup_steps": 0,
         "n_passages": 2,
         "passage_items": 0,
         "scan_items": 0,

@@ -92,6 +92,7 @@ STAGES: tuple[Stage, ...] = (
             "search_resampling",
             "discover_batch_size",
             "lr",
+            "warmup_steps",
             "lam",
             "tau",
             "weight_decay",

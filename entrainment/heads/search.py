@@ -95,6 +95,7 @@ class SearchParams:
     epochs: int = default("epochs")
     batch_size: int = default("discover_batch_size")
     lr: float = default("lr")
+    warmup_steps: int = default("warmup_steps")  # linear lr warm-up over this many steps (0 = none)
     lam: float = default("lam")
     tau: float = default("tau")
     weight_decay: float = default("weight_decay")
@@ -317,6 +318,11 @@ def select_epoch(log_rows: list[dict], within: float = WITHIN, rule: str = ONE_S
     return min(ok, key=lambda r: (r["n_removed"], r["epoch"]))["epoch"]
 
 
+def step_lr(p: SearchParams, step: int) -> float:
+    """The learning rate of optimiser step `step` (1-based): lr after a linear warm-up of p.warmup_steps steps."""
+    return p.lr * min(1.0, step / p.warmup_steps) if p.warmup_steps > 0 else p.lr
+
+
 def converged_at(masks: Sequence[torch.Tensor], converge_steps: int) -> int | None:
     """The convergence test on a sequence of deterministic masks (masks[0] = the start, masks[t] = after step t):
     the first step t at which the mask has not changed for `converge_steps` steps, counted only once it first
@@ -508,6 +514,8 @@ def search_many(
         torch.stack(losses).sum().backward()
         share = (time.perf_counter() - t0) / len(active)
         for run, loss, effect in zip(active, losses, effects):
+            for group in run.opt.param_groups:
+                group["lr"] = step_lr(run.params, run.step + 1)
             run.opt.step()
             run.step += 1
             run.losses.append(loss.item())

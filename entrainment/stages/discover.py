@@ -125,6 +125,7 @@ def params(cfg: Config, seed: int, device: str) -> search.SearchParams:
         epochs=cfg.epochs,
         batch_size=cfg.discover_batch_size,
         lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
         lam=cfg.lam,
         tau=cfg.tau,
         weight_decay=cfg.weight_decay,

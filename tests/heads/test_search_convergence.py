@@ -93,6 +93,23 @@ def test_the_budget_is_counted_in_optimiser_steps():
     assert not rows[-1]["converged"]
 
 
+def test_warm_up_scales_the_first_steps_and_then_runs_at_lr():
+    p = SearchParams(lr=0.5, warmup_steps=4)
+    assert [search.step_lr(p, t) for t in (1, 2, 4, 9)] == [0.125, 0.25, 0.5, 0.5]
+    assert search.step_lr(SearchParams(lr=0.5), 1) == 0.5
+    m = copy_head_model()
+    items = search_items(m, 8)
+    base = dict(batch_size=8, lam=0.0, init=1.0, epochs=1000, seed=2, max_steps=1, converge_steps=10**6)
+    # batch = every item: one step per epoch; Adam's first step moves every logit with a gradient by about lr
+    _, cold = search.search(m, items, items, SearchParams(lr=0.5, **base))
+    _, warm = search.search(m, items, items, SearchParams(lr=0.5, warmup_steps=10, **base))
+    cold_move, warm_move = [(h[1] - h[0]).abs() for h in (cold, warm)]
+    moved = cold_move > 1e-3
+    assert moved.any()
+    assert torch.allclose(cold_move[moved], torch.full_like(cold_move[moved], 0.5), atol=1e-3)
+    assert torch.allclose(warm_move[moved], torch.full_like(warm_move[moved], 0.05), atol=1e-4)
+
+
 def _trajectory(means: list[float], removed: list[int], sd: float, n_subjects: int, seed: int = 0) -> list[dict]:
     """Log rows whose dev Δ is the mean over n_subjects subjects (4 items each) of N(mean, sd) subject effects."""
     rng = np.random.default_rng(seed)
