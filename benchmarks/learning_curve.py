@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import _quick  # noqa: E402
 import polars as pl  # noqa: E402
 
-from entrainment.config import Config  # noqa: E402
+from entrainment.config import Config, default  # noqa: E402
 from entrainment.model import loading  # noqa: E402
 from entrainment.stages import discover, generate  # noqa: E402
 
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default="25,50,100,200,all", help="training pairs, comma-separated; all = every pair")
     ap.add_argument("--searches", type=int, default=4, help="subject half-samples per size (complementary pairs)")
     ap.add_argument("--max-steps", type=int, default=40)
+    ap.add_argument("--lr", type=float, default=default("lr"), help="AdamW learning rate of the searches")
+    ap.add_argument("--warmup-steps", type=int, default=default("warmup_steps"), help="linear lr warm-up (steps)")
     ap.add_argument("--dev-pairs", type=int, default=24)
     ap.add_argument("--out", default=None, help="write the curve as CSV here")
     ap.add_argument("--quick", action="store_true", help=_quick.HELP)
@@ -148,15 +150,26 @@ def main(argv: list[str] | None = None) -> None:
         search_resamples=args.searches,
         search_resampling="half",
         max_steps=args.max_steps,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
         epochs=10_000,  # the step budget, not epochs, ends a search
         **data,
     )
     loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     prompts = generate.from_config(cfg)
-    print(f"{args.model}, {args.relation}: {cfg.max_steps} steps a search, {args.searches} half-samples a size")
+    print(
+        f"{args.model}, {args.relation}: {cfg.max_steps} steps a search (lr {cfg.lr:g}, warm-up {cfg.warmup_steps}), "
+        f"{args.searches} half-samples a size"
+    )
     table = curve(loaded, prompts, args.relation, sizes, cfg)
     if args.out:
-        meta = {"model": str(args.model), "relation": args.relation, "max_steps": args.max_steps}
+        meta = {
+            "model": str(args.model),
+            "relation": args.relation,
+            "max_steps": args.max_steps,
+            "lr": args.lr,
+            "warmup_steps": args.warmup_steps,
+        }
         table.select(*[pl.lit(v).alias(k) for k, v in meta.items()], pl.all()).write_csv(args.out)
 
 
