@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default="25,50,100,200,all", help="training pairs, comma-separated; all = every pair")
     ap.add_argument("--searches", type=int, default=4, help="subject half-samples per size (complementary pairs)")
     ap.add_argument("--max-steps", type=int, default=40)
+    ap.add_argument("--converge-steps", type=int, default=default("converge_steps"))
     ap.add_argument("--lr", type=float, default=default("lr"), help="AdamW learning rate of the searches")
     ap.add_argument("--warmup-steps", type=int, default=default("warmup_steps"), help="linear lr warm-up (steps)")
     ap.add_argument("--dev-pairs", type=int, default=24)
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         search_resamples=args.searches,
         search_resampling="half",
         max_steps=args.max_steps,
+        converge_steps=args.converge_steps,
         lr=args.lr,
         warmup_steps=args.warmup_steps,
         epochs=10_000,  # the step budget, not epochs, ends a search
