@@ -42,6 +42,12 @@ def ending(s: Search) -> Search:
     return Search(s.log.with_columns((pl.col("epoch") == last).alias("selected")), s.masks, s.heads, s.facts)
 
 
+def heads_of(s: Search) -> list[tuple[int, int]]:
+    """The heads a search's selected mask removes, sorted."""
+    h = s.heads.filter(pl.col("removed")).sort("layer", "head")
+    return list(zip(h["layer"].to_list(), h["head"].to_list()))
+
+
 def agreement_of(searches: list[Search], prefix: str) -> dict[str, float]:
     """head_overlap's mean_* columns (with CIs) of these searches, renamed `prefix`_*."""
     ov = discover.agreement(searches)
@@ -70,6 +76,7 @@ def arm(loaded, prompts: pl.DataFrame, relation: str, cfg: Config) -> dict:
         "converged": sum(bool(s.facts["converged"]) for s in found),
         "steps_median": statistics.median(s.facts["steps_run"] for s in found),
         "selected_heads": ",".join(str(s.facts["n_removed"]) for s in found),
+        "selected_sets": " | ".join(" ".join(f"L{a}.H{b}" for a, b in heads_of(s)) or "-" for s in found),
         "last_heads": ",".join(str(r["n_removed"]) for r in last),
         "selected_dev_delta": statistics.fmean(s.facts["dev_delta"] for s in found),
         "last_dev_delta": statistics.fmean(r["dev_delta"] for r in last),
@@ -88,6 +95,7 @@ def _line(r: dict) -> str:
         f"lr {r['lr']:g}, warm-up {r['warmup_steps']}: {r['converged']}/{r['searches']} converged, median "
         f"{r['steps_median']:g} steps; heads removed selected {r['selected_heads']}, last {r['last_heads']}; dev delta "
         f"{r['dev_delta_start']:.2f} -> selected {r['selected_dev_delta']:.2f}, last {r['last_dev_delta']:.2f}\n"
+        f"  selected heads per seed: {r['selected_sets']}\n"
         f"  seeds' agreement, selected masks: corrected Jaccard {ci('selected', 'jaccard_corrected')}, overlap "
         f"{ci('selected', 'overlap')}, keep-logit rho {ci('selected', 'spearman_logits')}\n"
         f"  seeds' agreement, last masks:     corrected Jaccard {ci('last', 'jaccard_corrected')}, overlap "
