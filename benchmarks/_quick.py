@@ -35,3 +35,16 @@ def tiny_model() -> str:
     folder = Path(tempfile.mkdtemp(prefix="bench-tiny-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return tiny.save("llama", folder / "model")
+
+
+def toy_lre_dir() -> str:
+    """The tests' two toy LRE relations (`toy capital`, `toy color`) written to a temporary folder, removed at exit.
+
+    Returns:
+        The folder's path (a Config `data_dir`).
+    """
+    from tests.toy_data import toy_lre
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-lre-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return str(toy_lre(folder))

@@ -117,11 +117,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     data = {}
     if args.quick:
-        from pathlib import Path
-        from tempfile import mkdtemp
-
-        from tests.toy_data import toy_lre
-
         args.model, args.relation, args.arms, args.seeds, args.max_steps, args.converge_steps = (
             _quick.tiny_model(),
             "toy capital",
@@ -130,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             3,
             2,
         )
-        data = {"data_dir": toy_lre(Path(mkdtemp(prefix="bench-lre-")))}
+        data = {"data_dir": _quick.toy_lre_dir()}
     seeds = tuple(int(s) for s in args.seeds.split(","))
     if len(seeds) < 2:
         ap.error("--seeds: agreement needs at least 2 seeds")

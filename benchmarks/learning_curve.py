@@ -125,11 +125,6 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--searches: agreement needs at least 2 searches per size")
     data = {}
     if args.quick:
-        from pathlib import Path
-        from tempfile import mkdtemp
-
-        from tests.toy_data import toy_lre
-
         args.model, args.relation, args.sizes, args.searches, args.max_steps = (
             _quick.tiny_model(),
             "toy capital",
@@ -137,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             2,
             2,
         )
-        data = {"data_dir": toy_lre(Path(mkdtemp(prefix="bench-lre-")))}
+        data = {"data_dir": _quick.toy_lre_dir()}
     sizes = [None if s.strip() == "all" else int(s) for s in args.sizes.split(",")]
     cfg = Config(
         model=args.model,
