@@ -55,6 +55,7 @@ OPTIONS = dict(
     search_resampling="bootstrap",
     searches_per_pass=3,  # the searches in batched passes (one pass of three per mask) on both paths
     lr=0.5,
+    warmup_steps=2,
     tau=0.7,
     weight_decay=0.01,
     stability_threshold=0.6,
