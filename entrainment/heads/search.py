@@ -44,7 +44,9 @@ reference mean or a donor's slice (resample runs each batch's donors as extra in
 mean or resample learns heads under that method.
 
 Start value: ``init`` is the mean of the initial mask logits (std 0.01); the paper: 0, with AdamW's weight decay
-0.01 (the ``paper`` preset, configs/search-paper.toml); the defaults: init 3, weight decay 0.
+0.01 (the ``paper`` preset, configs/search-paper.toml); the defaults: init 3, weight decay 0. Step size: AdamW at
+``lr``, optionally after a linear warm-up (``warmup_steps``, ``step_lr``; default none): Adam's first steps move every
+logit by about the rate whatever its gradient, which is where seeds on the same data part (docs/searches.md).
 
 Longer than 300 lines on purpose: the search, its loss, its budget, its convergence test and its selection rule are
 one algorithm and stay in one place (the selection rule and the convergence test read the same log rows).
