@@ -25,7 +25,7 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import _quick  # noqa: E402
+import _searches  # noqa: E402
 import polars as pl  # noqa: E402
 
 from entrainment.config import Config, default  # noqa: E402
@@ -105,45 +105,18 @@ def _line(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--relation", default="country capital city")
+    _searches.add_options(ap, 100, 24, "write the arms as CSV here (rewritten after every arm)")
     ap.add_argument("--arms", default="1:0,1:20,0.3:0,0.1:0", help="lr:warm-up steps, comma-separated")
     ap.add_argument("--seeds", default="0,1,2,3", help="search seeds (all on the full training split)")
-    ap.add_argument("--max-steps", type=int, default=100)
-    ap.add_argument("--converge-steps", type=int, default=24)
     ap.add_argument("--init", type=float, default=default("init"))
-    ap.add_argument("--out", default=None, help="write the arms as CSV here (rewritten after every arm)")
-    ap.add_argument("--quick", action="store_true", help=_quick.HELP)
     args = ap.parse_args(argv)
-    data = {}
     if args.quick:
-        args.model, args.relation, args.arms, args.seeds, args.max_steps, args.converge_steps = (
-            _quick.tiny_model(),
-            "toy capital",
-            "1:0,0.3:2",
-            "0,1",
-            3,
-            2,
-        )
-        data = {"data_dir": _quick.toy_lre_dir()}
+        args.arms, args.seeds, args.max_steps, args.converge_steps = "1:0,0.3:2", "0,1", 3, 2
     seeds = tuple(int(s) for s in args.seeds.split(","))
     if len(seeds) < 2:
         ap.error("--seeds: agreement needs at least 2 seeds")
     arms = [(float(a.split(":")[0]), int(a.split(":")[1])) for a in args.arms.split(",")]
-    base = Config(
-        model=args.model,
-        relations=(args.relation,),
-        discover_relations=(args.relation,),
-        passage_items=0,
-        crossfit_folds=0,
-        seeds=seeds,
-        search_resamples=1,
-        max_steps=args.max_steps,
-        converge_steps=args.converge_steps,
-        init=args.init,
-        epochs=10_000,  # the step budget, not epochs, ends a search
-        **data,
-    )
+    base = _searches.config(args, seeds=seeds, search_resamples=1, init=args.init)
     loaded = loading.load(base.model, base.device, base.dtype)
     prompts = generate.from_config(base)
     prompts = prompts.filter(pl.col("split") != "test")  # train/dev only

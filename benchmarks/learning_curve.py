@@ -24,7 +24,7 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import _quick  # noqa: E402
+import _searches  # noqa: E402
 import polars as pl  # noqa: E402
 
 from entrainment.config import Config, default  # noqa: E402
@@ -109,48 +109,27 @@ def _line(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--relation", default="country capital city")
+    _searches.add_options(ap, 40, default("converge_steps"), "write the curve as CSV here")
     ap.add_argument("--sizes", default="25,50,100,200,all", help="training pairs, comma-separated; all = every pair")
     ap.add_argument("--searches", type=int, default=4, help="subject half-samples per size (complementary pairs)")
-    ap.add_argument("--max-steps", type=int, default=40)
-    ap.add_argument("--converge-steps", type=int, default=default("converge_steps"))
     ap.add_argument("--lr", type=float, default=default("lr"), help="AdamW learning rate of the searches")
     ap.add_argument("--warmup-steps", type=int, default=default("warmup_steps"), help="linear lr warm-up (steps)")
     ap.add_argument("--dev-pairs", type=int, default=24)
-    ap.add_argument("--out", default=None, help="write the curve as CSV here")
-    ap.add_argument("--quick", action="store_true", help=_quick.HELP)
     args = ap.parse_args(argv)
     if args.searches < 2:
         ap.error("--searches: agreement needs at least 2 searches per size")
-    data = {}
     if args.quick:
-        args.model, args.relation, args.sizes, args.searches, args.max_steps = (
-            _quick.tiny_model(),
-            "toy capital",
-            "4,all",
-            2,
-            2,
-        )
-        data = {"data_dir": _quick.toy_lre_dir()}
+        args.sizes, args.searches, args.max_steps = "4,all", 2, 2
     sizes = [None if s.strip() == "all" else int(s) for s in args.sizes.split(",")]
-    cfg = Config(
-        model=args.model,
-        relations=(args.relation,),
-        discover_relations=(args.relation,),
+    cfg = _searches.config(
+        args,
         max_pairs=1,
-        passage_items=0,
-        crossfit_folds=0,
         search_pairs=(100_000, args.dev_pairs, 1),  # every training pair the relation has; test: one, never read
         seeds=(0,),
         search_resamples=args.searches,
         search_resampling="half",
-        max_steps=args.max_steps,
-        converge_steps=args.converge_steps,
         lr=args.lr,
         warmup_steps=args.warmup_steps,
-        epochs=10_000,  # the step budget, not epochs, ends a search
-        **data,
     )
     loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     prompts = generate.from_config(cfg)
