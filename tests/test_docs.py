@@ -155,6 +155,8 @@ def test_script_commands_name_existing_files_and_flags():
             path = ROOT / script
             assert path.exists(), f"{page.name}: {line!r} names a missing file"
             source = path.read_text(encoding="utf-8")
+            for helper in re.findall(r"^import (_\w+)", source, flags=re.M):  # options shared by benchmarks/_*.py
+                source += (path.parent / f"{helper}.py").read_text(encoding="utf-8")
             for flag in (w.split("=", 1)[0] for w in words if w.startswith("--")):
                 assert f'"{flag}"' in source, f"{page.name}: {script} has no option {flag}"
             seen += 1
