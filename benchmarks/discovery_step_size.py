@@ -33,8 +33,6 @@ from entrainment.model import loading  # noqa: E402
 from entrainment.stages import discover, generate  # noqa: E402
 from entrainment.stages.discover import Search  # noqa: E402
 
-MEASURES = ("jaccard_corrected", "overlap", "spearman_logits")
-
 
 def ending(s: Search) -> Search:
     """The same search with its last logged epoch marked selected: agreement of the masks the searches end with."""
