@@ -148,8 +148,17 @@ class Search:
     facts: dict
 
 
-def _prepare(loaded: Loaded, rows: pl.DataFrame, relation: str, cfg: Config, mean) -> tuple:
-    """(training items of the full split, dev items, the ablation) of a mask relation's prompt rows."""
+def search_items(loaded: Loaded, rows: pl.DataFrame, relation: str, cfg: Config, mean=None) -> tuple:
+    """The items a search of this relation trains and selects on.
+
+    Args:
+        loaded: the model (its tokenizer builds the items).
+        rows: prompt rows of the mask's source relation(s), all splits.
+        relation: the mask relation (names the ablation's donor draw).
+        cfg: the train conditions, seed, ablation method.
+        mean: the reference means [L, H, D] (mean and resample methods).
+    Returns:
+        (training items of the full split, dev items, the ablation)."""
     rows = rows.filter(pl.col("condition").is_in(list(cfg.train_conditions)))
     tk = Tokens(loaded.tokenizer, cfg.bos)
     train_pairs = tokens.items_with_rows(rows.filter(pl.col("split") == "train"), tk)
@@ -228,7 +237,7 @@ def many_searches(
     Returns:
         One Search per job, in order.
     """
-    full, dev, ablation = _prepare(loaded, rows, relation, cfg, mean)
+    full, dev, ablation = search_items(loaded, rows, relation, cfg, mean)
     trains = [search.resample_items(full, r, seed, cfg.search_resampling) for seed, r in jobs]
     ps = [params(cfg, seed, loaded.info.device) for seed, _ in jobs]
     found = search.search_many(loaded, trains, dev, ps, checkpoint, progress, ablation)
