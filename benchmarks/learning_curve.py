@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--searches", type=int, default=4, help="subject half-samples per size (complementary pairs)")
     ap.add_argument("--lr", type=float, default=default("lr"), help="AdamW learning rate of the searches")
     ap.add_argument("--warmup-steps", type=int, default=default("warmup_steps"), help="linear lr warm-up (steps)")
+    ap.add_argument("--lambda", dest="lam", type=float, default=default("lam"), help="sparsity weight of the searches")
     ap.add_argument("--dev-pairs", type=int, default=24)
     args = ap.parse_args(argv)
     if args.searches < 2:
@@ -130,11 +131,13 @@ def main(argv: list[str] | None = None) -> None:
         search_resampling="half",
         lr=args.lr,
         warmup_steps=args.warmup_steps,
+        lam=args.lam,
     )
     loaded = loading.load(cfg.model, cfg.device, cfg.dtype)
     prompts = generate.from_config(cfg)
     print(
-        f"{args.model}, {args.relation}: {cfg.max_steps} steps a search (lr {cfg.lr:g}, warm-up {cfg.warmup_steps}), "
+        f"{args.model}, {args.relation}: {cfg.max_steps} steps a search (lr {cfg.lr:g}, warm-up {cfg.warmup_steps}, "
+        f"lambda {cfg.lam:g}), "
         f"{args.searches} half-samples a size"
     )
     table = curve(loaded, prompts, args.relation, sizes, cfg)
@@ -145,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             "max_steps": args.max_steps,
             "lr": args.lr,
             "warmup_steps": args.warmup_steps,
+            "lam": args.lam,
         }
         table.select(*[pl.lit(v).alias(k) for k, v in meta.items()], pl.all()).write_csv(args.out)
 
