@@ -1,9 +1,8 @@
 """Step size, warm-up and sparsity weight of the mask search, side by side, on train/dev only (issue #31).
 
 Each arm (an AdamW learning rate, a linear warm-up in steps and, optionally, the sparsity weight lambda) runs the
-same searches: several seeds on the *same*
-data (the full training split of one relation), so whatever disagreement they show is the optimiser's, the part of
-the disagreement a step size can change. Every search goes through the discover stage's entry function
+same searches: several seeds on the *same* data (the full training split of one relation), so whatever disagreement
+they show is the optimiser's, the part of the disagreement a step size or the objective can change. Every search goes through the discover stage's entry function
 (`discover.one_search`, so the pipeline's data, budget, convergence test and `one_se` rule) and the arms' agreement is
 head_overlap's (`discover.agreement`: mean chance-corrected Jaccard, overlap coefficient and keep-logit Spearman over
 every pair of seeds, with bootstrap CIs over the searches), once for the masks the selection rule picks and once for
