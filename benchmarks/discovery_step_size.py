@@ -1,15 +1,15 @@
 """Step size, warm-up and sparsity weight of the mask search, side by side, on train/dev only (issue #31).
 
-Each arm (an AdamW learning rate, a linear warm-up in steps and, optionally, the sparsity weight lambda) runs the
-same searches: several seeds on the *same* data (the full training split of one relation), so whatever disagreement
-they show is the optimiser's, the part of the disagreement a step size or the objective can change. Every search goes through the discover stage's entry function
-(`discover.one_search`, so the pipeline's data, budget, convergence test and `one_se` rule) and the arms' agreement is
-head_overlap's (`discover.agreement`: mean chance-corrected Jaccard, overlap coefficient and keep-logit Spearman over
-every pair of seeds, with bootstrap CIs over the searches), once for the masks the selection rule picks and once for
-the masks the searches end with. Per arm it prints how many searches converged, their steps, the heads removed and
-the dev Δ. It also prints the intact model's 2-way cross-entropy on the training items beside the price of one head
-in the objective (lambda / number of heads): at the converged optimum a head stays removed only if removing it lowers
-that cross-entropy by more than its price. The test split is never read.
+Each arm (an AdamW learning rate, a linear warm-up in steps and, optionally, the sparsity weight lambda) runs the same
+searches: several seeds on the *same* data (the full training split of one relation), so whatever disagreement they
+show is the optimiser's, the part of the disagreement a step size or the objective can change. Every search goes
+through the discover stage's entry function (`discover.one_search`, so the pipeline's data, budget, convergence test
+and `one_se` rule) and the arms' agreement is head_overlap's (`discover.agreement`: mean chance-corrected Jaccard,
+overlap coefficient and keep-logit Spearman over every pair of seeds, with bootstrap CIs over the searches), once for
+the masks the selection rule picks and once for the masks the searches end with. Per arm it prints how many searches
+converged, their steps, the heads removed and the dev Δ. It also prints the intact model's 2-way cross-entropy on the
+training items beside the price of one head in the objective (lambda / number of heads): at the converged optimum a
+head stays removed only if removing it lowers that cross-entropy by more than its price. The test split is never read.
 
     .venv/bin/python benchmarks/discovery_step_size.py --arms 1:0,1:20,0.3:0,0.1:0 --seeds 0,1,2,3 --max-steps 100
     .venv/bin/python benchmarks/discovery_step_size.py --arms 1:0:1,1:0:0.3,1:0:0.1   # lambda arms (lr:warm-up:lambda)
