@@ -136,9 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     arms = []
     for a in args.arms.split(","):
         parts = a.split(":")
-        if len(parts) not in (2, 3):
-            ap.error(f"--arms: {a!r} is not lr:warm-up[:lambda]")
-        arms.append((float(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else args.lam))
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            arms.append((float(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else args.lam))
+        except ValueError:
+            ap.error(f"--arms: {a!r} is not lr:warm-up[:lambda] (numbers; warm-up an integer)")
     base = _searches.config(args, seeds=seeds, search_resamples=1, init=args.init)
     loaded = loading.load(base.model, base.device, base.dtype)
     prompts = generate.from_config(base)

@@ -26,6 +26,7 @@ EXPECT = {
     "scale": "total",
     "batched_searches": "ratio",
     "learning_curve": "corrected Jaccard",
+    "discovery_step_size": "seeds' agreement, last masks",
 }
 
 
@@ -44,3 +45,13 @@ def test_quick_mode_runs(script: Path, tmp_path):
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     assert "Traceback" not in r.stderr, r.stderr[-4000:]
     assert EXPECT.get(script.stem, "") in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("arms", ["1:x", "1", "1:0:1:2", "0.3:2.5"])
+def test_step_size_arms_that_are_not_numbers_get_one_line_and_exit_2(arms):
+    """A malformed --arms value is refused before any model loads: one line naming the arm, exit 2, no traceback."""
+    script = ROOT / "benchmarks" / "discovery_step_size.py"
+    r = run_watched([sys.executable, str(script), "--arms", arms], env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"--arms: {arms!r} is not lr:warm-up[:lambda]" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
